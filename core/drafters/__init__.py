@@ -1,0 +1,32 @@
+"""Drafter registry: one file per method; adding one is a new file plus one line here."""
+
+from __future__ import annotations
+
+import inspect
+
+from core.drafters.base import Draft, DraftContext, Drafter
+from core.drafters.early_exit import EarlyExitDrafter
+from core.drafters.model import ModelDrafter
+from core.drafters.ngram import NgramDrafter
+from core.drafters.none import NoDrafter
+from core.errors import DraftScopeError
+
+DRAFTERS: dict[str, type[Drafter]] = {
+    "none": NoDrafter,
+    "ngram": NgramDrafter,
+    "model": ModelDrafter,
+    "early-exit": EarlyExitDrafter,
+}
+
+
+def build_drafter(name: str, target, **options) -> Drafter:
+    """Instantiate a registered drafter, passing only the options its constructor takes (None means default)."""
+    if name not in DRAFTERS:
+        raise DraftScopeError(f"unknown drafter '{name}'; choose one of {', '.join(DRAFTERS)}")
+    cls = DRAFTERS[name]
+    accepted = inspect.signature(cls.__init__).parameters
+    kwargs = {k: v for k, v in options.items() if k in accepted and v is not None}
+    return cls(target, **kwargs)
+
+
+__all__ = ["DRAFTERS", "Draft", "DraftContext", "Drafter", "build_drafter"]

@@ -1,0 +1,74 @@
+"""An independent drafter model that shares the target's tokenizer, with its own KV cache."""
+
+from __future__ import annotations
+
+import torch
+
+from core.drafters.base import Draft, DraftContext, Drafter, stack_or_none
+from core.errors import DraftScopeError
+from core.kv import CachedLM
+from core.models import LoadedModel, load_model
+
+
+class ModelDrafter(Drafter):
+    name = "model"
+
+    def __init__(self, target: LoadedModel, draft_model: str | LoadedModel | None = None, allow_local: bool = False):
+        if draft_model is None:
+            raise DraftScopeError("the 'model' drafter needs a draft model (--draft-model PRESET)")
+        drafter = draft_model if isinstance(draft_model, LoadedModel) else load_model(
+            draft_model, device=target.device, dtype=target.dtype, allow_local=allow_local)
+        check_same_tokenizer(target, drafter)
+        self.target = target
+        self.drafter = drafter
+        self.kv = CachedLM(self.network())
+
+    def network(self) -> torch.nn.Module:
+        return self.drafter.model
+
+    def prefill(self, tokens: list[int]) -> None:
+        self.kv.reset()
+        if len(tokens) > 1:
+            self.kv.forward(tokens[:-1])
+
+    def propose(self, ctx: DraftContext) -> Draft:
+        tokens, rows, shows = [], [], []
+        feed = self.kv.sync(ctx.tokens)
+        vocab = self.target.vocab_size
+        for _ in range(ctx.gamma):
+            logits_V = self.kv.forward(feed)[-1]
+            token, q_V, show_V = ctx.pick(_fit_vocab(logits_V, vocab))
+            tokens.append(token)
+            rows.append(q_V)
+            shows.append(show_V)
+            feed = [token]
+        return Draft(tokens, stack_or_none(rows), stack_or_none(shows))
+
+    def observe(self, tokens: list[int], n_accepted: int) -> None:
+        self.kv.sync(tokens)  # drop the rejected drafts now, so cache_len reports what is kept
+
+    @property
+    def cache_len(self) -> int:
+        return len(self.kv)
+
+    @property
+    def cost(self) -> float:
+        return self.drafter.param_bytes / self.target.param_bytes
+
+
+def _fit_vocab(logits_V: torch.Tensor, vocab: int) -> torch.Tensor:
+    """Pad (with -inf) or cut drafter logits to the target's vocabulary size (embedding tables may be padded)."""
+    if logits_V.shape[-1] == vocab:
+        return logits_V
+    if logits_V.shape[-1] > vocab:
+        return logits_V[:vocab]
+    pad = torch.full((vocab - logits_V.shape[-1],), float("-inf"), device=logits_V.device, dtype=logits_V.dtype)
+    return torch.cat([logits_V, pad])
+
+
+def check_same_tokenizer(target: LoadedModel, drafter: LoadedModel) -> None:
+    if target.vocab_fingerprint() != drafter.vocab_fingerprint():
+        raise DraftScopeError(
+            f"drafter '{drafter.name}' does not share the target's tokenizer ('{target.name}': "
+            f"{target.vocab_fingerprint()[0]} tokens, '{drafter.name}': {drafter.vocab_fingerprint()[0]}); "
+            "pick a draft model with the same tokenizer")

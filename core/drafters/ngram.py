@@ -1,0 +1,39 @@
+"""Prompt lookup (n-gram) drafting: find the latest earlier occurrence of the last n tokens and propose what followed.
+
+Model-free, so q is one-hot on the proposed token (the sampling rule's ratio becomes p(x)).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from core.drafters.base import Draft, DraftContext, Drafter
+from core.errors import DraftScopeError
+
+
+class NgramDrafter(Drafter):
+    name = "ngram"
+
+    def __init__(self, target, ngram_size: int = 3, min_ngram_size: int = 1):
+        if not 1 <= min_ngram_size <= ngram_size <= 16:
+            raise DraftScopeError(f"n-gram size must satisfy 1 <= min ({min_ngram_size}) <= n ({ngram_size}) <= 16")
+        self.target = target
+        self.ngram_size = ngram_size
+        self.min_ngram_size = min_ngram_size
+
+    def propose(self, ctx: DraftContext) -> Draft:
+        return Draft(tokens=lookup(ctx.tokens, ctx.gamma, self.ngram_size, self.min_ngram_size))
+
+
+def lookup(tokens: list[int], max_len: int, ngram_size: int, min_ngram_size: int = 1) -> list[int]:
+    """Continuation (≤ max_len tokens) of the most recent earlier match of the longest suffix n-gram (n ≤ ngram_size)."""
+    if max_len <= 0 or len(tokens) < 2:
+        return []
+    seq = np.asarray(tokens, dtype=np.int64)
+    for n in range(min(ngram_size, len(seq) - 1), min_ngram_size - 1, -1):
+        windows = np.lib.stride_tricks.sliding_window_view(seq[:-1], n)  # every n-gram that has a successor
+        hits = np.flatnonzero((windows == seq[-n:]).all(axis=1))
+        if hits.size:
+            start = int(hits[-1]) + n
+            return seq[start:start + max_len].tolist()
+    return []

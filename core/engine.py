@@ -1,0 +1,270 @@
+"""The step-by-step speculative decoding engine.
+
+A ``Session`` holds the target, a drafter, a verifier and the settings. ``step()`` runs one draft → verify round and
+returns a ``StepRecord``; ``run()`` yields rounds until EOS or the token budget; ``reset()`` starts over.
+
+Cache invariant: between rounds the target's cache holds every committed token but the last one; the next round feeds
+that last token plus the drafts in one forward, which yields p at every drafted position and at the bonus position.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import asdict, dataclass
+from typing import Iterator
+
+import torch
+
+from core.drafters import Draft, DraftContext, Drafter, build_drafter
+from core.errors import DraftScopeError
+from core.kv import CachedLM
+from core.models import DEFAULT_TARGET, LoadedModel, load_model
+from core.records import Alternative, DraftedToken, EmittedToken, Stats, StepRecord
+from core.sampling import SamplingConfig, display_probs, warp
+from core.verify import Verdict, Verifier, build_verifier
+
+MAX_NEW_TOKENS = 4096
+MAX_GAMMA = 64
+# One lock for every forward pass in the process: models are shared between sessions (app users), and on a small
+# machine two concurrent forwards only slow each other down.
+MODEL_LOCK = threading.RLock()
+
+
+@dataclass
+class SessionConfig:
+    """Everything that defines a run (model names and settings, no tensors)."""
+
+    target: str = DEFAULT_TARGET
+    drafter: str = "ngram"
+    verifier: str = "greedy"
+    gamma: int = 5  # draft length γ (upper bound per round)
+    temperature: float = 0.0  # 0 = greedy
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int = 0
+    max_new_tokens: int = 128
+    draft_model: str | None = None  # for the 'model' drafter
+    ngram_size: int = 3  # for the 'ngram' drafter: longest suffix n-gram to match
+    exit_layer: int | None = None  # ℓ for the 'early-exit' drafter (None = a fifth of the depth)
+    topk_alternatives: int = 5  # top-k lists kept in the records
+    record: bool = True  # build step records (False: the same loop recording nothing, for overhead measurements)
+    stop_at_eos: bool = True
+
+    def validate(self) -> None:
+        if not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS:
+            raise DraftScopeError(f"max new tokens must be in 1..{MAX_NEW_TOKENS}, got {self.max_new_tokens}")
+        if not 1 <= self.gamma <= MAX_GAMMA:
+            raise DraftScopeError(f"gamma must be in 1..{MAX_GAMMA}, got {self.gamma}")
+        if not 0 <= self.topk_alternatives <= 50:
+            raise DraftScopeError(f"top-k alternatives must be in 0..50, got {self.topk_alternatives}")
+        self.sampling  # validates temperature / top-k / top-p
+
+    @property
+    def sampling(self) -> SamplingConfig:
+        return SamplingConfig(self.temperature, self.top_k, self.top_p)
+
+    def drafter_options(self) -> dict:
+        return {"draft_model": self.draft_model, "ngram_size": self.ngram_size, "exit_layer": self.exit_layer}
+
+
+class Session:
+    """One user's decoding run: target + drafter + verifier + settings + the committed tokens so far."""
+
+    def __init__(self, target: LoadedModel, drafter: Drafter, verifier: Verifier, prompt_ids: list[int],
+                 config: SessionConfig):
+        config.validate()
+        if not prompt_ids:
+            raise DraftScopeError("the prompt is empty")
+        limit = target.max_context
+        if len(prompt_ids) + config.max_new_tokens > limit:
+            raise DraftScopeError(f"prompt ({len(prompt_ids)} tokens) + max new tokens ({config.max_new_tokens}) "
+                                  f"exceeds the context of '{target.name}' ({limit} tokens)")
+        self.target, self.drafter, self.verifier, self.config = target, drafter, verifier, config
+        self.prompt_ids = list(prompt_ids)
+        self.reset()
+
+    @classmethod
+    def from_config(cls, config: SessionConfig, prompt: str | None = None, prompt_ids: list[int] | None = None,
+                    chat: bool = False, allow_local: bool = False) -> "Session":
+        """Load the models (once per process), tokenize the prompt and build the session."""
+        config.validate()
+        if prompt_ids is None and not (prompt or "").strip():
+            raise DraftScopeError("the prompt is empty")
+        target = load_model(config.target, allow_local=allow_local)
+        options = config.drafter_options()
+        if config.drafter == "model":
+            options["allow_local"] = allow_local
+        drafter = build_drafter(config.drafter, target, **options)
+        ids = prompt_ids if prompt_ids is not None else target.encode(prompt, chat=chat)
+        return cls(target, drafter, build_verifier(config.verifier), ids, config)
+
+    # ------------------------------------------------------------------------------------------------ state
+    def reset(self) -> None:
+        """Start over from the prompt with the same settings (and the same seed)."""
+        self.tokens: list[int] = list(self.prompt_ids)
+        self.target_kv = CachedLM(self.target.model)
+        self.generator = torch.Generator().manual_seed(self.config.seed)
+        self.stats = Stats(draft_cost=self.drafter.cost)
+        self.records: list[StepRecord] = []
+        self.finish_reason: str | None = None
+        self._prefilled = False
+
+    @property
+    def done(self) -> bool:
+        return self.finish_reason is not None
+
+    @property
+    def generated_ids(self) -> list[int]:
+        return self.tokens[len(self.prompt_ids):]
+
+    @property
+    def text(self) -> str:
+        return self.target.decode(self.generated_ids)
+
+    def run(self, max_new_tokens: int | None = None) -> Iterator[StepRecord | None]:
+        """Yield rounds until EOS, the configured budget, or ``max_new_tokens`` more tokens."""
+        stop_at = len(self.generated_ids) + (max_new_tokens or self.config.max_new_tokens)
+        while not self.done and len(self.generated_ids) < stop_at:
+            yield self.step()
+
+    # ------------------------------------------------------------------------------------------------ one round
+    def step(self) -> StepRecord | None:
+        """One draft → verify round. Returns its record (None when ``config.record`` is off or the run is done)."""
+        if self.done:
+            return None
+        with MODEL_LOCK, torch.inference_mode():
+            return self._step()
+
+    def _prefill(self) -> float:
+        t = time.perf_counter()
+        self.target_kv.reset()
+        if len(self.tokens) > 1:
+            self.target_kv.forward(self.tokens[:-1])
+        self.drafter.prefill(self.tokens)
+        self._prefilled = True
+        return _elapsed(t, self.target.device)
+
+    def _step(self) -> StepRecord | None:
+        t0 = time.perf_counter()
+        prefill_s = 0.0 if self._prefilled else self._prefill()
+        self.stats.prefill_s += prefill_s
+        start = len(self.tokens)
+        budget = self.config.max_new_tokens - len(self.generated_ids)
+        gamma = max(0, min(self.config.gamma, budget - 1, self.target.max_context - start - 1))
+
+        t1 = time.perf_counter()
+        ctx = DraftContext(self.tokens, gamma, self.config.sampling, self.generator)
+        draft = self.drafter.propose(ctx) if gamma > 0 else Draft(tokens=[])
+        draft.tokens = draft.tokens[:gamma]
+        draft_s = _elapsed(t1, self.target.device)
+
+        t2 = time.perf_counter()
+        feed = self.target_kv.sync(self.tokens) + draft.tokens
+        logits_nV = self.target_kv.forward(feed, logits_to_keep=len(draft.tokens) + 1).cpu()
+        p_nV = warp(logits_nV, self.config.sampling)
+        q_nV = draft.q_nV[: len(draft.tokens)] if draft.q_nV is not None else None
+        verdict = self.verifier.verify(draft.tokens, p_nV, q_nV, self.generator)
+        new = draft.tokens[: verdict.n_accepted] + [verdict.token]
+        new = self._cut(new, budget)
+        self.tokens.extend(new)
+        self.target_kv.rollback(len(self.tokens) - 1)
+        self.drafter.observe(self.tokens, verdict.n_accepted)
+        verify_s = _elapsed(t2, self.target.device)
+        core_ms = (time.perf_counter() - t0) * 1e3
+
+        record = None
+        if self.config.record:
+            record = self._record(start, draft, logits_nV, p_nV, verdict, new, draft_s, verify_s, prefill_s, core_ms)
+            self.records.append(record)
+        self.stats.add_round(len(draft.tokens), min(verdict.n_accepted, len(new)), len(new), verdict.n_verified,
+                             draft_s, verify_s, time.perf_counter() - t0 - prefill_s)
+        return record
+
+    def _cut(self, new: list[int], budget: int) -> list[int]:
+        """Stop the committed tokens at EOS, the token budget or the context limit; set the finish reason."""
+        if self.config.stop_at_eos:
+            eos = self.target.eos_ids
+            for j, tok in enumerate(new):
+                if tok in eos:
+                    new = new[: j + 1]
+                    self.finish_reason = "eos"
+                    break
+        if len(new) >= budget:
+            new = new[:budget]
+            self.finish_reason = self.finish_reason or "max_new_tokens"
+        if len(self.tokens) + len(new) >= self.target.max_context:
+            self.finish_reason = self.finish_reason or "context"
+        return new
+
+    # ------------------------------------------------------------------------------------------------ records
+    def _record(self, start: int, draft: Draft, logits_nV, p_nV, verdict: Verdict, new: list[int], draft_s: float,
+                verify_s: float, prefill_s: float, core_ms: float) -> StepRecord:
+        k = self.config.topk_alternatives
+        p_show = display_probs(logits_nV, p_nV, self.config.sampling)  # (γ+1, V)
+        p_top = _topk(p_show, k, self.target)
+        q_show = draft.q_show_nV
+        q_top = _topk(q_show, k, self.target) if q_show is not None else [[] for _ in draft.tokens]
+        n_ver = verdict.n_verified
+        drafted = []
+        for i, tok in enumerate(draft.tokens):
+            verified = i < n_ver
+            decision = "accepted" if i < verdict.n_accepted else ("rejected" if verified else "unverified")
+            drafted.append(DraftedToken(
+                position=start + i, id=tok, text=self.target.token_text(tok), decision=decision,
+                q=float(q_show[i, tok]) if q_show is not None else None,
+                p=float(p_show[i, tok]) if verified else None,
+                accept_prob=verdict.accept_probs[i] if verified else None,
+                u=verdict.uniforms[i] if verified else None,
+                rank_p=_rank(p_show[i], tok) if verified else None,
+                rank_q=_rank(q_show[i], tok) if q_show is not None else None,
+                q_topk=q_top[i], p_topk=p_top[i] if verified else []))
+        j = verdict.n_accepted  # the position the target's own token fills
+        emitted = None
+        if len(new) > j:
+            emitted = EmittedToken(
+                position=start + j, id=verdict.token, text=self.target.token_text(verdict.token), kind=verdict.kind,
+                p=float(p_show[j, verdict.token]), rank_p=_rank(p_show[j], verdict.token), p_topk=p_top[j],
+                residual_topk=_topk(verdict.residual_V.unsqueeze(0), k, self.target)[0]
+                if verdict.residual_V is not None else [])
+        return StepRecord(
+            step=len(self.records), drafter=self.drafter.name, verifier=self.verifier.name, start_position=start,
+            drafted=drafted, emitted=emitted, accepted=min(j, len(new)), committed_ids=list(new),
+            committed_text=self.target.decode(new), draft_ms=draft_s * 1e3, verify_ms=verify_s * 1e3,
+            prefill_ms=prefill_s * 1e3, total_ms=core_ms, target_cache_len=len(self.target_kv),
+            drafter_cache_len=self.drafter.cache_len, finished=self.done, finish_reason=self.finish_reason)
+
+    def summary(self) -> dict:
+        return {"config": asdict(self.config), "prompt_tokens": len(self.prompt_ids),
+                "token_ids": self.generated_ids, "text": self.text, "finish_reason": self.finish_reason,
+                "stats": self.stats.summary()}
+
+
+def _elapsed(t: float, device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - t
+
+
+def _rank(probs_V: torch.Tensor, token: int) -> int:
+    return int((probs_V > probs_V[token]).sum()) + 1
+
+
+def _topk(probs_nV: torch.Tensor, k: int, model: LoadedModel) -> list[list[Alternative]]:
+    if k == 0:
+        return [[] for _ in range(probs_nV.shape[0])]
+    values, indices = torch.topk(probs_nV, min(k, probs_nV.shape[-1]), dim=-1)
+    return [[Alternative(i, model.token_text(i), v) for i, v in zip(row_i, row_v) if v > 0]
+            for row_i, row_v in zip(indices.tolist(), values.tolist())]
+
+
+def generate(config: SessionConfig, prompt: str | None = None, prompt_ids: list[int] | None = None,
+             chat: bool = False, allow_local: bool = False) -> Session:
+    """Run a whole generation; return the finished session (records, stats, text)."""
+    session = Session.from_config(config, prompt=prompt, prompt_ids=prompt_ids, chat=chat, allow_local=allow_local)
+    for _ in session.run():
+        pass
+    return session
+
+
+__all__ = ["MODEL_LOCK", "Session", "SessionConfig", "generate"]

@@ -1,0 +1,20 @@
+"""Verifier registry: one file per rule; adding one is a new file plus one line here."""
+
+from core.errors import DraftScopeError
+from core.verify.base import Verdict, Verifier
+from core.verify.greedy import GreedyVerifier
+from core.verify.sampling import SamplingVerifier
+
+VERIFIERS: dict[str, type] = {
+    "greedy": GreedyVerifier,
+    "sampling": SamplingVerifier,
+}
+
+
+def build_verifier(name: str) -> Verifier:
+    if name not in VERIFIERS:
+        raise DraftScopeError(f"unknown verifier '{name}'; choose one of {', '.join(VERIFIERS)}")
+    return VERIFIERS[name]()
+
+
+__all__ = ["VERIFIERS", "Verdict", "Verifier", "build_verifier"]
