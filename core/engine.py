@@ -177,8 +177,10 @@ class Session:
         if self.config.record:
             record = self._record(start, draft, logits_nV, p_nV, verdict, new, draft_s, verify_s, prefill_s, core_ms)
             self.records.append(record)
-        self.stats.add_round(len(draft.tokens), min(verdict.n_accepted, len(new)), len(new), verdict.n_verified,
-                             draft_s, verify_s, time.perf_counter() - t0 - prefill_s)
+        # An EOS among the accepted drafts ends the round there: later positions count as never reached.
+        self.stats.add_round(len(draft.tokens), min(verdict.n_accepted, len(new)), len(new),
+                             min(verdict.n_verified, len(new)), draft_s, verify_s,
+                             time.perf_counter() - t0 - prefill_s)
         return record
 
     def _cut(self, new: list[int], budget: int) -> list[int]:
@@ -205,11 +207,12 @@ class Session:
         p_top = _topk(p_show, k, self.target)
         q_show = draft.q_show_nV
         q_top = _topk(q_show, k, self.target) if q_show is not None else [[] for _ in draft.tokens]
-        n_ver = verdict.n_verified
+        n_ver = min(verdict.n_verified, len(new))  # a round cut at an accepted EOS never reaches later drafts
+        n_acc = min(verdict.n_accepted, len(new))
         drafted = []
         for i, tok in enumerate(draft.tokens):
             verified = i < n_ver
-            decision = "accepted" if i < verdict.n_accepted else ("rejected" if verified else "unverified")
+            decision = "accepted" if i < n_acc else ("rejected" if verified else "unverified")
             drafted.append(DraftedToken(
                 position=start + i, id=tok, text=self.target.token_text(tok), decision=decision,
                 q=float(q_show[i, tok]) if q_show is not None else None,
@@ -229,7 +232,7 @@ class Session:
                 if verdict.residual_V is not None else [])
         return StepRecord(
             step=len(self.records), drafter=self.drafter.name, verifier=self.verifier.name, start_position=start,
-            drafted=drafted, emitted=emitted, accepted=min(j, len(new)), committed_ids=list(new),
+            drafted=drafted, emitted=emitted, accepted=n_acc, committed_ids=list(new),
             committed_text=self.target.decode(new), draft_ms=draft_s * 1e3, verify_ms=verify_s * 1e3,
             prefill_ms=prefill_s * 1e3, total_ms=core_ms, target_cache_len=len(self.target_kv),
             drafter_cache_len=self.drafter.cache_len, finished=self.done, finish_reason=self.finish_reason)

@@ -1,0 +1,45 @@
+"""The DraftScope app: the Blocks layout (one module per tab) and the command line that launches it."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import gradio as gr
+
+from app import generate_tab
+
+PLACEHOLDER_TABS = ("Draft trees", "KV importance", "VAR")
+
+
+def build_demo(allow_local_models: bool = False) -> gr.Blocks:
+    """The whole app; ``allow_local_models`` lets users type Hugging Face ids or local model directories."""
+    with gr.Blocks(title="DraftScope") as demo:
+        gr.Markdown("# DraftScope\nSpeculative decoding, one round at a time: a drafter proposes γ tokens, the target "
+                    "checks them all in one forward pass and keeps the longest accepted prefix plus one token of its "
+                    "own.")
+        with gr.Tabs():
+            with gr.Tab("Generate", id="generate"):
+                generate_tab.build(allow_local_models=allow_local_models)
+            for name in PLACEHOLDER_TABS:
+                with gr.Tab(name):
+                    gr.Markdown("Coming in a later issue.")
+    return demo
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="app.py", description="Launch the DraftScope web app.")
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+                        help="interface to listen on (default 127.0.0.1, or $GRADIO_SERVER_NAME)")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
+                        help="port (default 7860, or $GRADIO_SERVER_PORT)")
+    parser.add_argument("--allow-local-models", action="store_true",
+                        help="let model fields take Hugging Face ids and local directories, not only presets")
+    parser.add_argument("--share", action="store_true", help="open a public gradio.live link (off by default)")
+    args = parser.parse_args(argv)
+    demo = build_demo(allow_local_models=args.allow_local_models)
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share)
+
+
+if __name__ == "__main__":
+    main()

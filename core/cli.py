@@ -1,0 +1,132 @@
+"""Command line: ``python -m core.cli generate|bench|models``.
+
+Bad input exits non-zero with one line on stderr (``error: …``), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from core.drafters import DRAFTERS
+from core.errors import DraftScopeError
+from core.models import DEFAULT_TARGET, PRESETS
+from core.verify import VERIFIERS
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line instead of usage + message
+        raise DraftScopeError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m core.cli", description="DraftScope speculative decoding engine")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    gen = sub.add_parser("generate", help="generate with a target, a drafter and a verifier")
+    gen.add_argument("--target", default=DEFAULT_TARGET, help=f"preset ({', '.join(PRESETS)}) or HF id/local dir")
+    gen.add_argument("--drafter", default="ngram", help=f"one of {', '.join(DRAFTERS)}")
+    gen.add_argument("--verifier", default=None, help=f"one of {', '.join(VERIFIERS)} (default: greedy at "
+                                                      "temperature 0, else sampling)")
+    gen.add_argument("--draft-model", default=None, help="draft model preset for --drafter model")
+    gen.add_argument("--gamma", type=int, default=5, help="draft length γ")
+    gen.add_argument("--ngram-size", type=int, default=3, help="longest n-gram the ngram drafter matches")
+    gen.add_argument("--exit-layer", type=int, default=None, help="ℓ for the early-exit drafter")
+    gen.add_argument("--temperature", type=float, default=0.0)
+    gen.add_argument("--top-k", type=int, default=0)
+    gen.add_argument("--top-p", type=float, default=1.0)
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--max-new-tokens", type=int, default=128)
+    source = gen.add_mutually_exclusive_group(required=True)
+    source.add_argument("--prompt")
+    source.add_argument("--prompt-file")
+    gen.add_argument("--chat", action="store_true", help="apply the model's chat template")
+    gen.add_argument("--json", action="store_true", help="print one JSON object (token_ids, text, steps, stats)")
+
+    bench = sub.add_parser("bench", help="tokens/s of Hugging Face generate vs our drafters, side by side")
+    bench.add_argument("--target", default=DEFAULT_TARGET)
+    bench.add_argument("--prompts", default=None, help="a .jsonl (id, category, prompt) or .txt file")
+    bench.add_argument("--limit", type=int, default=None, help="use the first N prompts only")
+    bench.add_argument("--per-category", type=int, default=None, help="use the first N prompts of each category")
+    bench.add_argument("--max-new-tokens", type=int, default=128)
+    bench.add_argument("--draft-model", default=None, help="also bench a model drafter (and HF assisted generation)")
+    bench.add_argument("--exit-layer", type=int, default=None)
+    bench.add_argument("--methods", default=None, help="comma-separated subset of the method names")
+    bench.add_argument("--no-chat", action="store_true", help="do not apply the chat template")
+    bench.add_argument("--json", action="store_true")
+
+    sub.add_parser("models", help="list the model presets")
+    return parser
+
+
+def cmd_generate(args) -> int:
+    from core.engine import Session, SessionConfig
+
+    if args.prompt_file:
+        path = Path(args.prompt_file)
+        if not path.is_file():
+            raise DraftScopeError(f"prompt file not found: {path}")
+        prompt = path.read_text(encoding="utf-8")
+    else:
+        prompt = args.prompt
+    if not prompt.strip():
+        raise DraftScopeError("the prompt is empty")
+    verifier = args.verifier or ("greedy" if args.temperature == 0 else "sampling")
+    config = SessionConfig(target=args.target, drafter=args.drafter, verifier=verifier, gamma=args.gamma,
+                           temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+                           max_new_tokens=args.max_new_tokens, draft_model=args.draft_model,
+                           ngram_size=args.ngram_size, exit_layer=args.exit_layer)
+    session = Session.from_config(config, prompt=prompt, chat=args.chat, allow_local=True)
+    if args.json:
+        for _ in session.run():
+            pass
+        out = session.summary()
+        out["steps"] = [r.to_dict() for r in session.records]
+        print(json.dumps(out))
+        return 0
+    for record in session.run():
+        sys.stdout.write(record.committed_text)
+        sys.stdout.flush()
+    s = session.stats
+    alpha = f"{s.alpha:.3f}" if s.alpha is not None else "—"
+    print(f"\n[{s.generated} tokens, {s.tokens_per_second:.1f} tok/s, τ={s.tau:.2f}, α={alpha}, "
+          f"{s.target_calls} target calls, finish={session.finish_reason}]", file=sys.stderr)
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from core.bench import format_table, run_bench
+
+    rows = run_bench(target=args.target, prompts_path=args.prompts, limit=args.limit, per_category=args.per_category,
+                     max_new_tokens=args.max_new_tokens, draft_model=args.draft_model, exit_layer=args.exit_layer,
+                     methods=args.methods.split(",") if args.methods else None, chat=not args.no_chat)
+    print(json.dumps(rows, indent=1) if args.json else format_table(rows))
+    return 0
+
+
+def cmd_models(args) -> int:
+    for preset in PRESETS.values():
+        print(f"{preset.name:14s} {preset.description}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return {"generate": cmd_generate, "bench": cmd_bench, "models": cmd_models}[args.command](args)
+    except DraftScopeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # never a traceback for the user; the message says what broke
+        print(f"error: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

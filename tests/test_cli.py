@@ -1,0 +1,84 @@
+"""The command line: JSON output, and one-line messages (never a traceback) for bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from core.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_generate_json(capsys):
+    code, out, err = _run(capsys, "generate", "--target", "tiny-llama", "--drafter", "ngram", "--prompt",
+                          "a b a b a b a b", "--max-new-tokens", "12", "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert {"token_ids", "text", "steps", "stats"} <= set(data)
+    assert len(data["token_ids"]) == 12 and data["stats"]["generated"] == 12
+    assert sum(len(s["committed_ids"]) for s in data["steps"]) == 12
+    assert data["steps"][0]["drafter"] == "ngram"
+
+
+def test_generate_text_streams(capsys):
+    code, out, err = _run(capsys, "generate", "--target", "tiny-llama", "--drafter", "none", "--prompt", "hello",
+                          "--max-new-tokens", "5")
+    assert code == 0 and out.strip() and "tok/s" in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--prompt", "   "], "the prompt is empty"),
+    (["--prompt", "hi", "--target", "no-such-model"], "unknown model 'no-such-model'"),
+    (["--prompt", "hi", "--drafter", "telepathy"], "unknown drafter 'telepathy'"),
+    (["--prompt", "hi", "--verifier", "vibes"], "unknown verifier 'vibes'"),
+    (["--prompt", "hi", "--drafter", "model", "--draft-model", "tiny-gemma"], "does not share the target's tokenizer"),
+    (["--prompt", "hi", "--drafter", "model"], "needs a draft model"),
+    (["--prompt", "hi", "--max-new-tokens", "0"], "max new tokens must be in 1..4096"),
+    (["--prompt", "hi", "--max-new-tokens", "100000"], "max new tokens must be in 1..4096"),
+    (["--prompt", "hi", "--gamma", "0"], "gamma must be in 1..64"),
+    (["--prompt", "hi", "--temperature", "-1"], "temperature must be in [0, 10]"),
+    (["--prompt", "hi", "--top-p", "0"], "top-p must be in (0, 1]"),
+    (["--prompt", "hi", "--drafter", "early-exit", "--exit-layer", "9"], "exit layer must be in 1..3"),
+    (["--prompt-file", "/nonexistent/prompt.txt"], "prompt file not found"),
+    (["--prompt", "hi", "--max-new-tokens", "lots"], "invalid int value"),
+])
+def test_bad_input_is_one_line(capsys, argv, message):
+    code, out, err = _run(capsys, "generate", "--target", "tiny-llama", *argv) if "--target" not in argv else \
+        _run(capsys, "generate", *argv)
+    assert code != 0
+    assert message in err, err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_prompt_longer_than_context(capsys, tmp_path):
+    path = tmp_path / "long.txt"
+    path.write_text("word " * 3000)  # tiny-llama's context is 2048 tokens
+    code, out, err = _run(capsys, "generate", "--target", "tiny-llama", "--prompt-file", str(path))
+    assert code == 2 and "exceeds the context" in err and err.count("\n") == 1
+
+
+def test_local_directory_needs_opt_in():
+    from core.errors import DraftScopeError
+    from core.models import load_model
+
+    with pytest.raises(DraftScopeError, match="local models are disabled"):
+        load_model(str(ROOT))
+
+
+def test_real_process_exit_code_and_no_traceback():
+    proc = subprocess.run([sys.executable, "-m", "core.cli", "generate", "--target", "nope", "--prompt", "x"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: unknown model 'nope'")
+    assert "Traceback" not in proc.stderr
