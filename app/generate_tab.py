@@ -6,12 +6,10 @@ objects hold tensors, so they stay in a module-level dict keyed by that id and a
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import uuid
 from collections import OrderedDict
-from pathlib import Path
 from typing import Iterator
 
 import gradio as gr
@@ -20,12 +18,12 @@ from core.drafters import DRAFTERS
 from core.engine import MAX_GAMMA, Session, SessionConfig
 from core.errors import DraftScopeError
 from core.models import preset_names
+from core.prompts import load_prompts
 from core.verify import VERIFIERS
 from visualizers.token_strip import stats_html, token_strip_html
 
 log = logging.getLogger(__name__)
 
-EXAMPLES_PATH = Path(__file__).resolve().parent.parent / "assets" / "prompts" / "specbench_mini.jsonl"
 MAX_SESSIONS = 32  # live sessions kept per process (least recently used dropped first)
 
 _SESSIONS: OrderedDict[str, Session] = OrderedDict()
@@ -59,11 +57,9 @@ def _forget(state: dict | None) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ examples
-def load_examples(path: Path = EXAMPLES_PATH) -> list[dict]:
-    """The example prompts (JSON lines with id, category, prompt); an empty list if the file is missing."""
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+def load_examples() -> list[dict]:
+    """The shipped example prompts as dicts (id, category, prompt)."""
+    return [vars(p) for p in load_prompts()]
 
 
 # ------------------------------------------------------------------------------------------------ handlers

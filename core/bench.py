@@ -21,8 +21,8 @@ from core.errors import DraftScopeError
 from core.models import load_model
 from core.prompts import load_prompts
 
-PROMPT_LOOKUP_TOKENS = 10  # Hugging Face's usual prompt_lookup_num_tokens; our ngram row uses the same γ
-PROMPT_LOOKUP_NGRAM = 2  # Hugging Face's default max_matching_ngram_size; our ngram row matches it
+PROMPT_LOOKUP_TOKENS = 10  # Hugging Face's usual prompt_lookup_num_tokens
+PROMPT_LOOKUP_NGRAM = 2  # Hugging Face's default max_matching_ngram_size (it falls back to 1-grams)
 
 
 @dataclass
@@ -65,9 +65,10 @@ def build_methods(target, draft_model: str | None, exit_layer: int | None) -> di
         f"hf-early-exit-{ell}": _hf(target, assistant_early_exit=ell),
         "ours-none": _ours(target, "none"),
         "ours-none-norecord": _ours(target, "none", record=False),
-        "ours-ngram": _ours(target, "ngram", gamma=PROMPT_LOOKUP_TOKENS, ngram_size=PROMPT_LOOKUP_NGRAM),
-        "ours-ngram-norecord": _ours(target, "ngram", record=False, gamma=PROMPT_LOOKUP_TOKENS,
-                                    ngram_size=PROMPT_LOOKUP_NGRAM),
+        "ours-ngram": _ours(target, "ngram"),  # our defaults: γ = 5, suffix 3..2 tokens
+        "ours-ngram-norecord": _ours(target, "ngram", record=False),
+        "ours-ngram-hf-settings": _ours(target, "ngram", gamma=PROMPT_LOOKUP_TOKENS, ngram_size=PROMPT_LOOKUP_NGRAM,
+                                        min_ngram_size=1),  # like for like with hf-prompt-lookup
         f"ours-early-exit-{ell}": _ours(target, "early-exit", exit_layer=ell),
     }
     if draft_model:

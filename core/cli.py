@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--draft-model", default=None, help="draft model preset for --drafter model")
     gen.add_argument("--gamma", type=int, default=5, help="draft length γ")
     gen.add_argument("--ngram-size", type=int, default=3, help="longest n-gram the ngram drafter matches")
+    gen.add_argument("--min-ngram-size", type=int, default=2, help="shortest n-gram the ngram drafter matches")
     gen.add_argument("--exit-layer", type=int, default=None, help="ℓ for the early-exit drafter")
     gen.add_argument("--temperature", type=float, default=0.0)
     gen.add_argument("--top-k", type=int, default=0)
@@ -77,7 +78,8 @@ def cmd_generate(args) -> int:
     config = SessionConfig(target=args.target, drafter=args.drafter, verifier=verifier, gamma=args.gamma,
                            temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
                            max_new_tokens=args.max_new_tokens, draft_model=args.draft_model,
-                           ngram_size=args.ngram_size, exit_layer=args.exit_layer)
+                           ngram_size=args.ngram_size, min_ngram_size=args.min_ngram_size,
+                           exit_layer=args.exit_layer)
     session = Session.from_config(config, prompt=prompt, chat=args.chat, allow_local=True)
     if args.json:
         for _ in session.run():

@@ -46,6 +46,7 @@ class SessionConfig:
     max_new_tokens: int = 128
     draft_model: str | None = None  # for the 'model' drafter
     ngram_size: int = 3  # for the 'ngram' drafter: longest suffix n-gram to match
+    min_ngram_size: int = 2  # ... and the shortest
     exit_layer: int | None = None  # ℓ for the 'early-exit' drafter (None = a fifth of the depth)
     topk_alternatives: int = 5  # top-k lists kept in the records
     record: bool = True  # build step records (False: the same loop recording nothing, for overhead measurements)
@@ -65,7 +66,8 @@ class SessionConfig:
         return SamplingConfig(self.temperature, self.top_k, self.top_p)
 
     def drafter_options(self) -> dict:
-        return {"draft_model": self.draft_model, "ngram_size": self.ngram_size, "exit_layer": self.exit_layer}
+        return {"draft_model": self.draft_model, "ngram_size": self.ngram_size, "min_ngram_size": self.min_ngram_size,
+                "exit_layer": self.exit_layer}
 
 
 class Session:

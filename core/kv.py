@@ -12,7 +12,8 @@ class CachedLM:
 
     ``ids`` are the tokens whose keys/values are in ``cache``. ``forward`` appends tokens and returns their logits;
     ``rollback(n)`` keeps only the first ``n``. Sliding-window layers (Gemma 3) record their past so that a rollback
-    after a multi-token forward is exact; every rollback then trims them back to the window.
+    after a multi-token forward is exact; every rollback then trims them back to the window. A cache that cannot be
+    cropped (recurrent layers) is rebuilt from the kept tokens instead.
     """
 
     def __init__(self, model: nn.Module):
@@ -52,9 +53,18 @@ class CachedLM:
         remove = len(self.ids) - n
         if remove < 0:
             raise ValueError(f"cannot roll back to {n}: the cache holds {len(self.ids)} tokens")
+        if not self.can_crop():  # e.g. recurrent layers: rebuild the cache from the kept tokens
+            kept = self.ids[:n]
+            self.reset()
+            if kept:
+                self.forward(kept)
+            return
         if remove or self.has_sliding_layers:
             self.cache.crop(-remove)
         del self.ids[n:]
+
+    def can_crop(self) -> bool:
+        return bool(getattr(self.cache, "is_croppable", True))
 
     def sync(self, ids: list[int]) -> list[int]:
         """Roll back to the longest common prefix with ``ids`` that leaves at least one token to feed; return the

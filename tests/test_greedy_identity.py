@@ -78,3 +78,26 @@ def test_partial_acceptance_is_exercised(tiny_llama, noisy_tiny_llama):
     ids = tiny_llama.encode(TINY_PROMPTS[0])
     session = _run(tiny_llama, _drafter("model", tiny_llama, noisy_tiny_llama), "greedy", ids, 40)
     assert 0.1 < session.stats.alpha < 0.95, session.stats.summary()
+
+
+@pytest.fixture(scope="module")
+def gemma3():
+    from core.models import load_model
+
+    return load_model("gemma3-270m", device="cpu")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("drafter", ["ngram", "early-exit"])
+def test_gemma3_past_its_sliding_window(gemma3, drafter):
+    """The real Gemma-3-270M (sliding window 512): a prompt longer than the window, rollbacks across it."""
+    passage = ("The lighthouse keeper of Carrow Point wrote the weather in a green notebook every evening. "
+               "Storms came from the west in autumn, and the keeper counted the ships that passed the point. ")
+    ids = gemma3.encode(passage * 13 + "The lighthouse keeper of Carrow Point")
+    window = gemma3.config.sliding_window
+    assert len(ids) < window < len(ids) + 40 - 10  # the window is crossed while decoding, with rollbacks around it
+    reference = hf_greedy(gemma3, ids, 40)
+    session = _run(gemma3, _drafter(drafter, gemma3, None), "greedy", ids, 40, gamma=6)
+    _check(session, reference)
+    if drafter == "ngram":
+        assert session.stats.accepted > 0  # the passage repeats, so the lookup drafts get accepted

@@ -13,9 +13,9 @@ def _fresh_logits(model, ids):
         return model(torch.tensor([ids])).logits[0].float()
 
 
-def _check_rollbacks(model, seq, schedule, atol):
+def _check_rollbacks(model, seq, schedule, atol, kv_class=CachedLM):
     """Feed chunks, roll back, feed others; at every step compare the last logits with a full recompute."""
-    kv = CachedLM(model)
+    kv = kv_class(model)
     kv.reset()
     committed = []
     for chunk, keep_after in schedule:
@@ -56,3 +56,14 @@ def test_sync_finds_common_prefix(tiny_llama):
     assert kv.ids == [5, 6]
     assert kv.sync([5, 6]) == [6]  # always leaves one token to feed
     assert kv.ids == [5]
+
+
+class _UncroppableLM(CachedLM):
+    def can_crop(self) -> bool:
+        return False
+
+
+def test_rollback_by_recompute_when_cache_cannot_crop(tiny_gemma):
+    seq = tiny_gemma.encode("alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho "
+                            "sigma tau upsilon phi chi psi omega")
+    _check_rollbacks(tiny_gemma.model, seq, SCHEDULE[:6], atol=1e-4, kv_class=_UncroppableLM)
