@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Iterator
 
 import torch
@@ -20,7 +20,7 @@ from core.drafters import Draft, DraftContext, Drafter, build_drafter
 from core.errors import DraftScopeError
 from core.kv import CachedLM
 from core.models import DEFAULT_TARGET, LoadedModel, load_model
-from core.records import Alternative, DraftedToken, EmittedToken, Stats, StepRecord
+from core.records import Alternative, Candidate, DraftedToken, EmittedToken, Stats, StepRecord
 from core.sampling import SamplingConfig, display_probs, warp
 from core.verify import Verdict, Verifier, build_verifier
 
@@ -100,6 +100,41 @@ class Session:
         drafter = build_drafter(config.drafter, target, **options)
         ids = prompt_ids if prompt_ids is not None else target.encode(prompt, chat=chat)
         return cls(target, drafter, build_verifier(config.verifier), ids, config)
+
+    # ------------------------------------------------------------------------------------------------ settings
+    def reconfigure(self, config: SessionConfig) -> list[str]:
+        """Apply new settings from the next round on, keeping what was generated; return the names that changed.
+
+        γ, temperature, top-k/p, seed, the drafter and its options, the verifier and the budget change live (a new
+        drafter is prefilled on the tokens so far). Another target needs a new session: DraftScopeError.
+        Nothing is applied if the new settings are invalid.
+        """
+        config.validate()
+        if config.target != self.config.target:
+            raise DraftScopeError("a different target needs a new session (Reset)")
+        if config.max_new_tokens < len(self.generated_ids):
+            raise DraftScopeError(f"max new tokens ({config.max_new_tokens}) is below what was already generated "
+                                  f"({len(self.generated_ids)})")
+        changed = [f.name for f in fields(SessionConfig) if getattr(config, f.name) != getattr(self.config, f.name)]
+        drafter = verifier = None
+        if {"drafter", "draft_model", "ngram_size", "min_ngram_size", "exit_layer"} & set(changed):
+            drafter = build_drafter(config.drafter, self.target, **config.drafter_options())
+        if "verifier" in changed:
+            verifier = build_verifier(config.verifier)
+        self.config = config
+        if verifier is not None:
+            self.verifier = verifier
+        if drafter is not None:
+            self.drafter = drafter
+            self.stats.draft_cost = drafter.cost
+            if self._prefilled:
+                with MODEL_LOCK, torch.inference_mode():
+                    drafter.prefill(self.tokens)
+        if "seed" in changed:
+            self.generator = torch.Generator().manual_seed(config.seed)
+        if self.finish_reason == "max_new_tokens" and len(self.generated_ids) < config.max_new_tokens:
+            self.finish_reason = None  # a larger budget lets the run go on
+        return changed
 
     # ------------------------------------------------------------------------------------------------ state
     def reset(self) -> None:
@@ -223,21 +258,36 @@ class Session:
                 u=verdict.uniforms[i] if verified else None,
                 rank_p=_rank(p_show[i], tok) if verified else None,
                 rank_q=_rank(q_show[i], tok) if q_show is not None else None,
-                q_topk=q_top[i], p_topk=p_top[i] if verified else []))
+                q_topk=q_top[i], p_topk=p_top[i] if verified else [],
+                candidates=self._candidates(p_show[i], q_show[i] if q_show is not None else None, None, tok,
+                                            p_top[i], q_top[i]) if verified else []))
         j = verdict.n_accepted  # the position the target's own token fills
         emitted = None
         if len(new) > j:
+            residual_V = verdict.residual_V
+            residual_top = _topk(residual_V.unsqueeze(0), k, self.target)[0] if residual_V is not None else []
+            q_at_j = q_show[j] if q_show is not None and j < len(draft.tokens) else None
             emitted = EmittedToken(
                 position=start + j, id=verdict.token, text=self.target.token_text(verdict.token), kind=verdict.kind,
                 p=float(p_show[j, verdict.token]), rank_p=_rank(p_show[j], verdict.token), p_topk=p_top[j],
-                residual_topk=_topk(verdict.residual_V.unsqueeze(0), k, self.target)[0]
-                if verdict.residual_V is not None else [])
+                residual_topk=residual_top,
+                candidates=self._candidates(p_show[j], q_at_j, residual_V, verdict.token, p_top[j],
+                                            q_top[j] if q_at_j is not None else [], residual_top))
         return StepRecord(
             step=len(self.records), drafter=self.drafter.name, verifier=self.verifier.name, start_position=start,
             drafted=drafted, emitted=emitted, accepted=n_acc, committed_ids=list(new),
             committed_text=self.target.decode(new), draft_ms=draft_s * 1e3, verify_ms=verify_s * 1e3,
             prefill_ms=prefill_s * 1e3, total_ms=core_ms, target_cache_len=len(self.target_kv),
-            drafter_cache_len=self.drafter.cache_len, finished=self.done, finish_reason=self.finish_reason)
+            drafter_cache_len=self.drafter.cache_len, finished=self.done, finish_reason=self.finish_reason,
+            settings={"gamma": self.config.gamma, "temperature": self.config.temperature, "top_k": self.config.top_k,
+                      "top_p": self.config.top_p})
+
+    def _candidates(self, p_V, q_V, residual_V, token: int, *tops: list[Alternative]) -> list[Candidate]:
+        """p, q and the residual side by side over the union of the given top-k lists and ``token``, by p."""
+        ids = list(dict.fromkeys([token] + [a.id for top in tops for a in top]))
+        rows = [Candidate(i, self.target.token_text(i), float(p_V[i]), float(q_V[i]) if q_V is not None else None,
+                          float(residual_V[i]) if residual_V is not None else None) for i in ids]
+        return sorted(rows, key=lambda c: -(c.p or 0.0))
 
     def summary(self) -> dict:
         return {"config": asdict(self.config), "prompt_tokens": len(self.prompt_ids),

@@ -19,6 +19,17 @@ class Alternative:
 
 
 @dataclass
+class Candidate:
+    """A token with its probability under p, q and (at a sampled rejection) the residual: one bar of the inspector."""
+
+    id: int
+    text: str
+    p: float | None
+    q: float | None
+    residual: float | None = None
+
+
+@dataclass
 class DraftedToken:
     """One token the drafter proposed, and what the target decided about it.
 
@@ -39,6 +50,8 @@ class DraftedToken:
     rank_q: int | None = None
     q_topk: list[Alternative] = field(default_factory=list)
     p_topk: list[Alternative] = field(default_factory=list)
+    # p and q side by side over the union of both top-k lists and the drafted token (verified positions only)
+    candidates: list[Candidate] = field(default_factory=list)
 
 
 @dataclass
@@ -53,6 +66,8 @@ class EmittedToken:
     rank_p: int
     p_topk: list[Alternative] = field(default_factory=list)
     residual_topk: list[Alternative] = field(default_factory=list)  # norm(max(0, p - q)) at a sampled rejection
+    # p, q (at a rejection) and the residual over the union of their top-k lists and the emitted token
+    candidates: list[Candidate] = field(default_factory=list)
 
 
 @dataclass
@@ -76,6 +91,7 @@ class StepRecord:
     drafter_cache_len: int | None
     finished: bool
     finish_reason: str | None = None  # "eos" | "max_new_tokens" | "context"
+    settings: dict = field(default_factory=dict)  # γ, temperature, top-k, top-p in force for this round
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -88,6 +104,7 @@ class StepRecord:
             e = dict(d["emitted"])
             e["p_topk"] = [Alternative(**a) for a in e["p_topk"]]
             e["residual_topk"] = [Alternative(**a) for a in e["residual_topk"]]
+            e["candidates"] = [Candidate(**c) for c in e["candidates"]]
             d["emitted"] = EmittedToken(**e)
         return cls(**d)
 
@@ -96,6 +113,7 @@ def _drafted_from_dict(t: dict) -> DraftedToken:
     t = dict(t)
     t["q_topk"] = [Alternative(**a) for a in t["q_topk"]]
     t["p_topk"] = [Alternative(**a) for a in t["p_topk"]]
+    t["candidates"] = [Candidate(**c) for c in t["candidates"]]
     return DraftedToken(**t)
 
 
