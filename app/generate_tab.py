@@ -1,225 +1,236 @@
-"""The Generate tab: pick a target, a drafter and a verifier, then step through speculative decoding round by round.
+"""The main tab: pick a target, a drafter and a verifier, then step through speculative decoding round by round.
 
-Per-user state is a plain dict in a ``gr.State`` (the settings, the prompt and a session id). The live ``Session``
-objects hold tensors, so they stay in a module-level dict keyed by that id and are never copied.
+Step runs one draft → verify round; Run streams rounds to the end (Stop halts it after the current round); Reset
+starts over. Settings changed between rounds (γ, temperature, top-p, seed, ℓ, n-gram size, drafter, verifier) apply
+from the next round on; a new target, prompt or chat setting starts a new session.
 """
 
 from __future__ import annotations
 
-import logging
-import threading
-import uuid
-from collections import OrderedDict
 from typing import Iterator
 
 import gradio as gr
 
+from app import common
 from core.drafters import DRAFTERS
-from core.engine import MAX_GAMMA, Session, SessionConfig
+from core.engine import MAX_GAMMA, Session
 from core.errors import DraftScopeError
+from core.lossless import check_lossless
 from core.models import preset_names
 from core.prompts import load_prompts
 from core.verify import VERIFIERS
+from visualizers.compare import lossless_html
+from visualizers.round_inspector import round_inspector_figure
+from visualizers.stats_charts import stats_figure
 from visualizers.token_strip import stats_html, token_strip_html
 
-log = logging.getLogger(__name__)
-
-MAX_SESSIONS = 32  # live sessions kept per process (least recently used dropped first)
-
-_SESSIONS: OrderedDict[str, Session] = OrderedDict()
-_SESSIONS_LOCK = threading.Lock()
+SETTING_NAMES = ("prompt", "chat", "target", "drafter", "verifier", "draft_model", "gamma", "temperature", "top_p",
+                 "top_k", "seed", "exit_layer", "ngram_size", "max_new_tokens")
+RESTART_ON = ("prompt", "chat", "target")  # everything else changes live between rounds
 
 
-# ------------------------------------------------------------------------------------------------ session store
-def _get_session(state: dict | None) -> Session | None:
-    sid = (state or {}).get("sid")
-    with _SESSIONS_LOCK:
-        session = _SESSIONS.get(sid) if sid else None
-        if session is not None:
-            _SESSIONS.move_to_end(sid)
-        return session
+# ------------------------------------------------------------------------------------------------ rendering
+def render(session: Session | None, round_index: int | None = None) -> tuple:
+    """(strip, stats, stats chart, inspector, round slider) for a session; the inspector shows ``round_index``
+    (default: the latest round)."""
+    if session is None:
+        return (token_strip_html([]), stats_html({}), stats_figure({}), round_inspector_figure(None),
+                gr.update(value=0, maximum=1, interactive=False))
+    records = session.records
+    n = len(records)
+    index = n - 1 if round_index is None or not 0 <= round_index < n else round_index
+    summary = session.stats.summary()
+    return (token_strip_html(records, session.target.decode(session.prompt_ids)), stats_html(summary),
+            stats_figure(summary), round_inspector_figure(records[index] if n else None),
+            gr.update(value=max(index, 0), maximum=max(n - 1, 1), interactive=n > 1))
 
 
-def _put_session(sid: str, session: Session) -> None:
-    with _SESSIONS_LOCK:
-        _SESSIONS[sid] = session
-        _SESSIONS.move_to_end(sid)
-        while len(_SESSIONS) > MAX_SESSIONS:
-            _SESSIONS.popitem(last=False)
-
-
-def _forget(state: dict | None) -> None:
-    """``gr.State`` delete callback: drop the user's session when Gradio discards their state."""
-    sid = (state or {}).get("sid")
-    if sid:
-        with _SESSIONS_LOCK:
-            _SESSIONS.pop(sid, None)
-
-
-# ------------------------------------------------------------------------------------------------ examples
-def load_examples() -> list[dict]:
-    """The shipped example prompts as dicts (id, category, prompt)."""
-    return [vars(p) for p in load_prompts()]
+def _status(session: Session, note: str = "") -> str:
+    rounds, tokens = len(session.records), len(session.generated_ids)
+    head = f"{rounds} round{'s' * (rounds != 1)}, {tokens} token{'s' * (tokens != 1)}"
+    if session.done:
+        head = f"Finished ({session.finish_reason}) after {head}."
+    else:
+        head += " so far."
+    return f"{head} {note}".strip()
 
 
 # ------------------------------------------------------------------------------------------------ handlers
-def _settings(prompt, target, drafter, verifier, draft_model, gamma, temperature, max_new_tokens, seed,
-              chat) -> dict:
-    """The UI values as a plain dict (what decides whether the live session can be reused)."""
-    return {"prompt": prompt or "", "chat": bool(chat), "target": (target or "").strip(), "drafter": drafter,
-            "verifier": verifier, "draft_model": (draft_model or "").strip() or None, "gamma": int(gamma),
-            "temperature": float(temperature), "max_new_tokens": int(max_new_tokens), "seed": int(seed or 0)}
-
-
-def _render(session: Session | None) -> tuple[str, str]:
-    if session is None:
-        return token_strip_html([]), stats_html({})
-    prompt_text = session.target.decode(session.prompt_ids)
-    return token_strip_html(session.records, prompt_text), stats_html(session.stats.summary())
-
-
-def _status(session: Session) -> str:
-    rounds, generated = _plural(len(session.records), "round"), _plural(len(session.generated_ids), "token")
-    if session.done:
-        return f"Finished ({session.finish_reason}) after {rounds}, {generated}."
-    return f"{rounds} so far, {generated}."
-
-
-def _plural(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
-
-
-def _error(exc: Exception) -> str:
-    """One line for the status bar; the traceback goes to the server log only."""
-    if isinstance(exc, DraftScopeError):
-        message = str(exc)
-    else:
-        log.exception("unexpected error in the Generate tab")
-        message = f"{type(exc).__name__}: {exc}"
-    line = (message.strip().splitlines() or [type(exc).__name__])[0]
-    return f"**Error:** {line[:300]}"
-
-
 class Handlers:
-    """Event handlers; ``allow_local`` lets model names be local directories (the --allow-local-models flag)."""
+    """Event handlers. ``allow_local`` lets model fields name Hugging Face ids or local directories."""
 
     def __init__(self, allow_local: bool = False):
         self.allow_local = allow_local
 
-    def _new_session(self, state: dict | None, settings: dict, progress) -> tuple[dict, Session]:
-        progress(0, desc="Loading models…")
-        config = SessionConfig(
-            target=settings["target"], drafter=settings["drafter"], verifier=settings["verifier"],
-            gamma=settings["gamma"], temperature=settings["temperature"], seed=settings["seed"],
-            max_new_tokens=settings["max_new_tokens"], draft_model=settings["draft_model"])
-        session = Session.from_config(config, prompt=settings["prompt"], chat=settings["chat"],
-                                      allow_local=self.allow_local)
-        sid = (state or {}).get("sid") or uuid.uuid4().hex
-        _put_session(sid, session)
-        return {**settings, "sid": sid}, session
+    @staticmethod
+    def _settings(values: dict) -> dict:
+        """The settings out of a handler's ``locals()`` (handlers name every input so the API has named parameters)."""
+        return {name: values[name] for name in SETTING_NAMES}
 
-    def _failed(self, state: dict | None, exc: Exception) -> tuple:
-        return (state, *_render(_get_session(state)), _error(exc))
+    def _session_for(self, state: dict, settings: dict, progress) -> tuple[dict, Session, str]:
+        """The user's session, reconfigured to ``settings``, or a new one when there is none or it must restart."""
+        common.check_prompt(settings["prompt"])
+        config = common.build_config(settings)
+        session = common.get_session(state.get("sid"))
+        if session is not None and all(state.get(k) == settings[k] for k in RESTART_ON):
+            changed = session.reconfigure(config)
+            shown = [k for k in changed if k not in ("record", "topk_alternatives")]
+            note = f"Changed {', '.join(shown)} from round {len(session.records)} on." if shown else ""
+            return {**state, **settings}, session, note
+        return (*self._new_session(state, settings, progress), "")
 
-    def step(self, state, prompt, target, drafter, verifier, draft_model, gamma, temperature, max_new_tokens, seed,
-             chat, progress=gr.Progress()):
-        """One draft → verify round (a new session first if there is none or a setting changed)."""
+    def _new_session(self, state: dict, settings: dict, progress) -> tuple[dict, Session]:
+        common.check_prompt(settings["prompt"])
+        progress(0.1, desc="Loading models (the first time takes a while)…")
+        session = Session.from_config(common.build_config(settings), prompt=settings["prompt"],
+                                      chat=settings["chat"], allow_local=self.allow_local)
+        progress(1.0, desc="Models ready")
+        sid = state.get("sid") or common.new_sid()
+        common.put_session(sid, session)
+        common.clear_stop(sid)
+        return {**state, **settings, "sid": sid}, session
+
+    def _failed(self, state: dict, exc: Exception) -> tuple:
+        return (state, *render(common.get_session(state.get("sid"))), common.warn(exc))
+
+    def step(self, state, prompt, chat, target, drafter, verifier, draft_model, gamma, temperature, top_p, top_k, seed, exit_layer,
+             ngram_size, max_new_tokens, progress=gr.Progress()):
+        """One draft → verify round."""
+        state = dict(state or {})
         try:
-            settings = _settings(prompt, target, drafter, verifier, draft_model, gamma, temperature,
-                                 max_new_tokens, seed, chat)
-            session = _get_session(state)
-            if session is None or {k: v for k, v in (state or {}).items() if k != "sid"} != settings:
-                state, session = self._new_session(state, settings, progress)
+            state, session, note = self._session_for(state, self._settings(locals()), progress)
             if session.done:
-                return (state, *_render(session),
-                        f"Already finished ({session.finish_reason}). Press Reset or Generate to start over.")
+                return (state, *render(session),
+                        f"Already finished ({session.finish_reason}). Raise max new tokens, or Reset to start over.")
             session.step()
-            hint = "" if session.done else " Press Step for the next round."
-            return (state, *_render(session), _status(session) + hint)
-        except Exception as exc:  # noqa: BLE001 - every failure becomes one status line
+            return (state, *render(session), _status(session, note))
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a message, the page stays usable
             return self._failed(state, exc)
 
-    def run(self, state, prompt, target, drafter, verifier, draft_model, gamma, temperature, max_new_tokens, seed,
-            chat, progress=gr.Progress()) -> Iterator[tuple]:
-        """Start over and generate to the end, yielding the page after every round."""
+    def run(self, state, prompt, chat, target, drafter, verifier, draft_model, gamma, temperature, top_p, top_k, seed, exit_layer,
+             ngram_size, max_new_tokens, progress=gr.Progress()) -> Iterator[tuple]:
+        """Rounds one after another until EOS or max new tokens (continuing the current session); Stop halts."""
+        state = dict(state or {})
         try:
-            settings = _settings(prompt, target, drafter, verifier, draft_model, gamma, temperature,
-                                 max_new_tokens, seed, chat)
-            state, session = self._new_session(state, settings, progress)
-            yield (state, *_render(session), "Generating…")
+            state, session, note = self._session_for(state, self._settings(locals()), progress)
+            sid = state["sid"]
+            common.clear_stop(sid)
+            if session.done:
+                yield (state, *render(session), "Already finished: Reset to start over.")
+                return
+            yield (state, *render(session), f"Running… {note}".strip())
             for _ in session.run():
-                if _get_session(state) is not session:  # Reset, Step with new settings or another Generate
+                if common.get_session(sid) is not session:  # replaced by Reset or a restart: stop quietly
                     return
-                yield (state, *_render(session), f"Generating… {_status(session)}")
-            yield (state, *_render(session), _status(session))
+                if common.take_stop(sid):
+                    yield (state, *render(session), _status(session, "Stopped: Step or Run to go on."))
+                    return
+                yield (state, *render(session), "Running… " + _status(session))
+            yield (state, *render(session), _status(session, note))
         except Exception as exc:  # noqa: BLE001
             yield self._failed(state, exc)
 
-    def reset(self, state, prompt, target, drafter, verifier, draft_model, gamma, temperature, max_new_tokens, seed,
-              chat, progress=gr.Progress()):
-        """Rebuild the session from the current settings, with nothing generated yet."""
+    def stop(self, state):
+        common.request_stop((state or {}).get("sid"))
+        return "Stopping after the current round…"
+
+    def reset(self, state, prompt, chat, target, drafter, verifier, draft_model, gamma, temperature, top_p, top_k, seed, exit_layer,
+             ngram_size, max_new_tokens, progress=gr.Progress()):
+        """Start over with the current settings (and seed): nothing generated yet."""
+        state = dict(state or {})
         try:
-            settings = _settings(prompt, target, drafter, verifier, draft_model, gamma, temperature,
-                                 max_new_tokens, seed, chat)
-            state, session = self._new_session(state, settings, progress)
-            return (state, *_render(session), "Ready: press Step for one round or Generate to run to the end.")
+            state, session = self._new_session(state, self._settings(locals()), progress)
+            return (state, *render(session), "Ready: Step for one round, Run to go to the end.")
         except Exception as exc:  # noqa: BLE001
             return self._failed(state, exc)
 
+    def inspect(self, state, round_index):
+        """Show another round in the inspector."""
+        session = common.get_session((state or {}).get("sid"))
+        if session is None or not session.records:
+            return round_inspector_figure(None)
+        index = min(max(int(round_index or 0), 0), len(session.records) - 1)
+        return round_inspector_figure(session.records[index])
 
-def _example_prompt(example_id: str | None, examples: list[dict]):
-    """The text of the chosen example (nothing changes when none matches)."""
-    for example in examples:
-        if example["id"] == example_id:
-            return example["prompt"]
-    return gr.skip()
+    def lossless(self, state, progress=gr.Progress()):
+        """Decode the prompt with the target alone and compare."""
+        try:
+            session = common.get_session((state or {}).get("sid"))
+            if session is None:
+                raise DraftScopeError("nothing generated yet: press Step or Run first")
+            progress(0.2, desc="Decoding with the target alone…")
+            return lossless_html(check_lossless(session).to_dict()), ""
+        except Exception as exc:  # noqa: BLE001
+            return "", common.warn(exc)
 
 
 # ------------------------------------------------------------------------------------------------ layout
-def build(allow_local_models: bool = False) -> dict[str, gr.components.Component]:
-    """Create the tab's components inside the current Blocks context, wire the events, return the components."""
-    examples = load_examples()
+def build(allow_local_models: bool = False) -> dict:
+    """Create the tab's components in the current Blocks context and wire them; return the components."""
+    examples = load_prompts()
     presets = preset_names()
     handlers = Handlers(allow_local=allow_local_models)
-    model_info = "a preset" + (", a Hugging Face id or a local directory" if allow_local_models else "")
+    custom = allow_local_models
+    info = "a preset" + (", a Hugging Face id or a local directory" if custom else "")
 
-    state = gr.State({}, delete_callback=_forget)
+    state = gr.State({}, delete_callback=common.forget)
     with gr.Row():
         prompt = gr.Textbox(label="Prompt", lines=3, scale=3, elem_id="prompt",
-                            placeholder="Type a prompt or pick an example")
+                            placeholder="Type a prompt, or pick an example")
         with gr.Column(scale=1):
-            example = gr.Dropdown([(f"{e['category']} · {e['id']}", e["id"]) for e in examples], value=None,
-                                  label="Example prompts (Spec-Bench style)", elem_id="examples")
+            example = gr.Dropdown([(f"{e.category} · {e.id}", e.id) for e in examples], value=None,
+                                  label="Example prompts (Spec-Bench categories)", elem_id="examples")
             chat = gr.Checkbox(value=True, label="Chat template", elem_id="chat")
     with gr.Row():
-        target = gr.Dropdown(presets, value="smollm2-135m", label="Target model", info=model_info,
-                             allow_custom_value=allow_local_models, elem_id="target")
+        target = gr.Dropdown(presets, value=common.default_target(), label="Target", info=info,
+                             allow_custom_value=custom, elem_id="target")
         drafter = gr.Dropdown(list(DRAFTERS), value="ngram", label="Drafter", elem_id="drafter")
         verifier = gr.Dropdown(list(VERIFIERS), value="greedy", label="Verifier", elem_id="verifier")
-        draft_model = gr.Dropdown(presets, value="tiny-llama", label="Draft model", info="used by the 'model' drafter",
-                                  allow_custom_value=allow_local_models, elem_id="draft-model")
+        draft_model = gr.Dropdown(presets, value="tiny-llama", label="Draft model", info="for the 'model' drafter",
+                                  allow_custom_value=custom, elem_id="draft-model")
     with gr.Row():
         gamma = gr.Slider(1, min(16, MAX_GAMMA), value=5, step=1, label="γ (draft length)", elem_id="gamma")
         temperature = gr.Slider(0, 2, value=0, step=0.05, label="Temperature (0 = greedy)", elem_id="temperature")
-        max_new_tokens = gr.Slider(1, 512, value=64, step=1, label="Max new tokens", elem_id="max-new-tokens")
+        top_p = gr.Slider(0.05, 1, value=1, step=0.05, label="Top-p", elem_id="top-p")
+        top_k = gr.Number(value=0, precision=0, minimum=0, label="Top-k (0 = off)", elem_id="top-k")
         seed = gr.Number(value=0, precision=0, label="Seed", elem_id="seed")
     with gr.Row():
-        step = gr.Button("Step", elem_id="step")
-        run = gr.Button("Generate", variant="primary", elem_id="run")
+        exit_layer = gr.Slider(0, 29, value=0, step=1, label="ℓ: early-exit layer (0 = a fifth of the depth)",
+                               elem_id="exit-layer")
+        ngram_size = gr.Slider(1, 8, value=3, step=1, label="n-gram size (prompt lookup)", elem_id="ngram-size")
+        max_new_tokens = gr.Slider(1, 512, value=64, step=1, label="Max new tokens", elem_id="max-new-tokens")
+    with gr.Row():
+        step = gr.Button("Step", variant="primary", elem_id="step")
+        run = gr.Button("Run", elem_id="run")
+        stop = gr.Button("Stop", variant="stop", elem_id="stop")
         reset = gr.Button("Reset", elem_id="reset")
-    status = gr.Markdown("Press Step for one round or Generate to run to the end.", elem_id="status")
+    status = gr.Markdown("Step runs one draft → verify round; Run streams rounds to the end.", elem_id="status")
     strip = gr.HTML(token_strip_html([]), elem_id="token-strip")
-    stats = gr.HTML(stats_html({}), elem_id="stats")
+    with gr.Row():
+        with gr.Column(scale=1, min_width=260):
+            stats = gr.HTML(stats_html({}), elem_id="stats")
+            lossless_button = gr.Button("Lossless check: decode with the target alone", elem_id="lossless-check")
+            lossless_result = gr.HTML("", elem_id="lossless-result")
+        with gr.Column(scale=3):
+            stats_chart = gr.Plot(stats_figure({}), show_label=False, elem_id="stats-chart")
+    gr.Markdown("### Round inspector\np (target) and q (drafter) over their top tokens at every drafted position; at "
+                "a sampled rejection, the residual norm(max(0, p − q)) the replacement is drawn from.")
+    round_slider = gr.Slider(0, 1, value=0, step=1, label="Round to inspect", interactive=False,
+                             elem_id="inspect-round")
+    inspector = gr.Plot(round_inspector_figure(None), show_label=False, elem_id="round-inspector")
 
-    inputs = [state, prompt, target, drafter, verifier, draft_model, gamma, temperature, max_new_tokens, seed, chat]
-    outputs = [state, strip, stats, status]
-    step.click(handlers.step, inputs, outputs, api_name="step")
-    run.click(handlers.run, inputs, outputs, api_name="run")
-    reset.click(handlers.reset, inputs, outputs, api_name="reset")
-    example.input(lambda example_id: _example_prompt(example_id, examples), example, prompt,
-                  api_name="example_prompt", queue=False)
-
-    return {"state": state, "prompt": prompt, "example": example, "chat": chat, "target": target,
-            "drafter": drafter, "verifier": verifier, "draft_model": draft_model, "gamma": gamma,
-            "temperature": temperature, "max_new_tokens": max_new_tokens, "seed": seed, "step": step, "run": run,
-            "reset": reset, "status": status, "token_strip": strip, "stats": stats}
+    settings = [prompt, chat, target, drafter, verifier, draft_model, gamma, temperature, top_p, top_k, seed,
+                exit_layer, ngram_size, max_new_tokens]
+    outputs = [state, strip, stats, stats_chart, inspector, round_slider, status]
+    step.click(handlers.step, [state, *settings], outputs, api_name="step", concurrency_limit=None)
+    run.click(handlers.run, [state, *settings], outputs, api_name="run", concurrency_limit=None)
+    # Stop sets a flag that Run reads between rounds, so the page keeps the last round's records and figures
+    stop.click(handlers.stop, [state], [status], api_name="stop", queue=False)
+    reset.click(handlers.reset, [state, *settings], outputs, api_name="reset", concurrency_limit=None)
+    round_slider.release(handlers.inspect, [state, round_slider], [inspector], api_name="inspect_round")
+    lossless_button.click(handlers.lossless, [state], [lossless_result, status], api_name="lossless_check",
+                          concurrency_limit=None)
+    example.input(lambda example_id: next((e.prompt for e in examples if e.id == example_id), gr.skip()),
+                  example, prompt, api_name="example_prompt", queue=False)
+    return {"state": state, "prompt": prompt, "target": target, "drafter": drafter, "verifier": verifier,
+            "status": status, "token_strip": strip}

@@ -7,23 +7,29 @@ import os
 
 import gradio as gr
 
-from app import generate_tab
+from app import compare_tab, generate_tab
 
 PLACEHOLDER_TABS = ("Draft trees", "KV importance", "VAR")
+
+INTRO = ("# DraftScope\nSpeculative decoding, one round at a time: a drafter proposes γ tokens, the target checks "
+         "them all in one forward pass, keeps the longest accepted prefix and adds one token of its own — resampled "
+         "from the residual at a rejection, or a bonus after full acceptance. Hover a token for p, q, min(1, p/q) "
+         "and U.")
 
 
 def build_demo(allow_local_models: bool = False) -> gr.Blocks:
     """The whole app; ``allow_local_models`` lets users type Hugging Face ids or local model directories."""
     with gr.Blocks(title="DraftScope") as demo:
-        gr.Markdown("# DraftScope\nSpeculative decoding, one round at a time: a drafter proposes γ tokens, the target "
-                    "checks them all in one forward pass and keeps the longest accepted prefix plus one token of its "
-                    "own.")
+        gr.Markdown(INTRO)
         with gr.Tabs():
-            with gr.Tab("Generate", id="generate"):
+            with gr.Tab("Speculative decoding", id="generate"):
                 generate_tab.build(allow_local_models=allow_local_models)
+            with gr.Tab("Compare", id="compare"):
+                compare_tab.build(allow_local_models=allow_local_models)
             for name in PLACEHOLDER_TABS:
-                with gr.Tab(name):
-                    gr.Markdown("Coming in a later issue.")
+                with gr.Tab(f"{name} (coming)"):
+                    gr.Markdown(f"**{name}** — coming in a later issue. Nothing here yet.")
+    demo.queue(default_concurrency_limit=None)
     return demo
 
 

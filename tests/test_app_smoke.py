@@ -1,4 +1,4 @@
-"""The app end to end over HTTP: launch the Blocks, call its API with gradio_client, close it (tiny model)."""
+"""Every API endpoint of the app over HTTP with gradio_client (tiny model): launch, call, close."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from gradio_client import Client  # noqa: E402
 
 from app.main import PLACEHOLDER_TABS, build_demo  # noqa: E402
 
-TINY = {"target": "tiny-llama", "drafter": "ngram", "verifier": "greedy", "max_new_tokens": 8}
+TINY = {"target": "tiny-llama", "drafter": "ngram", "verifier": "greedy", "max_new_tokens": 8, "chat": False}
 PROMPT = "the cat sat on the mat. the cat sat on the"
+ROUND = 'class="round-sep" title='
 
 
 def _free_port() -> int:
@@ -30,52 +31,93 @@ def demo():
     demo.close()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture()
 def client(demo):
-    return Client(demo.local_url, verbose=False)
+    return Client(demo.local_url, verbose=False)  # a fresh client = a fresh user session
+
+
+def _call(client, endpoint, **kw):
+    strip, stats, chart, inspector, round_slider, status = client.predict(**{**TINY, **kw}, api_name=endpoint)
+    return {"strip": strip, "stats": stats, "chart": chart, "inspector": inspector, "status": status}
 
 
 def test_endpoints_are_named(client):
-    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    assert {"/step", "/run", "/reset"} <= set(endpoints)
+    endpoints = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
+    assert {"/step", "/run", "/stop", "/reset", "/inspect_round", "/lossless_check", "/example_prompt",
+            "/compare"} <= endpoints
 
 
-def test_generate_renders_token_strip(client):
-    strip, stats, status = client.predict(prompt=PROMPT, **TINY, api_name="/run")
-    assert 'class="tok ' in strip
-    assert "target calls" in stats
-    assert status.startswith("Finished"), status
+def test_run_renders_everything(client):
+    out = _call(client, "/run", prompt=PROMPT)
+    assert 'class="tok ' in out["strip"] and "target calls" in out["stats"]
+    assert out["status"].startswith("Finished"), out["status"]
+    assert out["inspector"] and out["chart"]  # plotly figures come back as JSON payloads
 
 
-def test_step_adds_one_round_at_a_time(client):
-    client.predict(prompt=PROMPT, **TINY, api_name="/reset")
-    first, _, status1 = client.predict(prompt=PROMPT, **TINY, api_name="/step")
-    second, _, status2 = client.predict(prompt=PROMPT, **TINY, api_name="/step")
-    assert first.count('class="round-sep" title=') == 1, status1
-    assert second.count('class="round-sep" title=') == 2, status2
+def test_step_adds_one_round_at_a_time_and_settings_apply_live(client):
+    _call(client, "/reset", prompt=PROMPT)
+    first = _call(client, "/step", prompt=PROMPT)
+    second = _call(client, "/step", prompt=PROMPT, gamma=2)
+    assert first["strip"].count(ROUND) == 1 and second["strip"].count(ROUND) == 2
+    assert "Changed gamma from round 1 on" in second["status"]
+    third = _call(client, "/step", prompt=PROMPT + " again")  # a new prompt restarts
+    assert third["strip"].count(ROUND) == 1
 
 
-def test_empty_prompt_is_an_error_message(client):
-    strip, stats, status = client.predict(prompt="", **TINY, api_name="/run")
-    assert "Error" in status and "prompt is empty" in status
-    assert "Traceback" not in status
+def test_lossless_check_and_inspect_round(client):
+    _call(client, "/run", prompt=PROMPT)
+    result, status = client.predict(api_name="/lossless_check")
+    assert "identical" in result and not status
+    assert client.predict(0, api_name="/inspect_round")
 
 
-def test_bad_pairing_is_an_error_message(client):
-    _, _, status = client.predict(prompt=PROMPT, **{**TINY, "drafter": "model"}, draft_model="tiny-gemma",
-                                  api_name="/step")
-    assert status.startswith("**Error:**") and "tokenizer" in status
+def test_lossless_before_anything_is_a_message(client):
+    result, status = client.predict(api_name="/lossless_check")
+    assert result == "" and "nothing generated yet" in status
+
+
+def test_stop_endpoint(client):
+    assert "Stopping" in client.predict(api_name="/stop")
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"prompt": ""}, "prompt is empty"),
+    ({"prompt": PROMPT, "drafter": "model", "draft_model": "tiny-gemma"}, "tokenizer"),
+    ({"prompt": "word " * 3000}, "exceeds the context"),
+])
+def test_bad_input_is_a_message(client, kw, message):
+    out = _call(client, "/step", **kw)
+    assert out["status"].startswith("**Error:**") and message in out["status"], out["status"]
+    assert "Traceback" not in out["status"]
+    assert _call(client, "/step", prompt=PROMPT)["strip"].count(ROUND) == 1  # still usable
+
+
+@pytest.mark.parametrize("kw, message", [({"gamma": 0}, "less than minimum value 1"),
+                                         ({"temperature": 50}, "greater than maximum value 2"),
+                                         ({"target": "no/such-model"}, "not in the list of choices")])
+def test_out_of_range_settings_are_refused_by_the_page(client, kw, message):
+    """Gradio checks slider bounds before our handler runs: the page shows its error; the session goes on."""
+    with pytest.raises(Exception, match=message):
+        _call(client, "/step", prompt=PROMPT, **kw)
+    assert _call(client, "/step", prompt=PROMPT)["strip"].count(ROUND) == 1
+
+
+def test_compare_gives_a_verdict(client):
+    strip_a, stats_a, strip_b, stats_b, verdict = client.predict(
+        PROMPT, False, "tiny-llama", 0, 0, 8, "ngram", "greedy", "tiny-llama", 4, 0, 3,
+        "none", "greedy", "tiny-llama", 4, 0, 3, api_name="/compare")
+    assert 'class="tok ' in strip_a and 'class="tok ' in strip_b
+    assert "faster" in verdict or "slower" in verdict or "tok/s" in verdict
+    assert "outputs identical" in verdict
 
 
 def test_placeholder_tabs_say_so(demo):
-    texts = [c["props"].get("value") for c in demo.config["components"] if c.get("type") == "markdown"]
-    assert texts.count("Coming in a later issue.") == len(PLACEHOLDER_TABS)
+    texts = [c["props"].get("value") or "" for c in demo.config["components"] if c.get("type") == "markdown"]
+    assert sum("coming in a later issue" in t for t in texts) == len(PLACEHOLDER_TABS)
 
 
-def test_generate_streams_every_round(client):
-    job = client.submit(prompt=PROMPT, **TINY, api_name="/run")
+def test_run_streams_every_round(client):
+    job = client.submit(**TINY, prompt=PROMPT, api_name="/run")
     job.result()
-    strips = [out[0] for out in job.outputs()]
-    assert len(strips) >= 2  # the empty session, then at least one round
-    rounds = [s.count('class="round-sep" title=') for s in strips]
-    assert rounds == sorted(rounds) and rounds[-1] >= 1
+    rounds = [out[0].count(ROUND) for out in job.outputs()]
+    assert len(rounds) >= 3 and rounds == sorted(rounds) and rounds[-1] >= 2

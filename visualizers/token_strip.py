@@ -12,6 +12,7 @@ import html
 from core.records import DraftedToken, EmittedToken, StepRecord
 
 MISSING = "—"
+PROMPT_CHARS = 160  # the prompt's tail shown before the generated tokens (hover shows all of it)
 
 _STYLE = """<style>
 .ds-vis { font-size: 14px; }
@@ -43,7 +44,8 @@ def token_strip_html(records: list[StepRecord], prompt_text: str | None = None) 
     """HTML of the committed text of ``records`` plus the rejected drafts: one ``<span class="tok KIND">`` a token."""
     parts = []
     if prompt_text:
-        parts.append(f'<span class="prompt" title="prompt">{_visible(prompt_text)}</span>')
+        shown = prompt_text if len(prompt_text) <= PROMPT_CHARS else "…" + prompt_text[-PROMPT_CHARS:]
+        parts.append(f'<span class="prompt" title="{_esc(prompt_text)}">{_visible(shown)}</span>')
     for record in records:
         parts.append(_round_html(record))
     if records and records[-1].finished:

@@ -1,0 +1,123 @@
+"""What the tabs share: the per-process session store, settings → engine config, and error messages.
+
+Per-user state (a ``gr.State``) is a plain dict of settings plus a session id, so it is light and deep-copyable.
+The live ``Session`` objects hold KV caches, so they stay here, keyed by that id; models themselves are loaded once per
+process by ``core.models.load_model`` and shared by every session.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import uuid
+from collections import OrderedDict
+
+import gradio as gr
+
+from core.engine import Session, SessionConfig
+from core.errors import DraftScopeError
+from core.models import DEFAULT_TARGET
+
+log = logging.getLogger("draftscope.app")
+
+MAX_SESSIONS = 32  # live sessions per process, least recently used dropped first
+MAX_PROMPT_CHARS = 60_000  # refuse before tokenizing; the context check then uses the real token count
+
+_SESSIONS: OrderedDict[str, Session] = OrderedDict()
+_STOPS: set[str] = set()  # session ids whose Run should stop after the current round
+_LOCK = threading.Lock()
+
+
+def default_target() -> str:
+    return os.environ.get("DRAFTSCOPE_DEFAULT_TARGET", DEFAULT_TARGET)
+
+
+def new_sid() -> str:
+    return uuid.uuid4().hex
+
+
+def get_session(sid: str | None) -> Session | None:
+    with _LOCK:
+        session = _SESSIONS.get(sid) if sid else None
+        if session is not None:
+            _SESSIONS.move_to_end(sid)
+        return session
+
+
+def put_session(sid: str, session: Session) -> None:
+    with _LOCK:
+        _SESSIONS[sid] = session
+        _SESSIONS.move_to_end(sid)
+        while len(_SESSIONS) > MAX_SESSIONS:
+            _SESSIONS.popitem(last=False)
+
+
+def forget(state: dict | None) -> None:
+    """``gr.State`` delete callback: drop the sessions of a user whose state Gradio discarded."""
+    with _LOCK:
+        for key in ("sid", "sid_a", "sid_b"):
+            sid = (state or {}).get(key)
+            if sid:
+                _SESSIONS.pop(sid, None)
+                _STOPS.discard(sid)
+
+
+def request_stop(sid: str | None) -> None:
+    if sid:
+        with _LOCK:
+            _STOPS.add(sid)
+
+
+def take_stop(sid: str | None) -> bool:
+    """True once if a stop was requested for ``sid``."""
+    with _LOCK:
+        if sid in _STOPS:
+            _STOPS.discard(sid)
+            return True
+        return False
+
+
+def clear_stop(sid: str | None) -> None:
+    with _LOCK:
+        _STOPS.discard(sid)
+
+
+def build_config(settings: dict) -> SessionConfig:
+    """Engine settings from the UI values (already plain Python types)."""
+    exit_layer = int(settings.get("exit_layer") or 0)
+    return SessionConfig(
+        target=(settings.get("target") or "").strip(), drafter=settings["drafter"], verifier=settings["verifier"],
+        gamma=int(settings["gamma"]), temperature=float(settings["temperature"]), top_k=int(settings.get("top_k") or 0),
+        top_p=float(settings.get("top_p") or 1.0), seed=int(settings.get("seed") or 0),
+        max_new_tokens=int(settings["max_new_tokens"]), draft_model=(settings.get("draft_model") or "").strip() or None,
+        ngram_size=int(settings.get("ngram_size") or 3), min_ngram_size=min(2, int(settings.get("ngram_size") or 3)),
+        exit_layer=exit_layer or None)
+
+
+def check_prompt(prompt: str | None) -> str:
+    prompt = prompt or ""
+    if not prompt.strip():
+        raise DraftScopeError("the prompt is empty: type one or pick an example")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise DraftScopeError(f"the prompt is {len(prompt):,} characters; the limit here is {MAX_PROMPT_CHARS:,}")
+    return prompt
+
+
+def error_text(exc: Exception) -> str:
+    """One line for the page; unexpected errors also go to the server log with their traceback."""
+    if isinstance(exc, DraftScopeError):
+        message = str(exc)
+    elif isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
+        message = "out of memory: try a shorter prompt, fewer new tokens or a smaller model"
+    else:
+        log.exception("unexpected error")
+        message = f"{type(exc).__name__}: {exc}"
+    return (message.strip().splitlines() or [type(exc).__name__])[0][:300]
+
+
+def warn(exc: Exception) -> str:
+    """Show a toast and return the status line for ``exc``."""
+    line = error_text(exc)
+    gr.Warning(line)
+    return f"**Error:** {line}"
