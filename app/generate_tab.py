@@ -7,6 +7,7 @@ from the next round on; a new target, prompt or chat setting starts a new sessio
 
 from __future__ import annotations
 
+import time
 from typing import Iterator
 
 import gradio as gr
@@ -27,12 +28,16 @@ from visualizers.token_strip import stats_html, token_strip_html
 SETTING_NAMES = ("prompt", "chat", "target", "drafter", "verifier", "draft_model", "gamma", "temperature", "top_p",
                  "top_k", "seed", "exit_layer", "ngram_size", "max_new_tokens")
 RESTART_ON = ("prompt", "chat", "target")  # everything else changes live between rounds
+PLOT_INTERVAL_S = 1.0  # while Run streams, the figures refresh at most this often (the strip every round)
 
 
 # ------------------------------------------------------------------------------------------------ rendering
-def render(session: Session | None, round_index: int | None = None) -> tuple:
+def render(session: Session | None, round_index: int | None = None, figures: bool = True) -> tuple:
     """(strip, stats, stats chart, inspector, round slider) for a session; the inspector shows ``round_index``
-    (default: the latest round)."""
+    (default: the latest round). ``figures=False`` leaves the two figures and the slider as they are."""
+    if session is not None and not figures:
+        return (token_strip_html(session.records, session.target.decode(session.prompt_ids)),
+                stats_html(session.stats.summary()), gr.skip(), gr.skip(), gr.skip())
     if session is None:
         return (token_strip_html([]), stats_html({}), stats_figure({}), round_inspector_figure(None),
                 gr.update(value=0, maximum=1, interactive=False))
@@ -119,13 +124,17 @@ class Handlers:
                 yield (state, *render(session), "Already finished: Reset to start over.")
                 return
             yield (state, *render(session), f"Running… {note}".strip())
+            last_plot = time.monotonic()
             for _ in session.run():
                 if common.get_session(sid) is not session:  # replaced by Reset or a restart: stop quietly
                     return
                 if common.take_stop(sid):
                     yield (state, *render(session), _status(session, "Stopped: Step or Run to go on."))
                     return
-                yield (state, *render(session), "Running… " + _status(session))
+                figures = time.monotonic() - last_plot >= PLOT_INTERVAL_S  # keeps the browser responsive
+                if figures:
+                    last_plot = time.monotonic()
+                yield (state, *render(session, figures=figures), "Running… " + _status(session))
             yield (state, *render(session), _status(session, note))
         except Exception as exc:  # noqa: BLE001
             yield self._failed(state, exc)
