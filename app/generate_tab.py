@@ -140,8 +140,10 @@ class Handlers:
             yield self._failed(state, exc)
 
     def stop(self, state):
+        """Ask the running Run to stop after its current round; Run itself then writes the final status (writing it
+        here too could land after Run's last update and overwrite it)."""
         common.request_stop((state or {}).get("sid"))
-        return "Stopping after the current round…"
+        gr.Info("Stopping after the current round…")
 
     def reset(self, state, prompt, chat, target, drafter, verifier, draft_model, gamma, temperature, top_p, top_k, seed, exit_layer,
              ngram_size, max_new_tokens, progress=gr.Progress()):
@@ -234,7 +236,7 @@ def build(allow_local_models: bool = False) -> dict:
     step.click(handlers.step, [state, *settings], outputs, api_name="step", concurrency_limit=None)
     run.click(handlers.run, [state, *settings], outputs, api_name="run", concurrency_limit=None)
     # Stop sets a flag that Run reads between rounds, so the page keeps the last round's records and figures
-    stop.click(handlers.stop, [state], [status], api_name="stop", queue=False)
+    stop.click(handlers.stop, [state], None, api_name="stop", queue=False)
     reset.click(handlers.reset, [state, *settings], outputs, api_name="reset", concurrency_limit=None)
     round_slider.release(handlers.inspect, [state, round_slider], [inspector], api_name="inspect_round")
     lossless_button.click(handlers.lossless, [state], [lossless_result, status], api_name="lossless_check",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -76,8 +77,14 @@ def test_lossless_before_anything_is_a_message(client):
     assert result == "" and "nothing generated yet" in status
 
 
-def test_stop_endpoint(client):
-    assert "Stopping" in client.predict(api_name="/stop")
+def test_stop_endpoint_halts_a_run(client):
+    job = client.submit(**{**TINY, "max_new_tokens": 400, "gamma": 1}, prompt=PROMPT, api_name="/run")
+    while len(job.outputs()) < 3 and not job.done():
+        time.sleep(0.05)
+    client.predict(api_name="/stop")
+    job.result()
+    status = job.outputs()[-1][-1]
+    assert status.startswith("Stopped") or "Stopped:" in status, status
 
 
 @pytest.mark.parametrize("kw, message", [
