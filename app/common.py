@@ -54,13 +54,12 @@ def put_session(sid: str, session: Session) -> None:
 
 
 def forget(state: dict | None) -> None:
-    """``gr.State`` delete callback: drop the sessions of a user whose state Gradio discarded."""
+    """``gr.State`` delete callback: drop the session of a user whose state Gradio discarded."""
     with _LOCK:
-        for key in ("sid", "sid_a", "sid_b"):
-            sid = (state or {}).get(key)
-            if sid:
-                _SESSIONS.pop(sid, None)
-                _STOPS.discard(sid)
+        sid = (state or {}).get("sid")
+        if sid:
+            _SESSIONS.pop(sid, None)
+            _STOPS.discard(sid)
 
 
 def request_stop(sid: str | None) -> None:

@@ -27,11 +27,10 @@ class CompareHandlers:
     def __init__(self, allow_local: bool = False):
         self.allow_local = allow_local
 
-    def compare(self, state, prompt, chat, target, temperature, seed, max_new_tokens, a_drafter, a_verifier,
+    def compare(self, prompt, chat, target, temperature, seed, max_new_tokens, a_drafter, a_verifier,
                 a_draft_model, a_gamma, a_exit_layer, a_ngram_size, b_drafter, b_verifier, b_draft_model, b_gamma,
                 b_exit_layer, b_ngram_size, progress=gr.Progress()) -> Iterator[tuple]:
         """Run configuration A to the end, then B, streaming both strips; then the verdict."""
-        state = dict(state or {})
         values = locals()
         shared = {k: values[k] for k in ("prompt", "chat", "target", "temperature", "seed", "max_new_tokens")}
         a = {**shared, **{k: values[f"a_{k}"] for k in SIDE_NAMES}}
@@ -42,21 +41,18 @@ class CompareHandlers:
             progress(0.1, desc="Loading models…")
             sessions = [Session.from_config(common.build_config(s), prompt=prompt, chat=chat,
                                             allow_local=self.allow_local) for s in (a, b)]
-            for key, session in zip(("sid_a", "sid_b"), sessions):
-                state[key] = state.get(key) or common.new_sid()
-                common.put_session(state[key], session)
             views = [empty, empty]
             for side, session in enumerate(sessions):
                 for _ in session.run():
                     views[side] = (token_strip_html(session.records), stats_html(session.stats.summary()))
-                    yield (state, *views[0], *views[1], f"Running {'AB'[side]}…")
+                    yield (*views[0], *views[1], f"Running {'AB'[side]}…")
             verdict = compare_verdict(_label(a), sessions[0].stats.summary(), _label(b), sessions[1].stats.summary())
             same = sessions[0].generated_ids == sessions[1].generated_ids
             if float(temperature) == 0.0:
                 verdict += " · outputs identical" if same else " · outputs differ (!)"
-            yield (state, *views[0], *views[1], verdict)
+            yield (*views[0], *views[1], verdict)
         except Exception as exc:  # noqa: BLE001 - one message, the page stays usable
-            yield (state, *empty, *empty, common.warn(exc))
+            yield (*empty, *empty, common.warn(exc))
 
 
 def _side(name: str, drafter: str, gamma: int) -> list:
@@ -76,7 +72,6 @@ def _side(name: str, drafter: str, gamma: int) -> list:
 
 def build(allow_local_models: bool = False) -> dict:
     handlers = CompareHandlers(allow_local=allow_local_models)
-    state = gr.State({}, delete_callback=common.forget)
     gr.Markdown("Two drafter configurations, the same prompt, target and seed. They run one after the other on this "
                 "machine; tokens/s is measured per run.")
     with gr.Row():
@@ -101,6 +96,6 @@ def build(allow_local_models: bool = False) -> dict:
         with gr.Column():
             strip_b = gr.HTML(token_strip_html([]), elem_id="compare-B-strip")
             stats_b = gr.HTML(stats_html({}), elem_id="compare-B-stats")
-    button.click(handlers.compare, [state, prompt, chat, target, temperature, seed, max_new_tokens, *side_a, *side_b],
-                 [state, strip_a, stats_a, strip_b, stats_b, verdict], api_name="compare", concurrency_limit=None)
+    button.click(handlers.compare, [prompt, chat, target, temperature, seed, max_new_tokens, *side_a, *side_b],
+                 [strip_a, stats_a, strip_b, stats_b, verdict], api_name="compare", concurrency_limit=None)
     return {"prompt": prompt, "verdict": verdict}
