@@ -36,7 +36,7 @@ def render(session: Session | None, round_index: int | None = None, figures: boo
     """(strip, stats, stats chart, inspector, round slider) for a session; the inspector shows ``round_index``
     (default: the latest round). ``figures=False`` leaves the two figures and the slider as they are."""
     if session is not None and not figures:
-        return (token_strip_html(session.records, session.target.decode(session.prompt_ids)),
+        return (token_strip_html(session.records, session.prompt_text),
                 stats_html(session.stats.summary()), gr.skip(), gr.skip(), gr.skip())
     if session is None:
         return (token_strip_html([]), stats_html({}), stats_figure({}), round_inspector_figure(None),
@@ -45,7 +45,7 @@ def render(session: Session | None, round_index: int | None = None, figures: boo
     n = len(records)
     index = n - 1 if round_index is None or not 0 <= round_index < n else round_index
     summary = session.stats.summary()
-    return (token_strip_html(records, session.target.decode(session.prompt_ids)), stats_html(summary),
+    return (token_strip_html(records, session.prompt_text), stats_html(summary),
             stats_figure(summary), round_inspector_figure(records[index] if n else None),
             gr.update(value=max(index, 0), maximum=max(n - 1, 1), interactive=n > 1))
 

@@ -84,6 +84,7 @@ class Session:
                                   f"exceeds the context of '{target.name}' ({limit} tokens)")
         self.target, self.drafter, self.verifier, self.config = target, drafter, verifier, config
         self.prompt_ids = list(prompt_ids)
+        self._prompt_text: str | None = None
         self.reset()
 
     @classmethod
@@ -154,6 +155,13 @@ class Session:
     @property
     def generated_ids(self) -> list[int]:
         return self.tokens[len(self.prompt_ids):]
+
+    @property
+    def prompt_text(self) -> str:
+        """The prompt as the target's tokenizer decodes it (chat template included), decoded once."""
+        if self._prompt_text is None:
+            self._prompt_text = self.target.decode(self.prompt_ids)
+        return self._prompt_text
 
     @property
     def text(self) -> str:
