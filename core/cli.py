@@ -1,4 +1,4 @@
-"""Command line: ``python -m core.cli generate|bench|models``.
+"""Command line: ``python -m core.cli generate|bench|optimal-acceptance|models``.
 
 Bad input exits non-zero with one line on stderr (``error: …``), never a traceback.
 """
@@ -58,6 +58,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-chat", action="store_true", help="do not apply the chat template")
     bench.add_argument("--json", action="store_true")
 
+    opt = sub.add_parser("optimal-acceptance", help="α* for n drafts (exact LP and dual) and RRS / RSD acceptance")
+    opt.add_argument("--p", required=True, help="target distribution, comma-separated (renormalised)")
+    opt.add_argument("--q", required=True, help="draft distribution, comma-separated (renormalised)")
+    opt.add_argument("--drafts", type=int, default=2, help="number of drafts n")
+    opt.add_argument("--without-replacement", action="store_true", help="drafts are distinct (sampled without "
+                                                                        "replacement)")
+    opt.add_argument("--json", action="store_true")
+
     sub.add_parser("models", help="list the model presets")
     return parser
 
@@ -108,6 +116,27 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def _floats(text: str, name: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError as exc:
+        raise DraftScopeError(f"--{name} must be comma-separated numbers, got '{text}'") from exc
+
+
+def cmd_optimal_acceptance(args) -> int:
+    from core.optimal import report
+
+    out = report(_floats(args.p, "p"), _floats(args.q, "q"), args.drafts, args.without_replacement)
+    if args.json:
+        print(json.dumps(out))
+        return 0
+    for key in ("alpha_star", "alpha_star_lp", "alpha_star_with_replacement", "alpha_star_without_replacement",
+                "single_draft", "rrs_acceptance", "rsd_acceptance"):
+        value = out[key]
+        print(f"{key:32s} {'—' if value is None else f'{value:.6f}'}")
+    return 0
+
+
 def cmd_models(args) -> int:
     for preset in PRESETS.values():
         print(f"{preset.name:14s} {preset.description}")
@@ -117,7 +146,9 @@ def cmd_models(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        return {"generate": cmd_generate, "bench": cmd_bench, "models": cmd_models}[args.command](args)
+        commands = {"generate": cmd_generate, "bench": cmd_bench, "optimal-acceptance": cmd_optimal_acceptance,
+                    "models": cmd_models}
+        return commands[args.command](args)
     except DraftScopeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
