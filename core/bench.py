@@ -9,7 +9,7 @@ output must be token-identical to the plain one (``identical_to_target``).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -33,7 +33,6 @@ class _Tally:
     drafted: int = 0
     accepted: int = 0
     target_calls: int = 0
-    outputs: list = field(default_factory=list)
 
 
 def _hf(target, **kwargs) -> Callable[[list[int], int], tuple[list[int], dict]]:
@@ -79,8 +78,8 @@ def build_methods(target, draft_model: str | None, exit_layer: int | None) -> di
 
 
 def run_bench(target: str = "smollm2-135m", prompts_path: str | None = None, limit: int | None = None,
-              per_category: int | None = None, max_new_tokens: int = 128, draft_model: str | None = None, exit_layer: int | None = None,
-              methods: list[str] | None = None, chat: bool = True) -> list[dict]:
+              per_category: int | None = None, max_new_tokens: int = 128, draft_model: str | None = None,
+              exit_layer: int | None = None, methods: list[str] | None = None, chat: bool = True) -> list[dict]:
     if not 1 <= max_new_tokens <= 4096:
         raise DraftScopeError(f"max new tokens must be in 1..4096, got {max_new_tokens}")
     model = load_model(target)
@@ -104,7 +103,6 @@ def run_bench(target: str = "smollm2-135m", prompts_path: str | None = None, lim
     bar = tqdm(total=len(encoded) * len(names), desc="bench")
     for i, ids in enumerate(encoded):
         order = names[i % len(names):] + names[: i % len(names)]
-        reference = None
         results = {}
         for name in order:
             bar.set_postfix_str(name)

@@ -76,26 +76,23 @@ def _round_html(record: StepRecord) -> str:
 
 
 def _drafted_span(token: DraftedToken) -> str:
-    title = "\n".join([
-        f"draft #{token.position} ({token.decision}): {token.text!r} id {token.id}",
-        f"p = {_num(token.p)}   q = {_num(token.q)}",
-        f"min(1,p/q) = {_num(token.accept_prob)}   U = {_num(token.u)}",
-        f"rank in p = {_num(token.rank_p)}   rank in q = {_num(token.rank_q)}",
-    ])
-    return _span(token.decision, token.text, title)
+    return _span(token.decision, token.text, f"draft #{token.position} ({token.decision}): {token.text!r} id {token.id}",
+                 token.p, token.q, token.accept_prob, token.u, token.rank_p, token.rank_q)
 
 
 def _emitted_span(token: EmittedToken) -> str:
+    return _span(token.kind, token.text, f"target #{token.position} ({token.kind}): {token.text!r} id {token.id}",
+                 token.p, None, None, None, token.rank_p, None)
+
+
+def _span(kind: str, text: str, header: str, p, q, accept_prob, u, rank_p, rank_q) -> str:
+    """One token; its hover title lists p, q, min(1, p/q), U and the ranks (— where the token has none)."""
     title = "\n".join([
-        f"target #{token.position} ({token.kind}): {token.text!r} id {token.id}",
-        f"p = {_num(token.p)}   q = {MISSING}",
-        f"min(1,p/q) = {MISSING}   U = {MISSING}",
-        f"rank in p = {_num(token.rank_p)}   rank in q = {MISSING}",
+        header,
+        f"p = {_num(p)}   q = {_num(q)}",
+        f"min(1,p/q) = {_num(accept_prob)}   U = {_num(u)}",
+        f"rank in p = {_num(rank_p)}   rank in q = {_num(rank_q)}",
     ])
-    return _span(token.kind, token.text, title)
-
-
-def _span(kind: str, text: str, title: str) -> str:
     return f'<span class="tok {kind}" title="{_esc(title)}">{_visible(text) if text else "∅"}</span>'
 
 
