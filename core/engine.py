@@ -20,9 +20,13 @@ from core.drafters import Draft, DraftContext, Drafter, build_drafter
 from core.errors import DraftScopeError
 from core.kv import CachedLM
 from core.models import DEFAULT_TARGET, LoadedModel, load_model
-from core.records import Alternative, Candidate, DraftedToken, EmittedToken, Stats, StepRecord
+from core.optimal import sibling_bounds
+from core.records import (Alternative, Candidate, DraftedToken, EmittedToken, SiblingGroup, Stats, StepRecord,
+                           TreeNode, TreeStepRecord)
 from core.sampling import SamplingConfig, display_probs, warp
-from core.verify import Verdict, Verifier, build_verifier
+from core.tree import TokenTree, TreeCache
+from core.tree_draft import DraftTree, TreeSpec, build_tree
+from core.verify import VERIFIERS, Verdict, Verifier, build_verifier
 
 MAX_NEW_TOKENS = 4096
 MAX_GAMMA = 64
@@ -51,6 +55,10 @@ class SessionConfig:
     topk_alternatives: int = 5  # top-k lists kept in the records
     record: bool = True  # build step records (False: the same loop recording nothing, for overhead measurements)
     stop_at_eos: bool = True
+    tree: str = ""  # "" = a chain of γ drafts; "3,2,1,1" = children per depth; "budget:N" = EAGLE-2 style
+    tree_branch: int = 4  # budget trees: frontier nodes expanded per depth and children per node (depth ≤ γ)
+    children: str = "auto"  # "topk" | "iid" | "without-replacement"; auto: what the verifier needs
+    alpha_star: bool = True  # tree rounds with a sampled verifier: record α* per sibling group
 
     def validate(self) -> None:
         if not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS:
@@ -60,6 +68,33 @@ class SessionConfig:
         if not 0 <= self.topk_alternatives <= 50:
             raise DraftScopeError(f"top-k alternatives must be in 0..50, got {self.topk_alternatives}")
         self.sampling  # validates temperature / top-k / top-p
+        if self.tree:
+            self.tree_spec  # validates the shape and the verifier / children pairing
+
+    @property
+    def children_mode(self) -> str:
+        if self.children != "auto":
+            return self.children
+        return {"rrs": "iid", "rsd": "without-replacement"}.get(self.verifier, "topk")
+
+    @property
+    def tree_spec(self) -> TreeSpec | None:
+        if not self.tree:
+            return None
+        spec = TreeSpec.parse(self.tree, depth=self.gamma, branch=self.tree_branch, children=self.children_mode)
+        verifier = VERIFIERS.get(self.verifier)
+        if verifier is None:
+            raise DraftScopeError(f"unknown verifier '{self.verifier}'; choose one of {', '.join(VERIFIERS)}")
+        allowed = getattr(verifier, "tree_children", ())
+        if not allowed:
+            raise DraftScopeError(f"the '{self.verifier}' verifier checks a chain; for a tree use greedy, rrs "
+                                  "(i.i.d. children) or rsd (children without replacement)")
+        if spec.children not in allowed:
+            raise DraftScopeError(f"the '{self.verifier}' verifier is lossless only with {' or '.join(allowed)} "
+                                  f"children, not '{spec.children}'")
+        if self.verifier != "greedy" and self.temperature == 0:
+            raise DraftScopeError(f"'{self.verifier}' samples: set a temperature above 0 (at 0 use greedy)")
+        return spec
 
     @property
     def sampling(self) -> SamplingConfig:
@@ -82,6 +117,7 @@ class Session:
         if len(prompt_ids) + config.max_new_tokens > limit:
             raise DraftScopeError(f"prompt ({len(prompt_ids)} tokens) + max new tokens ({config.max_new_tokens}) "
                                   f"exceeds the context of '{target.name}' ({limit} tokens)")
+        _check_tree(config, target, drafter)
         self.target, self.drafter, self.verifier, self.config = target, drafter, verifier, config
         self.prompt_ids = list(prompt_ids)
         self._prompt_text: str | None = None
@@ -120,6 +156,7 @@ class Session:
         drafter = verifier = None
         if {"drafter", "draft_model", "ngram_size", "min_ngram_size", "exit_layer"} & set(changed):
             drafter = build_drafter(config.drafter, self.target, **config.drafter_options())
+        _check_tree(config, self.target, drafter or self.drafter)
         if "verifier" in changed:
             verifier = build_verifier(config.verifier)
         self.config = config
@@ -190,7 +227,9 @@ class Session:
         self._prefilled = True
         return _elapsed(t, self.target.device)
 
-    def _step(self) -> StepRecord | None:
+    def _step(self) -> StepRecord | TreeStepRecord | None:
+        if self.config.tree:
+            return self._tree_step()
         t0 = time.perf_counter()
         prefill_s = 0.0 if self._prefilled else self._prefill()
         self.stats.prefill_s += prefill_s
@@ -227,6 +266,113 @@ class Session:
                              min(verdict.n_verified, len(new)), draft_s, verify_s,
                              time.perf_counter() - t0 - prefill_s)
         return record
+
+    def _tree_step(self) -> TreeStepRecord | None:
+        """One tree round: grow the tree with the drafter, verify every node in one target forward, walk it."""
+        spec = self.config.tree_spec
+        t0 = time.perf_counter()
+        prefill_s = 0.0 if self._prefilled else self._prefill()
+        self.stats.prefill_s += prefill_s
+        start = len(self.tokens)
+        budget = self.config.max_new_tokens - len(self.generated_ids)
+        max_depth = max(0, min(budget - 1, self.target.max_context - start - 1))
+
+        t1 = time.perf_counter()
+        ctx = DraftContext(self.tokens, max_depth, self.config.sampling, self.generator)
+        grown = build_tree(self.drafter, ctx, spec, max_depth)
+        tree = grown.tree
+        draft_s = _elapsed(t1, self.target.device)
+
+        # Target: the pending committed tokens as a chain, then the tree under the last of them, in one forward.
+        t2 = time.perf_counter()
+        pending = self.target_kv.sync(self.tokens)
+        m = len(pending)
+        full = TokenTree(pending + tree.tokens, list(range(-1, m - 1)) + [m - 1 if p < 0 else m + p
+                                                                          for p in tree.parents])
+        cache = TreeCache(self.target_kv)
+        logits_nV = cache.forward(full)[m - 1:].cpu()  # row 0: after the committed tokens; row i + 1: after node i
+        p_nV = warp(logits_nV, self.config.sampling)
+        verdict = self.verifier.verify_tree(tree, p_nV, grown.q_rows, self.generator)
+        new = [tree.tokens[i] for i in verdict.path] + [verdict.token]
+        new = self._cut(new, budget)
+        cache.keep(list(range(m)) + [m + i for i in verdict.path])
+        self.tokens.extend(new)
+        self.target_kv.rollback(len(self.tokens) - 1)
+        self.drafter.tree_end(self.tokens, [grown.source[i] for i in verdict.path])
+        verify_s = _elapsed(t2, self.target.device)
+        core_ms = (time.perf_counter() - t0) * 1e3
+
+        path = verdict.path[: len(new)]  # an accepted EOS ends the round there
+        stopped_at = path[-1] if path else -1
+        has_children = any(p == stopped_at for p in tree.parents)
+        n_verified = len(path) + int(len(new) > len(path) and has_children)
+        record = None
+        if self.config.record:
+            record = self._tree_record(spec, start, grown, logits_nV, p_nV, verdict, path, new, draft_s, verify_s,
+                                       prefill_s, core_ms)
+            self.records.append(record)
+        self.stats.add_round(len(tree), len(path), len(new), n_verified, draft_s, verify_s,
+                             time.perf_counter() - t0 - prefill_s)
+        return record
+
+    def _tree_record(self, spec: TreeSpec, start: int, grown: DraftTree, logits_nV, p_nV, verdict, path, new,
+                     draft_s, verify_s, prefill_s, core_ms) -> TreeStepRecord:
+        tree, cfg = grown.tree, self.config.sampling
+        p_show = display_probs(logits_nV, p_nV, cfg)
+        depths = tree.depths()
+        on_path = set(path)
+        visited = {-1} | set(path)  # the nodes whose children the walk looked at
+        if path and len(new) == len(path):
+            visited.discard(path[-1])  # the round ended on an accepted EOS (or the budget) there
+        nodes, score = [], {}
+        for i, (tok, parent) in enumerate(zip(tree.tokens, tree.parents)):
+            q_row = grown.q_show.get(parent)
+            q = float(q_row[tok]) if q_row is not None else None
+            score[i] = (score.get(parent, 1.0) if parent >= 0 else 1.0) * (q if q is not None else 1.0)
+            tried = i in verdict.tried and parent in visited
+            decision = ("accepted" if i in on_path else "rejected" if tried else "skipped" if parent in visited
+                        else "unreached")
+            a, u = verdict.tried.get(i, (None, None)) if tried else (None, None)
+            nodes.append(TreeNode(index=i, parent=parent, depth=depths[i], id=tok, text=self.target.token_text(tok),
+                                  q=q, path_q=score[i], p=float(p_show[parent + 1, tok]), decision=decision,
+                                  tried=tried, accept_prob=a, u=u))
+        groups = []
+        for parent in sorted(visited):
+            kids = [i for i, p in enumerate(tree.parents) if p == parent]
+            if not kids:
+                continue
+            hit = next((k for k in kids if k in on_path), None)
+            group = SiblingGroup(parent=parent, children=kids, accepted_child=hit)
+            if self.config.alpha_star and not cfg.greedy and parent in grown.q_rows:
+                bounds = sibling_bounds(p_nV[parent + 1].numpy(), grown.q_rows[parent].numpy(), len(kids),
+                                        [tree.tokens[k] for k in kids])
+                if bounds is not None:
+                    for key, value in bounds.items():
+                        setattr(group, key, None if value is None else (int(value) if key == "support"
+                                                                        else float(value)))
+            groups.append(group)
+        k = self.config.topk_alternatives
+        emitted = None
+        if len(new) > len(path):
+            row = (path[-1] if path else -1) + 1
+            residual_V = verdict.residual_V
+            p_top = _topk(p_show[row:row + 1], k, self.target)[0]
+            residual_top = _topk(residual_V.unsqueeze(0), k, self.target)[0] if residual_V is not None else []
+            emitted = EmittedToken(
+                position=start + len(path), id=verdict.token, text=self.target.token_text(verdict.token),
+                kind=verdict.kind, p=float(p_show[row, verdict.token]), rank_p=_rank(p_show[row], verdict.token),
+                p_topk=p_top, residual_topk=residual_top,
+                candidates=self._candidates(p_show[row], grown.q_show.get(row - 1) if verdict.kind == "resampled"
+                                            else None, residual_V, verdict.token, p_top, residual_top))
+        return TreeStepRecord(
+            step=len(self.records), drafter=self.drafter.name, verifier=self.verifier.name, shape=spec.label,
+            children_mode=spec.children, start_position=start, nodes=nodes, groups=groups, path=list(path),
+            emitted=emitted, accepted=len(path), committed_ids=list(new), committed_text=self.target.decode(new),
+            draft_ms=draft_s * 1e3, verify_ms=verify_s * 1e3, prefill_ms=prefill_s * 1e3, total_ms=core_ms,
+            target_cache_len=len(self.target_kv), drafter_cache_len=self.drafter.cache_len, finished=self.done,
+            finish_reason=self.finish_reason,
+            settings={"gamma": self.config.gamma, "temperature": self.config.temperature, "top_k": self.config.top_k,
+                      "top_p": self.config.top_p, "tree": spec.label, "tree_branch": self.config.tree_branch})
 
     def _cut(self, new: list[int], budget: int) -> list[int]:
         """Stop the committed tokens at EOS, the token budget or the context limit; set the finish reason."""
@@ -301,6 +447,17 @@ class Session:
         return {"config": asdict(self.config), "prompt_tokens": len(self.prompt_ids),
                 "token_ids": self.generated_ids, "text": self.text, "finish_reason": self.finish_reason,
                 "stats": self.stats.summary()}
+
+
+def _check_tree(config: SessionConfig, target: LoadedModel, drafter: Drafter) -> None:
+    if not config.tree:
+        return
+    if not drafter.supports_tree:
+        raise DraftScopeError(f"the '{drafter.name}' drafter gives no probabilities, so it cannot grow a tree; "
+                              "use 'model' or 'early-exit', or a chain (no tree)")
+    if "sliding_attention" in (getattr(target.model.config, "layer_types", None) or []):
+        raise DraftScopeError(f"draft trees are not available for '{target.name}' yet: its sliding-window layers "
+                              "need their own tree mask; use a chain (no tree)")
 
 
 def _elapsed(t: float, device: torch.device) -> float:

@@ -145,3 +145,29 @@ def report(p, q, n: int, without_replacement: bool = False) -> dict:
             "single_draft": float(np.minimum(p_n, q_n).sum()),
             "rrs_acceptance": rrs_acceptance(p_n, q_n, n),
             "rsd_acceptance": rsd_acceptance(p_n, q_n, n) if distinct_ok else None}
+
+
+MAX_TUPLES = 1500  # per sibling group in a live run: keeps the enumeration under ~0.1 s
+
+
+def sibling_bounds(p_V, q_V, n: int, must_include: list[int] = ()) -> dict | None:
+    """α* (with and without replacement), Σ min(p, q) and the exact RRS / RSD acceptance for n siblings at one
+    position of a real model: p and q (torch or numpy vectors over the whole vocabulary) are truncated to the tokens
+    with the most p + q mass (the drafted ones included) and renormalised. The support is as large as keeps the
+    enumeration within MAX_TUPLES (at most MAX_VOCAB tokens); None when n is too large for that."""
+    p_full = np.asarray(p_V, dtype=float)
+    q_full = np.asarray(q_V, dtype=float)
+    k = min(MAX_VOCAB, 10, int(np.floor(MAX_TUPLES ** (1.0 / n) + 1e-9)))
+    if n > 8 or k < min(n + 1, int((q_full > 0).sum())) or k < 2:
+        return None
+    order = [int(i) for i in np.argsort(-(p_full + q_full))[: k + len(must_include)]]
+    keep = list(dict.fromkeys([int(i) for i in must_include] + order))[:k]
+    p, q = p_full[keep], q_full[keep]
+    if p.sum() <= 0 or q.sum() <= 0:
+        return None
+    p, q = p / p.sum(), q / q.sum()
+    distinct_ok = n <= int((q > 0).sum())
+    return {"support": len(keep), "single_draft": float(np.minimum(p, q).sum()),
+            "alpha_star_with": alpha_star_dual(p, q, n, False),
+            "alpha_star_without": alpha_star_dual(p, q, n, True) if distinct_ok else None,
+            "exact_rrs": rrs_acceptance(p, q, n), "exact_rsd": rsd_acceptance(p, q, n) if distinct_ok else None}

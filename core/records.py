@@ -101,11 +101,7 @@ class StepRecord:
         d = dict(d)
         d["drafted"] = [_drafted_from_dict(t) for t in d["drafted"]]
         if d["emitted"] is not None:
-            e = dict(d["emitted"])
-            e["p_topk"] = [Alternative(**a) for a in e["p_topk"]]
-            e["residual_topk"] = [Alternative(**a) for a in e["residual_topk"]]
-            e["candidates"] = [Candidate(**c) for c in e["candidates"]]
-            d["emitted"] = EmittedToken(**e)
+            d["emitted"] = _emitted_from_dict(d["emitted"])
         return cls(**d)
 
 
@@ -192,3 +188,90 @@ class Stats:
         d.update(alpha=self.alpha, tau=self.tau, per_position_acceptance=self.per_position_acceptance,
                  tokens_per_second=self.tokens_per_second, mean_draft_len=self.mean_draft_len, mbsu=self.mbsu)
         return d
+
+
+@dataclass
+class TreeNode:
+    """One node of a round's draft tree: a drafted token, where it hangs, and what the target decided about it.
+
+    decision: "accepted" (on the accepted path) | "rejected" (the verifier tried it and turned it down) | "skipped"
+    (its parent was reached but an earlier sibling was accepted first) | "unreached" (its parent was not accepted).
+    """
+
+    index: int
+    parent: int  # -1: hangs off the last committed token
+    depth: int  # 0 = the first drafted position
+    id: int
+    text: str
+    q: float | None  # drafter probability of this token at its parent (model softmax when greedy)
+    path_q: float | None  # product of q along the path (the draft-side score EAGLE-2 ranks by)
+    p: float  # target probability of this token at its parent (model softmax when greedy)
+    decision: str
+    tried: bool = False  # the verifier compared this node (accepted or rejected it explicitly)
+    accept_prob: float | None = None  # min(1, r(x)/q(x)) when tried by a sampled verifier
+    u: float | None = None
+
+
+@dataclass
+class SiblingGroup:
+    """The children of one visited node, verified together, with the optimal multi-draft acceptance beside what the
+    verifier achieves. α* and the exact rates are computed on p and q truncated to their top tokens (``support``)
+    and renormalised; None where they do not apply (greedy) or the enumeration would be too large."""
+
+    parent: int  # -1: the last committed token
+    children: list[int]
+    accepted_child: int | None  # None: every child rejected, the target's token was drawn instead
+    support: int = 0
+    single_draft: float | None = None  # Σ min(p, q): one draft
+    alpha_star_with: float | None = None  # α* for n drafts i.i.d. from q
+    alpha_star_without: float | None = None  # α* for n drafts without replacement
+    exact_rrs: float | None = None  # exact acceptance of RRS (i.i.d. drafts) for this p, q, n
+    exact_rsd: float | None = None  # exact acceptance of RSD (without replacement)
+
+
+@dataclass
+class TreeStepRecord:
+    """One tree draft → verify round."""
+
+    step: int
+    drafter: str
+    verifier: str
+    shape: str  # "3,2,1,1" or "budget:N"
+    children_mode: str  # "topk" | "iid" | "without-replacement"
+    start_position: int
+    nodes: list[TreeNode]
+    groups: list[SiblingGroup]
+    path: list[int]  # accepted node indices, root to leaf
+    emitted: EmittedToken | None
+    accepted: int
+    committed_ids: list[int]
+    committed_text: str
+    draft_ms: float
+    verify_ms: float
+    prefill_ms: float
+    total_ms: float
+    target_cache_len: int
+    drafter_cache_len: int | None
+    finished: bool
+    finish_reason: str | None = None
+    settings: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TreeStepRecord":
+        d = dict(d)
+        d["nodes"] = [TreeNode(**n) for n in d["nodes"]]
+        d["groups"] = [SiblingGroup(**g) for g in d["groups"]]
+        if d["emitted"] is not None:
+            d["emitted"] = _emitted_from_dict(d["emitted"])
+        return cls(**d)
+
+
+def _emitted_from_dict(e: dict) -> EmittedToken:
+    e = dict(e)
+    e["p_topk"] = [Alternative(**a) for a in e["p_topk"]]
+    e["residual_topk"] = [Alternative(**a) for a in e["residual_topk"]]
+    e["candidates"] = [Candidate(**c) for c in e["candidates"]]
+    return EmittedToken(**e)

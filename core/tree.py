@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from core.errors import DraftScopeError
 from core.kv import CachedLM
 
 
@@ -55,38 +56,90 @@ class TokenTree:
         return allowed
 
 
-def tree_attention_inputs(tree: TokenTree, prefix_len: int, dtype: torch.dtype,
-                          device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """The 4-D additive mask (1, 1, N, prefix_len + N) — 0 where attention is allowed, the dtype's minimum elsewhere —
-    and the position ids (1, N) for a forward of the tree's nodes on top of ``prefix_len`` cached tokens."""
-    n = len(tree)
-    allowed = torch.cat([torch.ones(n, prefix_len, dtype=torch.bool), tree.ancestor_matrix()], dim=1)
-    mask = torch.zeros(n, prefix_len + n, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
-    positions = torch.tensor(tree.depths(), dtype=torch.long) + prefix_len
+def tree_attention_inputs(tree: TokenTree, prefix_len: int, dtype: torch.dtype, device: torch.device | str = "cpu",
+                          nodes: list[int] | None = None,
+                          slots: dict[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The 4-D additive mask (1, 1, n, cache_len + n) — 0 where attention is allowed, the dtype's minimum elsewhere —
+    and the position ids (1, n) for a forward of ``nodes`` (default: all, in order) on top of the cache.
+
+    The cache holds ``prefix_len`` committed tokens followed by tree nodes fed earlier; ``slots`` maps each of those
+    nodes to its cache index. Every ancestor of a node in ``nodes`` must be cached already or come earlier in
+    ``nodes``."""
+    nodes = list(range(len(tree))) if nodes is None else nodes
+    slots = slots or {}
+    cache_len = prefix_len + len(slots)
+    column = dict(slots)
+    column.update({node: cache_len + j for j, node in enumerate(nodes)})
+    allowed = torch.zeros(len(nodes), cache_len + len(nodes), dtype=torch.bool)
+    allowed[:, :prefix_len] = True
+    for j, node in enumerate(nodes):
+        for ancestor in tree.path(node):
+            if ancestor not in column:
+                raise ValueError(f"node {node}: ancestor {ancestor} is neither cached nor fed before it")
+            allowed[j, column[ancestor]] = True
+    mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
+    depths = tree.depths()
+    positions = torch.tensor([prefix_len + depths[node] for node in nodes], dtype=torch.long)
     return mask[None, None].to(device), positions[None].to(device)
 
 
-@torch.inference_mode()
+class TreeCache:
+    """A model's cache while a tree is fed into it, possibly over several forwards (a drafter expands it depth by
+    depth): the committed prefix, then tree nodes in the order they were fed. ``keep`` leaves prefix + one path."""
+
+    def __init__(self, kv: CachedLM):
+        if kv.cache is None:
+            kv.reset()
+        if kv.has_sliding_layers:  # their cache keeps only the window's tail: the slot indices would not apply
+            raise DraftScopeError("draft trees are not available for models with sliding-window layers "
+                                  "(Gemma 3) yet; use a chain (no tree)")
+        self.kv = kv
+        self.prefix_len = len(kv)
+        self.slots: dict[int, int] = {}
+
+    @torch.inference_mode()
+    def forward(self, tree: TokenTree, nodes: list[int] | None = None) -> torch.Tensor:
+        """Feed ``nodes`` (default: every node not fed yet) in one forward; return their logits (n, V), float32: row
+        j is the next-token distribution after node ``nodes[j]``'s path."""
+        nodes = [i for i in range(len(tree)) if i not in self.slots] if nodes is None else nodes
+        kv = self.kv
+        dtype = next(kv.model.parameters()).dtype
+        mask, positions = tree_attention_inputs(tree, self.prefix_len, dtype, kv.device, nodes, self.slots)
+        out = kv.model(input_ids=torch.tensor([[tree.tokens[i] for i in nodes]], device=kv.device),
+                       attention_mask=mask, position_ids=positions, past_key_values=kv.cache, use_cache=True)
+        for node in nodes:
+            self.slots[node] = len(kv.ids)
+            kv.ids.append(tree.tokens[node])
+        return out.logits[0].float()
+
+    def keep(self, path: list[int]) -> int:
+        """Keep the prefix plus the longest leading part of ``path`` (root to leaf) that was fed; return its length."""
+        kept = []
+        for node in path:
+            if node not in self.slots:
+                break
+            kept.append(self.slots[node])
+        _gather(self.kv, list(range(self.prefix_len)) + kept)
+        self.slots = {}
+        return len(kept)
+
+
 def tree_forward(kv: CachedLM, tree: TokenTree) -> torch.Tensor:
     """Append every node to ``kv`` in one forward with tree attention; return the logits (N, V), float32: row i is
     the next-token distribution after node i's path. Afterwards the cache holds the prefix plus all nodes."""
-    prefix_len = len(kv)
-    dtype = next(kv.model.parameters()).dtype
-    mask, positions = tree_attention_inputs(tree, prefix_len, dtype, kv.device)
-    if kv.cache is None:
-        kv.reset()
-    out = kv.model(input_ids=torch.tensor([tree.tokens], device=kv.device), attention_mask=mask,
-                   position_ids=positions, past_key_values=kv.cache, use_cache=True)
-    kv.ids.extend(tree.tokens)
-    return out.logits[0].float()
+    return TreeCache(kv).forward(tree)
 
 
 def keep_path(kv: CachedLM, prefix_len: int, nodes: list[int]) -> None:
     """After a tree forward, keep in the cache the prefix plus only the given nodes (an accepted path, in order)."""
-    if kv.has_sliding_layers:  # their cache holds only the window's tail: the indices below would not apply
-        raise NotImplementedError("keeping a tree path is not implemented for sliding-window caches yet")
-    keep = torch.tensor(list(range(prefix_len)) + [prefix_len + i for i in nodes], device=kv.device)
+    if kv.has_sliding_layers:
+        raise DraftScopeError("keeping a tree path is not available for sliding-window caches yet")
+    _gather(kv, list(range(prefix_len)) + [prefix_len + i for i in nodes])
+
+
+def _gather(kv: CachedLM, keep: list[int]) -> None:
+    index = torch.tensor(keep, dtype=torch.long, device=kv.device)
     for layer in kv.cache.layers:
-        layer.keys = layer.keys.index_select(-2, keep)
-        layer.values = layer.values.index_select(-2, keep)
-    kv.ids = [kv.ids[i] for i in keep.tolist()]
+        layer.keys = layer.keys.index_select(-2, index)
+        layer.values = layer.values.index_select(-2, index)
+    kv.ids = [kv.ids[i] for i in keep]

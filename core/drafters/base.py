@@ -45,6 +45,20 @@ class Drafter:
     def observe(self, tokens: list[int], n_accepted: int) -> None:
         """Called after each verification with the new committed sequence (roll back caches, adapt)."""
 
+    # Tree drafting (core.tree_draft), for drafters that give probabilities: ``tree_begin`` returns the logits (V,)
+    # after the committed tokens; ``tree_expand`` feeds the given nodes of the tree grown so far (their ancestors
+    # were fed before) and returns their logits (n, V); ``tree_end`` keeps only the accepted path.
+    supports_tree = False
+
+    def tree_begin(self, ctx: DraftContext) -> torch.Tensor:
+        raise NotImplementedError
+
+    def tree_expand(self, tree, nodes: list[int]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def tree_end(self, tokens: list[int], path: list[int]) -> None:
+        """Called after a tree round with the new committed sequence and the accepted path (growth indices)."""
+
     @property
     def cache_len(self) -> int | None:
         return None

@@ -25,6 +25,7 @@ class EarlyExitDrafter(ModelDrafter):
         self.exit_layer = ell
         self.view = truncated_view(target.model, ell)
         self.kv = CachedLM(self.view)
+        self._tree_cache = None
 
     def network(self):
         return self.view

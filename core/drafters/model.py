@@ -8,6 +8,7 @@ from core.drafters.base import Draft, DraftContext, Drafter, stack_or_none
 from core.errors import DraftScopeError
 from core.kv import CachedLM
 from core.models import LoadedModel, load_model
+from core.tree import TreeCache
 
 
 class ModelDrafter(Drafter):
@@ -22,6 +23,7 @@ class ModelDrafter(Drafter):
         self.target = target
         self.drafter = drafter
         self.kv = CachedLM(self.network())
+        self._tree_cache: TreeCache | None = None
 
     def network(self) -> torch.nn.Module:
         return self.drafter.model
@@ -43,6 +45,23 @@ class ModelDrafter(Drafter):
             shows.append(show_V)
             feed = [token]
         return Draft(tokens, stack_or_none(rows), stack_or_none(shows))
+
+    supports_tree = True
+
+    def tree_begin(self, ctx: DraftContext) -> torch.Tensor:
+        logits_V = self.kv.forward(self.kv.sync(ctx.tokens))[-1]
+        self._tree_cache = TreeCache(self.kv)
+        return _fit_vocab(logits_V, self.target.vocab_size)
+
+    def tree_expand(self, tree, nodes: list[int]) -> torch.Tensor:
+        logits_nV = self._tree_cache.forward(tree, nodes)
+        return torch.stack([_fit_vocab(row, self.target.vocab_size) for row in logits_nV])
+
+    def tree_end(self, tokens: list[int], path: list[int]) -> None:
+        cache, self._tree_cache = self._tree_cache, None
+        if cache is not None:
+            cache.keep(path)  # the accepted nodes the drafter had fed; the next sync feeds what is missing
+        self.kv.sync(tokens)
 
     def observe(self, tokens: list[int], n_accepted: int) -> None:
         self.kv.sync(tokens)  # drop the rejected drafts now, so cache_len reports what is kept

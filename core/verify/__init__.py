@@ -1,13 +1,17 @@
 """Verifier registry: one file per rule; adding one is a new file plus one line here."""
 
 from core.errors import DraftScopeError
-from core.verify.base import Verdict, Verifier
+from core.verify.base import TreeVerdict, Verdict, Verifier
 from core.verify.greedy import GreedyVerifier
+from core.verify.rrs import RRSVerifier
+from core.verify.rsd import RSDVerifier
 from core.verify.sampling import SamplingVerifier
 
 VERIFIERS: dict[str, type] = {
     "greedy": GreedyVerifier,
     "sampling": SamplingVerifier,
+    "rrs": RRSVerifier,
+    "rsd": RSDVerifier,
 }
 
 
@@ -17,4 +21,4 @@ def build_verifier(name: str) -> Verifier:
     return VERIFIERS[name]()
 
 
-__all__ = ["VERIFIERS", "Verdict", "Verifier", "build_verifier"]
+__all__ = ["VERIFIERS", "TreeVerdict", "Verdict", "Verifier", "build_verifier"]

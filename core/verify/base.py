@@ -31,3 +31,40 @@ class Verifier(Protocol):
         """draft: γ token ids; p_nV: (γ+1, V) target distributions at each drafted position and the bonus position;
         q_nV: (γ, V) the drafter's distributions, or None for a drafter without probabilities (one-hot q)."""
         ...
+
+    # Tree verifiers also have ``tree_children``: the children modes they are lossless with, and
+    # ``verify_tree(tree, p_rows, q_rows, generator) -> TreeVerdict`` (p_rows: (N+1, V), row 0 at the root;
+    # q_rows: node, -1 for the root → the distribution that node's children were drawn from).
+
+
+@dataclass
+class TreeVerdict:
+    """The outcome of walking a draft tree: the accepted path, the token the target adds, and every comparison."""
+
+    path: list[int]  # accepted node indices, root to leaf
+    token: int
+    kind: str  # "resampled" (the walk stopped at a node whose children were all rejected) | "bonus" (at a leaf)
+    tried: dict[int, tuple[float | None, float | None]] = field(default_factory=dict)  # node → (accept prob, U)
+    residual_V: torch.Tensor | None = None  # the distribution the token was drawn from after rejections (sampled)
+
+
+def walk_tree(parents: list[int], tokens: list[int], p_rows: torch.Tensor, step) -> TreeVerdict:
+    """Walk from the root: at each node run ``step(p_V, parent, children, child_tokens)`` → SiblingVerdict-like
+    (token, accepted_index, accept_probs, uniforms, residual_V); follow the accepted child or stop.
+
+    p_rows: (N+1, V) target distributions: row 0 after the committed tokens, row i+1 after node i."""
+    children: dict[int, list[int]] = {}
+    for i, parent in enumerate(parents):
+        children.setdefault(parent, []).append(i)
+    node, path, tried = -1, [], {}
+    while True:
+        kids = children.get(node, [])
+        p_V = p_rows[node + 1]
+        result = step(p_V, node, kids, [tokens[i] for i in kids])
+        for j, (a, u) in enumerate(zip(result.accept_probs, result.uniforms)):
+            tried[kids[j]] = (a, u)
+        if result.accepted_index is None:
+            return TreeVerdict(path, result.token, "resampled" if kids else "bonus", tried,
+                               result.residual_V if kids else None)
+        node = kids[result.accepted_index]
+        path.append(node)

@@ -21,6 +21,7 @@ class SiblingVerdict:
     accepted_index: int | None  # which sibling was accepted (None: all rejected, token drawn from the last residual)
     accept_probs: list[float] = field(default_factory=list)  # min(1, r_j(x_j)/q_j(x_j)) per sibling tried
     uniforms: list[float] = field(default_factory=list)
+    residual_V: torch.Tensor | None = None  # the last residual, drawn from when every sibling was rejected
 
 
 def without_replacement_qs(q_V: torch.Tensor, drafts: list[int]) -> list[torch.Tensor]:
@@ -47,7 +48,7 @@ def _recursive_step(p_V: torch.Tensor, drafts: list[int], qs: list[torch.Tensor]
         if u < a:
             return SiblingVerdict(x, j, probs, us)
         r_V = residual(r_V, q_j)
-    return SiblingVerdict(sample(r_V, generator), None, probs, us)
+    return SiblingVerdict(sample(r_V, generator), None, probs, us, r_V)
 
 
 def rrs_step(p_V: torch.Tensor, drafts: list[int], q_V: torch.Tensor,

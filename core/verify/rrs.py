@@ -1,0 +1,21 @@
+"""Recursive rejection sampling (RRS) over sibling drafts drawn i.i.d. from q (SpecTr / SpecInfer's multi-draft rule).
+
+At each visited node its children are tried in order: accept x_j with probability min(1, r_j(x_j)/q(x_j)), r_1 = p;
+after a rejection r_{j+1} = norm(max(0, r_j − q)). If every child is rejected the token is drawn from the last
+residual. Lossless when the children are i.i.d. draws from q. On a chain it is the standard sampling rule."""
+
+from __future__ import annotations
+
+from core.verify.base import walk_tree
+from core.verify.multidraft import rrs_step
+from core.verify.sampling import SamplingVerifier
+
+
+class RRSVerifier(SamplingVerifier):
+    name = "rrs"
+    tree_children = ("iid",)
+
+    def verify_tree(self, tree, p_rows, q_rows, generator):
+        def step(p_V, node, kids, kid_tokens):
+            return rrs_step(p_V, kid_tokens, q_rows[node] if kids else p_V, generator)
+        return walk_tree(tree.parents, tree.tokens, p_rows, step)
