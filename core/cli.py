@@ -13,6 +13,7 @@ from pathlib import Path
 from core.drafters import DRAFTERS
 from core.errors import DraftScopeError
 from core.models import DEFAULT_TARGET, PRESETS
+from core.records import alpha_star_summary
 from core.verify import VERIFIERS
 
 
@@ -29,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--target", default=DEFAULT_TARGET, help=f"preset ({', '.join(PRESETS)}) or HF id/local dir")
     gen.add_argument("--drafter", default="ngram", help=f"one of {', '.join(DRAFTERS)}")
     gen.add_argument("--verifier", default=None, help=f"one of {', '.join(VERIFIERS)} (default: greedy at "
-                                                      "temperature 0, else sampling)")
+                                                      "temperature 0, else sampling, or rrs with a tree)")
     gen.add_argument("--draft-model", default=None, help="draft model preset for --drafter model")
     gen.add_argument("--gamma", type=int, default=5, help="draft length γ")
     gen.add_argument("--ngram-size", type=int, default=3, help="longest n-gram the ngram drafter matches")
@@ -40,6 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--top-p", type=float, default=1.0)
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--max-new-tokens", type=int, default=128)
+    gen.add_argument("--tree", default="", help="draft a tree: children per depth (3,2,1,1) or budget:N (EAGLE-2 "
+                                                 "style, depth ≤ --gamma); needs a model or early-exit drafter")
+    gen.add_argument("--tree-branch", type=int, default=4, help="budget trees: nodes expanded per depth and "
+                                                                 "children per node")
+    gen.add_argument("--children", default="auto", help="tree children: topk, iid or without-replacement (auto: "
+                                                        "what the verifier needs)")
     source = gen.add_mutually_exclusive_group(required=True)
     source.add_argument("--prompt")
     source.add_argument("--prompt-file")
@@ -82,12 +89,13 @@ def cmd_generate(args) -> int:
         prompt = args.prompt
     if not prompt.strip():
         raise DraftScopeError("the prompt is empty")
-    verifier = args.verifier or ("greedy" if args.temperature == 0 else "sampling")
+    verifier = args.verifier or ("greedy" if args.temperature == 0 else "rrs" if args.tree else "sampling")
     config = SessionConfig(target=args.target, drafter=args.drafter, verifier=verifier, gamma=args.gamma,
                            temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
                            max_new_tokens=args.max_new_tokens, draft_model=args.draft_model,
                            ngram_size=args.ngram_size, min_ngram_size=args.min_ngram_size,
-                           exit_layer=args.exit_layer)
+                           exit_layer=args.exit_layer, tree=args.tree, tree_branch=args.tree_branch,
+                           children=args.children)
     session = Session.from_config(config, prompt=prompt, chat=args.chat, allow_local=True)
     if args.json:
         for _ in session.run():
@@ -103,6 +111,13 @@ def cmd_generate(args) -> int:
     alpha = f"{s.alpha:.3f}" if s.alpha is not None else "—"
     print(f"\n[{s.generated} tokens, {s.tokens_per_second:.1f} tok/s, τ={s.tau:.2f}, α={alpha}, "
           f"{s.target_calls} target calls, finish={session.finish_reason}]", file=sys.stderr)
+    bounds = alpha_star_summary(session.records)
+    if bounds["groups"]:
+        def fmt(key):
+            return "—" if bounds[key] is None else f"{bounds[key]:.3f}"
+        print(f"[{bounds['groups']} sibling groups: acceptance realised {fmt('realised')}, exact RRS "
+              f"{fmt('exact_rrs')}, RSD {fmt('exact_rsd')}; α* with replacement {fmt('alpha_star_with')}, "
+              f"without {fmt('alpha_star_without')}; one draft Σmin(p,q) {fmt('single_draft')}]", file=sys.stderr)
     return 0
 
 

@@ -275,3 +275,20 @@ def _emitted_from_dict(e: dict) -> EmittedToken:
     e["residual_topk"] = [Alternative(**a) for a in e["residual_topk"]]
     e["candidates"] = [Candidate(**c) for c in e["candidates"]]
     return EmittedToken(**e)
+
+
+def alpha_star_summary(records: list) -> dict:
+    """Over the tree rounds' sibling groups that carry α*: how many, the means of α* (with / without replacement),
+    of Σ min(p, q), of the exact RRS / RSD rates, and the realised acceptance (share of groups where a child was
+    accepted). Means are over groups; None where no group has the value."""
+    groups = [g for r in records for g in getattr(r, "groups", []) if g.alpha_star_with is not None]
+
+    def mean(values):
+        values = [v for v in values if v is not None]
+        return sum(values) / len(values) if values else None
+
+    return {"groups": len(groups), "alpha_star_with": mean(g.alpha_star_with for g in groups),
+            "alpha_star_without": mean(g.alpha_star_without for g in groups),
+            "single_draft": mean(g.single_draft for g in groups), "exact_rrs": mean(g.exact_rrs for g in groups),
+            "exact_rsd": mean(g.exact_rsd for g in groups),
+            "realised": mean(float(g.accepted_child is not None) for g in groups)}

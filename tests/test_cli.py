@@ -31,6 +31,20 @@ def test_generate_json(capsys):
     assert data["steps"][0]["drafter"] == "ngram"
 
 
+def test_generate_tree_json_and_alpha_star_line(capsys):
+    code, out, err = _run(capsys, "generate", "--target", "tiny-llama", "--drafter", "early-exit", "--exit-layer", "2",
+                          "--tree", "3,2", "--temperature", "1", "--verifier", "rsd", "--prompt", "a b a b a b",
+                          "--max-new-tokens", "10", "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert len(data["token_ids"]) == 10 and data["steps"][0]["shape"] == "3,2"
+    step = data["steps"][0]
+    assert len(step["nodes"]) == 9 and step["groups"][0]["alpha_star_with"] is not None
+    code, out, err = _run(capsys, "generate", "--target", "tiny-llama", "--drafter", "early-exit", "--exit-layer", "2",
+                          "--tree", "budget:6", "--temperature", "1", "--prompt", "a b a b", "--max-new-tokens", "8")
+    assert code == 0 and "sibling groups" in err and "α* with replacement" in err
+
+
 def test_generate_text_streams(capsys):
     code, out, err = _run(capsys, "generate", "--target", "tiny-llama", "--drafter", "none", "--prompt", "hello",
                           "--max-new-tokens", "5")
@@ -52,6 +66,9 @@ def test_generate_text_streams(capsys):
     (["--prompt", "hi", "--drafter", "early-exit", "--exit-layer", "9"], "exit layer must be in 1..3"),
     (["--prompt-file", "/nonexistent/prompt.txt"], "prompt file not found"),
     (["--prompt", "hi", "--max-new-tokens", "lots"], "invalid int value"),
+    (["--prompt", "hi", "--tree", "2,2"], "cannot grow a tree"),
+    (["--prompt", "hi", "--drafter", "early-exit", "--tree", "2,x"], "tree shape must be"),
+    (["--prompt", "hi", "--drafter", "early-exit", "--tree", "2,2", "--verifier", "rsd"], "temperature above 0"),
 ])
 def test_bad_input_is_one_line(capsys, argv, message):
     code, out, err = _run(capsys, "generate", "--target", "tiny-llama", *argv) if "--target" not in argv else \
