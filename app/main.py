@@ -7,9 +7,9 @@ import os
 
 import gradio as gr
 
-from app import compare_tab, generate_tab
+from app import compare_tab, generate_tab, trees_tab
 
-PLACEHOLDER_TABS = ("Draft trees", "KV importance", "VAR")
+PLACEHOLDER_TABS = ("KV importance", "VAR")
 
 INTRO = ("# DraftScope\nSpeculative decoding, one round at a time: a drafter proposes γ tokens, the target checks "
          "them all in one forward pass, keeps the longest accepted prefix and adds one token of its own — resampled "
@@ -26,6 +26,8 @@ def build_demo(allow_local_models: bool = False) -> gr.Blocks:
                 generate_tab.build(allow_local_models=allow_local_models)
             with gr.Tab("Compare", id="compare"):
                 compare_tab.build(allow_local_models=allow_local_models)
+            with gr.Tab("Draft trees", id="trees"):
+                trees_tab.build(allow_local_models=allow_local_models)
             for name in PLACEHOLDER_TABS:
                 with gr.Tab(f"{name} (coming)"):
                     gr.Markdown(f"**{name}** — coming in a later issue. Nothing here yet.")

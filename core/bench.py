@@ -55,7 +55,13 @@ def _ours(target, drafter: str, record: bool = True, **options) -> Callable:
     return run
 
 
-def build_methods(target, draft_model: str | None, exit_layer: int | None) -> dict[str, Callable]:
+def default_tree_exit_layer(n_layers: int) -> int:
+    """Four fifths of the depth (24 of SmolLM2's 30): shallower untrained exits are almost never accepted."""
+    return max(1, min(n_layers - 1, (4 * n_layers) // 5))
+
+
+def build_methods(target, draft_model: str | None, exit_layer: int | None,
+                  tree_exit_layer: int | None = None) -> dict[str, Callable]:
     ell = exit_layer or default_exit_layer(target.n_layers)
     methods = {
         "hf-greedy": _hf(target),
@@ -70,6 +76,16 @@ def build_methods(target, draft_model: str | None, exit_layer: int | None) -> di
                                         min_ngram_size=1),  # like for like with hf-prompt-lookup
         f"ours-early-exit-{ell}": _ours(target, "early-exit", exit_layer=ell),
     }
+    # Trees vs chains with the untrained early exit deep enough to be accepted sometimes: equal node budgets
+    # (12 nodes) and the chain of the trees' depth (4).
+    tl = tree_exit_layer or default_tree_exit_layer(target.n_layers)
+    methods.update({
+        f"ours-ee{tl}-chain-g4": _ours(target, "early-exit", exit_layer=tl, gamma=4),
+        f"ours-ee{tl}-chain-g12": _ours(target, "early-exit", exit_layer=tl, gamma=12),
+        f"ours-ee{tl}-tree-3.1.1.1": _ours(target, "early-exit", exit_layer=tl, tree="3,1,1,1"),
+        f"ours-ee{tl}-tree-budget12": _ours(target, "early-exit", exit_layer=tl, tree="budget:12", gamma=4,
+                                            tree_branch=3),
+    })
     if draft_model:
         drafter = load_model(draft_model, device=target.device, dtype=target.dtype)
         methods["hf-assisted"] = _hf(target, assistant_model=drafter.model)
@@ -79,7 +95,8 @@ def build_methods(target, draft_model: str | None, exit_layer: int | None) -> di
 
 def run_bench(target: str = "smollm2-135m", prompts_path: str | None = None, limit: int | None = None,
               per_category: int | None = None, max_new_tokens: int = 128, draft_model: str | None = None,
-              exit_layer: int | None = None, methods: list[str] | None = None, chat: bool = True) -> list[dict]:
+              exit_layer: int | None = None, methods: list[str] | None = None, chat: bool = True,
+              tree_exit_layer: int | None = None) -> list[dict]:
     if not 1 <= max_new_tokens <= 4096:
         raise DraftScopeError(f"max new tokens must be in 1..4096, got {max_new_tokens}")
     model = load_model(target)
@@ -90,7 +107,7 @@ def run_bench(target: str = "smollm2-135m", prompts_path: str | None = None, lim
     prompts = prompts[:limit] if limit else prompts
     use_chat = chat and bool(getattr(model.tokenizer, "chat_template", None))
     encoded = [model.encode(p.prompt, chat=use_chat) for p in prompts]
-    table = build_methods(model, draft_model, exit_layer)
+    table = build_methods(model, draft_model, exit_layer, tree_exit_layer)
     if methods:
         unknown = [m for m in methods if m not in table]
         if unknown:
@@ -136,6 +153,30 @@ def run_bench(target: str = "smollm2-135m", prompts_path: str | None = None, lim
     return rows
 
 
+@torch.inference_mode()
+def forward_cost(target: str = "smollm2-135m", prefix_len: int = 200, sizes=(1, 4, 12, 20, 32),
+                 repeats: int = 5) -> dict[int, float]:
+    """Median ms of one target forward of k new tokens on a cached prefix (what verifying k drafts or tree nodes
+    costs), for each k; the cache is cropped back after each call."""
+    from core.kv import CachedLM
+
+    model = load_model(target)
+    ids = [int(i) for i in torch.randint(100, 1000, (prefix_len + max(sizes),), generator=torch.Generator()
+                                         .manual_seed(0))]
+    kv = CachedLM(model.model)
+    kv.forward(ids[:prefix_len])
+    out = {}
+    for k in sizes:
+        times = []
+        for _ in range(repeats + 1):
+            t = time.perf_counter()
+            kv.forward(ids[prefix_len:prefix_len + k])
+            times.append(time.perf_counter() - t)
+            kv.rollback(prefix_len)
+        out[k] = round(sorted(times[1:])[len(times[1:]) // 2] * 1e3, 2)
+    return out
+
+
 def format_table(rows: list[dict]) -> str:
     def fmt(v):
         return "—" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
@@ -154,4 +195,10 @@ def format_table(rows: list[dict]) -> str:
                      f"{by['ours-ngram']['tokens_per_second'] / by['hf-prompt-lookup']['tokens_per_second']:.3f}")
     if "ours-none" in by:
         notes.append(f"ours-none / hf-greedy: {by['ours-none']['speedup']:.3f}")
+    chains = {r["method"].rsplit("-chain-", 1)[0]: r for r in rows if "-chain-g12" in r["method"]}
+    for r in rows:
+        chain = chains.get(r["method"].rsplit("-tree-", 1)[0]) if "-tree-" in r["method"] else None
+        if chain and r["tau"] and chain["tau"]:
+            notes.append(f"{r['method']} / {chain['method']} (12 nodes each): τ {r['tau'] / chain['tau']:.3f}, "
+                         f"tokens/s {r['tokens_per_second'] / chain['tokens_per_second']:.3f}")
     return "\n".join(lines + [""] + notes)

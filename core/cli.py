@@ -62,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--draft-model", default=None, help="also bench a model drafter (and HF assisted generation)")
     bench.add_argument("--exit-layer", type=int, default=None)
     bench.add_argument("--methods", default=None, help="comma-separated subset of the method names")
+    bench.add_argument("--tree-exit-layer", type=int, default=None, help="ℓ of the early-exit drafter in the tree "
+                                                                         "vs chain methods (default: 4/5 of depth)")
+    bench.add_argument("--forward-cost", action="store_true", help="also time one target forward of 1..32 new "
+                                                                   "tokens (the cost of verifying that many)")
     bench.add_argument("--no-chat", action="store_true", help="do not apply the chat template")
     bench.add_argument("--json", action="store_true")
 
@@ -122,12 +126,21 @@ def cmd_generate(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from core.bench import format_table, run_bench
+    from core.bench import format_table, forward_cost, run_bench
 
     rows = run_bench(target=args.target, prompts_path=args.prompts, limit=args.limit, per_category=args.per_category,
                      max_new_tokens=args.max_new_tokens, draft_model=args.draft_model, exit_layer=args.exit_layer,
-                     methods=args.methods.split(",") if args.methods else None, chat=not args.no_chat)
-    print(json.dumps(rows, indent=1) if args.json else format_table(rows))
+                     methods=args.methods.split(",") if args.methods else None, chat=not args.no_chat,
+                     tree_exit_layer=args.tree_exit_layer)
+    cost = forward_cost(args.target) if args.forward_cost else None
+    if args.json:
+        print(json.dumps({"rows": rows, "forward_ms": cost} if cost else rows, indent=1))
+        return 0
+    print(format_table(rows))
+    if cost:
+        one = cost[min(cost)]
+        print("target forward of k new tokens (ms, × one token): " +
+              ", ".join(f"k={k}: {ms:.1f} ({ms / one:.2f}×)" for k, ms in cost.items()))
     return 0
 
 

@@ -14,3 +14,19 @@ def test_tiny_bench_rows():
     assert rows[0]["speedup"] == 1.0
     assert next(r for r in rows if r["method"] == "ours-none")["tau"] == 1.0
     assert "record overhead" in format_table(rows)
+
+
+def test_tiny_bench_trees_vs_chains():
+    rows = run_bench(target="tiny-llama", limit=2, max_new_tokens=8, tree_exit_layer=3,
+                     methods=["ours-ee3-chain-g12", "ours-ee3-tree-3.1.1.1", "ours-ee3-tree-budget12"])
+    assert [r["method"] for r in rows][1:] == ["ours-ee3-chain-g12", "ours-ee3-tree-3.1.1.1",
+                                               "ours-ee3-tree-budget12"]
+    assert all(r["identical_to_target"] and r["tau"] >= 1.0 for r in rows[1:])
+    assert "ours-ee3-tree-3.1.1.1 / ours-ee3-chain-g12 (12 nodes each)" in format_table(rows)
+
+
+def test_forward_cost_sizes():
+    from core.bench import forward_cost
+
+    cost = forward_cost("tiny-llama", prefix_len=16, sizes=(1, 4), repeats=2)
+    assert set(cost) == {1, 4} and all(ms > 0 for ms in cost.values())

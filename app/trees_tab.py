@@ -1,0 +1,333 @@
+"""The Draft trees tab: grow a tree of drafts each round, verify every node in one target forward, and see which path
+was accepted, the tree attention mask, acceptance against the optimum α*, and a chain with the same node budget.
+
+Step runs one tree round; Run streams rounds to the end (Stop halts it after the current round); Reset starts over.
+Settings other than the prompt, chat template and target apply from the next round on. The optional chain comparison
+is a second, real session (same drafter, γ = the tree's node count) stepped once per tree round and run to the same
+token budget when the tree finishes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+import weakref
+from typing import Iterator
+
+import gradio as gr
+
+from app import common
+from core.drafters import DRAFTERS
+from core.engine import MAX_GAMMA, Session, SessionConfig
+from core.errors import DraftScopeError
+from core.models import load_model, preset_names
+from core.prompts import load_prompts
+from core.tree_draft import CHILDREN_MODES, MAX_BRANCH
+from visualizers.tree_graph import (alpha_star_figure, tree_figure, tree_mask_figure, tree_summary_html,
+                                    tree_text_html, tree_vs_chain_figure)
+
+SETTING_NAMES = ("prompt", "chat", "target", "drafter", "draft_model", "exit_layer", "shape", "tree_branch",
+                 "max_depth", "children", "verifier", "temperature", "seed", "max_new_tokens", "compare")
+RESTART_ON = ("prompt", "chat", "target")  # everything else changes live between rounds
+TREE_DRAFTERS = [name for name, cls in DRAFTERS.items() if getattr(cls, "supports_tree", False)]
+TREE_VERIFIERS = ("greedy", "rrs", "rsd")
+EXIT_FRACTION = 0.8  # exit layer 0 = auto: four fifths of the depth (24 of SmolLM2's 30 layers)
+PLOT_INTERVAL_S = 1.0  # while Run streams, the figures refresh at most this often (the text every round)
+
+# The chain run compared with each tree session; it lives as long as its tree session (dropped with it).
+_CHAINS: weakref.WeakKeyDictionary[Session, Session] = weakref.WeakKeyDictionary()
+_CHAINS_LOCK = threading.Lock()
+
+
+# ------------------------------------------------------------------------------------------------ configuration
+def tree_config(settings: dict, allow_local: bool = False) -> SessionConfig:
+    """Engine settings for the tree session; an exit layer of 0 resolves to four fifths of the target's depth."""
+    exit_layer = int(settings.get("exit_layer") or 0)
+    if settings["drafter"] == "early-exit" and not exit_layer:
+        n_layers = load_model((settings.get("target") or "").strip(), allow_local=allow_local).n_layers
+        exit_layer = min(max(1, round(EXIT_FRACTION * n_layers)), n_layers - 1)
+    base = common.build_config({**settings, "gamma": settings["max_depth"], "exit_layer": exit_layer})
+    config = dataclasses.replace(base, tree=(settings.get("shape") or "").strip().replace(" ", ""),
+                                 tree_branch=int(settings["tree_branch"]), children=settings["children"])
+    if not config.tree:
+        raise DraftScopeError("the tree shape is empty: use children per depth like 4,2,1 or budget:16")
+    config.validate()
+    return config
+
+
+def chain_config(config: SessionConfig) -> SessionConfig:
+    """A chain with the tree's node budget: γ = its node count (at most 64), the chain form of its verifier."""
+    gamma = min(MAX_GAMMA, config.tree_spec.max_nodes)
+    verifier = "greedy" if config.verifier == "greedy" else "sampling"
+    return dataclasses.replace(config, tree="", gamma=gamma, verifier=verifier, children="auto")
+
+
+# ------------------------------------------------------------------------------------------------ rendering
+def render(session: Session | None, round_index: int | None = None, figures: bool = True) -> tuple:
+    """(text, graph, mask, α*, tree vs chain, summary, round slider); the graph, mask and summary show
+    ``round_index`` (default: the latest round). ``figures=False`` updates the text only."""
+    if session is not None and not figures:
+        return (tree_text_html(session.records, session.prompt_text), *[gr.skip()] * 6)
+    if session is None:
+        return (tree_text_html([]), tree_figure(None), tree_mask_figure(None), alpha_star_figure([]),
+                tree_vs_chain_figure({}, None), tree_summary_html(None, {}),
+                gr.update(value=0, maximum=1, interactive=False))
+    records = session.records
+    n = len(records)
+    index = n - 1 if round_index is None or not 0 <= round_index < n else round_index
+    record = records[index] if n else None
+    summary = session.stats.summary()
+    chain = _chain_of(session)
+    return (tree_text_html(records, session.prompt_text), tree_figure(record), tree_mask_figure(record),
+            alpha_star_figure(records), _compare_figure(session, chain), tree_summary_html(record, summary),
+            gr.update(value=max(index, 0), maximum=max(n - 1, 1), interactive=n > 1))
+
+
+def _compare_figure(session: Session, chain: Session | None):
+    spec = session.config.tree_spec
+    chain_label = f"chain γ={chain.config.gamma}" if chain is not None else "chain"
+    return tree_vs_chain_figure(session.stats.summary(), chain.stats.summary() if chain is not None else None,
+                                tree_label=f"tree {spec.label} ({spec.max_nodes} nodes)", chain_label=chain_label)
+
+
+def _status(session: Session, note: str = "") -> str:
+    rounds, tokens = len(session.records), len(session.generated_ids)
+    head = f"{rounds} round{'s' * (rounds != 1)}, {tokens} token{'s' * (tokens != 1)}"
+    head = f"Finished ({session.finish_reason}) after {head}." if session.done else f"{head} so far."
+    chain = _chain_of(session)
+    if chain is not None:
+        tau = chain.stats.tau
+        n = len(chain.records)
+        head += (f" Chain (γ={chain.config.gamma}): {n} round{'s' * (n != 1)}, {len(chain.generated_ids)} tokens, "
+                 f"τ {tau:.2f}." if tau is not None else f" Chain (γ={chain.config.gamma}): not started.")
+    return f"{head} {note}".strip()
+
+
+# ------------------------------------------------------------------------------------------------ the chain
+def _chain_of(session: Session) -> Session | None:
+    with _CHAINS_LOCK:
+        return _CHAINS.get(session)
+
+
+def _drop_chain(session: Session) -> None:
+    with _CHAINS_LOCK:
+        _CHAINS.pop(session, None)
+
+
+def _sync_chain(session: Session, settings: dict, allow_local: bool) -> None:
+    """Create, reconfigure or drop the chain run of ``session`` to follow the settings (it does not step it)."""
+    if not settings["compare"]:
+        _drop_chain(session)
+        return
+    config = chain_config(session.config)
+    chain = _chain_of(session)
+    if chain is not None:
+        try:
+            chain.reconfigure(config)
+            return
+        except DraftScopeError:  # e.g. a budget below what the chain already generated: start the chain over
+            _drop_chain(session)
+    chain = Session.from_config(config, prompt_ids=session.prompt_ids, allow_local=allow_local)
+    with _CHAINS_LOCK:
+        _CHAINS[session] = chain
+
+
+def _advance_chain(session: Session) -> None:
+    """One chain round per tree round; once the tree is done, the chain runs to the end of the same budget."""
+    chain = _chain_of(session)
+    while chain is not None and not chain.done and (len(chain.records) < len(session.records) or session.done):
+        chain.step()
+
+
+# ------------------------------------------------------------------------------------------------ handlers
+class Handlers:
+    """Event handlers. ``allow_local`` lets model fields name Hugging Face ids or local directories."""
+
+    def __init__(self, allow_local: bool = False):
+        self.allow_local = allow_local
+
+    @staticmethod
+    def _settings(values: dict) -> dict:
+        """The settings out of a handler's ``locals()`` (handlers name every input so the API has named parameters)."""
+        return {name: values[name] for name in SETTING_NAMES}
+
+    def _session_for(self, state: dict, settings: dict, progress) -> tuple[dict, Session, str]:
+        """The user's session, reconfigured to ``settings``, or a new one when there is none or it must restart."""
+        common.check_prompt(settings["prompt"])
+        session = common.get_session(state.get("sid"))
+        if session is not None and all(state.get(k) == settings[k] for k in RESTART_ON):
+            config = tree_config(settings, self.allow_local)
+            changed = session.reconfigure(config)
+            _sync_chain(session, settings, self.allow_local)
+            shown = [k for k in changed if k not in ("record", "topk_alternatives")]
+            note = f"Changed {', '.join(shown)} from round {len(session.records)} on." if shown else ""
+            return {**state, **settings}, session, note
+        return (*self._new_session(state, settings, progress), "")
+
+    def _new_session(self, state: dict, settings: dict, progress) -> tuple[dict, Session]:
+        common.check_prompt(settings["prompt"])
+        progress(0.1, desc="Loading models (the first time takes a while)…")
+        session = Session.from_config(tree_config(settings, self.allow_local), prompt=settings["prompt"],
+                                      chat=settings["chat"], allow_local=self.allow_local)
+        _sync_chain(session, settings, self.allow_local)
+        progress(1.0, desc="Models ready")
+        sid = state.get("sid") or common.new_sid()
+        common.put_session(sid, session)
+        common.clear_stop(sid)
+        return {**state, **settings, "sid": sid}, session
+
+    def _failed(self, state: dict, exc: Exception) -> tuple:
+        return (state, *render(common.get_session(state.get("sid"))), common.warn(exc))
+
+    def step(self, state, prompt, chat, target, drafter, draft_model, exit_layer, shape, tree_branch, max_depth,
+             children, verifier, temperature, seed, max_new_tokens, compare, progress=gr.Progress()):
+        """One tree round (and one round of the chain when the comparison is on)."""
+        state = dict(state or {})
+        try:
+            state, session, note = self._session_for(state, self._settings(locals()), progress)
+            if session.done:
+                _advance_chain(session)
+                return (state, *render(session),
+                        f"Already finished ({session.finish_reason}). Raise max new tokens, or Reset to start over.")
+            session.step()
+            _advance_chain(session)
+            return (state, *render(session), _status(session, note))
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a message, the page stays usable
+            return self._failed(state, exc)
+
+    def run(self, state, prompt, chat, target, drafter, draft_model, exit_layer, shape, tree_branch, max_depth,
+            children, verifier, temperature, seed, max_new_tokens, compare,
+            progress=gr.Progress()) -> Iterator[tuple]:
+        """Rounds one after another until EOS or max new tokens (continuing the current session); Stop halts."""
+        state = dict(state or {})
+        try:
+            state, session, note = self._session_for(state, self._settings(locals()), progress)
+            sid = state["sid"]
+            common.clear_stop(sid)
+            if session.done:
+                yield (state, *render(session), "Already finished: Reset to start over.")
+                return
+            yield (state, *render(session), f"Running… {note}".strip())
+            last_plot = time.monotonic()
+            while not session.done:
+                session.step()
+                _advance_chain(session)
+                if common.get_session(sid) is not session:  # replaced by Reset or a restart: stop quietly
+                    return
+                if common.take_stop(sid):
+                    yield (state, *render(session), _status(session, "Stopped: Step or Run to go on."))
+                    return
+                figures = time.monotonic() - last_plot >= PLOT_INTERVAL_S  # keeps the browser responsive
+                if figures:
+                    last_plot = time.monotonic()
+                yield (state, *render(session, figures=figures), "Running… " + _status(session))
+            yield (state, *render(session), _status(session, note))
+        except Exception as exc:  # noqa: BLE001
+            yield self._failed(state, exc)
+
+    def stop(self, state):
+        """Ask the running Run to stop after its current round (Run then writes the final status)."""
+        common.request_stop((state or {}).get("sid"))
+        gr.Info("Stopping after the current round…")
+
+    def reset(self, state, prompt, chat, target, drafter, draft_model, exit_layer, shape, tree_branch, max_depth,
+              children, verifier, temperature, seed, max_new_tokens, compare, progress=gr.Progress()):
+        """Start over with the current settings (and seed): nothing generated yet, the chain started over too."""
+        state = dict(state or {})
+        try:
+            state, session = self._new_session(state, self._settings(locals()), progress)
+            return (state, *render(session), "Ready: Step for one tree round, Run to go to the end.")
+        except Exception as exc:  # noqa: BLE001
+            return self._failed(state, exc)
+
+    def show_round(self, state, round_index):
+        """Show another round's tree, mask and summary."""
+        session = common.get_session((state or {}).get("sid"))
+        if session is None or not session.records:
+            return tree_figure(None), tree_mask_figure(None), tree_summary_html(None, {})
+        index = min(max(int(round_index or 0), 0), len(session.records) - 1)
+        record = session.records[index]
+        return tree_figure(record), tree_mask_figure(record), tree_summary_html(record, session.stats.summary())
+
+
+# ------------------------------------------------------------------------------------------------ layout
+def build(allow_local_models: bool = False) -> dict:
+    """Create the tab's components in the current Blocks context and wire them; return the components."""
+    examples = load_prompts()
+    presets = preset_names()
+    handlers = Handlers(allow_local=allow_local_models)
+    custom = allow_local_models
+    info = "a preset" + (", a Hugging Face id or a local directory" if custom else "")
+
+    gr.Markdown("Each round the drafter grows a **tree** of candidates (children per depth, e.g. `4,2,1`, or an "
+                "EAGLE-2 style `budget:N`); the target scores every node in **one** forward with a tree attention "
+                "mask and keeps the longest accepted path, then adds a token of its own. With rrs / rsd at a "
+                "temperature above 0, each sibling group's acceptance is set beside the optimum α*.")
+    state = gr.State({}, delete_callback=common.forget)
+    with gr.Row():
+        prompt = gr.Textbox(label="Prompt", lines=3, scale=3, elem_id="trees-prompt",
+                            placeholder="Type a prompt, or pick an example")
+        with gr.Column(scale=1):
+            example = gr.Dropdown([(f"{e.category} · {e.id}", e.id) for e in examples], value=None,
+                                  label="Example prompts (Spec-Bench categories)", elem_id="trees-examples")
+            chat = gr.Checkbox(value=True, label="Chat template", elem_id="trees-chat")
+    with gr.Row():
+        target = gr.Dropdown(presets, value=common.default_target(), label="Target", info=info,
+                             allow_custom_value=custom, elem_id="trees-target")
+        drafter = gr.Dropdown(TREE_DRAFTERS, value="early-exit", label="Drafter", info="drafters with probabilities",
+                              elem_id="trees-drafter")
+        exit_layer = gr.Slider(0, 29, value=0, step=1, label="ℓ: early-exit layer (0 = auto: 4/5 of the depth, "
+                               "24 of SmolLM2's 30)", elem_id="trees-exit-layer")
+        draft_model = gr.Dropdown(presets, value="tiny-llama", label="Draft model", info="for the 'model' drafter",
+                                  allow_custom_value=custom, elem_id="trees-draft-model")
+    with gr.Row():
+        shape = gr.Textbox(value="4,2,1", label="Tree shape", info="children per depth (4,2,1) or budget:N",
+                           elem_id="trees-shape")
+        tree_branch = gr.Slider(1, MAX_BRANCH, value=4, step=1, label="Branch (budget trees)",
+                                elem_id="trees-branch")
+        max_depth = gr.Slider(1, 16, value=5, step=1, label="Max depth (budget trees)", elem_id="trees-max-depth")
+        children = gr.Dropdown(["auto", *CHILDREN_MODES], value="auto", label="Children",
+                               info="auto: top-k for greedy, i.i.d. for rrs, without replacement for rsd",
+                               elem_id="trees-children")
+    with gr.Row():
+        verifier = gr.Dropdown(list(TREE_VERIFIERS), value="rsd", label="Verifier", elem_id="trees-verifier")
+        temperature = gr.Slider(0, 2, value=0.8, step=0.05, label="Temperature (0 = greedy)",
+                                elem_id="trees-temperature")
+        seed = gr.Number(value=0, precision=0, label="Seed", elem_id="trees-seed")
+        max_new_tokens = gr.Slider(1, 512, value=64, step=1, label="Max new tokens", elem_id="trees-max-new-tokens")
+        compare = gr.Checkbox(value=True, label="Compare with a chain of the same node budget (runs it too)",
+                              elem_id="trees-chain")
+    with gr.Row():
+        step = gr.Button("Step", variant="primary", elem_id="trees-step")
+        run = gr.Button("Run", elem_id="trees-run")
+        stop = gr.Button("Stop", variant="stop", elem_id="trees-stop")
+        reset = gr.Button("Reset", elem_id="trees-reset")
+    status = gr.Markdown("Step runs one tree round; Run streams rounds to the end.", elem_id="trees-status")
+    text = gr.HTML(tree_text_html([]), elem_id="trees-text")
+    with gr.Row():
+        with gr.Column(scale=1, min_width=280):
+            summary = gr.HTML(tree_summary_html(None, {}), elem_id="trees-summary")
+        with gr.Column(scale=2):
+            compare_plot = gr.Plot(tree_vs_chain_figure({}, None), show_label=False, elem_id="trees-compare")
+    round_slider = gr.Slider(0, 1, value=0, step=1, label="Round to show", interactive=False, elem_id="trees-round")
+    graph = gr.Plot(tree_figure(None), show_label=False, elem_id="trees-graph")
+    with gr.Row():
+        with gr.Column(scale=1):
+            mask = gr.Plot(tree_mask_figure(None), show_label=False, elem_id="trees-mask")
+        with gr.Column(scale=1):
+            alpha = gr.Plot(alpha_star_figure([]), show_label=False, elem_id="trees-alpha")
+
+    settings = [prompt, chat, target, drafter, draft_model, exit_layer, shape, tree_branch, max_depth, children,
+                verifier, temperature, seed, max_new_tokens, compare]
+    outputs = [state, text, graph, mask, alpha, compare_plot, summary, round_slider, status]
+    step.click(handlers.step, [state, *settings], outputs, api_name="trees_step", concurrency_limit=None)
+    run.click(handlers.run, [state, *settings], outputs, api_name="trees_run", concurrency_limit=None)
+    stop.click(handlers.stop, [state], None, api_name="trees_stop", queue=False)
+    reset.click(handlers.reset, [state, *settings], outputs, api_name="trees_reset", concurrency_limit=None)
+    round_slider.release(handlers.show_round, [state, round_slider], [graph, mask, summary],
+                         api_name="trees_show_round")
+    example.input(lambda example_id: next((e.prompt for e in examples if e.id == example_id), gr.skip()),
+                  example, prompt, api_name="trees_example_prompt", queue=False)
+    return {"state": state, "prompt": prompt, "target": target, "shape": shape, "verifier": verifier,
+            "status": status, "graph": graph}
