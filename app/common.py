@@ -83,15 +83,18 @@ def clear_stop(sid: str | None) -> None:
 
 
 def build_config(settings: dict) -> SessionConfig:
-    """Engine settings from the UI values (already plain Python types)."""
+    """Engine settings from the UI values (already plain Python types). η reaches the config for Kangaroo only (other
+    drafters ignore it, so moving its slider changes nothing for them); 0 is a valid η."""
     exit_layer = int(settings.get("exit_layer") or 0)
+    eta = settings.get("eta")
     return SessionConfig(
         target=(settings.get("target") or "").strip(), drafter=settings["drafter"], verifier=settings["verifier"],
         gamma=int(settings["gamma"]), temperature=float(settings["temperature"]), top_k=int(settings.get("top_k") or 0),
         top_p=float(settings.get("top_p") or 1.0), seed=int(settings.get("seed") or 0),
         max_new_tokens=int(settings["max_new_tokens"]), draft_model=(settings.get("draft_model") or "").strip() or None,
         ngram_size=int(settings.get("ngram_size") or 3), min_ngram_size=min(2, int(settings.get("ngram_size") or 3)),
-        exit_layer=exit_layer or None)
+        exit_layer=exit_layer or None,
+        eta=float(eta) if eta is not None and settings["drafter"] == "kangaroo" else None)
 
 
 def check_prompt(prompt: str | None) -> str:

@@ -1,8 +1,8 @@
 """The main tab: pick a target, a drafter and a verifier, then step through speculative decoding round by round.
 
 Step runs one draft → verify round; Run streams rounds to the end (Stop halts it after the current round); Reset
-starts over. Settings changed between rounds (γ, temperature, top-p, seed, ℓ, n-gram size, drafter, verifier) apply
-from the next round on; a new target, prompt or chat setting starts a new session.
+starts over. Settings changed between rounds (γ, temperature, top-p, seed, ℓ, η, n-gram size, drafter, verifier)
+apply from the next round on; a new target, prompt or chat setting starts a new session.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import gradio as gr
 
 from app import common
 from core.drafters import DRAFTERS
+from core.drafters.kangaroo import DEFAULT_ETA
 from core.engine import MAX_GAMMA, Session
 from core.errors import DraftScopeError
 from core.lossless import check_lossless
@@ -26,7 +27,7 @@ from visualizers.stats_charts import stats_figure
 from visualizers.token_strip import stats_html, token_strip_html
 
 SETTING_NAMES = ("prompt", "chat", "target", "drafter", "verifier", "draft_model", "gamma", "temperature", "top_p",
-                 "top_k", "seed", "exit_layer", "ngram_size", "max_new_tokens")
+                 "top_k", "seed", "exit_layer", "ngram_size", "max_new_tokens", "eta")
 RESTART_ON = ("prompt", "chat", "target")  # everything else changes live between rounds
 PLOT_INTERVAL_S = 1.0  # while Run streams, the figures refresh at most this often (the strip every round)
 
@@ -98,8 +99,8 @@ class Handlers:
     def _failed(self, state: dict, exc: Exception) -> tuple:
         return (state, *render(common.get_session(state.get("sid"))), common.warn(exc))
 
-    def step(self, state, prompt, chat, target, drafter, verifier, draft_model, gamma, temperature, top_p, top_k, seed, exit_layer,
-             ngram_size, max_new_tokens, progress=gr.Progress()):
+    def step(self, state, prompt, chat, target, drafter, verifier, draft_model, gamma, temperature, top_p, top_k,
+             seed, exit_layer, ngram_size, max_new_tokens, eta=DEFAULT_ETA, progress=gr.Progress()):
         """One draft → verify round."""
         state = dict(state or {})
         try:
@@ -112,8 +113,8 @@ class Handlers:
         except Exception as exc:  # noqa: BLE001 - every failure becomes a message, the page stays usable
             return self._failed(state, exc)
 
-    def run(self, state, prompt, chat, target, drafter, verifier, draft_model, gamma, temperature, top_p, top_k, seed, exit_layer,
-             ngram_size, max_new_tokens, progress=gr.Progress()) -> Iterator[tuple]:
+    def run(self, state, prompt, chat, target, drafter, verifier, draft_model, gamma, temperature, top_p, top_k,
+            seed, exit_layer, ngram_size, max_new_tokens, eta=DEFAULT_ETA, progress=gr.Progress()) -> Iterator[tuple]:
         """Rounds one after another until EOS or max new tokens (continuing the current session); Stop halts."""
         state = dict(state or {})
         try:
@@ -145,8 +146,8 @@ class Handlers:
         common.request_stop((state or {}).get("sid"))
         gr.Info("Stopping after the current round…")
 
-    def reset(self, state, prompt, chat, target, drafter, verifier, draft_model, gamma, temperature, top_p, top_k, seed, exit_layer,
-             ngram_size, max_new_tokens, progress=gr.Progress()):
+    def reset(self, state, prompt, chat, target, drafter, verifier, draft_model, gamma, temperature, top_p, top_k,
+              seed, exit_layer, ngram_size, max_new_tokens, eta=DEFAULT_ETA, progress=gr.Progress()):
         """Start over with the current settings (and seed): nothing generated yet."""
         state = dict(state or {})
         try:
@@ -210,6 +211,8 @@ def build(allow_local_models: bool = False) -> dict:
                                elem_id="exit-layer")
         ngram_size = gr.Slider(1, 8, value=3, step=1, label="n-gram size (prompt lookup)", elem_id="ngram-size")
         max_new_tokens = gr.Slider(1, 512, value=64, step=1, label="Max new tokens", elem_id="max-new-tokens")
+        eta = gr.Slider(0, 0.99, value=DEFAULT_ETA, step=0.05, elem_id="eta",
+                        label="η: kangaroo stops drafting below this confidence")
     with gr.Row():
         step = gr.Button("Step", variant="primary", elem_id="step")
         run = gr.Button("Run", elem_id="run")
@@ -231,7 +234,7 @@ def build(allow_local_models: bool = False) -> dict:
     inspector = gr.Plot(round_inspector_figure(None), show_label=False, elem_id="round-inspector")
 
     settings = [prompt, chat, target, drafter, verifier, draft_model, gamma, temperature, top_p, top_k, seed,
-                exit_layer, ngram_size, max_new_tokens]
+                exit_layer, ngram_size, max_new_tokens, eta]
     outputs = [state, strip, stats, stats_chart, inspector, round_slider, status]
     step.click(handlers.step, [state, *settings], outputs, api_name="step", concurrency_limit=None)
     run.click(handlers.run, [state, *settings], outputs, api_name="run", concurrency_limit=None)

@@ -7,7 +7,7 @@ import os
 
 import gradio as gr
 
-from app import compare_tab, generate_tab, trees_tab
+from app import compare_tab, generate_tab, self_draft_tab, trees_tab
 
 PLACEHOLDER_TABS = ("KV importance", "VAR")
 
@@ -28,6 +28,8 @@ def build_demo(allow_local_models: bool = False) -> gr.Blocks:
                 compare_tab.build(allow_local_models=allow_local_models)
             with gr.Tab("Draft trees", id="trees"):
                 trees_tab.build(allow_local_models=allow_local_models)
+            with gr.Tab("Self-drafting", id="self-draft"):
+                self_draft_tab.build(allow_local_models=allow_local_models)
             for name in PLACEHOLDER_TABS:
                 with gr.Tab(f"{name} (coming)"):
                     gr.Markdown(f"**{name}** — coming in a later issue. Nothing here yet.")

@@ -16,6 +16,7 @@ import torch
 from tqdm import tqdm
 
 from core.drafters.early_exit import default_exit_layer
+from core.drafters.kangaroo import default_adapter_path
 from core.engine import Session, SessionConfig
 from core.errors import DraftScopeError
 from core.models import load_model
@@ -86,6 +87,9 @@ def build_methods(target, draft_model: str | None, exit_layer: int | None,
         f"ours-ee{tl}-tree-budget12": _ours(target, "early-exit", exit_layer=tl, tree="budget:12", gamma=4,
                                             tree_branch=3),
     })
+    if default_adapter_path(target.name).is_file():  # a trained Kangaroo adapter ships for this target
+        methods["ours-kangaroo"] = _ours(target, "kangaroo", gamma=6)
+        methods["ours-kangaroo-norecord"] = _ours(target, "kangaroo", gamma=6, record=False)
     if draft_model:
         drafter = load_model(draft_model, device=target.device, dtype=target.dtype)
         methods["hf-assisted"] = _hf(target, assistant_model=drafter.model)

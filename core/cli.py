@@ -36,6 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--ngram-size", type=int, default=3, help="longest n-gram the ngram drafter matches")
     gen.add_argument("--min-ngram-size", type=int, default=2, help="shortest n-gram the ngram drafter matches")
     gen.add_argument("--exit-layer", type=int, default=None, help="ℓ for the early-exit drafter")
+    gen.add_argument("--eta", type=float, default=None, help="kangaroo: stop drafting below this top probability "
+                                                             "(default 0.6)")
+    gen.add_argument("--adapter", default=None, help="kangaroo: adapter file (default: the one shipped for the "
+                                                     "target in assets/kangaroo/)")
     gen.add_argument("--temperature", type=float, default=0.0)
     gen.add_argument("--top-k", type=int, default=0)
     gen.add_argument("--top-p", type=float, default=1.0)
@@ -98,7 +102,7 @@ def cmd_generate(args) -> int:
                            temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
                            max_new_tokens=args.max_new_tokens, draft_model=args.draft_model,
                            ngram_size=args.ngram_size, min_ngram_size=args.min_ngram_size,
-                           exit_layer=args.exit_layer, tree=args.tree, tree_branch=args.tree_branch,
+                           exit_layer=args.exit_layer, adapter=args.adapter, eta=args.eta, tree=args.tree, tree_branch=args.tree_branch,
                            children=args.children)
     session = Session.from_config(config, prompt=prompt, chat=args.chat, allow_local=True)
     if args.json:

@@ -52,6 +52,8 @@ class SessionConfig:
     ngram_size: int = 3  # for the 'ngram' drafter: longest suffix n-gram to match
     min_ngram_size: int = 2  # ... and the shortest
     exit_layer: int | None = None  # ℓ for the 'early-exit' drafter (None = a fifth of the depth)
+    adapter: str | None = None  # 'kangaroo': a trained adapter file (None = the one shipped for the target)
+    eta: float | None = None  # 'kangaroo': stop drafting when the top draft probability is below η (None = 0.6)
     topk_alternatives: int = 5  # top-k lists kept in the records
     record: bool = True  # build step records (False: the same loop recording nothing, for overhead measurements)
     stop_at_eos: bool = True
@@ -102,7 +104,7 @@ class SessionConfig:
 
     def drafter_options(self) -> dict:
         return {"draft_model": self.draft_model, "ngram_size": self.ngram_size, "min_ngram_size": self.min_ngram_size,
-                "exit_layer": self.exit_layer}
+                "exit_layer": self.exit_layer, "adapter": self.adapter, "eta": self.eta}
 
 
 class Session:
@@ -154,7 +156,7 @@ class Session:
                                   f"({len(self.generated_ids)})")
         changed = [f.name for f in fields(SessionConfig) if getattr(config, f.name) != getattr(self.config, f.name)]
         drafter = verifier = None
-        if {"drafter", "draft_model", "ngram_size", "min_ngram_size", "exit_layer"} & set(changed):
+        if {"drafter", "draft_model", "ngram_size", "min_ngram_size", "exit_layer", "adapter", "eta"} & set(changed):
             drafter = build_drafter(config.drafter, self.target, **config.drafter_options())
         _check_tree(config, self.target, drafter or self.drafter)
         if "verifier" in changed:
@@ -238,14 +240,13 @@ class Session:
         gamma = max(0, min(self.config.gamma, budget - 1, self.target.max_context - start - 1))
 
         t1 = time.perf_counter()
-        ctx = DraftContext(self.tokens, gamma, self.config.sampling, self.generator)
+        ctx = DraftContext(self.tokens, gamma, self.config.sampling, self.generator, self.target_kv)
         draft = self.drafter.propose(ctx) if gamma > 0 else Draft(tokens=[])
         draft.tokens = draft.tokens[:gamma]
         draft_s = _elapsed(t1, self.target.device)
 
         t2 = time.perf_counter()
-        feed = self.target_kv.sync(self.tokens) + draft.tokens
-        logits_nV = self.target_kv.forward(feed, logits_to_keep=len(draft.tokens) + 1).cpu()
+        logits_nV = self.drafter.verify_forward(self.target_kv, self.tokens, draft.tokens).cpu()
         p_nV = warp(logits_nV, self.config.sampling)
         q_nV = draft.q_nV[: len(draft.tokens)] if draft.q_nV is not None else None
         verdict = self.verifier.verify(draft.tokens, p_nV, q_nV, self.generator)
@@ -434,7 +435,8 @@ class Session:
             prefill_ms=prefill_s * 1e3, total_ms=core_ms, target_cache_len=len(self.target_kv),
             drafter_cache_len=self.drafter.cache_len, finished=self.done, finish_reason=self.finish_reason,
             settings={"gamma": self.config.gamma, "temperature": self.config.temperature, "top_k": self.config.top_k,
-                      "top_p": self.config.top_p})
+                      "top_p": self.config.top_p},
+            draft_info=dict(draft.info))
 
     def _candidates(self, p_V, q_V, residual_V, token: int, *tops: list[Alternative]) -> list[Candidate]:
         """p, q and the residual side by side over the union of the given top-k lists and ``token``, by p."""

@@ -92,6 +92,7 @@ class StepRecord:
     finished: bool
     finish_reason: str | None = None  # "eos" | "max_new_tokens" | "context"
     settings: dict = field(default_factory=dict)  # γ, temperature, top-k, top-p in force for this round
+    draft_info: dict = field(default_factory=dict)  # drafter-specific (Kangaroo: exit layer, η, confidences)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -67,6 +67,9 @@ def test_generate_text_streams(capsys):
     (["--prompt-file", "/nonexistent/prompt.txt"], "prompt file not found"),
     (["--prompt", "hi", "--max-new-tokens", "lots"], "invalid int value"),
     (["--prompt", "hi", "--tree", "2,2"], "cannot grow a tree"),
+    (["--prompt", "hi", "--drafter", "kangaroo", "--adapter", "/nonexistent.safetensors"], "adapter not found"),
+    (["--prompt", "hi", "--drafter", "kangaroo", "--eta", "2"], "η (Kangaroo's early-exit threshold)"),
+    (["--prompt", "hi", "--target", "tiny-gemma", "--drafter", "kangaroo"], "sliding-window"),
     (["--prompt", "hi", "--drafter", "early-exit", "--tree", "2,x"], "tree shape must be"),
     (["--prompt", "hi", "--drafter", "early-exit", "--tree", "2,2", "--verifier", "rsd"], "temperature above 0"),
 ])

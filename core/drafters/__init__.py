@@ -6,6 +6,7 @@ import inspect
 
 from core.drafters.base import Draft, DraftContext, Drafter
 from core.drafters.early_exit import EarlyExitDrafter
+from core.drafters.kangaroo import KangarooDrafter
 from core.drafters.model import ModelDrafter
 from core.drafters.ngram import NgramDrafter
 from core.drafters.none import NoDrafter
@@ -16,6 +17,7 @@ DRAFTERS: dict[str, type[Drafter]] = {
     "ngram": NgramDrafter,
     "model": ModelDrafter,
     "early-exit": EarlyExitDrafter,
+    "kangaroo": KangarooDrafter,
 }
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -14,6 +14,7 @@ class Draft:
     tokens: list[int]
     q_nV: torch.Tensor | None = None  # (γ, V) distributions the tokens were drawn from; None = one-hot (no model)
     q_show_nV: torch.Tensor | None = None  # (γ, V) what the records show as q (model softmax when greedy)
+    info: dict = field(default_factory=dict)  # drafter-specific facts for the record (JSON-friendly)
 
 
 @dataclass
@@ -22,6 +23,7 @@ class DraftContext:
     gamma: int  # propose at most this many tokens
     sampling: SamplingConfig
     generator: torch.Generator
+    target_kv: object | None = None  # the target's CachedLM, for drafters that share its cache (Kangaroo)
 
     def pick(self, logits_V: torch.Tensor) -> tuple[int, torch.Tensor, torch.Tensor]:
         """Choose the next draft token from drafter logits (V,): (token, q used for the choice, q to show)."""
@@ -41,6 +43,13 @@ class Drafter:
 
     def propose(self, ctx: DraftContext) -> Draft:
         raise NotImplementedError
+
+    def verify_forward(self, target_kv, tokens: list[int], draft: list[int]) -> torch.Tensor:
+        """The target's verification forward: bring its cache up to ``tokens`` and feed the drafts; return the
+        logits (len(draft) + 1, V) at every drafted position and the bonus position. Drafters that share the
+        target's cache (Kangaroo) override it to skip work drafting already did."""
+        feed = target_kv.sync(tokens) + draft
+        return target_kv.forward(feed, logits_to_keep=len(draft) + 1)
 
     def observe(self, tokens: list[int], n_accepted: int) -> None:
         """Called after each verification with the new committed sequence (roll back caches, adapt)."""

@@ -1,0 +1,299 @@
+"""The Self-drafting tab: the target drafts for itself (Kangaroo: its first ℓ layers + a trained adapter + its own
+LM head; early exit: its first ℓ layers + its head), and Kangaroo stops drafting once its confidence falls below η.
+
+Step runs one round; Run streams rounds to the end (Stop halts it after the current round); Reset starts over.
+Settings other than the prompt, chat template and target apply from the next round on. The η sweep runs the prompt
+with Kangaroo at several η (and once with plain decoding) on the same token budget and plots τ and tokens/s.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Iterator
+
+import gradio as gr
+
+from app import common
+from core.drafters.kangaroo import DEFAULT_ETA
+from core.engine import MAX_GAMMA, Session, SessionConfig
+from core.errors import DraftScopeError
+from core.models import preset_names
+from core.prompts import load_prompts
+from visualizers.self_draft import confidence_figure, eta_sweep_figure, exit_summary_html
+from visualizers.token_strip import token_strip_html
+
+SETTING_NAMES = ("prompt", "chat", "target", "drafter", "gamma", "eta", "exit_layer", "temperature", "seed",
+                 "max_new_tokens")
+RESTART_ON = ("prompt", "chat", "target")  # everything else changes live between rounds
+SELF_DRAFTERS = ("kangaroo", "early-exit")
+SWEEP_ETAS = (0.0, 0.2, 0.4, 0.6, 0.8)
+SWEEP_MAX_NEW_TOKENS = 64
+WARM_UP_TOKENS = 4  # a short untimed run before the sweep, so the first η does not pay for warm-up
+PLOT_INTERVAL_S = 1.0  # while Run streams, the figure refreshes at most this often (the strip every round)
+
+
+# ------------------------------------------------------------------------------------------------ configuration
+def self_draft_config(settings: dict) -> SessionConfig:
+    """Engine settings: greedy verification at temperature 0, else the sampling rule; η goes to Kangaroo only
+    (``common.build_config``) and the exit layer to early exit only (0 = a fifth of the depth), so moving the other
+    drafter's slider rebuilds nothing."""
+    verifier = "greedy" if float(settings["temperature"]) == 0 else "sampling"
+    exit_layer = settings["exit_layer"] if settings["drafter"] == "early-exit" else 0
+    return common.build_config({**settings, "verifier": verifier, "exit_layer": exit_layer})
+
+
+def eta_sweep(settings: dict, progress=None, allow_local: bool = False) -> list[dict]:
+    """Run the prompt with Kangaroo at each η in ``SWEEP_ETAS`` and once with plain decoding (drafter "none"), all on
+    the same budget (max new tokens, at most ``SWEEP_MAX_NEW_TOKENS``) and seed; one row of statistics per run, the
+    plain run last. Each η row also carries the plain run's tokens/s."""
+    common.check_prompt(settings["prompt"])
+    budget = min(int(settings["max_new_tokens"]), SWEEP_MAX_NEW_TOKENS)
+    base = {**settings, "drafter": "kangaroo", "max_new_tokens": budget}
+    configs = [self_draft_config({**base, "eta": eta}) for eta in SWEEP_ETAS]
+    configs.append(dataclasses.replace(configs[0], drafter="none", eta=None))
+    progress = progress or (lambda *args, **kwargs: None)
+    progress(0.0, desc="Loading models and warming up…")
+    warm = Session.from_config(dataclasses.replace(configs[0], max_new_tokens=min(budget, WARM_UP_TOKENS)),
+                               prompt=settings["prompt"], chat=settings["chat"], allow_local=allow_local)
+    for _ in warm.run():
+        pass
+    rows = []
+    for k, config in enumerate(configs):
+        label = "plain decoding" if config.drafter == "none" else f"η = {config.eta:.1f}"
+        progress((k + 1) / (len(configs) + 1), desc=f"{label} ({k + 1} of {len(configs)})…")
+        session = Session.from_config(config, prompt_ids=warm.prompt_ids, allow_local=allow_local)
+        for _ in session.run():
+            pass
+        s = session.stats.summary()
+        rows.append({"drafter": config.drafter, "eta": config.eta, "tau": s["tau"], "alpha": s["alpha"],
+                     "tokens_per_second": s["tokens_per_second"], "mean_draft_len": s["mean_draft_len"],
+                     "generated": s["generated"], "rounds": s["rounds"]})
+    for row in rows[:-1]:
+        row["plain_tokens_per_second"] = rows[-1]["tokens_per_second"]
+    return rows
+
+
+def _sweep_status(rows: list[dict], note: str = "") -> str:
+    plain, swept = rows[-1], [r for r in rows[:-1] if r["tokens_per_second"] is not None]
+    best = max(swept, key=lambda r: r["tokens_per_second"], default=None)
+    head = f"η sweep over {plain['generated']} new tokens"
+    if best is None or plain["tokens_per_second"] is None:
+        return f"{head}: done. {note}".strip()
+    return (f"{head}: fastest at η = {best['eta']:.1f} with {best['tokens_per_second']:.1f} tokens/s (τ "
+            f"{best['tau']:.2f}); plain decoding {plain['tokens_per_second']:.1f} tokens/s. {note}").strip()
+
+
+# ------------------------------------------------------------------------------------------------ rendering
+def render(session: Session | None, figures: bool = True) -> tuple:
+    """(token strip, confidence figure, summary); ``figures=False`` leaves the figure as it is."""
+    if session is None:
+        return token_strip_html([]), confidence_figure([], None), exit_summary_html([], {})
+    records = session.records
+    strip = token_strip_html(records, session.prompt_text)
+    summary = exit_summary_html(records, session.stats.summary())
+    if not figures:
+        return strip, gr.skip(), summary
+    config = session.config
+    eta = (DEFAULT_ETA if config.eta is None else config.eta) if config.drafter == "kangaroo" else None
+    return strip, confidence_figure(records, eta), summary
+
+
+def _status(session: Session, note: str = "") -> str:
+    rounds, tokens = len(session.records), len(session.generated_ids)
+    head = f"{rounds} round{'s' * (rounds != 1)}, {tokens} token{'s' * (tokens != 1)}"
+    head = f"Finished ({session.finish_reason}) after {head}." if session.done else f"{head} so far."
+    info = session.records[-1].draft_info if session.records else {}
+    if info.get("stopped_by"):
+        drafted = len(session.records[-1].drafted)
+        why = f"its confidence fell below η = {info['eta']:.2f}" if info["stopped_by"] == "eta" else "γ tokens"
+        head += f" Last round: drafting stopped after {drafted} token{'s' * (drafted != 1)} ({why})."
+    return f"{head} {note}".strip()
+
+
+# ------------------------------------------------------------------------------------------------ handlers
+class Handlers:
+    """Event handlers. ``allow_local`` lets the target field name Hugging Face ids or local directories."""
+
+    def __init__(self, allow_local: bool = False):
+        self.allow_local = allow_local
+
+    @staticmethod
+    def _settings(values: dict) -> dict:
+        """The settings out of a handler's ``locals()`` (handlers name every input so the API has named parameters)."""
+        return {name: values[name] for name in SETTING_NAMES}
+
+    def _session_for(self, state: dict, settings: dict, progress) -> tuple[dict, Session, str]:
+        """The user's session, reconfigured to ``settings``, or a new one when there is none or it must restart."""
+        common.check_prompt(settings["prompt"])
+        config = self_draft_config(settings)
+        session = common.get_session(state.get("sid"))
+        if session is not None and all(state.get(k) == settings[k] for k in RESTART_ON):
+            changed = session.reconfigure(config)
+            shown = [k for k in changed if k not in ("record", "topk_alternatives")]
+            note = f"Changed {', '.join(shown)} from round {len(session.records)} on." if shown else ""
+            return {**state, **settings}, session, note
+        return (*self._new_session(state, settings, progress), "")
+
+    def _new_session(self, state: dict, settings: dict, progress) -> tuple[dict, Session]:
+        common.check_prompt(settings["prompt"])
+        progress(0.1, desc="Loading models (the first time takes a while)…")
+        session = Session.from_config(self_draft_config(settings), prompt=settings["prompt"], chat=settings["chat"],
+                                      allow_local=self.allow_local)
+        progress(1.0, desc="Models ready")
+        sid = state.get("sid") or common.new_sid()
+        common.put_session(sid, session)
+        common.clear_stop(sid)
+        return {**state, **settings, "sid": sid}, session
+
+    def _failed(self, state: dict, exc: Exception) -> tuple:
+        return (state, *render(common.get_session(state.get("sid"))), common.warn(_explain(exc)))
+
+    def step(self, state, prompt, chat, target, drafter, gamma, eta, exit_layer, temperature, seed, max_new_tokens,
+             progress=gr.Progress()):
+        """One draft → verify round."""
+        state = dict(state or {})
+        try:
+            state, session, note = self._session_for(state, self._settings(locals()), progress)
+            if session.done:
+                return (state, *render(session),
+                        f"Already finished ({session.finish_reason}). Raise max new tokens, or Reset to start over.")
+            session.step()
+            return (state, *render(session), _status(session, note))
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a message, the page stays usable
+            return self._failed(state, exc)
+
+    def run(self, state, prompt, chat, target, drafter, gamma, eta, exit_layer, temperature, seed, max_new_tokens,
+            progress=gr.Progress()) -> Iterator[tuple]:
+        """Rounds one after another until EOS or max new tokens (continuing the current session); Stop halts."""
+        state = dict(state or {})
+        try:
+            state, session, note = self._session_for(state, self._settings(locals()), progress)
+            sid = state["sid"]
+            common.clear_stop(sid)
+            if session.done:
+                yield (state, *render(session), "Already finished: Reset to start over.")
+                return
+            yield (state, *render(session), f"Running… {note}".strip())
+            last_plot = time.monotonic()
+            for _ in session.run():
+                if common.get_session(sid) is not session:  # replaced by Reset or a restart: stop quietly
+                    return
+                if common.take_stop(sid):
+                    yield (state, *render(session), _status(session, "Stopped: Step or Run to go on."))
+                    return
+                figures = time.monotonic() - last_plot >= PLOT_INTERVAL_S  # keeps the browser responsive
+                if figures:
+                    last_plot = time.monotonic()
+                yield (state, *render(session, figures=figures), "Running… " + _status(session))
+            yield (state, *render(session), _status(session, note))
+        except Exception as exc:  # noqa: BLE001
+            yield self._failed(state, exc)
+
+    def stop(self, state):
+        """Ask the running Run to stop after its current round (Run then writes the final status)."""
+        common.request_stop((state or {}).get("sid"))
+        gr.Info("Stopping after the current round…")
+
+    def reset(self, state, prompt, chat, target, drafter, gamma, eta, exit_layer, temperature, seed, max_new_tokens,
+              progress=gr.Progress()):
+        """Start over with the current settings (and seed): nothing generated yet."""
+        state = dict(state or {})
+        try:
+            state, session = self._new_session(state, self._settings(locals()), progress)
+            return (state, *render(session), "Ready: Step for one round, Run to go to the end.")
+        except Exception as exc:  # noqa: BLE001
+            return self._failed(state, exc)
+
+    def sweep(self, state, prompt, chat, target, drafter, gamma, eta, exit_layer, temperature, seed, max_new_tokens,
+              progress=gr.Progress()):
+        """Kangaroo at each η of the sweep and plain decoding, on the current prompt and settings: (figure, status)."""
+        try:
+            settings = self._settings(locals())
+            rows = eta_sweep(settings, progress, self.allow_local)
+            note = "" if drafter == "kangaroo" else "(The sweep varies Kangaroo's η, whatever the drafter above.)"
+            if int(max_new_tokens) > SWEEP_MAX_NEW_TOKENS:
+                note = f"{note} Capped at {SWEEP_MAX_NEW_TOKENS} new tokens a run.".strip()
+            return eta_sweep_figure(rows), _sweep_status(rows, note)
+        except Exception as exc:  # noqa: BLE001
+            return gr.skip(), common.warn(_explain(exc))
+
+
+def _explain(exc: Exception) -> Exception:
+    """A missing adapter says what to do instead."""
+    if isinstance(exc, DraftScopeError) and "adapter not found" in str(exc):
+        return DraftScopeError(f"{exc}. Early exit drafts without an adapter: choose early-exit, or another target")
+    return exc
+
+
+# ------------------------------------------------------------------------------------------------ layout
+def build(allow_local_models: bool = False) -> dict:
+    """Create the tab's components in the current Blocks context and wire them; return the components."""
+    examples = load_prompts()
+    presets = preset_names()
+    handlers = Handlers(allow_local=allow_local_models)
+    custom = allow_local_models
+    info = "a preset" + (", a Hugging Face id or a local directory" if custom else "")
+
+    gr.Markdown("The target drafts for itself. **Kangaroo** (Liu et al., 2024) runs its first ℓ layers, a small "
+                "trained adapter and its own LM head; the shallow layers' cache is shared, so verification runs "
+                "only the deep layers. Drafting stops as soon as the drafter's top probability falls below **η** "
+                "(or after γ tokens). **Early exit** uses the first ℓ layers and the head, with no adapter and no "
+                "η. Verification is greedy at temperature 0, the sampling rule above it.")
+    state = gr.State({}, delete_callback=common.forget)
+    with gr.Row():
+        prompt = gr.Textbox(label="Prompt", lines=3, scale=3, elem_id="self-draft-prompt",
+                            placeholder="Type a prompt, or pick an example")
+        with gr.Column(scale=1):
+            example = gr.Dropdown([(f"{e.category} · {e.id}", e.id) for e in examples], value=None,
+                                  label="Example prompts (Spec-Bench categories)", elem_id="self-draft-examples")
+            chat = gr.Checkbox(value=True, label="Chat template", elem_id="self-draft-chat")
+    with gr.Row():
+        target = gr.Dropdown(presets, value=common.default_target(), label="Target", info=info,
+                             allow_custom_value=custom, elem_id="self-draft-target")
+        drafter = gr.Dropdown(list(SELF_DRAFTERS), value="kangaroo", label="Drafter",
+                              info="kangaroo needs a trained adapter for the target", elem_id="self-draft-drafter")
+        gamma = gr.Slider(1, min(16, MAX_GAMMA), value=6, step=1, label="γ (most drafts a round)",
+                          elem_id="self-draft-gamma")
+        eta = gr.Slider(0, 0.99, value=DEFAULT_ETA, step=0.05, label="η: stop drafting below this confidence "
+                        "(kangaroo)", elem_id="self-draft-eta")
+    with gr.Row():
+        exit_layer = gr.Slider(0, 29, value=0, step=1, label="ℓ for early-exit (0 = a fifth of the depth; "
+                               "Kangaroo's ℓ comes with its adapter)", elem_id="self-draft-exit-layer")
+        temperature = gr.Slider(0, 2, value=0, step=0.05, label="Temperature (0 = greedy)",
+                                elem_id="self-draft-temperature")
+        seed = gr.Number(value=0, precision=0, label="Seed", elem_id="self-draft-seed")
+        max_new_tokens = gr.Slider(1, 512, value=64, step=1, label="Max new tokens",
+                                   elem_id="self-draft-max-new-tokens")
+    with gr.Row():
+        step = gr.Button("Step", variant="primary", elem_id="self-draft-step")
+        run = gr.Button("Run", elem_id="self-draft-run")
+        stop = gr.Button("Stop", variant="stop", elem_id="self-draft-stop")
+        reset = gr.Button("Reset", elem_id="self-draft-reset")
+        sweep = gr.Button("η sweep", elem_id="self-draft-sweep")
+    status = gr.Markdown("Step runs one draft → verify round; Run streams rounds to the end.",
+                         elem_id="self-draft-status")
+    strip = gr.HTML(token_strip_html([]), elem_id="self-draft-strip")
+    with gr.Row():
+        with gr.Column(scale=1, min_width=340):
+            summary = gr.HTML(exit_summary_html([], {}), elem_id="self-draft-summary")
+        with gr.Column(scale=2):
+            confidence = gr.Plot(confidence_figure([], None), show_label=False, elem_id="self-draft-confidence")
+    gr.Markdown("### η sweep\nThe prompt with Kangaroo at η = " + ", ".join(f"{e:g}" for e in SWEEP_ETAS)
+                + f" and once with plain decoding (no drafter), same seed and budget (max new tokens, at most "
+                f"{SWEEP_MAX_NEW_TOKENS}): a low η drafts more but wastes work on rejected tokens, a high η drafts "
+                "little.")
+    sweep_plot = gr.Plot(eta_sweep_figure([]), show_label=False, elem_id="self-draft-sweep-plot")
+
+    settings = [prompt, chat, target, drafter, gamma, eta, exit_layer, temperature, seed, max_new_tokens]
+    outputs = [state, strip, confidence, summary, status]
+    step.click(handlers.step, [state, *settings], outputs, api_name="self_draft_step", concurrency_limit=None)
+    run.click(handlers.run, [state, *settings], outputs, api_name="self_draft_run", concurrency_limit=None)
+    stop.click(handlers.stop, [state], None, api_name="self_draft_stop", queue=False)
+    reset.click(handlers.reset, [state, *settings], outputs, api_name="self_draft_reset", concurrency_limit=None)
+    sweep.click(handlers.sweep, [state, *settings], [sweep_plot, status], api_name="self_draft_sweep",
+                concurrency_limit=None)
+    example.input(lambda example_id: next((e.prompt for e in examples if e.id == example_id), gr.skip()),
+                  example, prompt, api_name="self_draft_example_prompt", queue=False)
+    return {"state": state, "prompt": prompt, "target": target, "drafter": drafter, "eta": eta, "status": status,
+            "confidence": confidence}

@@ -1,0 +1,189 @@
+"""Train a Kangaroo adapter for a target: ``python -m core.train.kangaroo --target smollm2-135m``.
+
+1. Generate training text with the target itself (sampled, chat template) from ``core.train.prompts``.
+2. Record, per token, the target's layer-ℓ hidden state (the adapter's input) and its top-k next-token
+   probabilities (the teacher, renormalised over the top k).
+3. Train the adapter (initialised from layer ℓ's attention and the final norm) with the soft cross-entropy between
+   the teacher and softmax(head(adapter(h_ℓ))); the target, its shallow layers and its head stay frozen.
+Held-out sequences report top-1 agreement and Σ min(p, q) over the teacher's top k (a lower bound of the
+acceptance rate α of greedy-free sampling) before and after training. Progress goes through tqdm.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import sys
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+from transformers import DynamicCache
+
+from core.drafters.kangaroo import default_adapter_path
+from core.drafters.kangaroo_adapter import KangarooAdapter
+from core.errors import DraftScopeError
+from core.layers import check_layer_slicing, embed, run_layers
+from core.models import cache_dir, load_model
+from core.train.prompts import training_prompts
+
+TEACHER_TOPK = 64
+
+
+@torch.inference_mode()
+def generate_sequences(target, prompts: list[str], max_new_tokens: int, batch: int, seed: int,
+                       temperature: float = 0.7, top_p: float = 0.9) -> list[list[int]]:
+    """Prompt + sampled continuation token ids (cut at EOS), batched with left padding."""
+    torch.manual_seed(seed)
+    pad = target.tokenizer.pad_token_id
+    pad = pad if pad is not None else sorted(target.eos_ids)[0]
+    out: list[list[int]] = []
+    for i in tqdm(range(0, len(prompts), batch), desc="generate", unit="batch"):
+        encoded = [target.encode(p, chat=True) for p in prompts[i:i + batch]]
+        width = max(map(len, encoded))
+        ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded], device=target.device)
+        mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded], device=target.device)
+        gen = target.model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=temperature,
+                                    top_p=top_p, max_new_tokens=max_new_tokens, pad_token_id=pad)
+        for e, row in zip(encoded, gen[:, width:].tolist()):
+            cont = []
+            for tok in row:
+                cont.append(tok)
+                if tok in target.eos_ids:
+                    break
+            out.append(e + cont)
+    return out
+
+
+@torch.no_grad()  # not inference_mode: these tensors feed autograd later
+def record_features(target, sequences: list[list[int]], exit_layer: int) -> list[dict]:
+    """Per sequence: layer-ℓ states (n, d) in fp16 and the teacher's top-k probabilities and ids (n, k)."""
+    feats = []
+    for seq in tqdm(sequences, desc="record", unit="seq"):
+        hidden = run_layers(target.model, embed(target.model, seq), 0, exit_layer,
+                            DynamicCache(config=target.model.config), 0)
+        logits = target.model(torch.tensor([seq], device=target.device)).logits[0].float()
+        top = torch.topk(torch.softmax(logits, -1), TEACHER_TOPK, dim=-1)
+        feats.append({"h": hidden[0].to(torch.float16).cpu(), "p": top.values.cpu(), "idx": top.indices.cpu()})
+    return feats
+
+
+def _loss_and_metrics(target, adapter, feat: dict) -> tuple[torch.Tensor, float, float, int]:
+    model = target.model
+    param = next(model.parameters())
+    h = feat["h"].to(device=param.device, dtype=param.dtype)[None]
+    positions = torch.arange(h.shape[1], device=h.device)[None]
+    rotary = model.model.rotary_emb(h, position_ids=positions)
+    logq = torch.log_softmax(model.lm_head(adapter(h, rotary)).float()[0], -1)
+    p = feat["p"].to(h.device)
+    p = p / p.sum(-1, keepdim=True)
+    idx = feat["idx"].to(h.device)
+    logq_top = logq.gather(-1, idx)
+    loss = -(p * logq_top).sum(-1).mean()
+    with torch.no_grad():
+        agree = float((logq.argmax(-1) == idx[:, 0]).float().sum())
+        overlap = float(torch.minimum(p, logq_top.exp()).sum())
+    return loss, agree, overlap, h.shape[1]
+
+
+def evaluate(target, adapter, feats: list[dict]) -> dict:
+    agree = overlap = n = 0.0
+    with torch.no_grad():
+        for feat in feats:
+            _, a, o, k = _loss_and_metrics(target, adapter, feat)
+            agree, overlap, n = agree + a, overlap + o, n + k
+    return {"top1_agreement": agree / max(n, 1), "sum_min_pq_topk": overlap / max(n, 1), "tokens": int(n)}
+
+
+def train(target_name: str = "smollm2-135m", exit_layer: int = 2, n_prompts: int | None = None,
+          max_new_tokens: int = 160, batch: int = 16, epochs: int = 3, lr: float = 5e-4, accumulate: int = 8,
+          seed: int = 0, out: str | Path | None = None, max_len: int = 384, holdout: float = 0.05) -> dict:
+    t0 = time.perf_counter()
+    target = load_model(target_name)
+    check_layer_slicing(target.model)
+    if not 1 <= exit_layer < target.n_layers:
+        raise DraftScopeError(f"exit layer must be in 1..{target.n_layers - 1}, got {exit_layer}")
+    prompts = training_prompts(n_prompts, seed=seed)
+    data_file = cache_dir() / "train" / f"{target.name}-seqs-{len(prompts)}-{max_new_tokens}-{seed}.json"
+    if data_file.is_file():
+        sequences = json.loads(data_file.read_text())
+        print(f"reusing {len(sequences)} generated sequences from {data_file}", file=sys.stderr)
+    else:
+        sequences = generate_sequences(target, prompts, max_new_tokens, batch, seed)
+        data_file.parent.mkdir(parents=True, exist_ok=True)
+        data_file.write_text(json.dumps(sequences))
+    t_gen = time.perf_counter() - t0
+    sequences = [s[:max_len] for s in sequences]
+    feats = record_features(target, sequences, exit_layer)
+    rng = random.Random(seed)
+    rng.shuffle(feats)
+    n_val = max(1, int(len(feats) * holdout)) if len(feats) > 1 else 0
+    val, train_set = feats[:n_val], feats[n_val:] or feats
+
+    target.model.requires_grad_(False)
+    adapter = KangarooAdapter.from_target(target.model, exit_layer).train()
+    before = evaluate(target, adapter, val) if val else {}
+    optim = torch.optim.AdamW(adapter.parameters(), lr=lr, weight_decay=0.0)
+    steps = max(1, epochs * math.ceil(len(train_set) / accumulate))
+    sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    history = []
+    bar = tqdm(total=epochs * len(train_set), desc="train", unit="seq")
+    for epoch in range(epochs):
+        rng.shuffle(train_set)
+        total = 0.0
+        for i, feat in enumerate(train_set):
+            loss, _, _, _ = _loss_and_metrics(target, adapter, feat)
+            (loss / accumulate).backward()
+            total += float(loss.detach())
+            if (i + 1) % accumulate == 0 or i + 1 == len(train_set):
+                torch.nn.utils.clip_grad_norm_(adapter.parameters(), 1.0)
+                optim.step()
+                sched.step()
+                optim.zero_grad(set_to_none=True)
+            bar.update()
+            bar.set_postfix(epoch=epoch + 1, loss=f"{total / (i + 1):.3f}")
+        history.append({"epoch": epoch + 1, "train_loss": total / len(train_set),
+                        **({"val": evaluate(target, adapter, val)} if val else {})})
+    bar.close()
+    adapter.eval()
+    seconds = time.perf_counter() - t0
+    meta = {"method": "kangaroo", "target": target.name, "exit_layer": exit_layer, "n_layers": target.n_layers,
+            "hidden_size": target.model.config.hidden_size, "vocab": target.vocab_size,
+            "prompts": len(prompts), "sequences": len(sequences), "train_tokens": sum(len(f["p"]) for f in train_set),
+            "epochs": epochs, "lr": lr, "teacher_topk": TEACHER_TOPK, "seed": seed, "before": before,
+            "history": history, "generate_seconds": round(t_gen, 1), "total_seconds": round(seconds, 1),
+            "device": str(target.device)}
+    path = Path(out) if out else default_adapter_path(target.name)
+    adapter.save(path, meta)
+    print(json.dumps({"saved": str(path), **{k: meta[k] for k in ("exit_layer", "sequences", "train_tokens",
+                                                                    "before", "total_seconds")},
+                      "after": history[-1].get("val")}, indent=1))
+    return meta
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m core.train.kangaroo", description=__doc__.splitlines()[0])
+    parser.add_argument("--target", default="smollm2-135m")
+    parser.add_argument("--exit-layer", type=int, default=2)
+    parser.add_argument("--prompts", type=int, default=None, help="use the first N training prompts (default all)")
+    parser.add_argument("--max-new-tokens", type=int, default=160)
+    parser.add_argument("--batch", type=int, default=16, help="generation batch size")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=None, help="adapter file (default assets/kangaroo/TARGET.safetensors)")
+    args = parser.parse_args(argv)
+    try:
+        train(args.target, args.exit_layer, args.prompts, args.max_new_tokens, args.batch, args.epochs, args.lr,
+              seed=args.seed, out=args.out)
+    except DraftScopeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""Kangaroo: the shared cache (deep-layers-only verification equals a full forward), greedy identity, the target's
+distribution under sampling, the second early exit, adapter files, and a tiny run of the training script."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import chi2_contingency
+
+from conftest import hf_greedy
+from core.drafters.base import DraftContext
+from core.drafters.kangaroo import KangarooDrafter, default_adapter_path
+from core.drafters.kangaroo_adapter import KangarooAdapter
+from core.drafters.none import NoDrafter
+from core.engine import Session, SessionConfig
+from core.errors import DraftScopeError
+from core.kv import CachedLM
+from core.sampling import SamplingConfig
+from core.verify import build_verifier
+from core.verify.sampling import SamplingVerifier
+from test_sampling_rule import _continuations, _exact_two_token_law, _tiny_vocab_model
+
+PROMPT = "The quick brown fox jumps over the lazy dog and then the quick brown fox"
+
+
+def _noisy_adapter(target, ell, scale=0.3, seed=0):
+    """An adapter initialised from the target and perturbed: it drafts, and disagrees with the target in part."""
+    adapter = KangarooAdapter.from_target(target.model, ell)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in adapter.attn.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * scale * p.std())
+    return adapter
+
+
+def test_shared_cache_verification_equals_full_forward(tiny_llama):
+    ids = tiny_llama.encode(PROMPT)
+    drafter = KangarooDrafter(tiny_llama, _noisy_adapter(tiny_llama, 2), eta=0.0)
+    kv = CachedLM(tiny_llama.model)
+    kv.forward(ids[:-1])
+    drafter.prefill(ids)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(3):  # several rounds: the caches stay aligned after partial acceptance
+        ctx = DraftContext(ids, 4, SamplingConfig(), gen, kv)
+        draft = drafter.propose(ctx)
+        assert len(draft.tokens) == 4
+        logits = drafter.verify_forward(kv, ids, draft.tokens)
+        with torch.inference_mode():
+            full = tiny_llama.model(torch.tensor([ids + draft.tokens])).logits[0, -5:].float()
+        torch.testing.assert_close(logits, full, atol=1e-4, rtol=0)
+        ids = ids + draft.tokens[:2] + [int(full[2].argmax())]  # accept two, then the target's token
+        kv.rollback(len(ids) - 1)
+        drafter.observe(ids, 2)
+        assert drafter.adapter_len == len(ids) - 1 == len(kv)
+
+
+@pytest.mark.parametrize("gamma, eta", [(1, 0.0), (4, 0.0), (6, 0.6), (6, 0.05)])
+def test_greedy_identity_tiny(tiny_llama, gamma, eta):
+    ids = tiny_llama.encode(PROMPT)
+    drafter = KangarooDrafter(tiny_llama, _noisy_adapter(tiny_llama, 2, scale=0.1), eta=eta)
+    config = SessionConfig(target=tiny_llama.name, drafter="kangaroo", gamma=gamma, max_new_tokens=40)
+    session = Session(tiny_llama, drafter, build_verifier("greedy"), ids, config)
+    for _ in session.run():
+        pass
+    assert session.generated_ids == hf_greedy(tiny_llama, ids, 40)[: len(session.generated_ids)]
+    assert len(session.generated_ids) == 40
+    if eta == 0.0:
+        assert session.stats.drafted > 0 and session.stats.accepted > 0
+
+
+def test_second_early_exit_stops_unconfident_drafts(tiny_llama):
+    ids = tiny_llama.encode(PROMPT)
+    drafter = KangarooDrafter(tiny_llama, _noisy_adapter(tiny_llama, 2), eta=0.999)
+    kv = CachedLM(tiny_llama.model)
+    kv.forward(ids[:-1])
+    drafter.prefill(ids)
+    draft = drafter.propose(DraftContext(ids, 6, SamplingConfig(), torch.Generator(), kv))
+    confidences = drafter.last_confidences
+    assert len(draft.tokens) < 6 and confidences[len(draft.tokens)] < 0.999
+    assert all(c >= 0.999 for c in confidences[: len(draft.tokens)])
+
+
+def test_shipped_adapter_greedy_identity_and_acceptance(smollm2):
+    path = default_adapter_path("smollm2-135m")
+    if not path.is_file():
+        pytest.fail(f"the trained adapter must ship in {path}")
+    drafter = KangarooDrafter(smollm2)
+    assert drafter.exit_layer == drafter.meta["exit_layer"] and drafter.cost < 0.5
+    for text in ["Write a haiku about autumn.", "Explain what a rainbow is in two sentences."]:
+        ids = smollm2.encode(text, chat=True)
+        config = SessionConfig(target=smollm2.name, drafter="kangaroo", gamma=6, max_new_tokens=32)
+        session = Session(smollm2, drafter, build_verifier("greedy"), ids, config)
+        for _ in session.run():
+            pass
+        assert session.generated_ids == hf_greedy(smollm2, ids, 32)[: len(session.generated_ids)]
+        assert session.stats.alpha is not None and session.stats.alpha > 0.3, session.stats.summary()
+
+
+def test_sampled_output_follows_the_target():
+    target = _tiny_vocab_model(0)
+    adapter = _noisy_adapter(target, 1, scale=0.5)
+    cfg = dict(verifier="sampling", temperature=1.0, max_new_tokens=4, record=False)
+    plain = Session(target, NoDrafter(target), SamplingVerifier(), [1, 4, 2], SessionConfig(drafter="none", **cfg))
+    spec = Session(target, KangarooDrafter(target, adapter, eta=0.0), SamplingVerifier(), [1, 4, 2],
+                   SessionConfig(drafter="kangaroo", gamma=3, **cfg))
+    n = 1200
+    a, _, _ = _continuations(plain, n)
+    b, drafted, accepted = _continuations(spec, n)
+    keep = (a + b) > 0
+    _, pvalue, _, _ = chi2_contingency(np.stack([a[keep], b[keep]]))
+    assert pvalue > 1e-3, (pvalue, a, b)
+    assert 0.05 * drafted < accepted < 0.95 * drafted, (drafted, accepted)
+    exact = _exact_two_token_law(target, [1, 4, 2])
+    assert 0.5 * np.abs(b / n - exact).sum() < 0.07
+
+
+def test_adapter_file_round_trip_and_errors(tmp_path, tiny_llama, tiny_gemma):
+    adapter = _noisy_adapter(tiny_llama, 2)
+    path = tmp_path / "a.safetensors"
+    adapter.save(path, {"exit_layer": 2, "target": tiny_llama.name})
+    loaded, meta = KangarooAdapter.load(path, tiny_llama.model)
+    assert meta["exit_layer"] == 2
+    for (k, v), (k2, v2) in zip(adapter.state_dict().items(), loaded.state_dict().items()):
+        assert k == k2 and torch.allclose(v.half().float(), v2.float())
+    with pytest.raises(DraftScopeError, match="not found"):
+        KangarooDrafter(tiny_llama, tmp_path / "missing.safetensors")
+    with pytest.raises(DraftScopeError, match="sliding-window"):
+        KangarooDrafter(tiny_gemma, path)
+    with pytest.raises(DraftScopeError, match="η"):
+        KangarooDrafter(tiny_llama, path, eta=1.5)
+
+
+def test_training_script_tiny(tmp_path, tiny_llama, monkeypatch):
+    from core.train import kangaroo as train_kangaroo
+
+    monkeypatch.setenv("DRAFTSCOPE_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "tiny.safetensors"
+    meta = train_kangaroo.train("tiny-llama", exit_layer=2, n_prompts=4, max_new_tokens=6, batch=2, epochs=1,
+                                out=out)
+    assert out.is_file() and meta["sequences"] == 4 and meta["train_tokens"] > 0
+    assert set(meta["before"]) == {"top1_agreement", "sum_min_pq_topk", "tokens"}
+    drafter = KangarooDrafter(tiny_llama, out)
+    assert drafter.exit_layer == 2

@@ -1,0 +1,133 @@
+"""The Self-drafting tab's handlers called directly (tiny model): step, live settings, errors, the η sweep, reset."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import pytest  # noqa: E402
+
+import core.drafters.kangaroo as kangaroo  # noqa: E402
+from app import common, self_draft_tab  # noqa: E402
+from app.main import build_demo  # noqa: E402
+from visualizers.self_draft import OUTCOMES  # noqa: E402
+
+SETTINGS = {"prompt": "the cat sat on the mat. the cat sat on the", "chat": False, "target": "tiny-llama",
+            "drafter": "kangaroo", "gamma": 4, "eta": 0.0, "exit_layer": 0, "temperature": 0.0, "seed": 0,
+            "max_new_tokens": 12}
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # gr.Warning outside a request warns instead
+OUTPUTS = ("state", "strip", "confidence", "summary", "status")
+
+
+def _progress(*args, **kwargs):
+    pass
+
+
+@pytest.fixture()
+def handlers() -> self_draft_tab.Handlers:
+    return self_draft_tab.Handlers()
+
+
+def _step(handlers, state=None, **kw) -> dict:
+    return dict(zip(OUTPUTS, handlers.step(state or {}, **{**SETTINGS, **kw}, progress=_progress), strict=True))
+
+
+def _session(out):
+    return common.get_session(out["state"]["sid"])
+
+
+def _points(fig) -> int:
+    return sum(len(t.x) for t in fig.data if t.meta in OUTCOMES)
+
+
+def test_step_plots_the_confidence_and_eta_applies_live(handlers):
+    first = _step(handlers)
+    assert not first["status"].startswith("**Error"), first["status"]
+    session = _session(first)
+    assert session.config.drafter == "kangaroo" and session.config.eta == 0.0 and session.config.verifier == "greedy"
+    record = session.records[0]
+    assert _points(first["confidence"]) == len(record.draft_info["confidences"]) == 4
+    assert first["strip"].count('class="round-sep" title=') == 1
+    assert "after γ tokens in 1" in first["summary"] and "(γ tokens)" in first["status"]
+
+    second = _step(handlers, first["state"], eta=0.5, exit_layer=3)  # ℓ belongs to early exit: ignored here
+    assert "Changed eta from round 1 on" in second["status"], second["status"]
+    assert session.config.eta == 0.5 and session.config.exit_layer is None
+    assert session.records[-1].draft_info["stopped_by"] == "eta" and "below η = 0.50" in second["status"]
+    assert any(t.meta == "stopped" for t in second["confidence"].data)
+
+    third = _step(handlers, second["state"], eta=0.5, exit_layer=3, drafter="early-exit", temperature=0.5)
+    assert not third["status"].startswith("**Error"), third["status"]
+    assert session.config.exit_layer == 3 and session.config.eta is None and session.config.verifier == "sampling"
+    assert len(session.records) == 3 and not session.records[-1].draft_info
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"target": "tiny-gemma"}, "sliding-window"),
+    ({"prompt": ""}, "prompt is empty"),
+    ({"gamma": 0}, "gamma must be in"),
+])
+def test_invalid_settings_are_a_message_and_the_tab_stays_usable(handlers, kw, message):
+    out = _step(handlers, **kw)
+    assert out["status"].startswith("**Error:**") and message in out["status"], out["status"]
+    assert "Traceback" not in out["status"]
+    again = _step(handlers, out["state"])
+    assert not again["status"].startswith("**Error"), again["status"]
+    assert len(_session(again).records) == 1
+
+
+def test_missing_adapter_is_a_message(handlers, monkeypatch, tmp_path):
+    monkeypatch.setattr(kangaroo, "ASSETS", tmp_path)  # no adapter for any target
+    out = _step(handlers)
+    assert out["status"].startswith("**Error:** Kangaroo adapter not found"), out["status"]
+    assert "choose early-exit" in out["status"]
+    assert _step(handlers, out["state"], drafter="early-exit")["status"].startswith("1 round")
+
+
+def test_sweep_runs_every_eta_and_plain_decoding(handlers):
+    rows = self_draft_tab.eta_sweep({**SETTINGS, "max_new_tokens": 8})
+    assert len(rows) == 6 and [r["eta"] for r in rows] == [0.0, 0.2, 0.4, 0.6, 0.8, None]
+    assert rows[-1]["drafter"] == "none" and rows[-1]["mean_draft_len"] == 0
+    assert all(r["generated"] == 8 for r in rows)
+    assert rows[0]["mean_draft_len"] > 0 and rows[0]["plain_tokens_per_second"] == rows[-1]["tokens_per_second"]
+    figure, status = handlers.sweep({}, **{**SETTINGS, "max_new_tokens": 8, "drafter": "early-exit"},
+                                    progress=_progress)
+    assert len(next(t for t in figure.data if t.meta == "tau").x) == 5
+    assert status.startswith("η sweep over 8 new tokens") and "whatever the drafter" in status
+
+
+def test_sweep_errors_are_a_message(handlers):
+    figure, status = handlers.sweep({}, **{**SETTINGS, "target": "tiny-gemma"}, progress=_progress)
+    assert status.startswith("**Error:**") and "sliding-window" in status
+
+
+def test_reset_starts_over(handlers):
+    first = _step(handlers)
+    old = _session(first)
+    out = dict(zip(OUTPUTS, handlers.reset(first["state"], **SETTINGS, progress=_progress), strict=True))
+    session = _session(out)
+    assert session is not old and not session.records and out["status"].startswith("Ready")
+    assert "No tokens yet" in out["strip"] and "Step or Run" in out["confidence"].layout.annotations[0].text
+    assert _step(handlers, out["state"])["status"].startswith("1 round")
+
+
+def test_run_finishes(handlers):
+    outs = list(handlers.run({}, **SETTINGS, progress=_progress))
+    final = dict(zip(OUTPUTS, outs[-1], strict=True))
+    assert final["status"].startswith("Finished"), final["status"]
+    session = _session(final)
+    assert session.done and len(session.generated_ids) == SETTINGS["max_new_tokens"]
+    assert _points(final["confidence"]) == sum(len(r.draft_info.get("confidences", [])) for r in session.records)
+
+
+def test_endpoints_and_element_ids():
+    demo = build_demo()
+    names = {fn.api_name for fn in demo.fns.values()}
+    assert {"self_draft_step", "self_draft_run", "self_draft_stop", "self_draft_reset", "self_draft_sweep"} <= names
+    ids = {c["props"].get("elem_id") for c in demo.config["components"]}
+    assert {"self-draft-prompt", "self-draft-drafter", "self-draft-eta", "self-draft-gamma", "self-draft-step",
+            "self-draft-run", "self-draft-stop", "self-draft-reset", "self-draft-sweep", "self-draft-status",
+            "self-draft-strip", "self-draft-confidence", "self-draft-summary", "self-draft-sweep-plot", "eta"} <= ids
+    drafter = next(c for c in demo.config["components"] if c["props"].get("elem_id") == "self-draft-drafter")
+    assert [choice[1] for choice in drafter["props"]["choices"]] == ["kangaroo", "early-exit"]

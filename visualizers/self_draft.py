@@ -1,0 +1,312 @@
+"""Self-drafting (Kangaroo, early exit): the drafter's confidence at every draft step against the threshold η, an η
+sweep, and a short HTML summary of why drafting stopped.
+
+Input is ``StepRecord``s (Kangaroo's carry ``draft_info``: exit layer, η, what stopped drafting and the top q of each
+draft step), ``Stats.summary()`` dicts and sweep rows; nothing here touches a model.
+"""
+
+from __future__ import annotations
+
+import html
+import textwrap
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from core.records import StepRecord
+
+MISSING = "—"
+HEIGHT, SWEEP_HEIGHT, EMPTY_HEIGHT = 400, 360, 260
+MAX_ROUND_TICKS = 24  # beyond this many rounds, label every k-th round only
+TEXT_CHARS = 24
+
+# The token strip's palette: accepted green, rejected red, unverified grey; the step that stopped drafting orange.
+OUTCOMES = {  # outcome → (legend name, marker)
+    "accepted": ("accepted", {"color": "#1e8e3e", "size": 10, "symbol": "circle"}),
+    "rejected": ("rejected", {"color": "#d93025", "size": 10, "symbol": "circle"}),
+    "unverified": ("unverified (after a rejection)", {"color": "#9aa0a6", "size": 9, "symbol": "circle"}),
+    "stopped": ("stopped by η (not drafted)",
+                {"color": "rgba(0,0,0,0)", "size": 11, "symbol": "circle-open", "line": {"color": "#e8710a",
+                                                                                           "width": 2.5}}),
+}
+ETA_COLOR, PATH_COLOR, SEPARATOR_COLOR = "#e8710a", "#c4c9cf", "#e3e6ea"
+SWEEP_COLORS = {"tau": "#1e8e3e", "mean_draft_len": "#1a73e8", "tokens_per_second": "#3c4a5c", "plain": "#9aa0a6"}
+
+
+# ------------------------------------------------------------------------------------------------ confidence
+def _points(records: list[StepRecord]) -> tuple[list[dict], str]:
+    """One dict per draft step (round, step, x, confidence, outcome, token text) and the source of the confidences:
+    "top-q" (Kangaroo's ``draft_info``), "q" (the drafted tokens' q, for drafters without it) or "" (none)."""
+    source = ("top-q" if any("confidences" in (r.draft_info or {}) for r in records)
+              else "q" if any(t.q is not None for r in records for t in r.drafted) else "")
+    points, x = [], 0
+    for record in records:
+        info = record.draft_info or {}
+        if source == "top-q":
+            steps = list(info.get("confidences") or [])
+            stopped_by = info.get("stopped_by")
+        else:
+            steps = [t.q for t in record.drafted] if source == "q" else []
+            stopped_by = None
+        for i, confidence in enumerate(steps):
+            if confidence is None:
+                continue
+            if i < len(record.drafted):
+                token = record.drafted[i]
+                outcome, text = token.decision, token.text
+            elif stopped_by == "eta" and i == len(record.drafted):
+                outcome, text = "stopped", None
+            else:
+                continue
+            x += 1
+            points.append({"round": record.step, "step": i + 1, "x": x, "confidence": float(confidence),
+                           "outcome": outcome, "text": text, "eta": info.get("eta")})
+    return points, source
+
+
+def confidence_figure(records: list[StepRecord], eta: float | None) -> go.Figure:
+    """The drafter's confidence (top q) at each draft step, round after round (x: draft steps in order, a thin line
+    opens each round), coloured by what the target decided; a hollow orange ring marks the step whose confidence fell
+    below η and stopped drafting. The dashed line is the η in force in each round (``eta`` where a record has none).
+    Records without Kangaroo's ``draft_info`` show the q of each drafted token instead (no second early exit), or an
+    explanatory note when the drafter has no probabilities at all."""
+    records = [r for r in records or [] if r is not None]
+    if not records:
+        return _empty_figure("Step or Run to see the drafter's confidence at each draft step")
+    points, source = _points(records)
+    if not source:
+        return _empty_figure(f"The '{records[-1].drafter}' drafter reports no confidence: it drafts without "
+                             "probabilities and has no second early exit. Choose kangaroo (or early-exit) to see "
+                             "the confidence at each draft step.")
+    if not points:
+        return _empty_figure("No draft steps yet: every round so far had no room to draft")
+    fig = go.Figure()
+    _add_round_paths(fig, points)
+    for outcome, (name, marker) in OUTCOMES.items():
+        chosen = [p for p in points if p["outcome"] == outcome]
+        if not chosen:
+            continue
+        fig.add_trace(go.Scatter(
+            x=[p["x"] for p in chosen], y=[p["confidence"] for p in chosen], mode="markers", name=name,
+            meta=outcome, marker=marker, customdata=[_hover_data(p) for p in chosen],
+            hovertemplate=("round %{customdata[0]} · draft step %{customdata[1]}<br>token %{customdata[2]}<br>"
+                           "confidence (top q) %{y:.4f}<br>%{customdata[3]}<extra></extra>")))
+    right = _add_eta_line(fig, points, eta if source == "top-q" else None)
+    _round_axis(fig, points, right)
+    fig.update_layout(
+        height=HEIGHT, template="plotly_white", font={"size": 12}, margin={"l": 60, "r": 20, "t": 70, "b": 90},
+        title={"text": _confidence_title(records, source, eta), "x": 0, "xanchor": "left", "font": {"size": 14}},
+        hoverlabel={"font": {"family": "ui-monospace, monospace", "size": 12}},
+        legend={"orientation": "h", "x": 0, "xanchor": "left", "y": -0.2, "yanchor": "top", "font": {"size": 11}},
+        yaxis={"title": "confidence: top q" if source == "top-q" else "q of the drafted token", "range": [-0.03, 1.05]})
+    return fig
+
+
+def _add_round_paths(fig: go.Figure, points: list[dict]) -> None:
+    """A thin grey line through each round's steps (broken between rounds) and a light rule at each round's start."""
+    xs, ys, previous = [], [], None
+    for p in points:
+        if previous is not None and p["round"] != previous:
+            xs.append(None)
+            ys.append(None)
+            fig.add_vline(x=p["x"] - 0.5, line={"color": SEPARATOR_COLOR, "width": 1})
+        xs.append(p["x"])
+        ys.append(p["confidence"])
+        previous = p["round"]
+    fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line={"color": PATH_COLOR, "width": 1}, hoverinfo="skip",
+                             showlegend=False, name="round path", meta="path"))
+
+
+def _add_eta_line(fig: go.Figure, points: list[dict], eta: float | None) -> float | None:
+    """The threshold in force round by round, as one dashed line across the plot (steps where η changed), then the
+    new ``eta`` for half a step when it differs from the last round's (it applies from the next round); return the
+    line's right end."""
+    xs, ys = [], []
+    for p in points:
+        level = p["eta"] if p["eta"] is not None else eta
+        if level is None:
+            continue
+        if ys and ys[-1] == level and xs[-1] == p["x"] - 0.5:
+            xs[-1] = p["x"] + 0.5  # extend the current segment
+            continue
+        xs += [p["x"] - 0.5, p["x"] + 0.5]
+        ys += [level, level]
+    if not xs:
+        return None
+    if eta is not None and ys[-1] != eta:  # the slider moved: the new η applies from the next round
+        xs += [xs[-1], xs[-1] + 0.5]
+        ys += [eta, eta]
+    fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name="η (threshold)", meta="eta",
+                             line={"color": ETA_COLOR, "width": 1.5, "dash": "dash"},
+                             hovertemplate="η = %{y:.2f}<extra></extra>"))
+    return xs[-1]
+
+
+def _round_axis(fig: go.Figure, points: list[dict], right: float | None = None) -> None:
+    """x ticks at the first step of each round, labelled with the round number (every k-th round when many)."""
+    starts = {}
+    for p in points:
+        starts.setdefault(p["round"], p["x"])
+    every = max(1, -(-len(starts) // MAX_ROUND_TICKS))
+    ticks = [(x, str(r)) for k, (r, x) in enumerate(starts.items()) if k % every == 0]
+    fig.update_xaxes(title={"text": "draft steps, round by round (tick: the round's first step)", "standoff": 4},
+                     tickvals=[x for x, _ in ticks], ticktext=[t for _, t in ticks], showgrid=False,
+                     range=[0.4, max(points[-1]["x"] + 0.6, (right or 0) + 0.1)], zeroline=False)
+
+
+def _hover_data(p: dict) -> list:
+    text = repr(p["text"]) if p["text"] is not None else "(not drafted)"
+    if p["outcome"] == "stopped":
+        what = "below η: drafting stopped here" + (f" (η = {p['eta']:.2f})" if p["eta"] is not None else "")
+    else:
+        what = p["outcome"]
+    return [p["round"], p["step"], _esc(_cut(text, TEXT_CHARS)), what]
+
+
+def _confidence_title(records: list[StepRecord], source: str, eta: float | None) -> str:
+    if source != "top-q":
+        return (f"q of each drafted token ({_esc(records[-1].drafter)}: no second early exit)<br>"
+                "<span style='font-size:12px'>kangaroo stops drafting when its top q falls below η; this drafter "
+                "always drafts γ tokens</span>")
+    infos = [r.draft_info for r in records if r.draft_info]
+    by_eta = sum(i.get("stopped_by") == "eta" for i in infos)
+    by_gamma = sum(i.get("stopped_by") == "gamma" for i in infos)
+    shown = eta if eta is not None else (infos[-1].get("eta") if infos else None)
+    ell = infos[-1].get("exit_layer") if infos else None
+    head = "drafter confidence (top q) at each draft step" + (f" · η = {shown:.2f}" if shown is not None else "")
+    detail = (f"{_count(len(infos), 'round')}: drafting stopped by η in {by_eta}, after γ tokens in {by_gamma}"
+              + (f" · exit layer ℓ = {ell}" if ell is not None else ""))
+    return f"{head}<br><span style='font-size:12px'>{_esc(detail)}</span>"
+
+
+# ------------------------------------------------------------------------------------------------ η sweep
+def eta_sweep_figure(rows: list[dict]) -> go.Figure:
+    """Left: τ and the mean draft length against η; right: tokens/s against η, with plain decoding (the row with
+    drafter "none" or eta None, else the rows' ``plain_tokens_per_second``) as a dashed reference line."""
+    rows = list(rows or [])
+    swept = sorted((r for r in rows if r.get("eta") is not None and r.get("drafter", "kangaroo") != "none"),
+                   key=lambda r: r["eta"])
+    if not swept:
+        return _empty_figure("Press η sweep to run the prompt at η = 0, 0.2, 0.4, 0.6 and 0.8 and once with plain "
+                             "decoding")
+    plain = next((r.get("tokens_per_second") for r in rows if r.get("eta") is None or r.get("drafter") == "none"),
+                 None)
+    if plain is None:
+        plain = next((r.get("plain_tokens_per_second") for r in swept if r.get("plain_tokens_per_second")), None)
+    etas = [r["eta"] for r in swept]
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.12,
+                        subplot_titles=["τ and mean draft length", "tokens / s (this machine)"])
+    custom = [[_num(r.get("alpha")), r.get("generated", MISSING), r.get("rounds", MISSING)] for r in swept]
+    hover_tail = "<br>α = %{customdata[0]} · %{customdata[1]} tokens in %{customdata[2]} rounds<extra></extra>"
+    for key, name, digits in (("tau", "τ: tokens per target call", 2), ("mean_draft_len", "mean draft length", 2)):
+        fig.add_trace(go.Scatter(
+            x=etas, y=[r.get(key) for r in swept], mode="lines+markers", name=name, meta=key, customdata=custom,
+            line={"color": SWEEP_COLORS[key], "width": 2}, marker={"size": 8},
+            hovertemplate=f"η = %{{x:.2f}}<br>{name}: %{{y:.{digits}f}}" + hover_tail), row=1, col=1)
+    fig.add_trace(go.Scatter(
+        x=etas, y=[r.get("tokens_per_second") for r in swept], mode="lines+markers", name="kangaroo tokens/s",
+        meta="tokens_per_second", customdata=custom, line={"color": SWEEP_COLORS["tokens_per_second"], "width": 2},
+        marker={"size": 8}, hovertemplate="η = %{x:.2f}<br>%{y:.1f} tokens/s" + hover_tail), row=1, col=2)
+    if plain is not None:
+        fig.add_trace(go.Scatter(
+            x=[min(etas), max(etas)] if len(etas) > 1 else [etas[0] - 0.1, etas[0] + 0.1], y=[plain, plain],
+            mode="lines", name="plain decoding tokens/s", meta="plain",
+            line={"color": SWEEP_COLORS["plain"], "width": 2, "dash": "dash"},
+            hovertemplate="plain decoding: %{y:.1f} tokens/s<extra></extra>"), row=1, col=2)
+    speeds = [v for v in [r.get("tokens_per_second") for r in swept] + [plain] if v is not None]
+    fig.update_yaxes(rangemode="tozero", row=1, col=1)
+    fig.update_yaxes(range=[0, max(speeds + [1e-9]) * 1.15], row=1, col=2)
+    fig.update_xaxes(title={"text": "η", "standoff": 4}, tickvals=etas)
+    fig.update_layout(height=SWEEP_HEIGHT, template="plotly_white", font={"size": 12},
+                      margin={"l": 50, "r": 20, "t": 50, "b": 90},
+                      legend={"orientation": "h", "x": 0, "xanchor": "left", "y": -0.25, "yanchor": "top",
+                              "font": {"size": 11}})
+    return fig
+
+
+# ------------------------------------------------------------------------------------------------ summary
+_STYLE = """<style>
+.ds-self { font-size: 14px; line-height: 1.6; }
+.ds-self .muted { color: #80868b; }
+.ds-self table { border-collapse: collapse; }
+.ds-self th { text-align: left; font-weight: normal; color: #80868b; padding: 1px 12px 1px 0; }
+.ds-self td { font-family: ui-monospace, monospace; padding: 1px 0; }
+</style>"""
+
+
+def exit_summary_html(records: list[StepRecord], stats_summary: dict) -> str:
+    """Rounds, what stopped drafting (η or γ), mean confidence of accepted vs rejected drafts, τ, α, tokens/s."""
+    records = [r for r in records or [] if r is not None]
+    s = stats_summary or {}
+    if not records:
+        return f'<div class="ds-self">{_STYLE}<span class="muted">No round yet: press Step or Run.</span></div>'
+    points, source = _points(records)
+    infos = [r.draft_info for r in records if r.draft_info]
+    if source == "top-q":
+        stops = (f"by η in {sum(i.get('stopped_by') == 'eta' for i in infos)}, after γ tokens in "
+                 f"{sum(i.get('stopped_by') == 'gamma' for i in infos)}")
+        ell = infos[-1].get("exit_layer")
+        layer = f"ℓ = {ell}, η = {_num(infos[-1].get('eta'), 2)}"
+    else:
+        stops = f"{MISSING} ({records[-1].drafter} has no second early exit)"
+        layer = MISSING
+    label = "top q" if source == "top-q" else "q"
+    mean = {o: _mean(p["confidence"] for p in points if p["outcome"] == o) for o in ("accepted", "rejected")}
+    rows = [
+        ("rounds", f"{len(records)} · {records[-1].drafter} drafter, {records[-1].verifier} verifier"),
+        ("drafting stopped", stops),
+        ("exit layer, η", layer),
+        (f"mean {label}: accepted", f"{_num(mean['accepted'])} over {_count(_n(points, 'accepted'), 'draft')}"),
+        (f"mean {label}: rejected", f"{_num(mean['rejected'])} over {_count(_n(points, 'rejected'), 'draft')}"),
+        ("τ (tokens per target call)", _num(s.get("tau"), 2)),
+        ("α (acceptance rate)", _num(s.get("alpha"))),
+        ("mean draft length", _num(s.get("mean_draft_len"), 2)),
+        ("tokens / s", _num(s.get("tokens_per_second"), 1)),
+    ]
+    body = "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in rows)
+    return f'<div class="ds-self">{_STYLE}<table>{body}</table></div>'
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+def _empty_figure(text: str) -> go.Figure:
+    fig = go.Figure()
+    wrapped = "<br>".join(_esc(line) for line in textwrap.wrap(text, 70))
+    fig.add_annotation(text=wrapped, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False,
+                       font={"size": 14, "color": "#80868b"})
+    fig.update_layout(height=EMPTY_HEIGHT, template="plotly_white", xaxis={"visible": False},
+                      yaxis={"visible": False}, margin={"l": 20, "r": 20, "t": 20, "b": 20})
+    return fig
+
+
+def _n(points: list[dict], outcome: str) -> int:
+    return sum(p["outcome"] == outcome for p in points)
+
+
+def _mean(values) -> float | None:
+    values = [float(v) for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _esc(text) -> str:
+    """Plotly labels and HTML both render tags: escape token text so '<b>' shows as itself."""
+    return html.escape(str(text), quote=False)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' * (n != 1)}"
+
+
+def _num(value, digits: int = 3) -> str:
+    if value is None:
+        return MISSING
+    value = float(value)
+    if 0 < abs(value) < 0.5 * 10 ** -digits:
+        return f"{value:.1e}"
+    return f"{value:.{digits}f}"
+
+
+__all__ = ["confidence_figure", "eta_sweep_figure", "exit_summary_html"]
