@@ -87,6 +87,9 @@ def build_methods(target, draft_model: str | None, exit_layer: int | None,
         f"ours-ee{tl}-tree-budget12": _ours(target, "early-exit", exit_layer=tl, tree="budget:12", gamma=4,
                                             tree_branch=3),
     })
+    # EasySpec: the same early exit run layer-parallel in groups of 4, with and without bonus calibration
+    methods[f"ours-easyspec-ee{tl}-g4"] = _ours(target, "easyspec", exit_layer=tl, gamma=4)
+    methods[f"ours-easyspec-ee{tl}-g4-nocal"] = _ours(target, "easyspec", exit_layer=tl, gamma=4, calibrate=False)
     if default_adapter_path(target.name).is_file():  # a trained Kangaroo adapter ships for this target
         methods["ours-kangaroo"] = _ours(target, "kangaroo", gamma=6)
         methods["ours-kangaroo-norecord"] = _ours(target, "kangaroo", gamma=6, record=False)

@@ -38,6 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--exit-layer", type=int, default=None, help="ℓ for the early-exit drafter")
     gen.add_argument("--eta", type=float, default=None, help="kangaroo: stop drafting below this top probability "
                                                              "(default 0.6)")
+    gen.add_argument("--easyspec-base", default="early-exit", help="easyspec: the drafter it runs layer-parallel "
+                                                                    "(early-exit or model)")
+    gen.add_argument("--group-size", type=int, default=4, help="easyspec: layers per fuzzy group")
+    gen.add_argument("--no-calibrate", action="store_true", help="easyspec: keep the fuzzy drafter cache (no bonus "
+                                                                 "calibration)")
     gen.add_argument("--adapter", default=None, help="kangaroo: adapter file (default: the one shipped for the "
                                                      "target in assets/kangaroo/)")
     gen.add_argument("--temperature", type=float, default=0.0)
@@ -102,7 +107,8 @@ def cmd_generate(args) -> int:
                            temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
                            max_new_tokens=args.max_new_tokens, draft_model=args.draft_model,
                            ngram_size=args.ngram_size, min_ngram_size=args.min_ngram_size,
-                           exit_layer=args.exit_layer, adapter=args.adapter, eta=args.eta, tree=args.tree, tree_branch=args.tree_branch,
+                           exit_layer=args.exit_layer, adapter=args.adapter, eta=args.eta, easyspec_base=args.easyspec_base,
+                           group_size=args.group_size, calibrate=not args.no_calibrate, tree=args.tree, tree_branch=args.tree_branch,
                            children=args.children)
     session = Session.from_config(config, prompt=prompt, chat=args.chat, allow_local=True)
     if args.json:

@@ -33,6 +33,9 @@ MAX_GAMMA = 64
 # One lock for every forward pass in the process: models are shared between sessions (app users), and on a small
 # machine two concurrent forwards only slow each other down.
 MODEL_LOCK = threading.RLock()
+# SessionConfig fields that define the drafter: changing one between rounds builds a new drafter
+DRAFTER_FIELDS = ("drafter", "draft_model", "ngram_size", "min_ngram_size", "exit_layer", "adapter", "eta",
+                  "easyspec_base", "group_size", "calibrate")
 
 
 @dataclass
@@ -54,6 +57,9 @@ class SessionConfig:
     exit_layer: int | None = None  # ℓ for the 'early-exit' drafter (None = a fifth of the depth)
     adapter: str | None = None  # 'kangaroo': a trained adapter file (None = the one shipped for the target)
     eta: float | None = None  # 'kangaroo': stop drafting when the top draft probability is below η (None = 0.6)
+    easyspec_base: str = "early-exit"  # 'easyspec': the drafter it runs layer-parallel ('early-exit' or 'model')
+    group_size: int = 4  # 'easyspec': layers per fuzzy group
+    calibrate: bool = True  # 'easyspec': recompute the drafter cache exactly over the accepted tokens each round
     topk_alternatives: int = 5  # top-k lists kept in the records
     record: bool = True  # build step records (False: the same loop recording nothing, for overhead measurements)
     stop_at_eos: bool = True
@@ -104,7 +110,8 @@ class SessionConfig:
 
     def drafter_options(self) -> dict:
         return {"draft_model": self.draft_model, "ngram_size": self.ngram_size, "min_ngram_size": self.min_ngram_size,
-                "exit_layer": self.exit_layer, "adapter": self.adapter, "eta": self.eta}
+                "exit_layer": self.exit_layer, "adapter": self.adapter, "eta": self.eta, "base": self.easyspec_base,
+                "group_size": self.group_size, "calibrate": self.calibrate}
 
 
 class Session:
@@ -134,7 +141,7 @@ class Session:
             raise DraftScopeError("the prompt is empty")
         target = load_model(config.target, allow_local=allow_local)
         options = config.drafter_options()
-        if config.drafter == "model":
+        if config.drafter in ("model", "easyspec"):
             options["allow_local"] = allow_local
         drafter = build_drafter(config.drafter, target, **options)
         ids = prompt_ids if prompt_ids is not None else target.encode(prompt, chat=chat)
@@ -156,7 +163,7 @@ class Session:
                                   f"({len(self.generated_ids)})")
         changed = [f.name for f in fields(SessionConfig) if getattr(config, f.name) != getattr(self.config, f.name)]
         drafter = verifier = None
-        if {"drafter", "draft_model", "ngram_size", "min_ngram_size", "exit_layer", "adapter", "eta"} & set(changed):
+        if set(DRAFTER_FIELDS) & set(changed):
             drafter = build_drafter(config.drafter, self.target, **config.drafter_options())
         _check_tree(config, self.target, drafter or self.drafter)
         if "verifier" in changed:

@@ -6,6 +6,7 @@ import inspect
 
 from core.drafters.base import Draft, DraftContext, Drafter
 from core.drafters.early_exit import EarlyExitDrafter
+from core.drafters.easyspec import EasySpecDrafter
 from core.drafters.kangaroo import KangarooDrafter
 from core.drafters.model import ModelDrafter
 from core.drafters.ngram import NgramDrafter
@@ -18,6 +19,7 @@ DRAFTERS: dict[str, type[Drafter]] = {
     "model": ModelDrafter,
     "early-exit": EarlyExitDrafter,
     "kangaroo": KangarooDrafter,
+    "easyspec": EasySpecDrafter,
 }
 
 
