@@ -209,3 +209,46 @@ def format_table(rows: list[dict]) -> str:
             notes.append(f"{r['method']} / {chain['method']} (12 nodes each): τ {r['tau'] / chain['tau']:.3f}, "
                          f"tokens/s {r['tokens_per_second'] / chain['tokens_per_second']:.3f}")
     return "\n".join(lines + [""] + notes)
+
+
+def easyspec_report(target: str = "smollm2-135m", exit_layer: int | None = None, group_size: int = 4,
+                    per_category: int = 1, max_new_tokens: int = 64) -> dict:
+    """EasySpec on this machine: α and τ of the exact early-exit drafter vs its fuzzy version with and without
+    bonus calibration (greedy, the shipped prompts), the cosine between fuzzy and exact hidden states, and the
+    modelled per-token drafter latency on 1 device vs ``group_size`` devices from measured sublayer times."""
+    from core.drafters.early_exit import EarlyExitDrafter
+    from core.drafters.easyspec import EasySpecDrafter, modelled_latency
+    from core.verify import build_verifier
+
+    model = load_model(target)
+    ell = exit_layer or default_tree_exit_layer(model.n_layers)
+    prompts = [p for i, p in enumerate(load_prompts())
+               if sum(q.category == p.category for q in load_prompts()[:i]) < per_category]
+    variants = {"exact early exit": lambda: EarlyExitDrafter(model, ell),
+                "easyspec, calibrated": lambda: EasySpecDrafter(model, exit_layer=ell, group_size=group_size,
+                                                                measure=True),
+                "easyspec, no calibration": lambda: EasySpecDrafter(model, exit_layer=ell, group_size=group_size,
+                                                                    calibrate=False, measure=True)}
+    rows = []
+    for name, make in tqdm(variants.items(), desc="easyspec"):
+        drafted = accepted = generated = calls = 0
+        cosines = []
+        for p in prompts:
+            drafter = make()
+            config = SessionConfig(target=model.name, drafter=drafter.name, gamma=4, max_new_tokens=max_new_tokens)
+            session = Session(model, drafter, build_verifier("greedy"), model.encode(p.prompt, chat=True), config)
+            for record in session.run():
+                if record is not None and "cosine" in record.draft_info:
+                    cosines.append(record.draft_info["cosine"])
+            s = session.stats
+            drafted, accepted, generated, calls = (drafted + s.drafted, accepted + s.accepted,
+                                                   generated + s.generated, calls + s.target_calls)
+        rows.append({"drafter": name, "alpha": accepted / drafted if drafted else None, "tau": generated / calls,
+                     "cosine_mean": sum(cosines) / len(cosines) if cosines else None,
+                     "cosine_min": min(cosines) if cosines else None})
+    times = EasySpecDrafter(model, exit_layer=ell, group_size=group_size).layer_times()
+    latency = {n: modelled_latency(times, group_size, n) for n in (1, 2, group_size)}
+    return {"target": model.name, "exit_layer": ell, "group_size": group_size, "prompts": len(prompts),
+            "max_new_tokens": max_new_tokens, "rows": rows, "layer_times": times,
+            "modelled_latency": {n: {k: v for k, v in lat.items() if k in ("sequential_ms", "parallel_ms", "speedup")}
+                                 for n, lat in latency.items()}}

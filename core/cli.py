@@ -86,6 +86,14 @@ def build_parser() -> argparse.ArgumentParser:
                                                                         "replacement)")
     opt.add_argument("--json", action="store_true")
 
+    easy = sub.add_parser("easyspec-report", help="EasySpec: α/τ with and without calibration, fuzzy vs exact "
+                                                  "cosine, modelled multi-device latency")
+    easy.add_argument("--target", default=DEFAULT_TARGET)
+    easy.add_argument("--exit-layer", type=int, default=None, help="early exit wrapped (default 4/5 of depth)")
+    easy.add_argument("--group-size", type=int, default=4)
+    easy.add_argument("--per-category", type=int, default=1)
+    easy.add_argument("--max-new-tokens", type=int, default=64)
+
     sub.add_parser("models", help="list the model presets")
     return parser
 
@@ -175,6 +183,14 @@ def cmd_optimal_acceptance(args) -> int:
     return 0
 
 
+def cmd_easyspec_report(args) -> int:
+    from core.bench import easyspec_report
+
+    print(json.dumps(easyspec_report(args.target, args.exit_layer, args.group_size, args.per_category,
+                                     args.max_new_tokens), indent=1))
+    return 0
+
+
 def cmd_models(args) -> int:
     for preset in PRESETS.values():
         print(f"{preset.name:14s} {preset.description}")
@@ -185,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         commands = {"generate": cmd_generate, "bench": cmd_bench, "optimal-acceptance": cmd_optimal_acceptance,
+                    "easyspec-report": cmd_easyspec_report,
                     "models": cmd_models}
         return commands[args.command](args)
     except DraftScopeError as exc:

@@ -30,3 +30,13 @@ def test_forward_cost_sizes():
 
     cost = forward_cost("tiny-llama", prefix_len=16, sizes=(1, 4), repeats=2)
     assert set(cost) == {1, 4} and all(ms > 0 for ms in cost.values())
+
+
+def test_easyspec_report_tiny():
+    from core.bench import easyspec_report
+
+    report = easyspec_report("tiny-llama", exit_layer=3, group_size=2, per_category=1, max_new_tokens=4)
+    assert [r["drafter"] for r in report["rows"]] == ["exact early exit", "easyspec, calibrated",
+                                                      "easyspec, no calibration"]
+    assert all(r["tau"] >= 1.0 for r in report["rows"])
+    assert report["modelled_latency"][1]["speedup"] == 1.0 and report["modelled_latency"][2]["speedup"] >= 1.0

@@ -98,8 +98,8 @@ def evaluate(target, adapter, feats: list[dict]) -> dict:
     return {"top1_agreement": agree / max(n, 1), "sum_min_pq_topk": overlap / max(n, 1), "tokens": int(n)}
 
 
-def train(target_name: str = "smollm2-135m", exit_layer: int = 2, n_prompts: int | None = None,
-          max_new_tokens: int = 160, batch: int = 16, epochs: int = 3, lr: float = 5e-4, accumulate: int = 8,
+def train(target_name: str = "smollm2-135m", exit_layer: int = 6, n_prompts: int | None = None,
+          max_new_tokens: int = 160, batch: int = 16, epochs: int = 8, lr: float = 1e-3, accumulate: int = 8,
           seed: int = 0, out: str | Path | None = None, max_len: int = 384, holdout: float = 0.05) -> dict:
     t0 = time.perf_counter()
     target = load_model(target_name)
@@ -167,12 +167,12 @@ def train(target_name: str = "smollm2-135m", exit_layer: int = 2, n_prompts: int
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core.train.kangaroo", description=__doc__.splitlines()[0])
     parser.add_argument("--target", default="smollm2-135m")
-    parser.add_argument("--exit-layer", type=int, default=2)
+    parser.add_argument("--exit-layer", type=int, default=6)
     parser.add_argument("--prompts", type=int, default=None, help="use the first N training prompts (default all)")
     parser.add_argument("--max-new-tokens", type=int, default=160)
     parser.add_argument("--batch", type=int, default=16, help="generation batch size")
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="adapter file (default assets/kangaroo/TARGET.safetensors)")
     args = parser.parse_args(argv)
