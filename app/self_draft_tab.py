@@ -3,24 +3,32 @@ LM head; early exit: its first ℓ layers + its head), and Kangaroo stops drafti
 
 Step runs one round; Run streams rounds to the end (Stop halts it after the current round); Reset starts over.
 Settings other than the prompt, chat template and target apply from the next round on. The η sweep runs the prompt
-with Kangaroo at several η (and once with plain decoding) on the same token budget and plots τ and tokens/s.
+with Kangaroo at several η (and once with plain decoding) on the same token budget and plots τ and tokens/s. The
+EasySpec timeline measures the early-exit drafter's sublayers on this machine and models its layer-parallel forward on
+N devices.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import statistics
 import time
 from typing import Iterator
 
 import gradio as gr
+import torch
+from transformers import DynamicCache
 
 from app import common
+from core.drafters.easyspec import EasySpecDrafter, modelled_latency
 from core.drafters.kangaroo import DEFAULT_ETA
-from core.engine import MAX_GAMMA, Session, SessionConfig
+from core.engine import MAX_GAMMA, MODEL_LOCK, Session, SessionConfig
 from core.errors import DraftScopeError
-from core.models import preset_names
+from core.layers import embed, head, run_layers
+from core.models import load_model, preset_names
 from core.prompts import load_prompts
-from visualizers.self_draft import confidence_figure, eta_sweep_figure, exit_summary_html
+from visualizers.self_draft import (confidence_figure, easyspec_timeline_figure, eta_sweep_figure,
+                                    exit_summary_html)
 from visualizers.token_strip import token_strip_html
 
 SETTING_NAMES = ("prompt", "chat", "target", "drafter", "gamma", "eta", "exit_layer", "temperature", "seed",
@@ -31,6 +39,8 @@ SWEEP_ETAS = (0.0, 0.2, 0.4, 0.6, 0.8)
 SWEEP_MAX_NEW_TOKENS = 64
 WARM_UP_TOKENS = 4  # a short untimed run before the sweep, so the first η does not pay for warm-up
 PLOT_INTERVAL_S = 1.0  # while Run streams, the figure refreshes at most this often (the strip every round)
+TIMING_REPEATS = 3  # timed runs per sublayer (and of the calibration pass); the median counts
+CALIBRATION_TOKENS, SCRATCH_CONTEXT = 2, 32  # the calibration pass timed: 2 tokens on a short scratch cache
 
 
 # ------------------------------------------------------------------------------------------------ configuration
@@ -72,6 +82,45 @@ def eta_sweep(settings: dict, progress=None, allow_local: bool = False) -> list[
     for row in rows[:-1]:
         row["plain_tokens_per_second"] = rows[-1]["tokens_per_second"]
     return rows
+
+
+def easyspec_exit_layer(exit_layer, n_layers: int) -> int:
+    """The early-exit drafter EasySpec runs layer-parallel: the tab's ℓ when set, else four fifths of the depth (a
+    fifth, early exit's default, leaves too few layers to group)."""
+    return int(exit_layer or 0) or max(1, min(n_layers - 1, round(0.8 * n_layers)))
+
+
+@torch.inference_mode()
+def calibration_ms(drafter: EasySpecDrafter, repeats: int = TIMING_REPEATS) -> float:
+    """Median wall time (ms) of one exact forward of ``CALIBRATION_TOKENS`` tokens through the drafter's network,
+    head included, on a ``SCRATCH_CONTEXT``-token scratch cache (one warm-up run, not counted)."""
+    net = drafter.net
+    vocab = net.get_input_embeddings().weight.shape[0]
+    cache = DynamicCache(config=net.config)
+    run_layers(net, embed(net, [i % vocab for i in range(1, SCRATCH_CONTEXT + 1)]), 0, drafter.n_layers, cache, 0)
+    ids = [(SCRATCH_CONTEXT + i) % vocab for i in range(CALIBRATION_TOKENS)]
+    device = next(net.parameters()).device
+
+    def forward() -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t = time.perf_counter()
+        head(net, run_layers(net, embed(net, ids), 0, drafter.n_layers, cache, SCRATCH_CONTEXT))
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        ms = (time.perf_counter() - t) * 1e3
+        cache.crop(-CALIBRATION_TOKENS)  # back to the scratch context for the next run
+        return ms
+
+    return statistics.median([forward() for _ in range(repeats + 1)][1:])
+
+
+def _easyspec_status(target: str, drafter: EasySpecDrafter, times: dict, devices: int, calibration: float) -> str:
+    latency = modelled_latency(times, drafter.group_size, devices)
+    return (f"EasySpec timeline for {target}: early exit at ℓ = {drafter.n_layers}, group size {drafter.group_size}, "
+            f"{devices} device{'s' * (devices != 1)}: {latency['sequential_ms']:.3f} → {latency['parallel_ms']:.3f} "
+            f"ms per drafted token ({latency['speedup']:.2f}×, modelled); calibration pass {calibration:.3f} ms once "
+            f"per round. Sublayers measured on {times['device']}.")
 
 
 def _sweep_status(rows: list[dict], note: str = "") -> str:
@@ -218,6 +267,25 @@ class Handlers:
         except Exception as exc:  # noqa: BLE001
             return gr.skip(), common.warn(_explain(exc))
 
+    def easyspec(self, target, exit_layer, group_size, devices, progress=gr.Progress()):
+        """Measure the early-exit drafter's sublayers and calibration pass for ``target`` and model EasySpec's
+        layer-parallel forward on ``devices`` devices: (figure, status)."""
+        try:
+            progress(0.1, desc="Loading the target…")
+            loaded = load_model(target, allow_local=self.allow_local)
+            group_size, devices = int(group_size), int(devices)
+            progress(0.5, desc="Measuring sublayer times…")
+            with MODEL_LOCK:
+                drafter = EasySpecDrafter(loaded, base="early-exit", group_size=group_size,
+                                          exit_layer=easyspec_exit_layer(exit_layer, loaded.n_layers))
+                times = drafter.layer_times(n_tokens=1, repeats=TIMING_REPEATS)
+                calibration = calibration_ms(drafter)
+            progress(1.0, desc="Done")
+            return (easyspec_timeline_figure(times, group_size, devices, calibration),
+                    _easyspec_status(loaded.name, drafter, times, devices, calibration))
+        except Exception as exc:  # noqa: BLE001
+            return gr.skip(), common.warn(_explain(exc))
+
 
 def _explain(exc: Exception) -> Exception:
     """A missing adapter says what to do instead."""
@@ -284,6 +352,19 @@ def build(allow_local_models: bool = False) -> dict:
                 f"{SWEEP_MAX_NEW_TOKENS}): a low η drafts more but wastes work on rejected tokens, a high η drafts "
                 "little.")
     sweep_plot = gr.Plot(eta_sweep_figure([]), show_label=False, elem_id="self-draft-sweep-plot")
+    gr.Markdown("### EasySpec timeline\nEasySpec runs the drafter's layers in groups whose attention "
+                "sublayers all read the group's input, so N devices can run them at once; one exact calibration "
+                "pass per round repairs the drafter's cache. The drafter here is the target's first ℓ layers (the ℓ "
+                "slider; 0 = four fifths of the depth).")
+    with gr.Row():
+        group_size = gr.Slider(1, 8, value=4, step=1, label="Group size (layers per parallel group)",
+                               elem_id="self-draft-group-size")
+        devices = gr.Slider(1, 8, value=4, step=1, label="Devices", elem_id="self-draft-devices")
+        easyspec = gr.Button("EasySpec timeline", elem_id="self-draft-easyspec")
+    timeline = gr.Plot(easyspec_timeline_figure(None, 4, 4), show_label=False, elem_id="self-draft-timeline")
+    gr.Markdown("A model, not a measurement of multi-device hardware: every bar is a sublayer time measured on this "
+                "single device, arranged as N devices would run them; transfers and synchronisation are not "
+                "modelled.")
 
     settings = [prompt, chat, target, drafter, gamma, eta, exit_layer, temperature, seed, max_new_tokens]
     outputs = [state, strip, confidence, summary, status]
@@ -293,6 +374,8 @@ def build(allow_local_models: bool = False) -> dict:
     reset.click(handlers.reset, [state, *settings], outputs, api_name="self_draft_reset", concurrency_limit=None)
     sweep.click(handlers.sweep, [state, *settings], [sweep_plot, status], api_name="self_draft_sweep",
                 concurrency_limit=None)
+    easyspec.click(handlers.easyspec, [target, exit_layer, group_size, devices], [timeline, status],
+                   api_name="self_draft_easyspec", concurrency_limit=None)
     example.input(lambda example_id: next((e.prompt for e in examples if e.id == example_id), gr.skip()),
                   example, prompt, api_name="self_draft_example_prompt", queue=False)
     return {"state": state, "prompt": prompt, "target": target, "drafter": drafter, "eta": eta, "status": status,

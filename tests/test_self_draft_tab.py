@@ -1,4 +1,5 @@
-"""The Self-drafting tab's handlers called directly (tiny model): step, live settings, errors, the η sweep, reset."""
+"""The Self-drafting tab's handlers called directly (tiny model): step, live settings, errors, the η sweep, reset,
+the EasySpec timeline."""
 
 from __future__ import annotations
 
@@ -121,13 +122,24 @@ def test_run_finishes(handlers):
     assert _points(final["confidence"]) == sum(len(r.draft_info.get("confidences", [])) for r in session.records)
 
 
+def test_easyspec_timeline(handlers):
+    figure, status = handlers.easyspec("tiny-llama", 0, 2, 2, progress=_progress)
+    assert status.startswith("EasySpec timeline for tiny-llama: early exit at ℓ = 3"), status
+    assert {t.meta for t in figure.data} == {"attention", "mlp", "head", "calibration"}
+    assert "2 devices" in figure.layout.title.text
+    figure, status = handlers.easyspec("tiny-gemma", 0, 2, 2, progress=_progress)
+    assert status.startswith("**Error:**") and "sliding-window" in status, status
+
+
 def test_endpoints_and_element_ids():
     demo = build_demo()
     names = {fn.api_name for fn in demo.fns.values()}
-    assert {"self_draft_step", "self_draft_run", "self_draft_stop", "self_draft_reset", "self_draft_sweep"} <= names
+    assert {"self_draft_step", "self_draft_run", "self_draft_stop", "self_draft_reset", "self_draft_sweep",
+            "self_draft_easyspec"} <= names
     ids = {c["props"].get("elem_id") for c in demo.config["components"]}
     assert {"self-draft-prompt", "self-draft-drafter", "self-draft-eta", "self-draft-gamma", "self-draft-step",
             "self-draft-run", "self-draft-stop", "self-draft-reset", "self-draft-sweep", "self-draft-status",
-            "self-draft-strip", "self-draft-confidence", "self-draft-summary", "self-draft-sweep-plot", "eta"} <= ids
+            "self-draft-strip", "self-draft-confidence", "self-draft-summary", "self-draft-sweep-plot", "eta",
+            "self-draft-easyspec", "self-draft-group-size", "self-draft-devices", "self-draft-timeline"} <= ids
     drafter = next(c for c in demo.config["components"] if c["props"].get("elem_id") == "self-draft-drafter")
     assert [choice[1] for choice in drafter["props"]["choices"]] == ["kangaroo", "early-exit"]

@@ -1,13 +1,15 @@
 """Self-drafting visualizers on real records (tiny-llama + its shipped Kangaroo adapter): the confidence figure, the
-η sweep figure and the exit summary."""
+η sweep figure and the exit summary; EasySpec's timeline on hand-made sublayer times."""
 
 from __future__ import annotations
 
 import pytest
 
+from core.drafters.easyspec import modelled_latency
 from core.engine import Session, SessionConfig
 from core.records import StepRecord
-from visualizers.self_draft import OUTCOMES, confidence_figure, eta_sweep_figure, exit_summary_html
+from visualizers.self_draft import (OUTCOMES, confidence_figure, easyspec_timeline_figure, eta_sweep_figure,
+                                    exit_summary_html)
 
 PROMPT = "the cat sat on the mat. the cat sat on the"
 
@@ -122,3 +124,26 @@ def test_eta_sweep_figure_from_rows():
     fig = eta_sweep_figure([{**r, "plain_tokens_per_second": None} for r in rows]
                            + [{"drafter": "none", "eta": None, "tokens_per_second": 30.0}])
     assert set(_trace(fig, "plain").y) == {30.0} and len(_trace(fig, "tau").x) == 3
+
+
+def test_easyspec_timeline_figure_from_times():
+    times = {"attention_ms": [1.0, 2.0, 3.0, 4.0], "mlp_ms": [1.0, 1.5, 1.0, 0.5], "head_ms": 0.5}
+    latency = modelled_latency(times, 2, 2)  # groups [0] · [1, 2] · [3]
+    fig = easyspec_timeline_figure(times, group_size=2, devices=2, calibration_ms=1.25)
+    rows = ("1 device (sequential)", "2 devices (layer-parallel)", "calibration pass (exact, once per round)")
+    counts = {(t.meta, row): sum(y == row for y in t.y) for t in fig.data for row in rows}
+    for row in rows[:2]:
+        assert (counts[("attention", row)], counts[("mlp", row)], counts[("head", row)]) == (4, 4, 1)
+    assert counts[("calibration", rows[2])] == 1 and sum(counts[(t.meta, rows[2])] for t in fig.data) == 1
+    ends = {row: max(b + x for t in fig.data for y, b, x in zip(t.y, t.base, t.x) if y == row) for row in rows}
+    assert ends[rows[0]] == pytest.approx(latency["sequential_ms"]) and ends[rows[1]] == pytest.approx(
+        latency["parallel_ms"]) and ends[rows[2]] == pytest.approx(1.25)
+    attention = _trace(fig, "attention")
+    parallel = [(b, o) for y, b, o in zip(attention.y, attention.base, attention.offset) if y == rows[1]]
+    assert parallel[1][0] == parallel[2][0] and parallel[1][1] != parallel[2][1]  # layers 1 and 2 side by side
+    title = fig.layout.title.text
+    assert f"{latency['sequential_ms']:.3f} ms" in title and f"{latency['parallel_ms']:.3f} ms" in title
+    assert f"{latency['speedup']:.2f}×" in title and fig.layout.height
+    assert fig.layout.xaxis.title.text == "ms (modelled from measured sublayer times)"
+    assert len(easyspec_timeline_figure(times, 2, 2).data) == 3  # no calibration row without calibration_ms
+    assert "EasySpec timeline" in easyspec_timeline_figure(None, 4, 4).layout.annotations[0].text

@@ -1,8 +1,8 @@
 """Self-drafting (Kangaroo, early exit): the drafter's confidence at every draft step against the threshold η, an η
-sweep, and a short HTML summary of why drafting stopped.
+sweep, a short HTML summary of why drafting stopped, and EasySpec's modelled timeline.
 
 Input is ``StepRecord``s (Kangaroo's carry ``draft_info``: exit layer, η, what stopped drafting and the top q of each
-draft step), ``Stats.summary()`` dicts and sweep rows; nothing here touches a model.
+draft step), ``Stats.summary()`` dicts, sweep rows and measured sublayer times; nothing here touches a model.
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ import textwrap
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from core.drafters.easyspec import layer_groups, modelled_latency
 from core.records import StepRecord
 
 MISSING = "—"
-HEIGHT, SWEEP_HEIGHT, EMPTY_HEIGHT = 400, 360, 260
+HEIGHT, SWEEP_HEIGHT, EMPTY_HEIGHT, TIMELINE_HEIGHT = 400, 360, 260, 340
 MAX_ROUND_TICKS = 24  # beyond this many rounds, label every k-th round only
 TEXT_CHARS = 24
 
@@ -31,6 +32,14 @@ OUTCOMES = {  # outcome → (legend name, marker)
 }
 ETA_COLOR, PATH_COLOR, SEPARATOR_COLOR = "#e8710a", "#c4c9cf", "#e3e6ea"
 SWEEP_COLORS = {"tau": "#1e8e3e", "mean_draft_len": "#1a73e8", "tokens_per_second": "#3c4a5c", "plain": "#9aa0a6"}
+TIMELINE_PARTS = {  # kind → (legend name, colour)
+    "attention": ("attention sublayer", "#1a73e8"),
+    "mlp": ("MLP sublayer", "#1e8e3e"),
+    "head": ("final norm + LM head", "#3c4a5c"),
+    "calibration": ("calibration pass (2 tokens, exact)", "#e8710a"),
+}
+ROW_SEQUENTIAL, ROW_CALIBRATION = "1 device (sequential)", "calibration pass (exact, once per round)"
+BAR_WIDTH = 0.8  # of a row; parallel attention sublayers share it in lanes
 
 
 # ------------------------------------------------------------------------------------------------ confidence
@@ -224,6 +233,94 @@ def eta_sweep_figure(rows: list[dict]) -> go.Figure:
     return fig
 
 
+# ------------------------------------------------------------------------------------------------ EasySpec timeline
+def easyspec_timeline_figure(times: dict | None, group_size: int, devices: int,
+                             calibration_ms: float | None = None) -> go.Figure:
+    """EasySpec's per-token drafting forward as a Gantt chart, built only from measured sublayer ``times`` (as
+    ``EasySpecDrafter.layer_times`` returns): one device runs every layer's attention then MLP, then the head; with
+    ``devices`` devices each layer group's attention sublayers run side by side (in lanes, ``devices`` at a time, a
+    wave costing its slowest), then its MLPs in sequence, then the head. ``calibration_ms`` adds a row with the exact
+    calibration pass. Totals in the title come from ``modelled_latency``, so the two agree."""
+    if not times:
+        return _empty_figure("Press EasySpec timeline to measure the drafter's sublayers and model the layer-parallel "
+                             "forward")
+    latency = modelled_latency(times, group_size, devices)
+    attn, mlp, head_ms = list(times["attention_ms"]), list(times["mlp_ms"]), float(times.get("head_ms", 0.0))
+    parallel_row = f"{_count(devices, 'device')} (layer-parallel)"
+    bars = _sequential_bars(attn, mlp, head_ms, ROW_SEQUENTIAL)
+    bars += _parallel_bars(attn, mlp, head_ms, layer_groups(len(attn), group_size), devices, parallel_row)
+    rows = [ROW_SEQUENTIAL, parallel_row]
+    if calibration_ms is not None:
+        rows.append(ROW_CALIBRATION)
+        bars.append(_bar("calibration", ROW_CALIBRATION, 0.0, float(calibration_ms), "exact forward of 2 tokens"))
+    fig = go.Figure()
+    for kind, (name, color) in TIMELINE_PARTS.items():
+        chosen = [b for b in bars if b["kind"] == kind]
+        if not chosen:
+            continue
+        fig.add_trace(go.Bar(
+            y=[b["row"] for b in chosen], x=[b["ms"] for b in chosen], base=[b["start"] for b in chosen],
+            width=[b["width"] for b in chosen], offset=[b["offset"] for b in chosen], orientation="h", name=name,
+            meta=kind, marker={"color": color, "line": {"color": "white", "width": 1}},
+            customdata=[[b["label"], b["start"], b["start"] + b["ms"]] for b in chosen],
+            hovertemplate=("%{customdata[0]}<br>%{x:.4f} ms (from %{customdata[1]:.4f} to %{customdata[2]:.4f} ms)"
+                           "<extra>%{y}</extra>")))
+    fig.update_yaxes(categoryorder="array", categoryarray=rows, autorange="reversed", title=None,
+                     automargin=True)
+    fig.update_xaxes(title={"text": "ms (modelled from measured sublayer times)", "standoff": 4}, rangemode="tozero")
+    fig.update_layout(
+        height=TIMELINE_HEIGHT, template="plotly_white", font={"size": 12}, barmode="overlay", bargap=0,
+        margin={"l": 20, "r": 20, "t": 70, "b": 90},
+        title={"text": _timeline_title(latency, group_size, devices, calibration_ms), "x": 0, "xanchor": "left",
+               "font": {"size": 14}},
+        legend={"orientation": "h", "x": 0, "xanchor": "left", "y": -0.3, "yanchor": "top", "font": {"size": 11}})
+    return fig
+
+
+def _bar(kind: str, row: str, start: float, ms: float, label: str, lane: int = 0, lanes: int = 1) -> dict:
+    width = BAR_WIDTH / lanes
+    return {"kind": kind, "row": row, "start": float(start), "ms": float(ms), "label": label, "width": width,
+            "offset": -BAR_WIDTH / 2 + lane * width}
+
+
+def _sequential_bars(attn: list[float], mlp: list[float], head_ms: float, row: str) -> list[dict]:
+    bars, t = [], 0.0
+    for j, (a, m) in enumerate(zip(attn, mlp)):
+        bars.append(_bar("attention", row, t, a, f"layer {j} attention"))
+        bars.append(_bar("mlp", row, t + a, m, f"layer {j} MLP"))
+        t += a + m
+    return bars + [_bar("head", row, t, head_ms, "final norm + LM head")]
+
+
+def _parallel_bars(attn: list[float], mlp: list[float], head_ms: float, groups: list[tuple[int, int]],
+                   devices: int, row: str) -> list[dict]:
+    """A group's attention sublayers in waves of ``devices`` lanes (a wave ends with its slowest), then its MLPs."""
+    lanes = min(devices, max(last - first + 1 for first, last in groups))
+    bars, t = [], 0.0
+    for first, last in groups:
+        layers = list(range(first, last + 1))
+        group = f"group {first}" if first == last else f"group {first}–{last}"
+        for w in range(0, len(layers), devices):
+            wave = layers[w:w + devices]
+            for lane, j in enumerate(wave):
+                bars.append(_bar("attention", row, t, attn[j], f"layer {j} attention ({group}, device {lane + 1})",
+                                 lane, lanes))
+            t += max(attn[j] for j in wave)
+        for j in layers:
+            bars.append(_bar("mlp", row, t, mlp[j], f"layer {j} MLP ({group})"))
+            t += mlp[j]
+    return bars + [_bar("head", row, t, head_ms, "final norm + LM head")]
+
+
+def _timeline_title(latency: dict, group_size: int, devices: int, calibration_ms: float | None) -> str:
+    head = (f"EasySpec per drafted token: {latency['sequential_ms']:.3f} ms on 1 device → "
+            f"{latency['parallel_ms']:.3f} ms on {_count(devices, 'device')} ({latency['speedup']:.2f}×)")
+    detail = f"group size {group_size}, {len(latency['groups'])} layer groups"
+    if calibration_ms is not None:
+        detail += f" · calibration pass {float(calibration_ms):.3f} ms once per round"
+    return f"{head}<br><span style='font-size:12px'>{_esc(detail)}</span>"
+
+
 # ------------------------------------------------------------------------------------------------ summary
 _STYLE = """<style>
 .ds-self { font-size: 14px; line-height: 1.6; }
@@ -309,4 +406,4 @@ def _num(value, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
-__all__ = ["confidence_figure", "eta_sweep_figure", "exit_summary_html"]
+__all__ = ["confidence_figure", "easyspec_timeline_figure", "eta_sweep_figure", "exit_summary_html"]
