@@ -82,8 +82,8 @@ def test_second_early_exit_stops_unconfident_drafts(tiny_llama):
 
 
 def test_shipped_adapter_greedy_identity_and_acceptance(smollm2):
-    """The shipped adapter is lossless and its training shows: at η = 0 (always γ drafts) it is accepted far more
-    often than the same adapter before training (initialised from layer ℓ)."""
+    """The shipped adapter is lossless and its training shows: at η = 0 and γ = 1 (one draft every round) its draft
+    is accepted far more often than that of the same adapter before training (initialised from layer ℓ)."""
     path = default_adapter_path("smollm2-135m")
     if not path.is_file():
         pytest.fail(f"the trained adapter must ship in {path}")
@@ -96,14 +96,14 @@ def test_shipped_adapter_greedy_identity_and_acceptance(smollm2):
         drafted = accepted = 0
         for text in ["Write a haiku about autumn.", "Explain what a rainbow is in two sentences."]:
             ids = smollm2.encode(text, chat=True)
-            config = SessionConfig(target=smollm2.name, drafter="kangaroo", gamma=4, max_new_tokens=32)
+            config = SessionConfig(target=smollm2.name, drafter="kangaroo", gamma=1, max_new_tokens=32)
             session = Session(smollm2, drafter, build_verifier("greedy"), ids, config)
             for _ in session.run():
                 pass
             assert session.generated_ids == hf_greedy(smollm2, ids, 32)[: len(session.generated_ids)]
             drafted, accepted = drafted + session.stats.drafted, accepted + session.stats.accepted
         alphas[name] = accepted / drafted
-    assert alphas["trained"] > max(0.15, 2 * alphas["untrained"]), alphas
+    assert alphas["trained"] > max(0.1, 5 * alphas["untrained"]), alphas  # measured 0.21 vs 0.016
 
 
 def test_sampled_output_follows_the_target():
