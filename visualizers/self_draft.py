@@ -7,7 +7,6 @@ draft step), ``Stats.summary()`` dicts, sweep rows and measured sublayer times; 
 
 from __future__ import annotations
 
-import html
 import textwrap
 
 import plotly.graph_objects as go
@@ -15,8 +14,8 @@ from plotly.subplots import make_subplots
 
 from core.drafters.easyspec import layer_groups, modelled_latency
 from core.records import StepRecord
+from visualizers.format import MISSING, count as _count, esc as _esc, num as _num
 
-MISSING = "—"
 HEIGHT, SWEEP_HEIGHT, EMPTY_HEIGHT, TIMELINE_HEIGHT = 400, 360, 260, 340
 MAX_ROUND_TICKS = 24  # beyond this many rounds, label every k-th round only
 TEXT_CHARS = 24
@@ -386,24 +385,6 @@ def _mean(values) -> float | None:
 
 def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _esc(text) -> str:
-    """Plotly labels and HTML both render tags: escape token text so '<b>' shows as itself."""
-    return html.escape(str(text), quote=False)
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'s' * (n != 1)}"
-
-
-def _num(value, digits: int = 3) -> str:
-    if value is None:
-        return MISSING
-    value = float(value)
-    if 0 < abs(value) < 0.5 * 10 ** -digits:
-        return f"{value:.1e}"
-    return f"{value:.{digits}f}"
 
 
 __all__ = ["confidence_figure", "easyspec_timeline_figure", "eta_sweep_figure", "exit_summary_html"]

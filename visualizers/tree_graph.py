@@ -18,8 +18,8 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from core.records import TreeNode, TreeStepRecord
+from visualizers.format import MISSING, count as _count, esc as _esc, num as _num
 
-MISSING = "—"
 ROOT = "root"
 EMITTED = "emitted"
 LABEL_CHARS = 14
@@ -437,26 +437,8 @@ def _visible(text: str, limit: int) -> str:
     return shown if len(shown) <= limit else shown[: limit - 1] + "…"
 
 
-def _esc(text) -> str:
-    """Plotly labels and HTML both render tags: escape token text so '<b>' shows as itself."""
-    return html.escape(str(text), quote=False)
-
-
 def _attr(text) -> str:
     return html.escape(str(text), quote=True)
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'s' * (n != 1)}"
-
-
-def _num(value, digits: int = 3) -> str:
-    if value is None:
-        return MISSING
-    value = float(value)
-    if 0 < abs(value) < 0.5 * 10 ** -digits:
-        return f"{value:.1e}"
-    return f"{value:.{digits}f}"
 
 
 __all__ = ["alpha_star_figure", "ancestor_mask", "tree_figure", "tree_mask_figure", "tree_summary_html",
