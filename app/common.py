@@ -123,3 +123,51 @@ def warn(exc: Exception) -> str:
     line = error_text(exc)
     gr.Warning(line)
     return f"**Error:** {line}"
+
+
+class SessionHandlers:
+    """What every session tab's handlers share: taking the settings out of a handler's ``locals()``, finding the
+    user's session (reconfigured live, or rebuilt when a ``restart_on`` setting changed) and making a new one.
+
+    Subclasses set ``setting_names`` and may override ``config`` (settings → SessionConfig) and ``prepared``
+    (called with every session handed out, e.g. to keep a companion run in step)."""
+
+    setting_names: tuple[str, ...] = ()
+    restart_on: tuple[str, ...] = ("prompt", "chat", "target")  # everything else changes live between rounds
+
+    def __init__(self, allow_local: bool = False):
+        self.allow_local = allow_local  # model fields may name Hugging Face ids or local directories
+
+    def _settings(self, values: dict) -> dict:
+        """The settings out of a handler's ``locals()`` (handlers name every input so the API has named parameters)."""
+        return {name: values[name] for name in self.setting_names}
+
+    def config(self, settings: dict) -> SessionConfig:
+        return build_config(settings)
+
+    def prepared(self, session: Session, settings: dict) -> None:
+        """Hook: the session about to be used with these settings."""
+
+    def _session_for(self, state: dict, settings: dict, progress) -> tuple[dict, Session, str]:
+        """The user's session, reconfigured to ``settings``, or a new one when there is none or it must restart."""
+        check_prompt(settings["prompt"])
+        session = get_session(state.get("sid"))
+        if session is not None and all(state.get(k) == settings[k] for k in self.restart_on):
+            changed = session.reconfigure(self.config(settings))
+            self.prepared(session, settings)
+            shown = [k for k in changed if k not in ("record", "topk_alternatives")]
+            note = f"Changed {', '.join(shown)} from round {len(session.records)} on." if shown else ""
+            return {**state, **settings}, session, note
+        return (*self._new_session(state, settings, progress), "")
+
+    def _new_session(self, state: dict, settings: dict, progress) -> tuple[dict, Session]:
+        check_prompt(settings["prompt"])
+        progress(0.1, desc="Loading models (the first time takes a while)…")
+        session = Session.from_config(self.config(settings), prompt=settings["prompt"], chat=settings["chat"],
+                                      allow_local=self.allow_local)
+        self.prepared(session, settings)
+        progress(1.0, desc="Models ready")
+        sid = state.get("sid") or new_sid()
+        put_session(sid, session)
+        clear_stop(sid)
+        return {**state, **settings, "sid": sid}, session

@@ -141,41 +141,17 @@ def _advance_chain(session: Session) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ handlers
-class Handlers:
+class Handlers(common.SessionHandlers):
     """Event handlers. ``allow_local`` lets model fields name Hugging Face ids or local directories."""
 
-    def __init__(self, allow_local: bool = False):
-        self.allow_local = allow_local
+    setting_names = SETTING_NAMES
+    restart_on = RESTART_ON
 
-    @staticmethod
-    def _settings(values: dict) -> dict:
-        """The settings out of a handler's ``locals()`` (handlers name every input so the API has named parameters)."""
-        return {name: values[name] for name in SETTING_NAMES}
+    def config(self, settings: dict) -> SessionConfig:
+        return tree_config(settings, self.allow_local)
 
-    def _session_for(self, state: dict, settings: dict, progress) -> tuple[dict, Session, str]:
-        """The user's session, reconfigured to ``settings``, or a new one when there is none or it must restart."""
-        common.check_prompt(settings["prompt"])
-        session = common.get_session(state.get("sid"))
-        if session is not None and all(state.get(k) == settings[k] for k in RESTART_ON):
-            config = tree_config(settings, self.allow_local)
-            changed = session.reconfigure(config)
-            _sync_chain(session, settings, self.allow_local)
-            shown = [k for k in changed if k not in ("record", "topk_alternatives")]
-            note = f"Changed {', '.join(shown)} from round {len(session.records)} on." if shown else ""
-            return {**state, **settings}, session, note
-        return (*self._new_session(state, settings, progress), "")
-
-    def _new_session(self, state: dict, settings: dict, progress) -> tuple[dict, Session]:
-        common.check_prompt(settings["prompt"])
-        progress(0.1, desc="Loading models (the first time takes a while)…")
-        session = Session.from_config(tree_config(settings, self.allow_local), prompt=settings["prompt"],
-                                      chat=settings["chat"], allow_local=self.allow_local)
-        _sync_chain(session, settings, self.allow_local)
-        progress(1.0, desc="Models ready")
-        sid = state.get("sid") or common.new_sid()
-        common.put_session(sid, session)
-        common.clear_stop(sid)
-        return {**state, **settings, "sid": sid}, session
+    def prepared(self, session: Session, settings: dict) -> None:
+        _sync_chain(session, settings, self.allow_local)  # the chain comparison follows the settings
 
     def _failed(self, state: dict, exc: Exception) -> tuple:
         return (state, *render(common.get_session(state.get("sid"))), common.warn(exc))
