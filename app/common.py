@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import uuid
 from collections import OrderedDict
 
@@ -147,6 +148,54 @@ class SessionHandlers:
 
     def prepared(self, session: Session, settings: dict) -> None:
         """Hook: the session about to be used with these settings."""
+
+    # rendering hooks: the tab's outputs after the state, and its status line
+    plot_interval_s = 1.0  # while Run streams, figures refresh at most this often (the text every round)
+
+    def render(self, session: Session | None, figures: bool = True) -> tuple:
+        raise NotImplementedError
+
+    def status(self, session: Session, note: str = "") -> str:
+        raise NotImplementedError
+
+    def advanced(self, session: Session) -> None:
+        """Hook: called after every round Run makes."""
+
+    def explain(self, exc: Exception) -> Exception:
+        """Hook: a clearer exception to show for ``exc``."""
+        return exc
+
+    def _failed(self, state: dict, exc: Exception) -> tuple:
+        return (state, *self.render(get_session(state.get("sid"))), warn(self.explain(exc)))
+
+    def _stream(self, state, settings: dict, progress):
+        """Run: rounds one after another until EOS or max new tokens (continuing the current session); Stop halts
+        after the current round; a Reset or restart elsewhere ends it quietly."""
+        state = dict(state or {})
+        try:
+            state, session, note = self._session_for(state, settings, progress)
+            sid = state["sid"]
+            clear_stop(sid)
+            if session.done:
+                yield (state, *self.render(session), "Already finished: Reset to start over.")
+                return
+            yield (state, *self.render(session), f"Running… {note}".strip())
+            last_plot = time.monotonic()
+            while not session.done:
+                session.step()
+                self.advanced(session)
+                if get_session(sid) is not session:  # replaced by Reset or a restart: stop quietly
+                    return
+                if take_stop(sid):
+                    yield (state, *self.render(session), self.status(session, "Stopped: Step or Run to go on."))
+                    return
+                figures = time.monotonic() - last_plot >= self.plot_interval_s  # keeps the browser responsive
+                if figures:
+                    last_plot = time.monotonic()
+                yield (state, *self.render(session, figures=figures), "Running… " + self.status(session))
+            yield (state, *self.render(session), self.status(session, note))
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a message, the page stays usable
+            yield self._failed(state, exc)
 
     def _session_for(self, state: dict, settings: dict, progress) -> tuple[dict, Session, str]:
         """The user's session, reconfigured to ``settings``, or a new one when there is none or it must restart."""

@@ -7,7 +7,6 @@ apply from the next round on; a new target, prompt or chat setting starts a new 
 
 from __future__ import annotations
 
-import time
 from typing import Iterator
 
 import gradio as gr
@@ -29,7 +28,6 @@ from visualizers.token_strip import stats_html, token_strip_html
 SETTING_NAMES = ("prompt", "chat", "target", "drafter", "verifier", "draft_model", "gamma", "temperature", "top_p",
                  "top_k", "seed", "exit_layer", "ngram_size", "max_new_tokens", "eta")
 RESTART_ON = ("prompt", "chat", "target")  # everything else changes live between rounds
-PLOT_INTERVAL_S = 1.0  # while Run streams, the figures refresh at most this often (the strip every round)
 
 
 # ------------------------------------------------------------------------------------------------ rendering
@@ -68,8 +66,11 @@ class Handlers(common.SessionHandlers):
     setting_names = SETTING_NAMES
     restart_on = RESTART_ON
 
-    def _failed(self, state: dict, exc: Exception) -> tuple:
-        return (state, *render(common.get_session(state.get("sid"))), common.warn(exc))
+    def render(self, session, figures: bool = True) -> tuple:
+        return render(session, figures=figures)
+
+    def status(self, session, note: str = "") -> str:
+        return _status(session, note)
 
     def step(self, state, prompt, chat, target, drafter, verifier, draft_model, gamma, temperature, top_p, top_k,
              seed, exit_layer, ngram_size, max_new_tokens, eta=DEFAULT_ETA, progress=gr.Progress()):
@@ -88,29 +89,7 @@ class Handlers(common.SessionHandlers):
     def run(self, state, prompt, chat, target, drafter, verifier, draft_model, gamma, temperature, top_p, top_k,
             seed, exit_layer, ngram_size, max_new_tokens, eta=DEFAULT_ETA, progress=gr.Progress()) -> Iterator[tuple]:
         """Rounds one after another until EOS or max new tokens (continuing the current session); Stop halts."""
-        state = dict(state or {})
-        try:
-            state, session, note = self._session_for(state, self._settings(locals()), progress)
-            sid = state["sid"]
-            common.clear_stop(sid)
-            if session.done:
-                yield (state, *render(session), "Already finished: Reset to start over.")
-                return
-            yield (state, *render(session), f"Running… {note}".strip())
-            last_plot = time.monotonic()
-            for _ in session.run():
-                if common.get_session(sid) is not session:  # replaced by Reset or a restart: stop quietly
-                    return
-                if common.take_stop(sid):
-                    yield (state, *render(session), _status(session, "Stopped: Step or Run to go on."))
-                    return
-                figures = time.monotonic() - last_plot >= PLOT_INTERVAL_S  # keeps the browser responsive
-                if figures:
-                    last_plot = time.monotonic()
-                yield (state, *render(session, figures=figures), "Running… " + _status(session))
-            yield (state, *render(session), _status(session, note))
-        except Exception as exc:  # noqa: BLE001
-            yield self._failed(state, exc)
+        yield from self._stream(state, self._settings(locals()), progress)
 
     def stop(self, state):
         """Ask the running Run to stop after its current round; Run itself then writes the final status (writing it

@@ -38,7 +38,6 @@ SELF_DRAFTERS = ("kangaroo", "early-exit")
 SWEEP_ETAS = (0.0, 0.2, 0.4, 0.6, 0.8)
 SWEEP_MAX_NEW_TOKENS = 64
 WARM_UP_TOKENS = 4  # a short untimed run before the sweep, so the first η does not pay for warm-up
-PLOT_INTERVAL_S = 1.0  # while Run streams, the figure refreshes at most this often (the strip every round)
 TIMING_REPEATS = 3  # timed runs per sublayer (and of the calibration pass); the median counts
 CALIBRATION_TOKENS, SCRATCH_CONTEXT = 2, 32  # the calibration pass timed: 2 tokens on a short scratch cache
 
@@ -170,8 +169,14 @@ class Handlers(common.SessionHandlers):
     def config(self, settings: dict) -> SessionConfig:
         return self_draft_config(settings)
 
-    def _failed(self, state: dict, exc: Exception) -> tuple:
-        return (state, *render(common.get_session(state.get("sid"))), common.warn(_explain(exc)))
+    def render(self, session, figures: bool = True) -> tuple:
+        return render(session, figures=figures)
+
+    def status(self, session, note: str = "") -> str:
+        return _status(session, note)
+
+    def explain(self, exc: Exception) -> Exception:
+        return _explain(exc)
 
     def step(self, state, prompt, chat, target, drafter, gamma, eta, exit_layer, temperature, seed, max_new_tokens,
              progress=gr.Progress()):
@@ -190,29 +195,7 @@ class Handlers(common.SessionHandlers):
     def run(self, state, prompt, chat, target, drafter, gamma, eta, exit_layer, temperature, seed, max_new_tokens,
             progress=gr.Progress()) -> Iterator[tuple]:
         """Rounds one after another until EOS or max new tokens (continuing the current session); Stop halts."""
-        state = dict(state or {})
-        try:
-            state, session, note = self._session_for(state, self._settings(locals()), progress)
-            sid = state["sid"]
-            common.clear_stop(sid)
-            if session.done:
-                yield (state, *render(session), "Already finished: Reset to start over.")
-                return
-            yield (state, *render(session), f"Running… {note}".strip())
-            last_plot = time.monotonic()
-            for _ in session.run():
-                if common.get_session(sid) is not session:  # replaced by Reset or a restart: stop quietly
-                    return
-                if common.take_stop(sid):
-                    yield (state, *render(session), _status(session, "Stopped: Step or Run to go on."))
-                    return
-                figures = time.monotonic() - last_plot >= PLOT_INTERVAL_S  # keeps the browser responsive
-                if figures:
-                    last_plot = time.monotonic()
-                yield (state, *render(session, figures=figures), "Running… " + _status(session))
-            yield (state, *render(session), _status(session, note))
-        except Exception as exc:  # noqa: BLE001
-            yield self._failed(state, exc)
+        yield from self._stream(state, self._settings(locals()), progress)
 
     def stop(self, state):
         """Ask the running Run to stop after its current round (Run then writes the final status)."""

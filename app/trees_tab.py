@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-import time
 import weakref
 from typing import Iterator
 
@@ -33,7 +32,6 @@ RESTART_ON = ("prompt", "chat", "target")  # everything else changes live betwee
 TREE_DRAFTERS = [name for name, cls in DRAFTERS.items() if getattr(cls, "supports_tree", False)]
 TREE_VERIFIERS = ("greedy", "rrs", "rsd")
 EXIT_FRACTION = 0.8  # exit layer 0 = auto: four fifths of the depth (24 of SmolLM2's 30 layers)
-PLOT_INTERVAL_S = 1.0  # while Run streams, the figures refresh at most this often (the text every round)
 
 # The chain run compared with each tree session; it lives as long as its tree session (dropped with it).
 _CHAINS: weakref.WeakKeyDictionary[Session, Session] = weakref.WeakKeyDictionary()
@@ -153,8 +151,14 @@ class Handlers(common.SessionHandlers):
     def prepared(self, session: Session, settings: dict) -> None:
         _sync_chain(session, settings, self.allow_local)  # the chain comparison follows the settings
 
-    def _failed(self, state: dict, exc: Exception) -> tuple:
-        return (state, *render(common.get_session(state.get("sid"))), common.warn(exc))
+    def render(self, session, figures: bool = True) -> tuple:
+        return render(session, figures=figures)
+
+    def status(self, session, note: str = "") -> str:
+        return _status(session, note)
+
+    def advanced(self, session) -> None:
+        _advance_chain(session)  # one chain round per tree round
 
     def step(self, state, prompt, chat, target, drafter, draft_model, exit_layer, shape, tree_branch, max_depth,
              children, verifier, temperature, seed, max_new_tokens, compare, progress=gr.Progress()):
@@ -176,31 +180,7 @@ class Handlers(common.SessionHandlers):
             children, verifier, temperature, seed, max_new_tokens, compare,
             progress=gr.Progress()) -> Iterator[tuple]:
         """Rounds one after another until EOS or max new tokens (continuing the current session); Stop halts."""
-        state = dict(state or {})
-        try:
-            state, session, note = self._session_for(state, self._settings(locals()), progress)
-            sid = state["sid"]
-            common.clear_stop(sid)
-            if session.done:
-                yield (state, *render(session), "Already finished: Reset to start over.")
-                return
-            yield (state, *render(session), f"Running… {note}".strip())
-            last_plot = time.monotonic()
-            while not session.done:
-                session.step()
-                _advance_chain(session)
-                if common.get_session(sid) is not session:  # replaced by Reset or a restart: stop quietly
-                    return
-                if common.take_stop(sid):
-                    yield (state, *render(session), _status(session, "Stopped: Step or Run to go on."))
-                    return
-                figures = time.monotonic() - last_plot >= PLOT_INTERVAL_S  # keeps the browser responsive
-                if figures:
-                    last_plot = time.monotonic()
-                yield (state, *render(session, figures=figures), "Running… " + _status(session))
-            yield (state, *render(session), _status(session, note))
-        except Exception as exc:  # noqa: BLE001
-            yield self._failed(state, exc)
+        yield from self._stream(state, self._settings(locals()), progress)
 
     def stop(self, state):
         """Ask the running Run to stop after its current round (Run then writes the final status)."""
