@@ -168,6 +168,38 @@ class SessionHandlers:
     def _failed(self, state: dict, exc: Exception) -> tuple:
         return (state, *self.render(get_session(state.get("sid"))), warn(self.explain(exc)))
 
+    ready_message = "Ready: Step for one round, Run to go to the end."
+
+    def _step(self, state, settings: dict, progress) -> tuple:
+        """Step: one round of the user's session (``advanced`` runs after it, and also when the run is finished)."""
+        state = dict(state or {})
+        try:
+            state, session, note = self._session_for(state, settings, progress)
+            if session.done:
+                self.advanced(session)
+                return (state, *self.render(session),
+                        f"Already finished ({session.finish_reason}). Raise max new tokens, or Reset to start over.")
+            session.step()
+            self.advanced(session)
+            return (state, *self.render(session), self.status(session, note))
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a message, the page stays usable
+            return self._failed(state, exc)
+
+    def _reset(self, state, settings: dict, progress) -> tuple:
+        """Reset: start over with the current settings (and seed)."""
+        state = dict(state or {})
+        try:
+            state, session = self._new_session(state, settings, progress)
+            return (state, *self.render(session), self.ready_message)
+        except Exception as exc:  # noqa: BLE001
+            return self._failed(state, exc)
+
+    def stop(self, state):
+        """Ask the running Run to stop after its current round; Run itself then writes the final status (writing it
+        here too could land after Run's last update and overwrite it)."""
+        request_stop((state or {}).get("sid"))
+        gr.Info("Stopping after the current round…")
+
     def _stream(self, state, settings: dict, progress):
         """Run: rounds one after another until EOS or max new tokens (continuing the current session); Stop halts
         after the current round; a Reset or restart elsewhere ends it quietly."""

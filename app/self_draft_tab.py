@@ -181,36 +181,17 @@ class Handlers(common.SessionHandlers):
     def step(self, state, prompt, chat, target, drafter, gamma, eta, exit_layer, temperature, seed, max_new_tokens,
              progress=gr.Progress()):
         """One draft → verify round."""
-        state = dict(state or {})
-        try:
-            state, session, note = self._session_for(state, self._settings(locals()), progress)
-            if session.done:
-                return (state, *render(session),
-                        f"Already finished ({session.finish_reason}). Raise max new tokens, or Reset to start over.")
-            session.step()
-            return (state, *render(session), _status(session, note))
-        except Exception as exc:  # noqa: BLE001 - every failure becomes a message, the page stays usable
-            return self._failed(state, exc)
+        return self._step(state, self._settings(locals()), progress)
 
     def run(self, state, prompt, chat, target, drafter, gamma, eta, exit_layer, temperature, seed, max_new_tokens,
             progress=gr.Progress()) -> Iterator[tuple]:
         """Rounds one after another until EOS or max new tokens (continuing the current session); Stop halts."""
         yield from self._stream(state, self._settings(locals()), progress)
 
-    def stop(self, state):
-        """Ask the running Run to stop after its current round (Run then writes the final status)."""
-        common.request_stop((state or {}).get("sid"))
-        gr.Info("Stopping after the current round…")
-
     def reset(self, state, prompt, chat, target, drafter, gamma, eta, exit_layer, temperature, seed, max_new_tokens,
               progress=gr.Progress()):
         """Start over with the current settings (and seed): nothing generated yet."""
-        state = dict(state or {})
-        try:
-            state, session = self._new_session(state, self._settings(locals()), progress)
-            return (state, *render(session), "Ready: Step for one round, Run to go to the end.")
-        except Exception as exc:  # noqa: BLE001
-            return self._failed(state, exc)
+        return self._reset(state, self._settings(locals()), progress)
 
     def sweep(self, state, prompt, chat, target, drafter, gamma, eta, exit_layer, temperature, seed, max_new_tokens,
               progress=gr.Progress()):

@@ -144,6 +144,7 @@ class Handlers(common.SessionHandlers):
 
     setting_names = SETTING_NAMES
     restart_on = RESTART_ON
+    ready_message = "Ready: Step for one tree round, Run to go to the end."
 
     def config(self, settings: dict) -> SessionConfig:
         return tree_config(settings, self.allow_local)
@@ -158,23 +159,12 @@ class Handlers(common.SessionHandlers):
         return _status(session, note)
 
     def advanced(self, session) -> None:
-        _advance_chain(session)  # one chain round per tree round
+        _advance_chain(session)  # one chain round per tree round (and catching up once the tree is finished)
 
     def step(self, state, prompt, chat, target, drafter, draft_model, exit_layer, shape, tree_branch, max_depth,
              children, verifier, temperature, seed, max_new_tokens, compare, progress=gr.Progress()):
         """One tree round (and one round of the chain when the comparison is on)."""
-        state = dict(state or {})
-        try:
-            state, session, note = self._session_for(state, self._settings(locals()), progress)
-            if session.done:
-                _advance_chain(session)
-                return (state, *render(session),
-                        f"Already finished ({session.finish_reason}). Raise max new tokens, or Reset to start over.")
-            session.step()
-            _advance_chain(session)
-            return (state, *render(session), _status(session, note))
-        except Exception as exc:  # noqa: BLE001 - every failure becomes a message, the page stays usable
-            return self._failed(state, exc)
+        return self._step(state, self._settings(locals()), progress)
 
     def run(self, state, prompt, chat, target, drafter, draft_model, exit_layer, shape, tree_branch, max_depth,
             children, verifier, temperature, seed, max_new_tokens, compare,
@@ -182,20 +172,10 @@ class Handlers(common.SessionHandlers):
         """Rounds one after another until EOS or max new tokens (continuing the current session); Stop halts."""
         yield from self._stream(state, self._settings(locals()), progress)
 
-    def stop(self, state):
-        """Ask the running Run to stop after its current round (Run then writes the final status)."""
-        common.request_stop((state or {}).get("sid"))
-        gr.Info("Stopping after the current round…")
-
     def reset(self, state, prompt, chat, target, drafter, draft_model, exit_layer, shape, tree_branch, max_depth,
               children, verifier, temperature, seed, max_new_tokens, compare, progress=gr.Progress()):
         """Start over with the current settings (and seed): nothing generated yet, the chain started over too."""
-        state = dict(state or {})
-        try:
-            state, session = self._new_session(state, self._settings(locals()), progress)
-            return (state, *render(session), "Ready: Step for one tree round, Run to go to the end.")
-        except Exception as exc:  # noqa: BLE001
-            return self._failed(state, exc)
+        return self._reset(state, self._settings(locals()), progress)
 
     def show_round(self, state, round_index):
         """Show another round's tree, mask and summary."""
