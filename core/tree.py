@@ -124,19 +124,6 @@ class TreeCache:
         return len(kept)
 
 
-def tree_forward(kv: CachedLM, tree: TokenTree) -> torch.Tensor:
-    """Append every node to ``kv`` in one forward with tree attention; return the logits (N, V), float32: row i is
-    the next-token distribution after node i's path. Afterwards the cache holds the prefix plus all nodes."""
-    return TreeCache(kv).forward(tree)
-
-
-def keep_path(kv: CachedLM, prefix_len: int, nodes: list[int]) -> None:
-    """After a tree forward, keep in the cache the prefix plus only the given nodes (an accepted path, in order)."""
-    if kv.has_sliding_layers:
-        raise DraftScopeError("keeping a tree path is not available for sliding-window caches yet")
-    _gather(kv, list(range(prefix_len)) + [prefix_len + i for i in nodes])
-
-
 def _gather(kv: CachedLM, keep: list[int]) -> None:
     index = torch.tensor(keep, dtype=torch.long, device=kv.device)
     for layer in kv.cache.layers:

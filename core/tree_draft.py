@@ -91,9 +91,6 @@ class DraftTree:
     q_show: dict[int, torch.Tensor]  # node → what the records show as q there (model softmax when greedy)
     source: list[int] = field(default_factory=list)  # node → its index while the drafter grew the tree
 
-    def children(self, node: int) -> list[int]:
-        return [i for i, parent in enumerate(self.tree.parents) if parent == node]
-
 
 def build_tree(drafter: Drafter, ctx: DraftContext, spec: TreeSpec, max_depth: int) -> DraftTree:
     """Grow a tree of depth ≤ ``max_depth`` (≤ spec depth) from the drafter's distributions."""

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from core.kv import CachedLM
-from core.tree import TokenTree, keep_path, tree_attention_inputs, tree_forward
+from core.tree import TokenTree, TreeCache, tree_attention_inputs
 
 # a 3,2,1-style tree: three roots, two children under root 0, one under root 1, a grandchild under node 3
 TREE_PARENTS = [-1, -1, -1, 0, 0, 1, 3]
@@ -40,12 +40,13 @@ def test_tree_forward_and_keep_path(request, name, atol):
     kv = CachedLM(lm.model)
     kv.reset()
     kv.forward(prefix)
-    logits = tree_forward(kv, tree)
+    cache = TreeCache(kv)
+    logits = cache.forward(tree)
     for i in range(len(tree)):
         path_ids = prefix + [tokens[j] for j in tree.path(i)]
         torch.testing.assert_close(logits[i], _plain_logits(lm.model, path_ids), atol=atol, rtol=0)
     path = tree.path(6)  # nodes 0 → 3 → 6
-    keep_path(kv, len(prefix), path)
+    assert cache.keep(path) == len(path)
     kept = prefix + [tokens[j] for j in path]
     assert kv.ids == kept
     nxt = lm.encode(" again")[:1]

@@ -15,7 +15,9 @@ class RRSVerifier(SamplingVerifier):
     name = "rrs"
     tree_children = ("iid",)
 
+    sibling_step = staticmethod(rrs_step)  # the rule at one node: (p, sibling tokens, q, generator) → verdict
+
     def verify_tree(self, tree, p_rows, q_rows, generator):
         def step(p_V, node, kids, kid_tokens):
-            return rrs_step(p_V, kid_tokens, q_rows[node] if kids else p_V, generator)
+            return self.sibling_step(p_V, kid_tokens, q_rows[node] if kids else p_V, generator)
         return walk_tree(tree.parents, tree.tokens, p_rows, step)
