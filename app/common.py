@@ -85,7 +85,8 @@ def clear_stop(sid: str | None) -> None:
 
 def build_config(settings: dict) -> SessionConfig:
     """Engine settings from the UI values (already plain Python types). η reaches the config for Kangaroo only (other
-    drafters ignore it, so moving its slider changes nothing for them); 0 is a valid η."""
+    drafters ignore it, so moving its slider changes nothing for them); 0 is a valid η. The same for S2D's
+    thresholds (a "θ1,θ2" string), which reach the sorted drafter only."""
     exit_layer = int(settings.get("exit_layer") or 0)
     eta = settings.get("eta")
     return SessionConfig(
@@ -95,7 +96,8 @@ def build_config(settings: dict) -> SessionConfig:
         max_new_tokens=int(settings["max_new_tokens"]), draft_model=(settings.get("draft_model") or "").strip() or None,
         ngram_size=int(settings.get("ngram_size") or 3), min_ngram_size=min(2, int(settings.get("ngram_size") or 3)),
         exit_layer=exit_layer or None,
-        eta=float(eta) if eta is not None and settings["drafter"] == "kangaroo" else None)
+        eta=float(eta) if eta is not None and settings["drafter"] == "kangaroo" else None,
+        thresholds=(settings.get("thresholds") or "") if settings["drafter"] == "sorted" else "")
 
 
 def check_prompt(prompt: str | None) -> str:

@@ -1,9 +1,11 @@
 """The Self-drafting tab: the target drafts for itself (Kangaroo: its first ℓ layers + a trained adapter + its own
-LM head; early exit: its first ℓ layers + its head), and Kangaroo stops drafting once its confidence falls below η.
+LM head; S2D: nested exits over its first layers, each token drafted by the first exit whose confidence reaches θ;
+early exit: its first ℓ layers + its head), and Kangaroo stops drafting once its confidence falls below η.
 
 Step runs one round; Run streams rounds to the end (Stop halts it after the current round); Reset starts over.
-Settings other than the prompt, chat template and target apply from the next round on. The η sweep runs the prompt
-with Kangaroo at several η (and once with plain decoding) on the same token budget and plots τ and tokens/s. The
+Settings other than the prompt, chat template and target apply from the next round on. The sweep runs the prompt
+with Kangaroo at several η (or, with the sorted drafter chosen, S2D at several θ) and once with plain decoding on the
+same token budget and plots τ and tokens/s. The
 EasySpec timeline measures the early-exit drafter's sublayers on this machine and models its layer-parallel forward on
 N devices.
 """
@@ -22,20 +24,22 @@ from transformers import DynamicCache
 from app import common
 from core.drafters.easyspec import EasySpecDrafter, modelled_latency
 from core.drafters.kangaroo import DEFAULT_ETA
+from core.drafters.sorted import DEFAULT_THETA
 from core.engine import MAX_GAMMA, MODEL_LOCK, Session, SessionConfig
 from core.errors import DraftScopeError
 from core.layers import embed, head, run_layers
 from core.models import load_model, preset_names
 from core.prompts import load_prompts
 from visualizers.self_draft import (confidence_figure, easyspec_timeline_figure, eta_sweep_figure,
-                                    exit_summary_html)
+                                    exit_summary_html, exit_token_figure, theta_sweep_figure)
 from visualizers.token_strip import token_strip_html
 
-SETTING_NAMES = ("prompt", "chat", "target", "drafter", "gamma", "eta", "exit_layer", "temperature", "seed",
-                 "max_new_tokens")
+SETTING_NAMES = ("prompt", "chat", "target", "drafter", "gamma", "eta", "theta1", "theta2", "exit_layer",
+                 "temperature", "seed", "max_new_tokens")
 RESTART_ON = ("prompt", "chat", "target")  # everything else changes live between rounds
-SELF_DRAFTERS = ("kangaroo", "early-exit")
+SELF_DRAFTERS = ("kangaroo", "sorted", "early-exit")
 SWEEP_ETAS = (0.0, 0.2, 0.4, 0.6, 0.8)
+SWEEP_THETAS = (0.0, 0.25, 0.5, 0.75, 1.0)  # S2D: the same θ at every exit but the last (1 = always the deepest)
 SWEEP_MAX_NEW_TOKENS = 64
 WARM_UP_TOKENS = 4  # a short untimed run before the sweep, so the first η does not pay for warm-up
 TIMING_REPEATS = 3  # timed runs per sublayer (and of the calibration pass); the median counts
@@ -49,33 +53,45 @@ def self_draft_config(settings: dict) -> SessionConfig:
     drafter's slider rebuilds nothing."""
     verifier = "greedy" if float(settings["temperature"]) == 0 else "sampling"
     exit_layer = settings["exit_layer"] if settings["drafter"] == "early-exit" else 0
-    return common.build_config({**settings, "verifier": verifier, "exit_layer": exit_layer})
+    thresholds = f"{float(settings.get('theta1', 0.5)):g},{float(settings.get('theta2', 0.5)):g}"
+    return common.build_config({**settings, "verifier": verifier, "exit_layer": exit_layer,
+                                "thresholds": thresholds})
 
 
 def eta_sweep(settings: dict, progress=None, allow_local: bool = False) -> list[dict]:
     """Run the prompt with Kangaroo at each η in ``SWEEP_ETAS`` and once with plain decoding (drafter "none"), all on
     the same budget (max new tokens, at most ``SWEEP_MAX_NEW_TOKENS``) and seed; one row of statistics per run, the
     plain run last. Each η row also carries the plain run's tokens/s."""
+    return _sweep(settings, "kangaroo", "eta", SWEEP_ETAS, progress, allow_local)
+
+
+def theta_sweep(settings: dict, progress=None, allow_local: bool = False) -> list[dict]:
+    """The same for S2D: the sorted drafter with one θ at every exit but the last, for each θ in ``SWEEP_THETAS``."""
+    return _sweep(settings, "sorted", "theta", SWEEP_THETAS, progress, allow_local)
+
+
+def _sweep(settings: dict, drafter: str, key: str, values, progress, allow_local: bool) -> list[dict]:
     common.check_prompt(settings["prompt"])
     budget = min(int(settings["max_new_tokens"]), SWEEP_MAX_NEW_TOKENS)
-    base = {**settings, "drafter": "kangaroo", "max_new_tokens": budget}
-    configs = [self_draft_config({**base, "eta": eta}) for eta in SWEEP_ETAS]
-    configs.append(dataclasses.replace(configs[0], drafter="none", eta=None))
+    base = {**settings, "drafter": drafter, "max_new_tokens": budget}
+    configs = [self_draft_config({**base, "eta": v, "theta1": v, "theta2": v}) for v in values]
+    configs.append(dataclasses.replace(configs[0], drafter="none", eta=None, thresholds=""))
     progress = progress or (lambda *args, **kwargs: None)
     progress(0.0, desc="Loading models and warming up…")
     warm = Session.from_config(dataclasses.replace(configs[0], max_new_tokens=min(budget, WARM_UP_TOKENS)),
                                prompt=settings["prompt"], chat=settings["chat"], allow_local=allow_local)
     for _ in warm.run():
         pass
+    symbol = {"eta": "η", "theta": "θ"}[key]
     rows = []
-    for k, config in enumerate(configs):
-        label = "plain decoding" if config.drafter == "none" else f"η = {config.eta:.1f}"
+    for k, (config, value) in enumerate(zip(configs, list(values) + [None])):
+        label = "plain decoding" if config.drafter == "none" else f"{symbol} = {value:.2f}"
         progress((k + 1) / (len(configs) + 1), desc=f"{label} ({k + 1} of {len(configs)})…")
         session = Session.from_config(config, prompt_ids=warm.prompt_ids, allow_local=allow_local)
         for _ in session.run():
             pass
         s = session.stats.summary()
-        rows.append({"drafter": config.drafter, "eta": config.eta, "tau": s["tau"], "alpha": s["alpha"],
+        rows.append({"drafter": config.drafter, key: value, "tau": s["tau"], "alpha": s["alpha"],
                      "tokens_per_second": s["tokens_per_second"], "mean_draft_len": s["mean_draft_len"],
                      "generated": s["generated"], "rounds": s["rounds"]})
     for row in rows[:-1]:
@@ -122,13 +138,14 @@ def _easyspec_status(target: str, drafter: EasySpecDrafter, times: dict, devices
             f"per round. Sublayers measured on {times['device']}.")
 
 
-def _sweep_status(rows: list[dict], note: str = "") -> str:
+def _sweep_status(rows: list[dict], note: str = "", key: str = "eta") -> str:
+    symbol = {"eta": "η", "theta": "θ"}[key]
     plain, swept = rows[-1], [r for r in rows[:-1] if r["tokens_per_second"] is not None]
     best = max(swept, key=lambda r: r["tokens_per_second"], default=None)
-    head = f"η sweep over {plain['generated']} new tokens"
+    head = f"{symbol} sweep over {plain['generated']} new tokens"
     if best is None or plain["tokens_per_second"] is None:
         return f"{head}: done. {note}".strip()
-    return (f"{head}: fastest at η = {best['eta']:.1f} with {best['tokens_per_second']:.1f} tokens/s (τ "
+    return (f"{head}: fastest at {symbol} = {best[key]:.2f} with {best['tokens_per_second']:.1f} tokens/s (τ "
             f"{best['tau']:.2f}); plain decoding {plain['tokens_per_second']:.1f} tokens/s. {note}").strip()
 
 
@@ -143,6 +160,8 @@ def render(session: Session | None, figures: bool = True) -> tuple:
     if not figures:
         return strip, gr.skip(), summary
     config = session.config
+    if any("exits" in (r.draft_info or {}) for r in records[-1:]) or (config.drafter == "sorted" and not records):
+        return strip, exit_token_figure(records), summary
     eta = (DEFAULT_ETA if config.eta is None else config.eta) if config.drafter == "kangaroo" else None
     return strip, confidence_figure(records, eta), summary
 
@@ -152,7 +171,10 @@ def _status(session: Session, note: str = "") -> str:
     head = f"{rounds} round{'s' * (rounds != 1)}, {tokens} token{'s' * (tokens != 1)}"
     head = f"Finished ({session.finish_reason}) after {head}." if session.done else f"{head} so far."
     info = session.records[-1].draft_info if session.records else {}
-    if info.get("stopped_by"):
+    if info.get("exits") is not None:
+        used = ", ".join(f"layer {info['exit_layers'][k]}" for k in info["exits"])
+        head += f" Last round: drafted from {used or 'no exit'}."
+    elif info.get("stopped_by"):
         drafted = len(session.records[-1].drafted)
         why = f"its confidence fell below η = {info['eta']:.2f}" if info["stopped_by"] == "eta" else "γ tokens"
         head += f" Last round: drafting stopped after {drafted} token{'s' * (drafted != 1)} ({why})."
@@ -178,31 +200,36 @@ class Handlers(common.SessionHandlers):
     def explain(self, exc: Exception) -> Exception:
         return _explain(exc)
 
-    def step(self, state, prompt, chat, target, drafter, gamma, eta, exit_layer, temperature, seed, max_new_tokens,
-             progress=gr.Progress()):
+    def step(self, state, prompt, chat, target, drafter, gamma, eta, theta1, theta2, exit_layer, temperature, seed,
+             max_new_tokens, progress=gr.Progress()):
         """One draft → verify round."""
         return self._step(state, self._settings(locals()), progress)
 
-    def run(self, state, prompt, chat, target, drafter, gamma, eta, exit_layer, temperature, seed, max_new_tokens,
-            progress=gr.Progress()) -> Iterator[tuple]:
+    def run(self, state, prompt, chat, target, drafter, gamma, eta, theta1, theta2, exit_layer, temperature, seed,
+            max_new_tokens, progress=gr.Progress()) -> Iterator[tuple]:
         """Rounds one after another until EOS or max new tokens (continuing the current session); Stop halts."""
         yield from self._stream(state, self._settings(locals()), progress)
 
-    def reset(self, state, prompt, chat, target, drafter, gamma, eta, exit_layer, temperature, seed, max_new_tokens,
-              progress=gr.Progress()):
+    def reset(self, state, prompt, chat, target, drafter, gamma, eta, theta1, theta2, exit_layer, temperature, seed,
+              max_new_tokens, progress=gr.Progress()):
         """Start over with the current settings (and seed): nothing generated yet."""
         return self._reset(state, self._settings(locals()), progress)
 
-    def sweep(self, state, prompt, chat, target, drafter, gamma, eta, exit_layer, temperature, seed, max_new_tokens,
-              progress=gr.Progress()):
-        """Kangaroo at each η of the sweep and plain decoding, on the current prompt and settings: (figure, status)."""
+    def sweep(self, state, prompt, chat, target, drafter, gamma, eta, theta1, theta2, exit_layer, temperature, seed,
+              max_new_tokens, progress=gr.Progress()):
+        """Kangaroo at each η of the sweep (S2D at each θ when the sorted drafter is chosen) and plain decoding, on
+        the current prompt and settings: (figure, status)."""
         try:
             settings = self._settings(locals())
-            rows = eta_sweep(settings, progress, self.allow_local)
-            note = "" if drafter == "kangaroo" else "(The sweep varies Kangaroo's η, whatever the drafter above.)"
+            if drafter == "sorted":
+                rows, key, figure = theta_sweep(settings, progress, self.allow_local), "theta", theta_sweep_figure
+                note = ""
+            else:
+                rows, key, figure = eta_sweep(settings, progress, self.allow_local), "eta", eta_sweep_figure
+                note = "" if drafter == "kangaroo" else "(The sweep varies Kangaroo's η, whatever the drafter above.)"
             if int(max_new_tokens) > SWEEP_MAX_NEW_TOKENS:
                 note = f"{note} Capped at {SWEEP_MAX_NEW_TOKENS} new tokens a run.".strip()
-            return eta_sweep_figure(rows), _sweep_status(rows, note)
+            return figure(rows), _sweep_status(rows, note, key)
         except Exception as exc:  # noqa: BLE001
             return gr.skip(), common.warn(_explain(exc))
 
@@ -245,8 +272,12 @@ def build(allow_local_models: bool = False) -> dict:
     gr.Markdown("The target drafts for itself. **Kangaroo** (Liu et al., 2024) runs its first ℓ layers, a small "
                 "trained adapter and its own LM head; the shallow layers' cache is shared, so verification runs "
                 "only the deep layers. Drafting stops as soon as the drafter's top probability falls below **η** "
-                "(or after γ tokens). **Early exit** uses the first ℓ layers and the head, with no adapter and no "
-                "η. Verification is greedy at temperature 0, the sampling rule above it.")
+                "(or after γ tokens). **S2D** (sorted, Kavehzadeh et al., 2024) is one drafter with nested exits "
+                "over the first third of the layers (5, 7 and 10 of SmolLM2's 30), trained together and sharing the "
+                "head: each token comes from the first exit whose confidence reaches its **θ**, deeper layers of "
+                "early-exited tokens are filled later; it serves any target with its tokenizer. **Early exit** uses "
+                "the first ℓ layers and the head, with no adapter and no η. Verification is greedy at temperature 0, "
+                "the sampling rule above it.")
     state = gr.State({}, delete_callback=common.forget)
     with gr.Row():
         prompt = gr.Textbox(label="Prompt", lines=3, scale=3, elem_id="self-draft-prompt",
@@ -259,11 +290,17 @@ def build(allow_local_models: bool = False) -> dict:
         target = gr.Dropdown(presets, value=common.default_target(), label="Target", info=info,
                              allow_custom_value=custom, elem_id="self-draft-target")
         drafter = gr.Dropdown(list(SELF_DRAFTERS), value="kangaroo", label="Drafter",
-                              info="kangaroo needs a trained adapter for the target", elem_id="self-draft-drafter")
+                              info="kangaroo needs a trained adapter for the target; sorted uses the exits "
+                              "shipped for it, untrained early exits otherwise", elem_id="self-draft-drafter")
         gamma = gr.Slider(1, min(16, MAX_GAMMA), value=6, step=1, label="γ (most drafts a round)",
                           elem_id="self-draft-gamma")
         eta = gr.Slider(0, 0.99, value=DEFAULT_ETA, step=0.05, label="η: stop drafting below this confidence "
                         "(kangaroo)", elem_id="self-draft-eta")
+    with gr.Row():
+        theta1 = gr.Slider(0, 1, value=DEFAULT_THETA, step=0.05, label="θ₁: draft from exit 1 at this confidence "
+                           "(sorted)", elem_id="self-draft-theta1")
+        theta2 = gr.Slider(0, 1, value=DEFAULT_THETA, step=0.05, label="θ₂: else from exit 2 at this confidence "
+                           "(sorted; exit 3 always drafts)", elem_id="self-draft-theta2")
     with gr.Row():
         exit_layer = gr.Slider(0, 29, value=0, step=1, label="ℓ for early-exit (0 = a fifth of the depth; "
                                "Kangaroo's ℓ comes with its adapter)", elem_id="self-draft-exit-layer")
@@ -277,7 +314,7 @@ def build(allow_local_models: bool = False) -> dict:
         run = gr.Button("Run", elem_id="self-draft-run")
         stop = gr.Button("Stop", variant="stop", elem_id="self-draft-stop")
         reset = gr.Button("Reset", elem_id="self-draft-reset")
-        sweep = gr.Button("η sweep", elem_id="self-draft-sweep")
+        sweep = gr.Button("η / θ sweep", elem_id="self-draft-sweep")
     status = gr.Markdown("Step runs one draft → verify round; Run streams rounds to the end.",
                          elem_id="self-draft-status")
     strip = gr.HTML(token_strip_html([]), elem_id="self-draft-strip")
@@ -286,10 +323,11 @@ def build(allow_local_models: bool = False) -> dict:
             summary = gr.HTML(exit_summary_html([], {}), elem_id="self-draft-summary")
         with gr.Column(scale=2):
             confidence = gr.Plot(confidence_figure([], None), show_label=False, elem_id="self-draft-confidence")
-    gr.Markdown("### η sweep\nThe prompt with Kangaroo at η = " + ", ".join(f"{e:g}" for e in SWEEP_ETAS)
-                + f" and once with plain decoding (no drafter), same seed and budget (max new tokens, at most "
-                f"{SWEEP_MAX_NEW_TOKENS}): a low η drafts more but wastes work on rejected tokens, a high η drafts "
-                "little.")
+    gr.Markdown("### η / θ sweep\nThe prompt with Kangaroo at η = " + ", ".join(f"{e:g}" for e in SWEEP_ETAS)
+                + " (with the sorted drafter chosen: S2D at θ = " + ", ".join(f"{t:g}" for t in SWEEP_THETAS)
+                + f" at both exits) and once with plain decoding (no drafter), same seed and budget (max new tokens, "
+                f"at most {SWEEP_MAX_NEW_TOKENS}): a low η drafts more but wastes work on rejected tokens, a high η "
+                "drafts little; a low θ drafts from the cheap shallow exit, a high θ from the deeper, better one.")
     sweep_plot = gr.Plot(eta_sweep_figure([]), show_label=False, elem_id="self-draft-sweep-plot")
     gr.Markdown("### EasySpec timeline\nEasySpec runs the drafter's layers in groups whose attention "
                 "sublayers all read the group's input, so N devices can run them at once; one exact calibration "
@@ -305,7 +343,8 @@ def build(allow_local_models: bool = False) -> dict:
                 "single device, arranged as N devices would run them; transfers and synchronisation are not "
                 "modelled.")
 
-    settings = [prompt, chat, target, drafter, gamma, eta, exit_layer, temperature, seed, max_new_tokens]
+    settings = [prompt, chat, target, drafter, gamma, eta, theta1, theta2, exit_layer, temperature, seed,
+                max_new_tokens]
     outputs = [state, strip, confidence, summary, status]
     step.click(handlers.step, [state, *settings], outputs, api_name="self_draft_step", concurrency_limit=None)
     run.click(handlers.run, [state, *settings], outputs, api_name="self_draft_run", concurrency_limit=None)
@@ -317,5 +356,6 @@ def build(allow_local_models: bool = False) -> dict:
                    api_name="self_draft_easyspec", concurrency_limit=None)
     example.input(lambda example_id: next((e.prompt for e in examples if e.id == example_id), gr.skip()),
                   example, prompt, api_name="self_draft_example_prompt", queue=False)
-    return {"state": state, "prompt": prompt, "target": target, "drafter": drafter, "eta": eta, "status": status,
+    return {"state": state, "prompt": prompt, "target": target, "drafter": drafter, "eta": eta, "theta1": theta1,
+            "theta2": theta2, "status": status,
             "confidence": confidence}

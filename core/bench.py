@@ -93,6 +93,13 @@ def build_methods(target, draft_model: str | None, exit_layer: int | None,
     if default_adapter_path(target.name).is_file():  # a trained Kangaroo adapter ships for this target
         methods["ours-kangaroo"] = _ours(target, "kangaroo", gamma=6)
         methods["ours-kangaroo-norecord"] = _ours(target, "kangaroo", gamma=6, record=False)
+    # S2D: nested exits (5/7/10 on SmolLM2) with the paper's θ = 0.5, and with θ = 1 (always the deepest exit);
+    # trained exits when they ship for the target, else plain early exits at those layers
+    if "sliding_attention" not in (getattr(target.config, "layer_types", None) or []):
+        methods["ours-sorted"] = _ours(target, "sorted", gamma=4)
+        methods["ours-sorted-theta1"] = _ours(target, "sorted", gamma=4, thresholds="1")
+        methods["ours-sorted-g1"] = _ours(target, "sorted", gamma=1)
+        methods["ours-sorted-g2-theta0"] = _ours(target, "sorted", gamma=2, thresholds="0")  # always exit 1
     if draft_model:
         drafter = load_model(draft_model, device=target.device, dtype=target.dtype)
         methods["hf-assisted"] = _hf(target, assistant_model=drafter.model)

@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--drafter", default="ngram", help=f"one of {', '.join(DRAFTERS)}")
     gen.add_argument("--verifier", default=None, help=f"one of {', '.join(VERIFIERS)} (default: greedy at "
                                                       "temperature 0, else sampling, or rrs with a tree)")
-    gen.add_argument("--draft-model", default=None, help="draft model preset for --drafter model")
+    gen.add_argument("--draft-model", default=None, help="draft model preset for --drafter model (and the base of "
+                                                         "--drafter sorted: default the target)")
     gen.add_argument("--gamma", type=int, default=5, help="draft length γ")
     gen.add_argument("--ngram-size", type=int, default=3, help="longest n-gram the ngram drafter matches")
     gen.add_argument("--min-ngram-size", type=int, default=2, help="shortest n-gram the ngram drafter matches")
@@ -45,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                                  "calibration)")
     gen.add_argument("--adapter", default=None, help="kangaroo: adapter file (default: the one shipped for the "
                                                      "target in assets/kangaroo/)")
+    gen.add_argument("--exits", default=None, help="sorted: trained exits file (default: the one shipped for the "
+                                                   "draft model in assets/sorted/, else untrained exits)")
+    gen.add_argument("--thresholds", default="", help="sorted: θ per exit but the last, e.g. 0.5,0.5 (default 0.5)")
     gen.add_argument("--temperature", type=float, default=0.0)
     gen.add_argument("--top-k", type=int, default=0)
     gen.add_argument("--top-p", type=float, default=1.0)
@@ -115,9 +119,10 @@ def cmd_generate(args) -> int:
                            temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
                            max_new_tokens=args.max_new_tokens, draft_model=args.draft_model,
                            ngram_size=args.ngram_size, min_ngram_size=args.min_ngram_size,
-                           exit_layer=args.exit_layer, adapter=args.adapter, eta=args.eta, easyspec_base=args.easyspec_base,
-                           group_size=args.group_size, calibrate=not args.no_calibrate, tree=args.tree, tree_branch=args.tree_branch,
-                           children=args.children)
+                           exit_layer=args.exit_layer, adapter=args.adapter, eta=args.eta,
+                           easyspec_base=args.easyspec_base, group_size=args.group_size,
+                           calibrate=not args.no_calibrate, tree=args.tree, tree_branch=args.tree_branch,
+                           children=args.children, exits=args.exits, thresholds=args.thresholds)
     session = Session.from_config(config, prompt=prompt, chat=args.chat, allow_local=True)
     if args.json:
         for _ in session.run():

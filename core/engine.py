@@ -35,7 +35,7 @@ MAX_GAMMA = 64
 MODEL_LOCK = threading.RLock()
 # SessionConfig fields that define the drafter: changing one between rounds builds a new drafter
 DRAFTER_FIELDS = ("drafter", "draft_model", "ngram_size", "min_ngram_size", "exit_layer", "adapter", "eta",
-                  "easyspec_base", "group_size", "calibrate")
+                  "easyspec_base", "group_size", "calibrate", "exits", "thresholds")
 
 
 @dataclass
@@ -60,6 +60,8 @@ class SessionConfig:
     easyspec_base: str = "early-exit"  # 'easyspec': the drafter it runs layer-parallel ('early-exit' or 'model')
     group_size: int = 4  # 'easyspec': layers per fuzzy group
     calibrate: bool = True  # 'easyspec': recompute the drafter cache exactly over the accepted tokens each round
+    exits: str | None = None  # 'sorted': a trained exits file (None = the one shipped for the base model, if any)
+    thresholds: str = ""  # 'sorted': θ per exit but the last, "0.5,0.5" ("" = 0.5 each; one number = all)
     topk_alternatives: int = 5  # top-k lists kept in the records
     record: bool = True  # build step records (False: the same loop recording nothing, for overhead measurements)
     stop_at_eos: bool = True
@@ -111,7 +113,8 @@ class SessionConfig:
     def drafter_options(self) -> dict:
         return {"draft_model": self.draft_model, "ngram_size": self.ngram_size, "min_ngram_size": self.min_ngram_size,
                 "exit_layer": self.exit_layer, "adapter": self.adapter, "eta": self.eta, "base": self.easyspec_base,
-                "group_size": self.group_size, "calibrate": self.calibrate}
+                "group_size": self.group_size, "calibrate": self.calibrate, "exits": self.exits,
+                "thresholds": self.thresholds}
 
 
 class Session:
@@ -141,7 +144,7 @@ class Session:
             raise DraftScopeError("the prompt is empty")
         target = load_model(config.target, allow_local=allow_local)
         options = config.drafter_options()
-        if config.drafter in ("model", "easyspec"):
+        if config.drafter in ("model", "easyspec", "sorted"):
             options["allow_local"] = allow_local
         drafter = build_drafter(config.drafter, target, **options)
         ids = prompt_ids if prompt_ids is not None else target.encode(prompt, chat=chat)

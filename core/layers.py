@@ -41,14 +41,17 @@ def embed(model: nn.Module, ids: list[int]) -> torch.Tensor:
     return model.model.embed_tokens(torch.tensor([ids], dtype=torch.long, device=device))
 
 
-def run_layers(model: nn.Module, hidden: torch.Tensor, start: int, stop: int, cache, position0: int) -> torch.Tensor:
-    """Layers [start, stop) on ``hidden`` (1, n, d) at positions position0.., appending to ``cache``'s layers."""
+def run_layers(model: nn.Module, hidden: torch.Tensor, start: int, stop: int, cache, position0: int,
+               layers=None) -> torch.Tensor:
+    """Layers [start, stop) on ``hidden`` (1, n, d) at positions position0.., appending to ``cache``'s layers
+    (``cache`` None: no cache, a plain causal pass). ``layers`` replaces the model's own layer list (tuned copies of
+    them, as S2D's exits use); the model still gives the rotary embedding."""
     inner = model.model
     n = hidden.shape[1]
     positions = torch.arange(position0, position0 + n, device=hidden.device)[None]
     mask = causal_mask(n, layer_cache_len(cache, start), hidden.dtype, hidden.device)
     rotary = inner.rotary_emb(hidden, position_ids=positions)
-    for layer in inner.layers[start:stop]:
+    for layer in (inner.layers if layers is None else layers)[start:stop]:
         hidden = layer(hidden, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True,
                        position_embeddings=rotary)
     return hidden

@@ -117,6 +117,11 @@ PRESETS: dict[str, Preset] = {
                            hub_id="HuggingFaceTB/SmolLM2-135M-Instruct", gguf=_smollm2_gguf),
     "gemma3-270m": Preset("gemma3-270m", "Gemma-3-270M base (18 layers, sliding window), embedded GGUF Q4_K_M",
                           hub_id="google/gemma-3-270m", gguf=_gemma3_gguf),
+    # The rest of the SmolLM2 family (same tokenizer): targets for one S2D drafter where the Hub is reachable
+    "smollm2-360m": Preset("smollm2-360m", "SmolLM2-360M-Instruct (llama, 32 layers), Hugging Face Hub only",
+                           hub_id="HuggingFaceTB/SmolLM2-360M-Instruct"),
+    "smollm2-1.7b": Preset("smollm2-1.7b", "SmolLM2-1.7B-Instruct (llama, 24 layers), Hugging Face Hub only",
+                           hub_id="HuggingFaceTB/SmolLM2-1.7B-Instruct"),
     "tiny-llama": Preset("tiny-llama", "random 4-layer llama with the SmolLM2 tokenizer (tests)",
                          tiny_config=_tiny_llama_config, tokenizer_of="smollm2-135m"),
     "tiny-gemma": Preset("tiny-gemma", "random 4-layer Gemma 3 (sliding window 8) with the Gemma tokenizer (tests)",
@@ -209,7 +214,9 @@ _LOAD_LOCK = threading.Lock()
 
 
 def preset_names() -> list[str]:
-    return list(PRESETS)
+    """The presets that can load here: Hub-only ones only where the Hub is the model source."""
+    hub = _model_source() == "hub"
+    return [name for name, p in PRESETS.items() if p.gguf or p.tiny_config or (hub and p.hub_id)]
 
 
 def load_model(name: str, device: torch.device | str | None = None, dtype: torch.dtype | str | None = None,
@@ -234,6 +241,9 @@ def _load_uncached(name: str, device: torch.device, dtype: torch.dtype, allow_lo
             return _load_tiny(preset, device, dtype)
         if _model_source() == "hub" and preset.hub_id:
             return _load_pretrained(name, preset.hub_id, device, dtype, source="hub")
+        if preset.gguf is None:
+            raise DraftScopeError(f"'{name}' loads from the Hugging Face Hub ({preset.hub_id}), which is not the "
+                                  "model source here; where the Hub is reachable set DRAFTSCOPE_MODEL_SOURCE=hub")
         return _load_gguf_preset(preset, device, dtype)
     if os.path.isdir(name):
         if not allow_local:

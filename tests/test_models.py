@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from core.kv import CachedLM
@@ -56,3 +57,16 @@ def test_attention_weights_on_demand(tiny_llama):
     assert len(attn) == 4 and attn[0].shape[-1] == ids.shape[1]
     torch.testing.assert_close(attn[0].sum(-1), torch.ones_like(attn[0].sum(-1)))
     assert tiny_llama.config._attn_implementation == "sdpa"  # switched back
+
+
+def test_hub_only_presets_explain_themselves(monkeypatch):
+    """The rest of the SmolLM2 family is offered where the Hub is the model source; here loading one says why not."""
+    from core.errors import DraftScopeError
+    from core.models import load_model, preset_names
+
+    monkeypatch.setenv("DRAFTSCOPE_MODEL_SOURCE", "gguf")
+    assert "smollm2-360m" in PRESETS and "smollm2-360m" not in preset_names()
+    with pytest.raises(DraftScopeError, match="Hugging Face Hub"):
+        load_model("smollm2-360m")
+    monkeypatch.setenv("DRAFTSCOPE_MODEL_SOURCE", "hub")
+    assert {"smollm2-360m", "smollm2-1.7b"} <= set(preset_names())

@@ -15,8 +15,8 @@ from app.main import build_demo  # noqa: E402
 from visualizers.self_draft import OUTCOMES  # noqa: E402
 
 SETTINGS = {"prompt": "the cat sat on the mat. the cat sat on the", "chat": False, "target": "tiny-llama",
-            "drafter": "kangaroo", "gamma": 4, "eta": 0.0, "exit_layer": 0, "temperature": 0.0, "seed": 0,
-            "max_new_tokens": 12}
+            "drafter": "kangaroo", "gamma": 4, "eta": 0.0, "theta1": 0.5, "theta2": 0.5, "exit_layer": 0,
+            "temperature": 0.0, "seed": 0, "max_new_tokens": 12}
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # gr.Warning outside a request warns instead
 OUTPUTS = ("state", "strip", "confidence", "summary", "status")
 
@@ -140,6 +140,34 @@ def test_endpoints_and_element_ids():
     assert {"self-draft-prompt", "self-draft-drafter", "self-draft-eta", "self-draft-gamma", "self-draft-step",
             "self-draft-run", "self-draft-stop", "self-draft-reset", "self-draft-sweep", "self-draft-status",
             "self-draft-strip", "self-draft-confidence", "self-draft-summary", "self-draft-sweep-plot", "eta",
+            "self-draft-theta1", "self-draft-theta2",
             "self-draft-easyspec", "self-draft-group-size", "self-draft-devices", "self-draft-timeline"} <= ids
     drafter = next(c for c in demo.config["components"] if c["props"].get("elem_id") == "self-draft-drafter")
-    assert [choice[1] for choice in drafter["props"]["choices"]] == ["kangaroo", "early-exit"]
+    assert [choice[1] for choice in drafter["props"]["choices"]] == ["kangaroo", "sorted", "early-exit"]
+
+
+def test_sorted_drafter_shows_exits_per_token_and_thresholds_apply_live(handlers):
+    first = _step(handlers, drafter="sorted", theta1=0.0)  # θ₁ = 0: every token from the first exit
+    assert not first["status"].startswith("**Error"), first["status"]
+    session = _session(first)
+    assert session.config.thresholds == "0,0.5" and session.config.eta is None
+    info = session.records[0].draft_info
+    assert info["exits"] == [0, 0, 0, 0] and "Last round: drafted from layer 1, layer 1" in first["status"]
+    heat = next(t for t in first["confidence"].data if t.meta == "confidence")
+    assert len(heat.z) == 3 and heat.z[0][0] == info["confidences"][0][0] and heat.z[1][0] is None
+    assert sum(len(t.x) for t in first["confidence"].data if t.meta in OUTCOMES) == 4
+    assert "exits used, θ" in first["summary"] and "layer 1: 4" in first["summary"]
+
+    second = _step(handlers, first["state"], drafter="sorted", theta1=1.0, theta2=1.0)  # always the deepest exit
+    assert "Changed thresholds from round 2 on" in second["status"] or "Changed thresholds" in second["status"]
+    assert session.records[-1].draft_info["exits"] == [2] * len(session.records[-1].draft_info["exits"])
+    assert session.generated_ids  # and the output stays the target's (checked in tests/test_sorted.py)
+
+
+def test_theta_sweep_runs_every_theta_and_plain_decoding(handlers):
+    figure, status = handlers.sweep({}, **{**SETTINGS, "drafter": "sorted", "max_new_tokens": 6},
+                                    progress=_progress)
+    assert status.startswith("θ sweep over 6 new tokens"), status
+    tau = next(t for t in figure.data if t.meta == "tau")
+    assert list(tau.x) == list(self_draft_tab.SWEEP_THETAS)
+    assert any(t.meta == "plain" for t in figure.data)

@@ -9,13 +9,15 @@ from core.drafters.easyspec import modelled_latency
 from core.engine import Session, SessionConfig
 from core.records import StepRecord
 from visualizers.self_draft import (OUTCOMES, confidence_figure, easyspec_timeline_figure, eta_sweep_figure,
-                                    exit_summary_html)
+                                    exit_summary_html, exit_token_figure, theta_sweep_figure)
 
 PROMPT = "the cat sat on the mat. the cat sat on the"
 
 
-def _run(drafter: str = "kangaroo", eta: float | None = None, gamma: int = 4, n: int = 10) -> Session:
-    config = SessionConfig(target="tiny-llama", drafter=drafter, gamma=gamma, eta=eta, max_new_tokens=n)
+def _run(drafter: str = "kangaroo", eta: float | None = None, gamma: int = 4, n: int = 10,
+         thresholds: str = "") -> Session:
+    config = SessionConfig(target="tiny-llama", drafter=drafter, gamma=gamma, eta=eta, max_new_tokens=n,
+                           thresholds=thresholds)
     session = Session.from_config(config, prompt=PROMPT)
     for _ in session.run():
         pass
@@ -147,3 +149,35 @@ def test_easyspec_timeline_figure_from_times():
     assert fig.layout.xaxis.title.text == "ms (modelled from measured sublayer times)"
     assert len(easyspec_timeline_figure(times, 2, 2).data) == 3  # no calibration row without calibration_ms
     assert "EasySpec timeline" in easyspec_timeline_figure(None, 4, 4).layout.annotations[0].text
+
+
+def test_exit_token_figure_marks_the_exit_of_every_draft():
+    """S2D on tiny-llama (untrained exits 1/2/3, confidences ≈ 1e-4): θ between them mixes the exits."""
+    session = _run("sorted", thresholds="0,1", n=12)  # θ₁ = 0: every token leaves at exit 1
+    records = session.records
+    fig = exit_token_figure(records)
+    heat = _trace(fig, "confidence")
+    infos = [r.draft_info for r in records if r.draft_info]
+    steps = sum(len(i["exits"]) for i in infos)
+    assert len(heat.x) == steps and len(heat.z) == 3
+    assert all(v is None for v in heat.z[1]) and all(v is not None for v in heat.z[0])
+    assert _points(fig) == steps and all(y == 0 for t in fig.data if t.meta in OUTCOMES for y in t.y)
+    assert list(fig.layout.yaxis.ticktext) == ["exit 1 · layer 1 · θ 0", "exit 2 · layer 2 · θ 1",
+                                               "exit 3 · layer 3 · always"]
+    assert "untrained exits" in fig.layout.title.text and f"layer 1: {steps}" in fig.layout.title.text
+    deep = exit_token_figure(_run("sorted", thresholds="1", n=6).records)
+    assert all(y == 2 for t in deep.data if t.meta in OUTCOMES for y in t.y)
+    assert all(v is not None for v in _trace(deep, "confidence").z[2])
+    assert "Choose the sorted drafter" in exit_token_figure([]).layout.annotations[0].text
+    html = exit_summary_html(records, session.stats.summary())
+    assert "exits used, θ" in html and f"layer 1: {steps} · layer 2: 0 · layer 3: 0 · θ = 0, 1" in html
+
+
+def test_theta_sweep_figure_from_rows():
+    rows = [{"drafter": "sorted", "theta": t, "tau": 1 + t, "mean_draft_len": 4, "tokens_per_second": 10 + t,
+             "alpha": 0.5, "generated": 8, "rounds": 4} for t in (0.0, 0.5, 1.0)]
+    rows.append({"drafter": "none", "theta": None, "tokens_per_second": 9.0, "tau": 1.0})
+    fig = theta_sweep_figure(rows)
+    assert list(_trace(fig, "tau").x) == [0.0, 0.5, 1.0] and fig.layout.xaxis.title.text == "θ"
+    assert list(_trace(fig, "plain").y) == [9.0, 9.0] and _trace(fig, "tokens_per_second").name == "sorted tokens/s"
+    assert "θ" in theta_sweep_figure([]).layout.annotations[0].text

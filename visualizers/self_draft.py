@@ -51,7 +51,7 @@ def _points(records: list[StepRecord]) -> tuple[list[dict], str]:
     for record in records:
         info = record.draft_info or {}
         if source == "top-q":
-            steps = list(info.get("confidences") or [])
+            steps = [c[-1] if isinstance(c, list) else c for c in info.get("confidences") or []]  # S2D: per exit
             stopped_by = info.get("stopped_by")
         else:
             steps = [t.q for t in record.drafted] if source == "q" else []
@@ -189,46 +189,116 @@ def _confidence_title(records: list[StepRecord], source: str, eta: float | None)
 
 # ------------------------------------------------------------------------------------------------ η sweep
 def eta_sweep_figure(rows: list[dict]) -> go.Figure:
-    """Left: τ and the mean draft length against η; right: tokens/s against η, with plain decoding (the row with
-    drafter "none" or eta None, else the rows' ``plain_tokens_per_second``) as a dashed reference line."""
+    """Kangaroo's η sweep: ``sweep_figure`` over the rows' ``eta``."""
+    return sweep_figure(rows, "eta", "η", "kangaroo", "Press η sweep to run the prompt at η = 0, 0.2, 0.4, 0.6 and "
+                        "0.8 and once with plain decoding")
+
+
+def theta_sweep_figure(rows: list[dict]) -> go.Figure:
+    """S2D's threshold sweep (one θ for every exit but the last): ``sweep_figure`` over the rows' ``theta``."""
+    return sweep_figure(rows, "theta", "θ", "sorted", "Choose the sorted drafter and press the sweep to run the prompt "
+                        "at several θ and once with plain decoding")
+
+
+def sweep_figure(rows: list[dict], key: str, symbol: str, drafter: str, empty: str) -> go.Figure:
+    """Left: τ and the mean draft length against the swept setting ``key`` (shown as ``symbol``); right: tokens/s
+    against it, with plain decoding (the row with drafter "none" or no ``key``, else the rows'
+    ``plain_tokens_per_second``) as a dashed reference line."""
     rows = list(rows or [])
-    swept = sorted((r for r in rows if r.get("eta") is not None and r.get("drafter", "kangaroo") != "none"),
-                   key=lambda r: r["eta"])
+    swept = sorted((r for r in rows if r.get(key) is not None and r.get("drafter", drafter) != "none"),
+                   key=lambda r: r[key])
     if not swept:
-        return _empty_figure("Press η sweep to run the prompt at η = 0, 0.2, 0.4, 0.6 and 0.8 and once with plain "
-                             "decoding")
-    plain = next((r.get("tokens_per_second") for r in rows if r.get("eta") is None or r.get("drafter") == "none"),
+        return _empty_figure(empty)
+    plain = next((r.get("tokens_per_second") for r in rows if r.get(key) is None or r.get("drafter") == "none"),
                  None)
     if plain is None:
         plain = next((r.get("plain_tokens_per_second") for r in swept if r.get("plain_tokens_per_second")), None)
-    etas = [r["eta"] for r in swept]
+    values = [r[key] for r in swept]
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.12,
                         subplot_titles=["τ and mean draft length", "tokens / s (this machine)"])
     custom = [[_num(r.get("alpha")), r.get("generated", MISSING), r.get("rounds", MISSING)] for r in swept]
     hover_tail = "<br>α = %{customdata[0]} · %{customdata[1]} tokens in %{customdata[2]} rounds<extra></extra>"
-    for key, name, digits in (("tau", "τ: tokens per target call", 2), ("mean_draft_len", "mean draft length", 2)):
+    for name_key, name, digits in (("tau", "τ: tokens per target call", 2), ("mean_draft_len", "mean draft length",
+                                                                             2)):
         fig.add_trace(go.Scatter(
-            x=etas, y=[r.get(key) for r in swept], mode="lines+markers", name=name, meta=key, customdata=custom,
-            line={"color": SWEEP_COLORS[key], "width": 2}, marker={"size": 8},
-            hovertemplate=f"η = %{{x:.2f}}<br>{name}: %{{y:.{digits}f}}" + hover_tail), row=1, col=1)
+            x=values, y=[r.get(name_key) for r in swept], mode="lines+markers", name=name, meta=name_key,
+            customdata=custom, line={"color": SWEEP_COLORS[name_key], "width": 2}, marker={"size": 8},
+            hovertemplate=f"{symbol} = %{{x:.2f}}<br>{name}: %{{y:.{digits}f}}" + hover_tail), row=1, col=1)
     fig.add_trace(go.Scatter(
-        x=etas, y=[r.get("tokens_per_second") for r in swept], mode="lines+markers", name="kangaroo tokens/s",
+        x=values, y=[r.get("tokens_per_second") for r in swept], mode="lines+markers", name=f"{drafter} tokens/s",
         meta="tokens_per_second", customdata=custom, line={"color": SWEEP_COLORS["tokens_per_second"], "width": 2},
-        marker={"size": 8}, hovertemplate="η = %{x:.2f}<br>%{y:.1f} tokens/s" + hover_tail), row=1, col=2)
+        marker={"size": 8}, hovertemplate=f"{symbol} = %{{x:.2f}}<br>%{{y:.1f}} tokens/s" + hover_tail), row=1, col=2)
     if plain is not None:
         fig.add_trace(go.Scatter(
-            x=[min(etas), max(etas)] if len(etas) > 1 else [etas[0] - 0.1, etas[0] + 0.1], y=[plain, plain],
-            mode="lines", name="plain decoding tokens/s", meta="plain",
+            x=[min(values), max(values)] if len(values) > 1 else [values[0] - 0.1, values[0] + 0.1],
+            y=[plain, plain], mode="lines", name="plain decoding tokens/s", meta="plain",
             line={"color": SWEEP_COLORS["plain"], "width": 2, "dash": "dash"},
             hovertemplate="plain decoding: %{y:.1f} tokens/s<extra></extra>"), row=1, col=2)
     speeds = [v for v in [r.get("tokens_per_second") for r in swept] + [plain] if v is not None]
     fig.update_yaxes(rangemode="tozero", row=1, col=1)
     fig.update_yaxes(range=[0, max(speeds + [1e-9]) * 1.15], row=1, col=2)
-    fig.update_xaxes(title={"text": "η", "standoff": 4}, tickvals=etas)
+    fig.update_xaxes(title={"text": symbol, "standoff": 4}, tickvals=values)
     fig.update_layout(height=SWEEP_HEIGHT, template="plotly_white", font={"size": 12},
                       margin={"l": 50, "r": 20, "t": 50, "b": 90},
                       legend={"orientation": "h", "x": 0, "xanchor": "left", "y": -0.25, "yanchor": "top",
                               "font": {"size": 11}})
+    return fig
+
+
+# ------------------------------------------------------------------------------------------------ S2D exits
+def exit_token_figure(records: list[StepRecord]) -> go.Figure:
+    """S2D's exit × token chart: one column per draft step (round by round), one row per exit (shallowest at the
+    bottom). A cell is the exit's confidence (top q) where the token reached that exit, blank where it left earlier;
+    the marker sits on the exit the token was drafted from, coloured by what the target decided. Each row's label
+    carries its layer and the threshold θ in force in the last round (the last exit always emits)."""
+    records = [r for r in records or [] if r is not None]
+    infos = [(r, r.draft_info) for r in records if (r.draft_info or {}).get("exits") is not None]
+    if not infos:
+        return _empty_figure("Choose the sorted drafter and Step or Run to see which exit drafted each token")
+    layers = list(infos[-1][1]["exit_layers"])
+    thresholds = list(infos[-1][1].get("thresholds") or [])
+    columns, x, starts = [], 0, {}
+    for record, info in infos:
+        for i, (k, seen) in enumerate(zip(info["exits"], info["confidences"])):
+            token = record.drafted[i] if i < len(record.drafted) else None
+            x += 1
+            starts.setdefault(record.step, x)
+            columns.append({"x": x, "round": record.step, "exit": k, "seen": seen,
+                            "outcome": token.decision if token else "unverified",
+                            "text": token.text if token else None})
+    z = [[c["seen"][k] if k < len(c["seen"]) else None for c in columns] for k in range(len(layers))]
+    fig = go.Figure(go.Heatmap(
+        x=[c["x"] for c in columns], y=list(range(len(layers))), z=z, zmin=0, zmax=1, colorscale="Blues",
+        colorbar={"title": {"text": "top q", "side": "right"}, "thickness": 12, "len": 0.8}, meta="confidence",
+        xgap=1, ygap=1, hovertemplate="draft step %{x} · exit %{y}<br>confidence %{z:.4f}<extra></extra>"))
+    for outcome, (name, marker) in OUTCOMES.items():
+        chosen = [c for c in columns if c["outcome"] == outcome]
+        if not chosen or outcome == "stopped":
+            continue
+        fig.add_trace(go.Scatter(
+            x=[c["x"] for c in chosen], y=[c["exit"] for c in chosen], mode="markers", name=f"drafted here, {name}",
+            meta=outcome, marker={**marker, "line": {"color": "white", "width": 1.5}},
+            customdata=[[c["round"], _esc(_cut(repr(c["text"]), TEXT_CHARS)) if c["text"] is not None else MISSING,
+                         layers[c["exit"]], _num(c["seen"][c["exit"]])] for c in chosen],
+            hovertemplate=("round %{customdata[0]} · token %{customdata[1]}<br>drafted at layer %{customdata[2]} "
+                           "(top q %{customdata[3]})<br>" + name + "<extra></extra>")))
+    labels = [f"exit {k + 1} · layer {e}" + (f" · θ {thresholds[k]:g}" if k < len(thresholds) else " · always")
+              for k, e in enumerate(layers)]
+    every = max(1, -(-len(starts) // MAX_ROUND_TICKS))
+    ticks = [(x0, str(r)) for n, (r, x0) in enumerate(starts.items()) if n % every == 0]
+    counts = [sum(c["exit"] == k for c in columns) for k in range(len(layers))]
+    share = " · ".join(f"layer {e}: {n}" for e, n in zip(layers, counts))
+    lazy = sum(int(info.get("lazy_rows") or 0) for _, info in infos)
+    trained = "trained exits" if infos[-1][1].get("trained") else "untrained exits (plain early exits)"
+    fig.update_layout(
+        height=HEIGHT, template="plotly_white", font={"size": 12}, margin={"l": 150, "r": 20, "t": 70, "b": 90},
+        title={"text": f"which exit drafted each token ({_esc(trained)})<br><span style='font-size:12px'>"
+                       f"{_esc(share)} · {lazy} rows filled lazily in deeper layers</span>",
+               "x": 0, "xanchor": "left", "font": {"size": 14}},
+        legend={"orientation": "h", "x": 0, "xanchor": "left", "y": -0.2, "yanchor": "top", "font": {"size": 11}},
+        yaxis={"tickvals": list(range(len(layers))), "ticktext": labels, "range": [-0.5, len(layers) - 0.5]},
+        xaxis={"title": {"text": "draft steps, round by round (tick: the round's first step)", "standoff": 4},
+               "tickvals": [t for t, _ in ticks], "ticktext": [s for _, s in ticks], "showgrid": False})
     return fig
 
 
@@ -338,7 +408,13 @@ def exit_summary_html(records: list[StepRecord], stats_summary: dict) -> str:
         return f'<div class="ds-self">{_STYLE}<span class="muted">No round yet: press Step or Run.</span></div>'
     points, source = _points(records)
     infos = [r.draft_info for r in records if r.draft_info]
-    if source == "top-q":
+    if infos and "exits" in infos[-1]:  # S2D: a fixed γ, each token from the first exit confident enough
+        layers = infos[-1]["exit_layers"]
+        used = [sum(k == e for i in infos for k in i.get("exits", [])) for e in range(len(layers))]
+        stops = "after γ tokens (S2D has no second early exit)"
+        layer = (" · ".join(f"layer {e}: {n}" for e, n in zip(layers, used)) + " · θ = "
+                 + ", ".join(f"{t:g}" for t in infos[-1].get("thresholds") or []))
+    elif source == "top-q":
         stops = (f"by η in {sum(i.get('stopped_by') == 'eta' for i in infos)}, after γ tokens in "
                  f"{sum(i.get('stopped_by') == 'gamma' for i in infos)}")
         ell = infos[-1].get("exit_layer")
@@ -351,7 +427,7 @@ def exit_summary_html(records: list[StepRecord], stats_summary: dict) -> str:
     rows = [
         ("rounds", f"{len(records)} · {records[-1].drafter} drafter, {records[-1].verifier} verifier"),
         ("drafting stopped", stops),
-        ("exit layer, η", layer),
+        ("exits used, θ" if infos and "exits" in infos[-1] else "exit layer, η", layer),
         (f"mean {label}: accepted", f"{_num(mean['accepted'])} over {_count(_n(points, 'accepted'), 'draft')}"),
         (f"mean {label}: rejected", f"{_num(mean['rejected'])} over {_count(_n(points, 'rejected'), 'draft')}"),
         ("τ (tokens per target call)", _num(s.get("tau"), 2)),
@@ -387,4 +463,5 @@ def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-__all__ = ["confidence_figure", "easyspec_timeline_figure", "eta_sweep_figure", "exit_summary_html"]
+__all__ = ["confidence_figure", "easyspec_timeline_figure", "eta_sweep_figure", "exit_summary_html",
+           "exit_token_figure", "sweep_figure", "theta_sweep_figure"]

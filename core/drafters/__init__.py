@@ -11,6 +11,7 @@ from core.drafters.kangaroo import KangarooDrafter
 from core.drafters.model import ModelDrafter
 from core.drafters.ngram import NgramDrafter
 from core.drafters.none import NoDrafter
+from core.drafters.sorted import SortedDrafter
 from core.errors import DraftScopeError
 
 DRAFTERS: dict[str, type[Drafter]] = {
@@ -20,6 +21,7 @@ DRAFTERS: dict[str, type[Drafter]] = {
     "early-exit": EarlyExitDrafter,
     "kangaroo": KangarooDrafter,
     "easyspec": EasySpecDrafter,
+    "sorted": SortedDrafter,
 }
 
 

@@ -27,36 +27,8 @@ from core.drafters.kangaroo import default_adapter_path
 from core.drafters.kangaroo_adapter import KangarooAdapter
 from core.errors import DraftScopeError
 from core.layers import check_layer_slicing, embed, run_layers
-from core.models import cache_dir, load_model
-from core.train.prompts import training_prompts
-
-TEACHER_TOPK = 64
-
-
-@torch.inference_mode()
-def generate_sequences(target, prompts: list[str], max_new_tokens: int, batch: int, seed: int,
-                       temperature: float = 0.7, top_p: float = 0.9) -> list[list[int]]:
-    """Prompt + sampled continuation token ids (cut at EOS), batched with left padding."""
-    torch.manual_seed(seed)
-    pad = target.tokenizer.pad_token_id
-    pad = pad if pad is not None else sorted(target.eos_ids)[0]
-    out: list[list[int]] = []
-    for i in tqdm(range(0, len(prompts), batch), desc="generate", unit="batch"):
-        encoded = [target.encode(p, chat=True) for p in prompts[i:i + batch]]
-        width = max(map(len, encoded))
-        ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded], device=target.device)
-        mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded], device=target.device)
-        gen = target.model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=temperature,
-                                    top_p=top_p, max_new_tokens=max_new_tokens, pad_token_id=pad)
-        for e, row in zip(encoded, gen[:, width:].tolist()):
-            cont = []
-            for tok in row:
-                cont.append(tok)
-                if tok in target.eos_ids:
-                    break
-            out.append(e + cont)
-    return out
-
+from core.models import load_model
+from core.train.data import TEACHER_TOPK, teacher_topk, training_sequences
 
 @torch.no_grad()  # not inference_mode: these tensors feed autograd later
 def record_features(target, sequences: list[list[int]], exit_layer: int) -> list[dict]:
@@ -65,9 +37,8 @@ def record_features(target, sequences: list[list[int]], exit_layer: int) -> list
     for seq in tqdm(sequences, desc="record", unit="seq"):
         hidden = run_layers(target.model, embed(target.model, seq), 0, exit_layer,
                             DynamicCache(config=target.model.config), 0)
-        logits = target.model(torch.tensor([seq], device=target.device)).logits[0].float()
-        top = torch.topk(torch.softmax(logits, -1), TEACHER_TOPK, dim=-1)
-        feats.append({"h": hidden[0].to(torch.float16).cpu(), "p": top.values.cpu(), "idx": top.indices.cpu()})
+        p, idx = teacher_topk(target, seq)
+        feats.append({"h": hidden[0].to(torch.float16).cpu(), "p": p, "idx": idx})
     return feats
 
 
@@ -106,15 +77,7 @@ def train(target_name: str = "smollm2-135m", exit_layer: int = 6, n_prompts: int
     check_layer_slicing(target.model)
     if not 1 <= exit_layer < target.n_layers:
         raise DraftScopeError(f"exit layer must be in 1..{target.n_layers - 1}, got {exit_layer}")
-    prompts = training_prompts(n_prompts, seed=seed)
-    data_file = cache_dir() / "train" / f"{target.name}-seqs-{len(prompts)}-{max_new_tokens}-{seed}.json"
-    if data_file.is_file():
-        sequences = json.loads(data_file.read_text())
-        print(f"reusing {len(sequences)} generated sequences from {data_file}", file=sys.stderr)
-    else:
-        sequences = generate_sequences(target, prompts, max_new_tokens, batch, seed)
-        data_file.parent.mkdir(parents=True, exist_ok=True)
-        data_file.write_text(json.dumps(sequences))
+    prompts, sequences = training_sequences(target, n_prompts, max_new_tokens, batch, seed)
     t_gen = time.perf_counter() - t0
     sequences = [s[:max_len] for s in sequences]
     feats = record_features(target, sequences, exit_layer)

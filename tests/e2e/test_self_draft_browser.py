@@ -54,3 +54,26 @@ def test_self_draft_tab_step_plots_the_confidence(app_page):
     wait_idle(page)
     assert "η sweep over 6 new tokens" in page.locator("#self-draft-status [data-testid='markdown']").inner_text()
     screenshot(page, "self_draft")
+
+
+def test_sorted_drafter_shows_the_exit_of_each_token(app_page):
+    """S2D: θ₁ = 0 drafts every token from the first exit; the exit × token chart is a heatmap with the markers on
+    the first row."""
+    page = app_page
+    page.get_by_role("tab", name="Self-drafting").click()
+    page.locator("#self-draft-prompt textarea").wait_for(state="visible", timeout=10_000)
+    choose(page, "self-draft-target", TINY_TARGET)
+    choose(page, "self-draft-drafter", "sorted")
+    page.locator("#self-draft-chat input[type=checkbox]").uncheck()
+    set_slider(page, "self-draft-theta1", 0)
+    page.locator("#self-draft-prompt textarea").fill(PROMPT)
+    page.locator("button#self-draft-reset").click()
+    wait_idle(page)
+    page.locator("button#self-draft-step").click()
+    plot = "#self-draft-confidence .js-plotly-plot"
+    page.wait_for_function(f"sel => ({_TRACE_METAS})(sel).includes('confidence')", arg=plot, timeout=60_000)
+    wait_idle(page)
+    status = page.locator("#self-draft-status [data-testid='markdown']").inner_text().strip()
+    assert "Last round: drafted from layer 1" in status, status
+    expect(page.locator("#self-draft-summary")).to_contain_text("exits used")
+    screenshot(page, "self_draft_sorted")
