@@ -12,7 +12,7 @@ from pathlib import Path
 
 from core.drafters import DRAFTERS
 from core.errors import DraftScopeError
-from core.models import DEFAULT_TARGET, PRESETS
+from core.models import DEFAULT_TARGET, PRESETS, load_model
 from core.records import alpha_star_summary
 from core.verify import VERIFIERS
 
@@ -97,6 +97,24 @@ def build_parser() -> argparse.ArgumentParser:
     easy.add_argument("--group-size", type=int, default=4)
     easy.add_argument("--per-category", type=int, default=1)
     easy.add_argument("--max-new-tokens", type=int, default=64)
+
+    kv = sub.add_parser("kv", help="KV importance: SnapKV, StreamingLLM, H2O, TOVA, SpecKV, SpecPC against the full "
+                                   "cache on a long-context task")
+    kv.add_argument("--target", default=DEFAULT_TARGET)
+    kv.add_argument("--drafter", default="model", help="what guides speckv/specpc: model (--draft-model) or "
+                                                       "early-exit (the target's first --exit-layer layers)")
+    kv.add_argument("--draft-model", default=None, help="draft model preset (default: the target itself)")
+    kv.add_argument("--exit-layer", type=int, default=None, help="early-exit guide: ℓ (default a quarter)")
+    kv.add_argument("--task", default="passkey", help="passkey, multikey, doc-qa, summarization, rag or a text file")
+    kv.add_argument("--length", type=int, default=1024, help="prompt length in tokens (passkey, multikey)")
+    kv.add_argument("--methods", default="snapkv,streamingllm,speckv,specpc")
+    kv.add_argument("--budget", default="128", help="KV entries kept per head: a count, a ratio, or several (64,128)")
+    kv.add_argument("--max-new-tokens", type=int, default=16)
+    kv.add_argument("--window", type=int, default=32, help="observation window (SnapKV / SpecKV)")
+    kv.add_argument("--kernel", type=int, default=7, help="max-pool kernel (SnapKV / SpecKV)")
+    kv.add_argument("--samples", type=int, default=1, help="task instances (seeds seed, seed+1, …), rows averaged")
+    kv.add_argument("--seed", type=int, default=0)
+    kv.add_argument("--json", action="store_true", help="print the rows as JSON")
 
     sub.add_parser("models", help="list the model presets")
     return parser
@@ -196,6 +214,42 @@ def cmd_easyspec_report(args) -> int:
     return 0
 
 
+def cmd_kv(args) -> int:
+    from tqdm import tqdm
+
+    from core.presses.run import guide_model, kv_table
+
+    from core.presses import build_press
+
+    methods = [m for m in args.methods.split(",") if m]
+    for name in methods:
+        build_press(name)  # unknown names fail before any model loads
+    budgets = [b for b in str(args.budget).split(",") if b]
+    target = load_model(args.target, allow_local=True)
+    guide = guide_model(target, args.drafter, args.draft_model, args.exit_layer, allow_local=True)
+    bar = tqdm(total=100, desc="kv", unit="%", disable=args.json and not sys.stderr.isatty())
+
+    def progress(fraction, desc=""):
+        bar.n = int(100 * fraction)
+        bar.set_description(desc[:40] or "kv")
+        bar.refresh()
+
+    rows = kv_table(samples=args.samples, seed=args.seed, target=target, drafter=guide, task=args.task,
+                    length=args.length, methods=methods, budgets=budgets, max_new_tokens=args.max_new_tokens,
+                    window=args.window, kernel=args.kernel, progress=progress)
+    bar.close()
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    keys = ["method", "budget", "accuracy", "agreement", "recall", "correlation", "prefill_ms", "draft_ms",
+            "decode_ms", "kv_bytes"]
+    print("| " + " | ".join(keys) + " |")
+    print("|" + "---|" * len(keys))
+    for row in rows:
+        print("| " + " | ".join("—" if row.get(k) is None else str(row[k]) for k in keys) + " |")
+    return 0
+
+
 def cmd_models(args) -> int:
     for preset in PRESETS.values():
         print(f"{preset.name:14s} {preset.description}")
@@ -206,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         commands = {"generate": cmd_generate, "bench": cmd_bench, "optimal-acceptance": cmd_optimal_acceptance,
-                    "easyspec-report": cmd_easyspec_report,
+                    "easyspec-report": cmd_easyspec_report, "kv": cmd_kv,
                     "models": cmd_models}
         return commands[args.command](args)
     except DraftScopeError as exc:
