@@ -101,8 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     kv = sub.add_parser("kv", help="KV importance: SnapKV, StreamingLLM, H2O, TOVA, SpecKV, SpecPC against the full "
                                    "cache on a long-context task")
     kv.add_argument("--target", default=DEFAULT_TARGET)
-    kv.add_argument("--drafter", default="model", help="what guides speckv/specpc: model (--draft-model) or "
-                                                       "early-exit (the target's first --exit-layer layers)")
+    kv.add_argument("--drafter", default="model", help="what guides speckv/specpc: model (--draft-model), "
+                                                       "early-exit (the target's first --exit-layer layers) or sorted "
+                                                       "(S2D's trained deepest exit)")
     kv.add_argument("--draft-model", default=None, help="draft model preset (default: the target itself)")
     kv.add_argument("--exit-layer", type=int, default=None, help="early-exit guide: ℓ (default a quarter)")
     kv.add_argument("--task", default="passkey", help="passkey, multikey, doc-qa, summarization, rag or a text file")

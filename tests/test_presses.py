@@ -200,3 +200,31 @@ def test_cli_kv_json(capsys):
 
 def test_stacked_orders_layers():
     assert stacked({1: torch.ones(2), 0: torch.zeros(2)})[0].sum() == 0
+
+
+def test_sorted_exit_guide_is_the_s2d_drafter(smollm2):
+    """The S2D guide for speckv / specpc is the drafter's deepest exit as a causal LM: its logits are the exit's."""
+    from core.drafters.sorted import SortedDrafter
+    from core.layers import embed, run_layers
+    from core.presses.run import guide_model
+
+    guide = guide_model(smollm2, "sorted", None)
+    assert guide.n_layers == 10 and guide.tokenizer is smollm2.tokenizer
+    ids = smollm2.encode("The lighthouse keeper wrote the weather in a green notebook")
+    exits = SortedDrafter(smollm2).exits
+    with torch.inference_mode():
+        logits = guide.model(torch.tensor([ids])).logits[0, -1].float()
+        x = run_layers(smollm2.model, embed(smollm2.model, ids), 0, 10, None, 0, layers=exits.layers)
+        expected = smollm2.model.lm_head(exits.norms[-1](x))[0, -1].float()
+    torch.testing.assert_close(logits, expected, atol=1e-4, rtol=0)
+
+
+def test_capture_reaches_copied_layers(smollm2):
+    """A guide built from copied layers (S2D's exits) is captured too, and every config is restored."""
+    from core.presses.run import guide_model
+
+    guide = guide_model(smollm2, "sorted", None)
+    ids = smollm2.encode("one two three four five six seven eight")
+    _, _, captured = prefill(guide, ids, window=3)
+    assert sorted(captured.window_probs) == list(range(10))
+    assert {m.config._attn_implementation for m in guide.model.modules() if hasattr(m, "config")} == {"sdpa"}

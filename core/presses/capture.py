@@ -76,11 +76,19 @@ def capture_attention(model, window: int = 32, column_sums: bool = False):
     (a later forward overwrites an earlier one's layers)."""
     _register()
     previous = model.config._attn_implementation
+    # layers copied into a view (S2D's tuned exits) carry their own config copy: switch every config the modules use
+    configs = {id(c): c for c in (getattr(m, "config", None) for m in model.modules())
+               if c is not None and hasattr(c, "_attn_implementation")}
+    before = {key: c._attn_implementation for key, c in configs.items()}
     captured = Captured(window=window, column_sums_wanted=column_sums)
     model.set_attn_implementation(NAME)
+    for c in configs.values():
+        c._attn_implementation = NAME
     _STATE.captured = captured
     try:
         yield captured
     finally:
         _STATE.captured = None
         model.set_attn_implementation(previous)
+        for key, c in configs.items():
+            c._attn_implementation = before[key]

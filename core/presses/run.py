@@ -212,7 +212,8 @@ def kv_report(target: str | LoadedModel = "smollm2-135m", drafter: str | LoadedM
 def guide_model(target: LoadedModel, drafter: str, draft_model: str | None, exit_layer: int | None = None,
                 allow_local: bool = False) -> LoadedModel:
     """The model whose draft guides speckv / specpc: ``model`` = the preset ``draft_model`` (default the target);
-    ``early-exit`` = the target's own first ℓ layers + its head (a self-drafter; ℓ default a quarter of the depth)."""
+    ``early-exit`` = the target's own first ℓ layers + its head (a self-drafter; ℓ default a quarter of the depth);
+    ``sorted`` = S2D's deepest exit (layer 10 of SmolLM2, trained to match the target: a third of its cost)."""
     from core.models import truncated_view
 
     if drafter == "model":
@@ -225,7 +226,19 @@ def guide_model(target: LoadedModel, drafter: str, draft_model: str | None, exit
             raise DraftScopeError(f"exit layer must be in 1..{target.n_layers - 1}, got {ell}")
         return LoadedModel(name=f"{target.name}@{ell}", model=truncated_view(target.model, ell),
                            tokenizer=target.tokenizer, source="view")
-    raise DraftScopeError(f"guiding drafter must be 'model' or 'early-exit', got '{drafter}'")
+    if drafter == "sorted":  # S2D's deepest trained exit: the target's first layers, tuned, + that exit's head
+        from core.drafters.sorted import _shared_exits
+        from core.layers import check_layer_slicing
+
+        check_layer_slicing(target.model)
+        exits, meta = _shared_exits(target, None)
+        view = truncated_view(target.model, exits.exit_layers[-1])
+        view.model.layers = exits.layers
+        view.model.norm = exits.norms[-1]
+        trained = "trained" if meta.get("trained") else "untrained"
+        return LoadedModel(name=f"{target.name}@sorted{exits.exit_layers[-1]}", model=view,
+                           tokenizer=target.tokenizer, source=f"view ({trained} S2D exit)")
+    raise DraftScopeError(f"guiding drafter must be 'model', 'early-exit' or 'sorted', got '{drafter}'")
 
 
 def kv_table(samples: int = 1, seed: int = 0, **kwargs) -> list[dict]:
@@ -234,8 +247,12 @@ def kv_table(samples: int = 1, seed: int = 0, **kwargs) -> list[dict]:
     if not 1 <= samples <= 100:
         raise DraftScopeError(f"samples must be in 1..100, got {samples}")
     groups: dict[tuple, list[dict]] = {}
+    outer = kwargs.pop("progress", None) or (lambda *a, **k: None)
     for k in range(samples):
-        report = kv_report(seed=seed + k, **kwargs)
+        def progress(fraction, desc="", k=k):
+            outer((k + fraction) / samples, desc=f"[{k + 1}/{samples}] {desc}" if samples > 1 else desc)
+
+        report = kv_report(seed=seed + k, progress=progress, **kwargs)
         for row in report.rows():
             groups.setdefault((row["method"], row["budget"] if row["method"] != "full" else 0), []).append(row)
     table = []

@@ -1,0 +1,147 @@
+"""The KV importance tab's handlers called directly (tiny-llama target and drafter, short prompts): Run renders every
+view, the method / layer / head views re-render from the stored report, bad input is a message, DraftAttention;
+and the endpoints and element ids exist in the app."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import pytest  # noqa: E402
+
+from app import kv_tab  # noqa: E402
+from app.main import build_demo  # noqa: E402
+from core.presses.records import KVReport  # noqa: E402
+
+SETTINGS = {"target": "tiny-llama", "drafter": "tiny-llama", "task": "passkey", "prompt": "", "length": 192,
+            "methods": ["snapkv", "streamingllm", "speckv", "specpc"], "budget": 32, "max_new_tokens": 6, "seed": 0,
+            "view_method": "snapkv", "show": "both", "layer": 1, "head": 1}
+OUTPUTS = ("state", "status", "heatmap", "grid", "head_map", "correlation", "outputs", "view_method", "layer", "head",
+           "da_layer", "da_head")
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # gr.Warning outside a request warns instead
+
+
+def _progress(*args, **kwargs):
+    pass
+
+
+@pytest.fixture(scope="module")
+def handlers() -> kv_tab.Handlers:
+    return kv_tab.Handlers()
+
+
+def _run(handlers, state=None, **kw) -> dict:
+    return dict(zip(OUTPUTS, handlers.run(state or {}, **{**SETTINGS, **kw}, progress=_progress), strict=True))
+
+
+@pytest.fixture(scope="module")
+def first(handlers) -> dict:
+    return _run(handlers)
+
+
+def _metas(fig) -> list:
+    return [t.meta for t in fig.data]
+
+
+def test_run_renders_every_view(first):
+    assert first["status"].startswith("Done in"), first["status"]
+    assert "passkey prompt of" in first["status"] and "budget 32" in first["status"]
+    report = first["state"]["report"]
+    assert isinstance(report, KVReport) and [r.method for r in report.runs] == SETTINGS["methods"]
+    assert 'class="kvt' in first["heatmap"] and "snapkv at budget 32" in first["heatmap"]
+    grid = next(t for t in first["grid"].data if t.meta == "grid")
+    assert len(grid.z) == report.n_layers == 4 and len(grid.z[0]) == report.n_kv_heads == 2
+    assert _metas(first["head_map"]) == ["scores", "true", "kept", "top"]
+    assert "layer 1 · KV head 1" in first["head_map"].layout.title.text
+    assert "scatter" in _metas(first["correlation"])
+    assert first["outputs"].count('<tr class="kv-run"') == 4 and 'class="kvo' in first["outputs"]
+    assert first["view_method"]["choices"] == SETTINGS["methods"] and first["view_method"]["value"] == "snapkv"
+    assert first["layer"]["maximum"] == 3 and first["head"]["maximum"] == 1
+    assert first["da_head"]["maximum"] == 3  # tiny-llama's 4 query heads
+
+
+def test_views_rerender_from_the_stored_report(handlers, first, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("re-rendering must not recompute")
+
+    monkeypatch.setattr(kv_tab, "kv_report", refuse)
+    state = first["state"]
+    report = state["report"]
+    head_map = handlers.head_view(state, "speckv", 3, 0)
+    assert "speckv @ budget 32 · layer 3 · KV head 0" in head_map.layout.title.text
+    speckv = next(r for r in report.runs if r.method == "speckv")
+    assert list(head_map.data[0].y) == pytest.approx(speckv.head_scores[3][0])
+    heatmap, grid, head_map, correlation = handlers.view(state, "specpc", "method", 0, 1)
+    specpc = next(r for r in report.runs if r.method == "specpc")
+    assert heatmap.count('class="kvt ev') == sum(1 for k in specpc.kept if k == 0)
+    assert "every head keeps the same tokens" in grid.layout.title.text
+    assert "token-level" in head_map.data[0].name
+    assert "specpc: score vs true importance" in correlation.layout.annotations[1].text
+    heatmap, *_ = handlers.view(state, "snapkv", "true", 0, 0)
+    assert 'class="kvt ev' not in heatmap and "true importance" in heatmap
+    nothing = handlers.view({}, "snapkv", "both", 0, 0)
+    assert "Run the methods" in nothing[0] and "Run a method" in nothing[1].layout.annotations[0].text
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"methods": []}, "choose at least one method"),
+    ({"task": "custom", "prompt": "   "}, "custom prompt is empty"),
+    ({"target": "no-such-model"}, "unknown model 'no-such-model'"),
+    ({"target": "tiny-gemma", "methods": ["snapkv"]}, "sliding-window"),
+])
+def test_bad_input_is_a_message(handlers, first, kw, message):
+    out = _run(handlers, first["state"], **kw)
+    assert out["status"].startswith("**Error:**") and message in out["status"], out["status"]
+    assert "Traceback" not in out["status"]
+    assert out["state"]["report"] is first["state"]["report"]  # the last report stays on show
+
+
+def test_custom_prompt_and_a_budget_beyond_the_prompt(handlers):
+    prompt = "The <b>blue</b> door opens at noon. " * 6 + "When does the door open? At"
+    out = _run(handlers, task="custom", prompt=prompt, methods=["snapkv", "h2o"], budget=1024, view_method="tova")
+    assert out["status"].startswith("Done in") and "custom prompt of" in out["status"], out["status"]
+    assert "keeps everything" in out["status"]
+    assert out["view_method"]["value"] == "snapkv"  # tova did not run: the first method that did
+    body = out["heatmap"].split('<div class="kv-prompt">', 1)[1]
+    assert 'class="kvt ev' not in body and "&lt;" in body and "<b>" not in body
+    assert out["outputs"].count('class="kvo diff"') == 0  # everything kept: the outputs match the full cache
+
+
+def test_draft_attention(handlers):
+    figure, status = handlers.draft_attention("tiny-llama", "passkey", "", 192, 0, 1, 2, 0.9, 16, progress=_progress)
+    assert status.startswith("DraftAttention on tiny-llama") and "layer 1, head 2" in status, status
+    assert set(_metas(figure)) == {"full", "pooled", "selected"}
+    figure, status = handlers.draft_attention("tiny-llama", "passkey", "", 192, 0, 9, 0, 0.9, 16,
+                                              progress=_progress)
+    assert status.startswith("**Error:**") and "layers 0..3" in status
+    figure, status = handlers.draft_attention("tiny-llama", "custom", "", 192, 0, 0, 0, 0.9, 16, progress=_progress)
+    assert status.startswith("**Error:**") and "custom prompt is empty" in status
+
+
+def test_endpoints_and_element_ids():
+    demo = build_demo()
+    names = {fn.api_name for fn in demo.fns.values()}
+    assert {"kv_run", "kv_view", "kv_head_map", "kv_draft_attention"} <= names
+    ids = {c["props"].get("elem_id") for c in demo.config["components"]}
+    assert {"kv-target", "kv-drafter", "kv-task", "kv-prompt", "kv-length", "kv-methods", "kv-budget",
+            "kv-max-new-tokens", "kv-seed", "kv-run", "kv-status", "kv-view-method", "kv-show", "kv-heatmap",
+            "kv-grid", "kv-layer", "kv-head", "kv-head-map", "kv-correlation", "kv-outputs", "kv-da-layer",
+            "kv-da-head", "kv-da-sparsity", "kv-da-block", "kv-da-run", "kv-da-plot", "kv-da-status"} <= ids
+    methods = next(c for c in demo.config["components"] if c["props"].get("elem_id") == "kv-methods")
+    assert [choice[1] for choice in methods["props"]["choices"]] == ["snapkv", "streamingllm", "h2o", "tova",
+                                                                     "speckv", "specpc"]
+    assert methods["props"]["value"] == ["snapkv", "streamingllm", "speckv", "specpc"]
+    tabs = [c["props"].get("label") for c in demo.config["components"] if c.get("type") == "tabitem"]
+    assert "KV importance" in tabs and "KV importance (coming)" not in tabs
+
+
+def test_self_drafter_guides(tmp_path):
+    """The drafter choice can name a self-drafter of the target (S2D's exit, untrained on the tiny model)."""
+    from app import kv_tab
+
+    handlers = kv_tab.Handlers()
+    out = handlers.run({}, "tiny-llama", kv_tab.SELF_GUIDE + "sorted", "passkey", "", 200, ["speckv"], 32, 4, 0,
+                       "speckv", "both", 0, 0, progress=lambda *a, **k: None)
+    report = out[0]["report"]
+    assert report.drafter == "tiny-llama@sorted3" and report.runs[0].method == "speckv"
