@@ -228,3 +228,21 @@ def test_capture_reaches_copied_layers(smollm2):
     _, _, captured = prefill(guide, ids, window=3)
     assert sorted(captured.window_probs) == list(range(10))
     assert {m.config._attn_implementation for m in guide.model.modules() if hasattr(m, "config")} == {"sdpa"}
+
+
+def test_captured_attention_respects_sliding_windows(tiny_gemma):
+    """Gemma 3's sliding-window layers (window 8 in the tiny model) attend to the last 8 keys only: so does the
+    capture (against eager attention weights, prompt longer than the window)."""
+    ids = tiny_gemma.encode("one two three four five six seven eight nine ten eleven twelve thirteen fourteen")
+    x = torch.tensor([ids])
+    with torch.inference_mode():
+        with capture_attention(tiny_gemma.model, window=4) as captured:
+            tiny_gemma.model(x)
+        tiny_gemma.model.set_attn_implementation("eager")
+        try:
+            eager = tiny_gemma.model(x, output_attentions=True).attentions
+        finally:
+            tiny_gemma.model.set_attn_implementation("sdpa")
+    assert len(ids) > 12
+    for layer, att in enumerate(eager):
+        torch.testing.assert_close(captured.window_probs[layer], att[0, :, -4:].float(), atol=1e-5, rtol=0)

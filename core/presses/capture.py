@@ -33,11 +33,17 @@ class Captured:
     column_sums: dict[int, torch.Tensor] = field(default_factory=dict)  # layer → (Hq, m)
 
 
-def _probs(q_Hwd: torch.Tensor, k_Hmd: torch.Tensor, offset: int, scaling: float) -> torch.Tensor:
-    """Causal softmax attention of queries at positions offset.. over keys 0..m−1: (H, w, m) float32."""
+def _probs(q_Hwd: torch.Tensor, k_Hmd: torch.Tensor, offset: int, scaling: float,
+           sliding_window: int | None = None) -> torch.Tensor:
+    """Causal softmax attention of queries at positions offset.. over keys 0..m−1 (only the last ``sliding_window``
+    keys up to each query for sliding-window layers): (H, w, m) float32."""
     scores = (q_Hwd.float() @ k_Hmd.float().transpose(-1, -2)) * scaling
     w, m = scores.shape[-2:]
-    allowed = torch.arange(m, device=scores.device)[None, :] <= (offset + torch.arange(w, device=scores.device))[:, None]
+    keys = torch.arange(m, device=scores.device)[None, :]
+    queries = (offset + torch.arange(w, device=scores.device))[:, None]
+    allowed = keys <= queries
+    if sliding_window:
+        allowed &= keys > queries - sliding_window
     return torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
 
 
@@ -52,12 +58,13 @@ def _capture_attention(module, query, key, value, attention_mask, dropout=0.0, s
         n, m = q.shape[1], k.shape[1]
         scale = scaling if scaling is not None else 1.0 / math.sqrt(q.shape[-1])
         w = min(state.window, n)
-        state.window_probs[module.layer_idx] = _probs(q[:, n - w:], k, m - w, scale).cpu()
+        window = getattr(module, "sliding_window", None)
+        state.window_probs[module.layer_idx] = _probs(q[:, n - w:], k, m - w, scale, window).cpu()
         if state.column_sums_wanted:
             total = torch.zeros(k.shape[0], m)
             for lo in range(0, n, CHUNK):
                 hi = min(n, lo + CHUNK)
-                total += _probs(q[:, lo:hi], k, m - n + lo, scale).sum(1).cpu()
+                total += _probs(q[:, lo:hi], k, m - n + lo, scale, window).sum(1).cpu()
             state.column_sums[module.layer_idx] = total
     return out
 

@@ -15,7 +15,6 @@ import time
 import torch
 
 from core.presses.base import PressContext, TokenPress, max_pool, prefill, select_tokens
-from core.presses.capture import capture_attention
 from core.presses.offsets import char_spans, transfer_scores
 from core.presses.speckv import draft_lookahead
 
@@ -28,25 +27,19 @@ def first_scored_layer(n_layers: int) -> int:
 
 @torch.inference_mode()
 def drafter_scores(ctx: PressContext, ids: list[int], lookahead: list[int], window: int) -> torch.Tensor:
-    """Per drafter prompt token: max over layers ≥ 8, heads and queries of weight × attention, (n,) float32."""
+    """Per drafter prompt token: max over layers ≥ 8, heads and queries of weight × attention, (n,) float32. The
+    queries are the last ``window`` prompt positions and every lookahead step (its tokens but the last fed, as when
+    drafting it); one causal forward over prompt + lookahead gives them all at once."""
     drafter = ctx.drafter
     n = len(ids)
-    cache, _, captured = prefill(drafter, ids, window=window)
-    rows = {layer: [probs[..., :n]] for layer, probs in captured.window_probs.items()}  # (Hq, w, n) each
-    position = n
-    with capture_attention(drafter.model, window=1) as step:
-        for token in lookahead[:-1] if lookahead else []:
-            x = torch.tensor([[token]], device=drafter.device)
-            drafter.model(input_ids=x, past_key_values=cache, use_cache=True)
-            position += 1
-            for layer, probs in step.window_probs.items():
-                rows[layer].append(probs[..., :n])
+    fed = lookahead[:-1]
+    _, _, captured = prefill(drafter, ids + fed, window=min(window, n) + len(fed))
     start = first_scored_layer(drafter.n_layers)
     score = torch.zeros(n)
-    for layer in sorted(rows):
+    for layer in sorted(captured.window_probs):
         if layer < start:
             continue
-        probs_Hqn = torch.cat(rows[layer], dim=1)  # (Hq, queries, n)
+        probs_Hqn = captured.window_probs[layer][..., :n]  # (Hq, queries, n)
         weights = torch.linspace(0, 1, probs_Hqn.shape[1] + 1)[1:]  # later queries weigh more; none weighs 0
         score = torch.maximum(score, (probs_Hqn * weights[None, :, None]).amax(dim=(0, 1)))
     return score
