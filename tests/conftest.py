@@ -50,3 +50,24 @@ def hf_greedy(model: LoadedModel, ids: list[int], n: int) -> list[int]:
         out = model.model.generate(torch.tensor([ids]), max_new_tokens=n, do_sample=False,
                                    pad_token_id=model.model.generation_config.pad_token_id)
     return out[0, len(ids):].tolist()
+
+
+ACCEPTANCE_PROMPTS = ("Write a haiku about autumn.", "Explain what a rainbow is in two sentences.")
+
+
+def greedy_acceptance(target: LoadedModel, drafter, n: int, gamma: int = 1) -> float:
+    """α of ``drafter`` on the two acceptance prompts (chat template, greedy, ``n`` tokens each), after checking that
+    each output equals Hugging Face greedy."""
+    from core.engine import Session, SessionConfig
+    from core.verify import build_verifier
+
+    drafted = accepted = 0
+    for text in ACCEPTANCE_PROMPTS:
+        ids = target.encode(text, chat=True)
+        config = SessionConfig(target=target.name, drafter=drafter.name, gamma=gamma, max_new_tokens=n)
+        session = Session(target, drafter, build_verifier("greedy"), ids, config)
+        for _ in session.run():
+            pass
+        assert session.generated_ids == hf_greedy(target, ids, n)[: len(session.generated_ids)]
+        drafted, accepted = drafted + session.stats.drafted, accepted + session.stats.accepted
+    return accepted / drafted

@@ -8,7 +8,7 @@ import pytest
 import torch
 from scipy.stats import chi2_contingency
 
-from conftest import hf_greedy
+from conftest import greedy_acceptance, hf_greedy
 from core.drafters.base import DraftContext
 from core.drafters.kangaroo import KangarooDrafter, default_adapter_path
 from core.drafters.kangaroo_adapter import KangarooAdapter
@@ -93,16 +93,7 @@ def test_shipped_adapter_greedy_identity_and_acceptance(smollm2):
     alphas = {}
     for name, drafter in (("trained", KangarooDrafter(smollm2, eta=0.0)),
                           ("untrained", KangarooDrafter(smollm2, untrained_adapter, eta=0.0))):
-        drafted = accepted = 0
-        for text in ["Write a haiku about autumn.", "Explain what a rainbow is in two sentences."]:
-            ids = smollm2.encode(text, chat=True)
-            config = SessionConfig(target=smollm2.name, drafter="kangaroo", gamma=1, max_new_tokens=32)
-            session = Session(smollm2, drafter, build_verifier("greedy"), ids, config)
-            for _ in session.run():
-                pass
-            assert session.generated_ids == hf_greedy(smollm2, ids, 32)[: len(session.generated_ids)]
-            drafted, accepted = drafted + session.stats.drafted, accepted + session.stats.accepted
-        alphas[name] = accepted / drafted
+        alphas[name] = greedy_acceptance(smollm2, drafter, 32)
     assert alphas["trained"] > max(0.1, 5 * alphas["untrained"]), alphas  # measured 0.21 vs 0.016
 
 

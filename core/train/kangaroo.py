@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import random
 import sys
 import time
@@ -28,6 +27,7 @@ from core.drafters.kangaroo_adapter import KangarooAdapter
 from core.errors import DraftScopeError
 from core.layers import check_layer_slicing, embed, run_layers
 from core.models import load_model
+from core.train.loop import fit, split_holdout
 from core.train.data import TEACHER_TOPK, teacher_topk, training_sequences
 
 @torch.no_grad()  # not inference_mode: these tensors feed autograd later
@@ -83,34 +83,13 @@ def train(target_name: str = "smollm2-135m", exit_layer: int = 6, n_prompts: int
     feats = record_features(target, sequences, exit_layer)
     rng = random.Random(seed)
     rng.shuffle(feats)
-    n_val = max(1, int(len(feats) * holdout)) if len(feats) > 1 else 0
-    val, train_set = feats[:n_val], feats[n_val:] or feats
+    val, train_set = split_holdout(feats, holdout)
 
     target.model.requires_grad_(False)
     adapter = KangarooAdapter.from_target(target.model, exit_layer).train()
     before = evaluate(target, adapter, val) if val else {}
-    optim = torch.optim.AdamW(adapter.parameters(), lr=lr, weight_decay=0.0)
-    steps = max(1, epochs * math.ceil(len(train_set) / accumulate))
-    sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
-    history = []
-    bar = tqdm(total=epochs * len(train_set), desc="train", unit="seq")
-    for epoch in range(epochs):
-        rng.shuffle(train_set)
-        total = 0.0
-        for i, feat in enumerate(train_set):
-            loss, _, _, _ = _loss_and_metrics(target, adapter, feat)
-            (loss / accumulate).backward()
-            total += float(loss.detach())
-            if (i + 1) % accumulate == 0 or i + 1 == len(train_set):
-                torch.nn.utils.clip_grad_norm_(adapter.parameters(), 1.0)
-                optim.step()
-                sched.step()
-                optim.zero_grad(set_to_none=True)
-            bar.update()
-            bar.set_postfix(epoch=epoch + 1, loss=f"{total / (i + 1):.3f}")
-        history.append({"epoch": epoch + 1, "train_loss": total / len(train_set),
-                        **({"val": evaluate(target, adapter, val)} if val else {})})
-    bar.close()
+    history = fit(list(adapter.parameters()), train_set, lambda feat: _loss_and_metrics(target, adapter, feat)[0],
+                  epochs, lr, accumulate, rng, (lambda: evaluate(target, adapter, val)) if val else None)
     adapter.eval()
     seconds = time.perf_counter() - t0
     meta = {"method": "kangaroo", "target": target.name, "exit_layer": exit_layer, "n_layers": target.n_layers,

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import random
 import sys
 import time
@@ -28,6 +27,7 @@ from core.drafters.sorted_exits import DEFAULT_RANK, SortedExits, default_exit_l
 from core.errors import DraftScopeError
 from core.layers import check_layer_slicing, embed, run_layers
 from core.models import load_model
+from core.train.loop import fit, split_holdout
 from core.train.data import TEACHER_TOPK, teacher_topk, training_sequences
 
 
@@ -93,35 +93,14 @@ def train(base_name: str = "smollm2-135m", exit_layers: list[int] | None = None,
     for seq in tqdm(sequences, desc="teacher", unit="seq"):
         p, idx = teacher_topk(base, seq)
         feats.append({"ids": seq, "p": p, "idx": idx})
-    n_val = max(1, int(len(feats) * holdout)) if len(feats) > 1 else 0
-    val, train_set = feats[:n_val], feats[n_val:] or feats
+    val, train_set = split_holdout(feats, holdout)
 
     base.model.requires_grad_(False)
     exits = SortedExits(base.model, exit_layers, rank=rank).train()
     before = evaluate(base.model, exits, val) if val else []
     params = [p for p in exits.parameters() if p.requires_grad]
-    optim = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    steps = max(1, epochs * math.ceil(len(train_set) / accumulate))
-    sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
-    history = []
-    bar = tqdm(total=epochs * len(train_set), desc="train", unit="seq")
-    for epoch in range(epochs):
-        rng.shuffle(train_set)
-        total = 0.0
-        for i, feat in enumerate(train_set):
-            loss, _, _, _ = _loss_and_metrics(base.model, exits, feat)
-            (loss / accumulate).backward()
-            total += float(loss.detach())
-            if (i + 1) % accumulate == 0 or i + 1 == len(train_set):
-                torch.nn.utils.clip_grad_norm_(params, 1.0)
-                optim.step()
-                sched.step()
-                optim.zero_grad(set_to_none=True)
-            bar.update()
-            bar.set_postfix(epoch=epoch + 1, loss=f"{total / (i + 1):.3f}")
-        history.append({"epoch": epoch + 1, "train_loss": round(total / len(train_set), 4),
-                        **({"val": evaluate(base.model, exits, val)} if val else {})})
-    bar.close()
+    history = fit(params, train_set, lambda feat: _loss_and_metrics(base.model, exits, feat)[0], epochs, lr, accumulate,
+                  rng, (lambda: evaluate(base.model, exits, val)) if val else None)
     exits.eval()
     seconds = time.perf_counter() - t0
     meta = {"method": "sorted", "base": base.name, "n_layers": base.n_layers, "vocab": base.vocab_size,

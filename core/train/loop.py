@@ -1,0 +1,46 @@
+"""The training loop the self-drafter scripts share: a held-out split, then AdamW with a cosine schedule."""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Callable
+
+import torch
+from tqdm import tqdm
+
+
+def split_holdout(items: list, holdout: float) -> tuple[list, list]:
+    """(held-out, training) items: the first ``holdout`` fraction (at least one when there are two or more)."""
+    n_val = max(1, int(len(items) * holdout)) if len(items) > 1 else 0
+    return items[:n_val], items[n_val:] or items
+
+
+def fit(params: list[torch.nn.Parameter], train_set: list, loss_of: Callable[[object], torch.Tensor], epochs: int,
+        lr: float, accumulate: int, rng: random.Random, validate: Callable[[], object] | None = None) -> list[dict]:
+    """``epochs`` shuffled passes over ``train_set``: gradients of ``loss_of(item)`` accumulated over ``accumulate``
+    items and clipped at norm 1, AdamW (no weight decay) with a cosine schedule to zero. Returns one dict per epoch:
+    the mean training loss and, with ``validate``, its result. tqdm shows progress."""
+    optim = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    steps = max(1, epochs * math.ceil(len(train_set) / accumulate))
+    sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    history = []
+    bar = tqdm(total=epochs * len(train_set), desc="train", unit="seq")
+    for epoch in range(epochs):
+        rng.shuffle(train_set)
+        total = 0.0
+        for i, item in enumerate(train_set):
+            loss = loss_of(item)
+            (loss / accumulate).backward()
+            total += float(loss.detach())
+            if (i + 1) % accumulate == 0 or i + 1 == len(train_set):
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                optim.step()
+                sched.step()
+                optim.zero_grad(set_to_none=True)
+            bar.update()
+            bar.set_postfix(epoch=epoch + 1, loss=f"{total / (i + 1):.3f}")
+        history.append({"epoch": epoch + 1, "train_loss": round(total / len(train_set), 4),
+                        **({"val": validate()} if validate else {})})
+    bar.close()
+    return history
