@@ -1,0 +1,1 @@
+"""Visual autoregressive (VAR) next-scale prediction: tokenizer, transformer, and training."""
