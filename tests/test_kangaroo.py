@@ -3,23 +3,19 @@ distribution under sampling, the second early exit, adapter files, and a tiny ru
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
-from scipy.stats import chi2_contingency
 
 from conftest import greedy_acceptance, hf_greedy
 from core.drafters.base import DraftContext
 from core.drafters.kangaroo import KangarooDrafter, default_adapter_path
 from core.drafters.kangaroo_adapter import KangarooAdapter
-from core.drafters.none import NoDrafter
 from core.engine import Session, SessionConfig
 from core.errors import DraftScopeError
 from core.kv import CachedLM
 from core.sampling import SamplingConfig
 from core.verify import build_verifier
-from core.verify.sampling import SamplingVerifier
-from test_sampling_rule import _continuations, _exact_two_token_law, _tiny_vocab_model
+from test_sampling_rule import _tiny_vocab_model, assert_first_two_tokens_follow_target
 
 PROMPT = "The quick brown fox jumps over the lazy dog and then the quick brown fox"
 
@@ -100,19 +96,7 @@ def test_shipped_adapter_greedy_identity_and_acceptance(smollm2):
 def test_sampled_output_follows_the_target():
     target = _tiny_vocab_model(0)
     adapter = _noisy_adapter(target, 1, scale=0.5)
-    cfg = dict(verifier="sampling", temperature=1.0, max_new_tokens=4, record=False)
-    plain = Session(target, NoDrafter(target), SamplingVerifier(), [1, 4, 2], SessionConfig(drafter="none", **cfg))
-    spec = Session(target, KangarooDrafter(target, adapter, eta=0.0), SamplingVerifier(), [1, 4, 2],
-                   SessionConfig(drafter="kangaroo", gamma=3, **cfg))
-    n = 1200
-    a, _, _ = _continuations(plain, n)
-    b, drafted, accepted = _continuations(spec, n)
-    keep = (a + b) > 0
-    _, pvalue, _, _ = chi2_contingency(np.stack([a[keep], b[keep]]))
-    assert pvalue > 1e-3, (pvalue, a, b)
-    assert 0.05 * drafted < accepted < 0.95 * drafted, (drafted, accepted)
-    exact = _exact_two_token_law(target, [1, 4, 2])
-    assert 0.5 * np.abs(b / n - exact).sum() < 0.07
+    assert_first_two_tokens_follow_target(target, KangarooDrafter(target, adapter, eta=0.0))
 
 
 def test_adapter_file_round_trip_and_errors(tmp_path, tiny_llama, tiny_gemma):

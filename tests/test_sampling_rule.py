@@ -166,3 +166,20 @@ def _exact_two_token_law(model: LoadedModel, prompt: list[int]) -> np.ndarray:
             p2 = torch.softmax(model.model(torch.tensor([prompt + [a]])).logits[0, -1], -1)
             law[a * 6: a * 6 + 6] = (p1[a] * p2).numpy()
     return law
+
+
+def assert_first_two_tokens_follow_target(target: LoadedModel, drafter, n: int = 1200) -> None:
+    """Over ``n`` seeds, the first two tokens sampled with ``drafter`` (γ = 3, T = 1) follow the target's exact law
+    (chi² against plain sampling, TV against the exact law), with the drafter both accepted and rejected."""
+    cfg = dict(verifier="sampling", temperature=1.0, max_new_tokens=4, record=False)
+    plain = Session(target, NoDrafter(target), SamplingVerifier(), [1, 4, 2], SessionConfig(drafter="none", **cfg))
+    spec = Session(target, drafter, SamplingVerifier(), [1, 4, 2], SessionConfig(drafter=drafter.name, gamma=3,
+                                                                                  **cfg))
+    a, _, _ = _continuations(plain, n)
+    b, drafted, accepted = _continuations(spec, n)
+    keep = (a + b) > 0
+    _, pvalue, _, _ = chi2_contingency(np.stack([a[keep], b[keep]]))
+    assert pvalue > 1e-3, (pvalue, a, b)
+    assert 0.05 * drafted < accepted < 0.95 * drafted, (drafted, accepted)
+    exact = _exact_two_token_law(target, [1, 4, 2])
+    assert 0.5 * np.abs(b / n - exact).sum() < 0.07

@@ -6,13 +6,10 @@ from __future__ import annotations
 
 import random
 
-import numpy as np
 import pytest
 import torch
-from scipy.stats import chi2_contingency
 
 from conftest import greedy_acceptance, hf_greedy
-from core.drafters.none import NoDrafter
 from core.drafters.sorted import SortedDrafter, default_exits_path, parse_thresholds
 from core.drafters.sorted_exits import SortedExits, default_exit_layers
 from core.engine import Session, SessionConfig
@@ -20,8 +17,7 @@ from core.errors import DraftScopeError
 from core.layers import embed, run_layers
 from core.models import LoadedModel
 from core.verify import build_verifier
-from core.verify.sampling import SamplingVerifier
-from test_sampling_rule import _continuations, _DigitTokenizer, _exact_two_token_law
+from test_sampling_rule import _DigitTokenizer, assert_first_two_tokens_follow_target
 
 PROMPT = "The quick brown fox jumps over the lazy dog and then the quick brown fox"
 
@@ -111,18 +107,7 @@ def test_sampled_output_follows_the_target():
     lossless: the first two tokens follow the target's exact law while several exits are in use."""
     target = _vocab6_model(0)
     drafter = SortedDrafter(target, exits=_noisy_exits(target, scale=0.3), thresholds="0.4")
-    cfg = dict(verifier="sampling", temperature=1.0, max_new_tokens=4, record=True)
-    plain = Session(target, NoDrafter(target), SamplingVerifier(), [1, 4, 2], SessionConfig(drafter="none", **cfg))
-    spec = Session(target, drafter, SamplingVerifier(), [1, 4, 2], SessionConfig(drafter="sorted", gamma=3, **cfg))
-    n = 1200
-    a, _, _ = _continuations(plain, n)
-    b, drafted, accepted = _continuations(spec, n)
-    keep = (a + b) > 0
-    _, pvalue, _, _ = chi2_contingency(np.stack([a[keep], b[keep]]))
-    assert pvalue > 1e-3, (pvalue, a, b)
-    assert 0.05 * drafted < accepted < 0.95 * drafted, (drafted, accepted)
-    exact = _exact_two_token_law(target, [1, 4, 2])
-    assert 0.5 * np.abs(b / n - exact).sum() < 0.07
+    assert_first_two_tokens_follow_target(target, drafter)
     assert sum(c > 0 for c in drafter.exit_counts) >= 2, drafter.exit_counts
 
 
