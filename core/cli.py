@@ -1,4 +1,4 @@
-"""Command line: ``python -m core.cli generate|bench|optimal-acceptance|models``.
+"""Command line: ``python -m core.cli generate|bench|optimal-acceptance|easyspec-report|kv|var|models``.
 
 Bad input exits non-zero with one line on stderr (``error: …``), never a traceback.
 """
@@ -116,6 +116,29 @@ def build_parser() -> argparse.ArgumentParser:
     kv.add_argument("--samples", type=int, default=1, help="task instances (seeds seed, seed+1, …), rows averaged")
     kv.add_argument("--seed", type=int, default=0)
     kv.add_argument("--json", action="store_true", help="print the rows as JSON")
+
+    var = sub.add_parser("var", help="visual autoregressive models: CoDe splits, ScaleKV, DraftAttention")
+    var_sub = var.add_subparsers(dest="var_command", required=True, parser_class=_Parser)
+    vg = var_sub.add_parser("generate", help="one class and seed: large drafter on scales < N, small refiner after")
+    vg.add_argument("--class", dest="class_name", default="0", help="class index or name (e.g. 3 or triangle)")
+    vg.add_argument("--seed", type=int, default=0)
+    vg.add_argument("--split", type=int, default=None, help="N: scales made by the large model (default K−2; "
+                    "K = large-only, 0 = small-only)")
+    vg.add_argument("--scalekv", default=None, help="KV budget for ScaleKV on both models: 0.1, 10%% …")
+    vg.add_argument("--n", type=int, default=1, help="images in the batch (class accuracy is reported when > 1)")
+    vg.add_argument("--cfg", type=float, default=1.5, help="classifier-free guidance, ramped over the scales")
+    vg.add_argument("--top-k", type=int, default=0)
+    vg.add_argument("--top-p", type=float, default=0.0)
+    vg.add_argument("--json", action="store_true", help="print the record as JSON")
+    vg.add_argument("--out", default=None, help="write the image(s) to this PNG")
+    vg.add_argument("--canvases", action="store_true", help="with --out: one row per image, a canvas per scale")
+    vr = var_sub.add_parser("report", help="the measured tables: CoDe per N, ScaleKV budgets, DraftAttention")
+    vr.add_argument("--what", default="code,scalekv,draft-attention", help="code, scalekv, draft-attention")
+    vr.add_argument("--n", type=int, default=4, help="images per class")
+    vr.add_argument("--classes", default="all", help="class indices (0,3,7) or all")
+    vr.add_argument("--seed", type=int, default=0)
+    vr.add_argument("--repeats", type=int, default=3, help="timing repeats (the median is reported)")
+    vr.add_argument("--json", action="store_true")
 
     sub.add_parser("models", help="list the model presets")
     return parser
@@ -251,6 +274,12 @@ def cmd_kv(args) -> int:
     return 0
 
 
+def cmd_var(args) -> int:
+    from core.var.report import var_generate_cli, var_report_cli
+
+    return var_generate_cli(args) if args.var_command == "generate" else var_report_cli(args)
+
+
 def cmd_models(args) -> int:
     for preset in PRESETS.values():
         print(f"{preset.name:14s} {preset.description}")
@@ -261,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         commands = {"generate": cmd_generate, "bench": cmd_bench, "optimal-acceptance": cmd_optimal_acceptance,
-                    "easyspec-report": cmd_easyspec_report, "kv": cmd_kv,
+                    "easyspec-report": cmd_easyspec_report, "kv": cmd_kv, "var": cmd_var,
                     "models": cmd_models}
         return commands[args.command](args)
     except DraftScopeError as exc:
