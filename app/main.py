@@ -7,9 +7,9 @@ import os
 
 import gradio as gr
 
-from app import compare_tab, generate_tab, kv_tab, self_draft_tab, trees_tab
+from app import compare_tab, generate_tab, kv_tab, self_draft_tab, trees_tab, var_tab
 
-PLACEHOLDER_TABS = ("VAR",)
+PLACEHOLDER_TABS = ()
 
 INTRO = ("# DraftScope\nSpeculative decoding, one round at a time: a drafter proposes γ tokens, the target checks "
          "them all in one forward pass, keeps the longest accepted prefix and adds one token of its own — resampled "
@@ -32,6 +32,8 @@ def build_demo(allow_local_models: bool = False) -> gr.Blocks:
                 self_draft_tab.build(allow_local_models=allow_local_models)
             with gr.Tab("KV importance", id="kv"):
                 kv_tab.build(allow_local_models=allow_local_models)
+            with gr.Tab("VAR", id="var"):
+                var_tab.build(allow_local_models=allow_local_models)
             for name in PLACEHOLDER_TABS:
                 with gr.Tab(f"{name} (coming)"):
                     gr.Markdown(f"**{name}** — coming in a later issue. Nothing here yet.")

@@ -1,7 +1,10 @@
 """Procedural class-conditional images for the small VAR: 32×32 RGB, 10 distinct shape/texture classes.
 
-Every sample draws its own position, size, foreground/background colours and a little Gaussian noise from the numpy
-``Generator`` it is given, so an image is a pure function of (class, generator state). Pure numpy, no PIL.
+Every sample draws its own position, size, foreground/background colours (two different entries of an 8-colour
+palette) and a little Gaussian noise from the numpy ``Generator`` it is given, so an image is a pure function of
+(class, generator state). Pure numpy, no PIL. The palette is deliberate: with continuous random colours a 512-entry
+codebook spends its capacity on colour shades and the small VARs could not learn the shapes (first training run:
+samples classified at ~15%, chance 10%); with 8 colours the coarse scales carry colour and layout, the fine scales edges.
 """
 
 from __future__ import annotations
@@ -12,17 +15,21 @@ import torch
 SIDE = 32  # image height = width in pixels
 CLASS_NAMES: tuple[str, ...] = ("circle", "ring", "square", "triangle", "h-stripes", "v-stripes", "checkerboard",
                                 "cross", "diagonal", "two-dots")
-NOISE_STD = 0.03  # per-pixel Gaussian noise, in [0, 1] colour units
-MIN_CONTRAST = 0.6  # minimum RGB distance (in [0, 1] units) between foreground and background colours
+NOISE_STD = 0.02  # per-pixel Gaussian noise, in [0, 1] colour units
+PALETTE = np.array([[0.05, 0.05, 0.10],  # near-black
+                    [0.95, 0.95, 0.90],  # off-white
+                    [0.90, 0.15, 0.15],  # red
+                    [0.15, 0.75, 0.20],  # green
+                    [0.15, 0.30, 0.90],  # blue
+                    [0.95, 0.85, 0.10],  # yellow
+                    [0.70, 0.20, 0.80],  # purple
+                    [0.10, 0.80, 0.85]])  # cyan
 
 
 def _colours(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Background and foreground colours (3,) in [0, 1], at least MIN_CONTRAST apart."""
-    bg = rng.uniform(0.0, 1.0, 3)
-    while True:
-        fg = rng.uniform(0.0, 1.0, 3)
-        if np.linalg.norm(fg - bg) >= MIN_CONTRAST:
-            return bg, fg
+    """Background and foreground colours (3,) in [0, 1]: two different palette entries."""
+    bg_i, fg_i = rng.choice(len(PALETTE), size=2, replace=False)
+    return PALETTE[bg_i], PALETTE[fg_i]
 
 
 def _mask(class_id: int, rng: np.random.Generator) -> np.ndarray:
