@@ -15,9 +15,7 @@ from core.var.data import CLASS_NAMES, draw, make_dataset, to_uint8
 from core.var.vqvae import MultiScaleVQVAE, VQVAEConfig, reconstruction_error
 
 TINY = VQVAEConfig(hidden=16)
-# The fixture's 150-step run (5 images per class, batch 16, lr 5e-3, hidden 16, seed 0) measured a held-out MSE of
-# 0.172 (untrained 0.344; seed 1 gave 0.162); 0.24 keeps a margin for other CPUs / torch builds.
-TINY_MSE_MAX = 0.24
+TINY_MSE_MAX = 0.4  # 150 tiny steps on the palette images: measured 0.31 (untrained 0.58)
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +68,9 @@ def test_draw_same_class_seed_equal_and_classes_differ():
 def test_stripes_have_their_orientation():
     """Horizontal stripes change colour along y, vertical ones along x (a structural check of two classes)."""
     x, _ = make_dataset(8, seed=2)
-    dy = (x[:, :, 1:] - x[:, :, :-1]).abs().mean(dim=(1, 2, 3))
-    dx = (x[:, :, :, 1:] - x[:, :, :, :-1]).abs().mean(dim=(1, 2, 3))
+    # count only steps larger than the pixel noise can make (2·3σ in [-1, 1] units)
+    dy = ((x[:, :, 1:] - x[:, :, :-1]).abs() > 0.25).float().mean(dim=(1, 2, 3))
+    dx = ((x[:, :, :, 1:] - x[:, :, :, :-1]).abs() > 0.25).float().mean(dim=(1, 2, 3))
     h, v = CLASS_NAMES.index("h-stripes"), CLASS_NAMES.index("v-stripes")
     assert (dy[h::10] > 3 * dx[h::10]).all() and (dx[v::10] > 3 * dy[v::10]).all()
 

@@ -40,47 +40,47 @@ def _mask(class_id: int, rng: np.random.Generator) -> np.ndarray:
         return rng.uniform(margin, SIDE - margin), rng.uniform(margin, SIDE - margin)
 
     if class_id == 0:  # filled circle
-        r = rng.uniform(5.0, 11.0)
+        r = rng.uniform(7.0, 12.0)
         cy, cx = centre(r + 1)
         return (x - cx) ** 2 + (y - cy) ** 2 <= r * r
     if class_id == 1:  # ring
-        r_out = rng.uniform(7.0, 13.0)
-        width = rng.uniform(2.0, 3.5)
+        r_out = rng.uniform(9.0, 14.0)
+        width = rng.uniform(3.0, 5.0)
         cy, cx = centre(r_out + 1)
         d = np.sqrt((x - cx) ** 2 + (y - cy) ** 2)
         return (d <= r_out) & (d >= r_out - width)
     if class_id == 2:  # filled axis-aligned square
-        h = rng.uniform(5.0, 11.0)
+        h = rng.uniform(6.0, 11.0)
         cy, cx = centre(h + 1)
         return (np.abs(x - cx) <= h) & (np.abs(y - cy) <= h)
     if class_id == 3:  # filled upright triangle (apex on top)
-        h = rng.uniform(6.0, 12.0)
+        h = rng.uniform(8.0, 13.0)
         cy, cx = centre(h + 1)
         top, bottom = cy - h, cy + h
         frac = (y - top) / (bottom - top)  # 0 at the apex, 1 at the base
         return (frac >= 0) & (frac <= 1) & (np.abs(x - cx) <= frac * h)
     if class_id in (4, 5):  # horizontal / vertical stripes over the whole image
-        period = rng.uniform(5.0, 9.0)
+        period = rng.uniform(8.0, 14.0)
         coord = y if class_id == 4 else x
         return np.mod(coord + rng.uniform(0, period), period) < period / 2
     if class_id == 6:  # checkerboard
-        cell = rng.uniform(3.5, 6.5)
+        cell = rng.uniform(6.0, 10.0)
         oy, ox = rng.uniform(0, 2 * cell, 2)
         return (np.floor((x + ox) / cell) + np.floor((y + oy) / cell)) % 2 == 0
     if class_id == 7:  # plus / cross
-        arm = rng.uniform(7.0, 13.0)
-        t = rng.uniform(1.5, 3.0)
+        arm = rng.uniform(9.0, 14.0)
+        t = rng.uniform(2.5, 4.0)
         cy, cx = centre(arm + 1)
         return ((np.abs(x - cx) <= t) & (np.abs(y - cy) <= arm)) | ((np.abs(y - cy) <= t) & (np.abs(x - cx) <= arm))
     if class_id == 8:  # thick diagonal line (↘ or ↗) across the image
         sign = 1.0 if rng.uniform() < 0.5 else -1.0
-        t = rng.uniform(1.5, 3.0)
+        t = rng.uniform(2.5, 4.5)
         cy, cx = centre(10.0)
         return np.abs((x - cx) - sign * (y - cy)) / np.sqrt(2.0) <= t
     if class_id == 9:  # two small dots
-        r = rng.uniform(3.0, 5.0)
-        cy1, cx1 = centre(r + 1)
-        while True:
+        r = rng.uniform(4.0, 6.0)
+        while True:  # redraw both: some first centres (mid-image) leave no room for the second dot
+            cy1, cx1 = centre(r + 1)
             cy2, cx2 = centre(r + 1)
             if np.hypot(cy2 - cy1, cx2 - cx1) >= 2 * r + 4:
                 break
