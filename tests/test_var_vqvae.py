@@ -78,14 +78,14 @@ def test_stripes_have_their_orientation():
 # ----------------------------------------------------------------------------------------------- quantisation
 def test_residual_bookkeeping(untrained, images):
     m = untrained
-    assert m.scales == (1, 2, 3, 4, 6, 8) and m.latent_side == 8 and m.vocab_size == 512 and m.embed_dim == 32
-    assert tuple(m.codebook.weight.shape) == (512, 32)
+    assert m.scales == (1, 2, 3, 4, 6, 8) and m.latent_side == 8 and m.vocab_size == 256 and m.embed_dim == 32
+    assert tuple(m.codebook.weight.shape) == (256, 32)
     with torch.no_grad():
         f = m.encode(images)
         assert f.shape == (images.shape[0], 32, 8, 8)
         idx_list, f_hat, loss, info = m.quantize(f)
         assert [tuple(i.shape) for i in idx_list] == [(images.shape[0], s, s) for s in m.scales]
-        assert all(i.dtype == torch.long and 0 <= int(i.min()) and int(i.max()) < 512 for i in idx_list)
+        assert all(i.dtype == torch.long and 0 <= int(i.min()) and int(i.max()) < 256 for i in idx_list)
         assert len(info["contributions"]) == len(m.scales) and float(loss) >= 0
         torch.testing.assert_close(torch.stack(info["contributions"]).sum(0), f_hat, atol=1e-5, rtol=0)
         torch.testing.assert_close(m.indices_to_latent(m.encode_indices(images)), f_hat, atol=1e-5, rtol=0)

@@ -3,7 +3,7 @@
 Stages, each with tqdm progress and one JSON line of results:
   tokenizer   the multi-scale residual VQ-VAE            (``core.train.var_vqvae``)  → assets/var/vqvae.safetensors
   large       the CoDe drafter, a 4.2 M-parameter VAR    (``core.train.var_model``)  → assets/var/var-large.safetensors
-  small       the CoDe refiner, a 0.6 M-parameter VAR    (``core.train.var_model``)  → assets/var/var-small.safetensors
+  small       the CoDe refiner, a 0.56 M-parameter VAR   (``core.train.var_model``)  → assets/var/var-small.safetensors
   classifier  the judge of sample quality (a small CNN)  (``core.var.classifier``)   → assets/var/classifier.safetensors
 ``all`` runs them in that order. The VARs need the tokenizer; every stage reads the procedural image set of
 ``core.var.data`` (seeded, generated on the fly: nothing is downloaded).
@@ -67,9 +67,9 @@ def train_classifier_stage(n_per_class: int = 300, steps: int = 600, seed: int =
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core.train.var", description=__doc__.splitlines()[0])
     parser.add_argument("stage", choices=(*STAGES, "all"))
-    parser.add_argument("--tokenizer-steps", type=int, default=2000)
-    parser.add_argument("--large-steps", type=int, default=1000)
-    parser.add_argument("--small-steps", type=int, default=2000)
+    parser.add_argument("--tokenizer-steps", type=int, default=1500)
+    parser.add_argument("--large-steps", type=int, default=1800)
+    parser.add_argument("--small-steps", type=int, default=3000)
     parser.add_argument("--classifier-steps", type=int, default=600)
     parser.add_argument("--n-per-class", type=int, default=400, help="training images per class (VARs)")
     parser.add_argument("--batch", type=int, default=48, help="VAR batch size")

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from core.errors import DraftScopeError
 from core.var.model import VAR, VARConfig, scale_offsets
 
-DEFAULT_LR = {"large": 4e-4, "small": 1e-3}  # peak learning rate per preset
+DEFAULT_LR = {"large": 8e-4, "small": 1e-3}  # peak learning rate per preset
 
 
 def default_out(size: str) -> Path:

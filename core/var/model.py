@@ -61,12 +61,12 @@ class VARConfig:
 
     @classmethod
     def large(cls, vocab_size: int, embed_dim: int, scales: tuple[int, ...], **overrides) -> "VARConfig":
-        """The drafter of CoDe: depth 6, width 192, 6 heads (≈4.2 M parameters for K=512, ≈7× the small one)."""
+        """The drafter of CoDe: depth 6, width 192, 6 heads (≈4.2 M parameters for K=256, ≈7× the small one)."""
         return cls(vocab_size, embed_dim, tuple(scales), **{"depth": 6, "width": 192, "heads": 6, **overrides})
 
     @classmethod
     def small(cls, vocab_size: int, embed_dim: int, scales: tuple[int, ...], **overrides) -> "VARConfig":
-        """The refiner of CoDe: depth 3, width 96, 4 heads (≈0.5 M parameters for K=512)."""
+        """The refiner of CoDe: depth 3, width 96, 4 heads (≈0.56 M parameters for K=256)."""
         return cls(vocab_size, embed_dim, tuple(scales), **{"depth": 3, "width": 96, "heads": 4, **overrides})
 
     @classmethod

@@ -28,7 +28,7 @@ class VQVAEConfig:
     channels: int = 3  # image channels (RGB)
     hidden: int = 64  # conv width at 16×16 and 8×8; the 32×32 convs use hidden // 2
     embed_dim: int = 32  # C: latent / codebook vector dimension
-    vocab_size: int = 512  # K: codebook entries, shared by all scales
+    vocab_size: int = 256  # K: codebook entries, shared by all scales
     scales: tuple[int, ...] = (1, 2, 3, 4, 6, 8)  # token-map sides, coarse to fine; the last is the latent side S
     beta: float = 0.25  # commitment-loss weight
     use_phi: bool = True  # apply φ_k (a residual 3×3 conv) to each upsampled code map before accumulating
