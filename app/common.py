@@ -2,7 +2,7 @@
 
 Per-user state (a ``gr.State``) is a plain dict of settings plus a session id, so it is light and deep-copyable.
 The live ``Session`` objects hold KV caches, so they stay here, keyed by that id; models themselves are loaded once per
-process by ``core.models.load_model`` and shared by every session.
+process by ``core.runtime.models.load_model`` and shared by every session.
 """
 
 from __future__ import annotations
@@ -16,9 +16,11 @@ from collections import OrderedDict
 
 import gradio as gr
 
-from core.engine import Session, SessionConfig
 from core.errors import DraftScopeError
-from core.models import DEFAULT_TARGET
+from core.options import option_fields
+from core.runtime.models import DEFAULT_TARGET
+from core.specdec import Session, SessionConfig
+from core.specdec.drafters import drafter_class
 
 log = logging.getLogger("draftscope.app")
 
@@ -84,20 +86,22 @@ def clear_stop(sid: str | None) -> None:
 
 
 def build_config(settings: dict) -> SessionConfig:
-    """Engine settings from the UI values (already plain Python types). η reaches the config for Kangaroo only (other
-    drafters ignore it, so moving its slider changes nothing for them); 0 is a valid η. The same for S2D's
-    thresholds (a "θ1,θ2" string), which reach the sorted drafter only."""
-    exit_layer = int(settings.get("exit_layer") or 0)
-    eta = settings.get("eta")
+    """Engine settings from the UI values (already plain Python types). Only the chosen drafter's options reach the
+    config (moving another drafter's control changes nothing); an exit layer of 0 means the drafter's default."""
+    drafter = settings["drafter"]
+    options = {}
+    for f in option_fields(drafter_class(drafter).Options):
+        if f.name in settings:
+            value = settings[f.name]
+            options[f.name] = None if f.optional and value in (0, "", None) else (f.kind(value) if value is not None
+                                                                                  else None)
+    if drafter == "ngram" and "min_ngram_size" not in settings:
+        options["min_ngram_size"] = min(2, int(options.get("ngram_size") or 3))
     return SessionConfig(
-        target=(settings.get("target") or "").strip(), drafter=settings["drafter"], verifier=settings["verifier"],
+        target=(settings.get("target") or "").strip(), drafter=drafter, verifier=settings["verifier"],
         gamma=int(settings["gamma"]), temperature=float(settings["temperature"]), top_k=int(settings.get("top_k") or 0),
         top_p=float(settings.get("top_p") or 1.0), seed=int(settings.get("seed") or 0),
-        max_new_tokens=int(settings["max_new_tokens"]), draft_model=(settings.get("draft_model") or "").strip() or None,
-        ngram_size=int(settings.get("ngram_size") or 3), min_ngram_size=min(2, int(settings.get("ngram_size") or 3)),
-        exit_layer=exit_layer or None,
-        eta=float(eta) if eta is not None and settings["drafter"] == "kangaroo" else None,
-        thresholds=(settings.get("thresholds") or "") if settings["drafter"] == "sorted" else "")
+        max_new_tokens=int(settings["max_new_tokens"]), drafter_options=options)
 
 
 def check_prompt(prompt: str | None) -> str:

@@ -7,10 +7,10 @@ from typing import Iterator
 import gradio as gr
 
 from app import common
-from core.drafters import DRAFTERS
-from core.engine import MAX_GAMMA, Session
-from core.models import preset_names
-from core.verify import VERIFIERS
+from core.runtime.models import preset_names
+from core.specdec import MAX_GAMMA, Session
+from core.specdec.drafters import DRAFTERS
+from core.specdec.verify import VERIFIERS
 from visualizers.compare import compare_verdict
 from visualizers.token_strip import stats_html, token_strip_html
 

@@ -12,14 +12,14 @@ from typing import Iterator
 import gradio as gr
 
 from app import common
-from core.drafters import DRAFTERS
-from core.drafters.kangaroo import DEFAULT_ETA
-from core.engine import MAX_GAMMA, Session
 from core.errors import DraftScopeError
-from core.lossless import check_lossless
-from core.models import preset_names
 from core.prompts import load_prompts
-from core.verify import VERIFIERS
+from core.runtime.models import preset_names
+from core.specdec import MAX_GAMMA, Session
+from core.specdec.drafters import DRAFTERS
+from core.specdec.drafters.kangaroo import KangarooDrafter
+from core.specdec.lossless import check_lossless
+from core.specdec.verify import VERIFIERS
 from visualizers.compare import lossless_html
 from visualizers.round_inspector import round_inspector_figure
 from visualizers.stats_charts import stats_figure
@@ -73,17 +73,17 @@ class Handlers(common.SessionHandlers):
         return _status(session, note)
 
     def step(self, state, prompt, chat, target, drafter, verifier, draft_model, gamma, temperature, top_p, top_k,
-             seed, exit_layer, ngram_size, max_new_tokens, eta=DEFAULT_ETA, progress=gr.Progress()):
+             seed, exit_layer, ngram_size, max_new_tokens, eta=KangarooDrafter.Options.eta, progress=gr.Progress()):
         """One draft → verify round."""
         return self._step(state, self._settings(locals()), progress)
 
     def run(self, state, prompt, chat, target, drafter, verifier, draft_model, gamma, temperature, top_p, top_k,
-            seed, exit_layer, ngram_size, max_new_tokens, eta=DEFAULT_ETA, progress=gr.Progress()) -> Iterator[tuple]:
+            seed, exit_layer, ngram_size, max_new_tokens, eta=KangarooDrafter.Options.eta, progress=gr.Progress()) -> Iterator[tuple]:
         """Rounds one after another until EOS or max new tokens (continuing the current session); Stop halts."""
         yield from self._stream(state, self._settings(locals()), progress)
 
     def reset(self, state, prompt, chat, target, drafter, verifier, draft_model, gamma, temperature, top_p, top_k,
-              seed, exit_layer, ngram_size, max_new_tokens, eta=DEFAULT_ETA, progress=gr.Progress()):
+              seed, exit_layer, ngram_size, max_new_tokens, eta=KangarooDrafter.Options.eta, progress=gr.Progress()):
         """Start over with the current settings (and seed): nothing generated yet."""
         return self._reset(state, self._settings(locals()), progress)
 
@@ -142,7 +142,7 @@ def build(allow_local_models: bool = False) -> dict:
                                elem_id="exit-layer")
         ngram_size = gr.Slider(1, 8, value=3, step=1, label="n-gram size (prompt lookup)", elem_id="ngram-size")
         max_new_tokens = gr.Slider(1, 512, value=64, step=1, label="Max new tokens", elem_id="max-new-tokens")
-        eta = gr.Slider(0, 0.99, value=DEFAULT_ETA, step=0.05, elem_id="eta",
+        eta = gr.Slider(0, 0.99, value=KangarooDrafter.Options.eta, step=0.05, elem_id="eta",
                         label="η: kangaroo stops drafting below this confidence")
     with gr.Row():
         step = gr.Button("Step", variant="primary", elem_id="step")

@@ -1,6 +1,6 @@
 """The KV importance tab: run KV-cache methods against the full cache on one long prompt and see what each kept.
 
-Run computes a ``KVReport`` (``core.presses.run.kv_report``): the target's full-cache answer and its true importance
+Run computes a ``KVReport`` (``core.kv.run.kv_report``): the target's full-cache answer and its true importance
 of every prompt token, then each ticked method at the budget. The report stays in the user's ``gr.State``, so picking
 another method to view, another layer or KV head re-renders from it without recomputing. DraftAttention runs
 separately on the same prompt: one layer / head's full attention map, its pooled draft map and the blocks selected.
@@ -13,15 +13,21 @@ import time
 import gradio as gr
 
 from app import common
-from core.engine import MODEL_LOCK
 from core.errors import DraftScopeError
-from core.models import load_model, preset_names
-from core.presses import DRAFT_GUIDED, PRESSES
-from core.presses.records import KVReport
-from core.presses.run import DEFAULT_METHODS, guide_model, kv_report
-from core.presses.tasks import TASKS, Task, make_task
-from visualizers.kv_importance import (correlation_figure, find_run, head_map_figure, kept_grid_figure,
-                                       outputs_html, prompt_heatmap_html)
+from core.kv import DRAFT_GUIDED, PRESSES
+from core.kv.records import KVReport
+from core.kv.run import DEFAULT_METHODS, guide_model, kv_report
+from core.kv.tasks import TASKS, Task, make_task
+from core.runtime.models import load_model, preset_names
+from core.specdec import MODEL_LOCK
+from visualizers.kv_importance import (
+    correlation_figure,
+    find_run,
+    head_map_figure,
+    kept_grid_figure,
+    outputs_html,
+    prompt_heatmap_html,
+)
 
 CUSTOM = "custom"  # the task choice that takes the custom prompt (a non-empty custom prompt overrides any task)
 LENGTH_TASKS = ("passkey", "multikey")  # the tasks whose prompt length follows the length slider
@@ -40,7 +46,7 @@ INTRO = (
     "answer paid each prompt token. **DraftAttention** (at the bottom) works on attention itself rather than the "
     "cache: pooled queries and keys give a coarse map, and only its highest-ranked blocks are computed in full.")
 
-SELF_GUIDE = "self:"  # drafter values naming a self-drafter of the target (core.presses.run.guide_model)
+SELF_GUIDE = "self:"  # drafter values naming a self-drafter of the target (core.kv.run.guide_model)
 GUIDES = (("the target's S2D exit (trained, its first 10 of 30 layers)", SELF_GUIDE + "sorted"),
           ("the target's early exit (a quarter of its layers, untrained)", SELF_GUIDE + "early-exit"))
 
@@ -194,7 +200,7 @@ class Handlers:
         """DraftAttention on the target's prefill of the current prompt (the custom one, else the task's): one layer
         and query head's full map, draft map and selected blocks, and the effect on the logits: (figure, status)."""
         try:
-            from core.presses.draft_attention import draft_attention_map
+            from core.attention.draft_attention import draft_attention_map
             from visualizers.draft_attention import draft_attention_figure
 
             override = _prompt_override(task, prompt)

@@ -22,16 +22,22 @@ import torch
 from transformers import DynamicCache
 
 from app import common
-from core.drafters.easyspec import EasySpecDrafter, modelled_latency
-from core.drafters.kangaroo import DEFAULT_ETA
-from core.drafters.sorted import DEFAULT_THETA
-from core.engine import MAX_GAMMA, MODEL_LOCK, Session, SessionConfig
 from core.errors import DraftScopeError
-from core.layers import embed, head, run_layers
-from core.models import load_model, preset_names
 from core.prompts import load_prompts
-from visualizers.self_draft import (confidence_figure, easyspec_timeline_figure, eta_sweep_figure,
-                                    exit_summary_html, exit_token_figure, theta_sweep_figure)
+from core.runtime.layers import DEEP_EXIT, embed, exit_layer_at, head, run_layers
+from core.runtime.models import load_model, preset_names
+from core.specdec import MAX_GAMMA, MODEL_LOCK, Session, SessionConfig
+from core.specdec.drafters.easyspec import EasySpecDrafter, modelled_latency
+from core.specdec.drafters.kangaroo import KangarooDrafter
+from core.specdec.drafters.sorted import DEFAULT_THETA
+from visualizers.self_draft import (
+    confidence_figure,
+    easyspec_timeline_figure,
+    eta_sweep_figure,
+    exit_summary_html,
+    exit_token_figure,
+    theta_sweep_figure,
+)
 from visualizers.token_strip import token_strip_html
 
 SETTING_NAMES = ("prompt", "chat", "target", "drafter", "gamma", "eta", "theta1", "theta2", "exit_layer",
@@ -75,7 +81,7 @@ def _sweep(settings: dict, drafter: str, key: str, values, progress, allow_local
     budget = min(int(settings["max_new_tokens"]), SWEEP_MAX_NEW_TOKENS)
     base = {**settings, "drafter": drafter, "max_new_tokens": budget}
     configs = [self_draft_config({**base, "eta": v, "theta1": v, "theta2": v}) for v in values]
-    configs.append(dataclasses.replace(configs[0], drafter="none", eta=None, thresholds=""))
+    configs.append(dataclasses.replace(configs[0], drafter="none", drafter_options={}))
     progress = progress or (lambda *args, **kwargs: None)
     progress(0.0, desc="Loading models and warming up…")
     warm = Session.from_config(dataclasses.replace(configs[0], max_new_tokens=min(budget, WARM_UP_TOKENS)),
@@ -102,7 +108,7 @@ def _sweep(settings: dict, drafter: str, key: str, values, progress, allow_local
 def easyspec_exit_layer(exit_layer, n_layers: int) -> int:
     """The early-exit drafter EasySpec runs layer-parallel: the tab's ℓ when set, else four fifths of the depth (a
     fifth, early exit's default, leaves too few layers to group)."""
-    return int(exit_layer or 0) or max(1, min(n_layers - 1, round(0.8 * n_layers)))
+    return int(exit_layer or 0) or exit_layer_at(n_layers, DEEP_EXIT)
 
 
 @torch.inference_mode()
@@ -162,7 +168,7 @@ def render(session: Session | None, figures: bool = True) -> tuple:
     config = session.config
     if any("exits" in (r.draft_info or {}) for r in records[-1:]) or (config.drafter == "sorted" and not records):
         return strip, exit_token_figure(records), summary
-    eta = (DEFAULT_ETA if config.eta is None else config.eta) if config.drafter == "kangaroo" else None
+    eta = session.drafter.eta if isinstance(session.drafter, KangarooDrafter) else None
     return strip, confidence_figure(records, eta), summary
 
 
@@ -294,7 +300,7 @@ def build(allow_local_models: bool = False) -> dict:
                               "shipped for it, untrained early exits otherwise", elem_id="self-draft-drafter")
         gamma = gr.Slider(1, min(16, MAX_GAMMA), value=6, step=1, label="γ (most drafts a round)",
                           elem_id="self-draft-gamma")
-        eta = gr.Slider(0, 0.99, value=DEFAULT_ETA, step=0.05, label="η: stop drafting below this confidence "
+        eta = gr.Slider(0, 0.99, value=KangarooDrafter.Options.eta, step=0.05, label="η: stop drafting below this confidence "
                         "(kangaroo)", elem_id="self-draft-eta")
     with gr.Row():
         theta1 = gr.Slider(0, 1, value=DEFAULT_THETA, step=0.05, label="θ₁: draft from exit 1 at this confidence "

@@ -17,21 +17,27 @@ from typing import Iterator
 import gradio as gr
 
 from app import common
-from core.drafters import DRAFTERS
-from core.engine import MAX_GAMMA, Session, SessionConfig
 from core.errors import DraftScopeError
-from core.models import load_model, preset_names
 from core.prompts import load_prompts
-from core.tree_draft import CHILDREN_MODES, MAX_BRANCH
-from visualizers.tree_graph import (alpha_star_figure, tree_figure, tree_mask_figure, tree_summary_html,
-                                    tree_text_html, tree_vs_chain_figure)
+from core.runtime.layers import DEEP_EXIT, exit_layer_at
+from core.runtime.models import load_model, preset_names
+from core.specdec import MAX_GAMMA, Session, SessionConfig
+from core.specdec.drafters import DRAFTERS, TreeDrafting
+from core.specdec.trees.grow import CHILDREN_MODES, MAX_BRANCH
+from visualizers.tree_graph import (
+    alpha_star_figure,
+    tree_figure,
+    tree_mask_figure,
+    tree_summary_html,
+    tree_text_html,
+    tree_vs_chain_figure,
+)
 
 SETTING_NAMES = ("prompt", "chat", "target", "drafter", "draft_model", "exit_layer", "shape", "tree_branch",
                  "max_depth", "children", "verifier", "temperature", "seed", "max_new_tokens", "compare")
 RESTART_ON = ("prompt", "chat", "target")  # everything else changes live between rounds
-TREE_DRAFTERS = [name for name, cls in DRAFTERS.items() if getattr(cls, "supports_tree", False)]
+TREE_DRAFTERS = [name for name, cls in DRAFTERS.items() if issubclass(cls, TreeDrafting)]
 TREE_VERIFIERS = ("greedy", "rrs", "rsd")
-EXIT_FRACTION = 0.8  # exit layer 0 = auto: four fifths of the depth (24 of SmolLM2's 30 layers)
 
 # The chain run compared with each tree session; it lives as long as its tree session (dropped with it).
 _CHAINS: weakref.WeakKeyDictionary[Session, Session] = weakref.WeakKeyDictionary()
@@ -44,7 +50,7 @@ def tree_config(settings: dict, allow_local: bool = False) -> SessionConfig:
     exit_layer = int(settings.get("exit_layer") or 0)
     if settings["drafter"] == "early-exit" and not exit_layer:
         n_layers = load_model((settings.get("target") or "").strip(), allow_local=allow_local).n_layers
-        exit_layer = min(max(1, round(EXIT_FRACTION * n_layers)), n_layers - 1)
+        exit_layer = exit_layer_at(n_layers, DEEP_EXIT)  # four fifths of the depth (24 of SmolLM2's 30 layers)
     base = common.build_config({**settings, "gamma": settings["max_depth"], "exit_layer": exit_layer})
     config = dataclasses.replace(base, tree=(settings.get("shape") or "").strip().replace(" ", ""),
                                  tree_branch=int(settings["tree_branch"]), children=settings["children"])

@@ -23,9 +23,20 @@ from app import common
 from core.errors import DraftScopeError
 from core.var.data import CLASS_NAMES
 from core.var.report import default_split, parse_budget, parse_class
-from visualizers.var import (asi_heatmap, budget_figure, canvas_grid_figure, draft_attention_frame,
-                             draft_images_figure, final_images_figure, grid_attention_figure, kv_frame,
-                             kv_images_figure, latency_memory_figure, metrics_frame, step_figure)
+from visualizers.var import (
+    asi_heatmap,
+    budget_figure,
+    canvas_grid_figure,
+    draft_attention_frame,
+    draft_images_figure,
+    final_images_figure,
+    grid_attention_figure,
+    kv_frame,
+    kv_images_figure,
+    latency_memory_figure,
+    metrics_frame,
+    step_figure,
+)
 
 VAR_LOCK = threading.Lock()  # the VAR models (and their caches / attention overrides) are shared by every session
 DEFAULT_SCALES = (1, 2, 3, 4, 6, 8)  # the tokenizer's scales, until a run tells the real ones

@@ -6,9 +6,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from core import ASSETS_DIR
 from core.errors import DraftScopeError
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
+ASSETS = ASSETS_DIR
 DEFAULT_PROMPTS = ASSETS / "prompts" / "specbench_mini.jsonl"
 CATEGORIES = ("chat", "translation", "summarization", "qa", "math", "rag")
 

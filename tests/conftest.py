@@ -11,7 +11,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from core.models import LoadedModel, load_model  # noqa: E402
+from core.runtime.models import LoadedModel, load_model  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -58,8 +58,8 @@ ACCEPTANCE_PROMPTS = ("Write a haiku about autumn.", "Explain what a rainbow is 
 def greedy_acceptance(target: LoadedModel, drafter, n: int, gamma: int = 1) -> float:
     """α of ``drafter`` on the two acceptance prompts (chat template, greedy, ``n`` tokens each), after checking that
     each output equals Hugging Face greedy."""
-    from core.engine import Session, SessionConfig
-    from core.verify import build_verifier
+    from core.specdec import Session, SessionConfig
+    from core.specdec.verify import build_verifier
 
     drafted = accepted = 0
     for text in ACCEPTANCE_PROMPTS:

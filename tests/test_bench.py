@@ -1,6 +1,6 @@
 """A tiny run of the side-by-side benchmark (the full-size run is the CLI, not a test)."""
 
-from core.bench import format_table, run_bench
+from core.specdec.bench import format_table, run_bench
 
 
 def test_tiny_bench_rows():
@@ -26,14 +26,14 @@ def test_tiny_bench_trees_vs_chains():
 
 
 def test_forward_cost_sizes():
-    from core.bench import forward_cost
+    from core.specdec.bench import forward_cost
 
     cost = forward_cost("tiny-llama", prefix_len=16, sizes=(1, 4), repeats=2)
     assert set(cost) == {1, 4} and all(ms > 0 for ms in cost.values())
 
 
 def test_easyspec_report_tiny():
-    from core.bench import easyspec_report
+    from core.specdec.bench import easyspec_report
 
     report = easyspec_report("tiny-llama", exit_layer=3, group_size=2, per_category=1, max_new_tokens=4)
     assert [r["drafter"] for r in report["rows"]] == ["exact early exit", "easyspec, calibrated",

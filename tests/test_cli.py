@@ -90,7 +90,7 @@ def test_prompt_longer_than_context(capsys, tmp_path):
 
 def test_local_directory_needs_opt_in():
     from core.errors import DraftScopeError
-    from core.models import load_model
+    from core.runtime.models import load_model
 
     with pytest.raises(DraftScopeError, match="local models are disabled"):
         load_model(str(ROOT))

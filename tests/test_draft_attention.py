@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from core.presses.draft_attention import (ATTN_NAME, DraftAttentionMap, draft_attention, draft_attention_map,
+from core.attention.draft_attention import (ATTN_NAME, DraftAttentionMap, draft_attention, draft_attention_map,
                                           draft_attention_mode, flop_sparsity_of, pool_blocks, relative_error,
                                           select_blocks)
 from visualizers.draft_attention import draft_attention_figure

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 
 from conftest import hf_greedy
-from core.drafters import DRAFTERS, build_drafter
-from core.drafters.kangaroo_adapter import KangarooAdapter
-from core.engine import Session, SessionConfig
-from core.verify import VERIFIERS, build_verifier
+from core.options import option_fields
+from core.specdec.drafters import DRAFTERS, build_drafter
+from core.specdec.drafters.kangaroo_adapter import KangarooAdapter
+from core.specdec import Session, SessionConfig
+from core.specdec.verify import VERIFIERS, build_verifier
 
 TINY_PROMPTS = ["the cat sat on the mat and the cat sat on the", "1 2 3 4 5 6 7 8 9 10 11 12 13"]
 SMOL_PROMPTS = [
@@ -19,13 +20,14 @@ SMOL_PROMPTS = [
 
 
 def _drafter(name, target, draft_model):
-    options = {"draft_model": draft_model, "ngram_size": 3, "exit_layer": None}
+    declared = {f.name for f in option_fields(DRAFTERS[name].Options)}
+    options = {k: v for k, v in {"draft_model": draft_model, "ngram_size": 3}.items() if k in declared}
     layer_types = getattr(target.config, "layer_types", None) or []
     if name in ("kangaroo", "easyspec", "sorted") and "sliding_attention" in layer_types:
         pytest.skip(f"{name}'s layer slicing is not available for sliding-window models (it says so)")
     if name == "kangaroo" and target.name != "smollm2-135m":  # SmolLM2 uses the shipped adapter
         options.update(adapter=KangarooAdapter.from_target(target.model, target.n_layers // 2), eta=0.0)
-    return build_drafter(name, target, **options)
+    return build_drafter(name, target, options)
 
 
 def _run(target, drafter, verifier, ids, n, gamma=4):
@@ -88,7 +90,7 @@ def test_partial_acceptance_is_exercised(tiny_llama, noisy_tiny_llama):
 
 @pytest.fixture(scope="module")
 def gemma3():
-    from core.models import load_model
+    from core.runtime.models import load_model
 
     return load_model("gemma3-270m", device="cpu")
 

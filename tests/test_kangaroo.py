@@ -7,14 +7,14 @@ import pytest
 import torch
 
 from conftest import greedy_acceptance, hf_greedy
-from core.drafters.base import DraftContext
-from core.drafters.kangaroo import KangarooDrafter, default_adapter_path
-from core.drafters.kangaroo_adapter import KangarooAdapter
-from core.engine import Session, SessionConfig
+from core.specdec.drafters.base import DraftContext
+from core.specdec.drafters.kangaroo import KangarooDrafter, default_adapter_path
+from core.specdec.drafters.kangaroo_adapter import KangarooAdapter
+from core.specdec import Session, SessionConfig
 from core.errors import DraftScopeError
-from core.kv import CachedLM
-from core.sampling import SamplingConfig
-from core.verify import build_verifier
+from core.runtime.cached_lm import CachedLM
+from core.specdec.sampling import SamplingConfig
+from core.specdec.verify import build_verifier
 from test_sampling_rule import _tiny_vocab_model, assert_first_two_tokens_follow_target
 
 PROMPT = "The quick brown fox jumps over the lazy dog and then the quick brown fox"
@@ -32,7 +32,7 @@ def _noisy_adapter(target, ell, scale=0.3, seed=0):
 
 def test_shared_cache_verification_equals_full_forward(tiny_llama):
     ids = tiny_llama.encode(PROMPT)
-    drafter = KangarooDrafter(tiny_llama, _noisy_adapter(tiny_llama, 2), eta=0.0)
+    drafter = KangarooDrafter(tiny_llama, adapter=_noisy_adapter(tiny_llama, 2), eta=0.0)
     kv = CachedLM(tiny_llama.model)
     kv.forward(ids[:-1])
     drafter.prefill(ids)
@@ -54,7 +54,7 @@ def test_shared_cache_verification_equals_full_forward(tiny_llama):
 @pytest.mark.parametrize("gamma, eta", [(1, 0.0), (4, 0.0), (6, 0.6), (6, 0.05)])
 def test_greedy_identity_tiny(tiny_llama, gamma, eta):
     ids = tiny_llama.encode(PROMPT)
-    drafter = KangarooDrafter(tiny_llama, _noisy_adapter(tiny_llama, 2, scale=0.1), eta=eta)
+    drafter = KangarooDrafter(tiny_llama, adapter=_noisy_adapter(tiny_llama, 2, scale=0.1), eta=eta)
     config = SessionConfig(target=tiny_llama.name, drafter="kangaroo", gamma=gamma, max_new_tokens=40)
     session = Session(tiny_llama, drafter, build_verifier("greedy"), ids, config)
     for _ in session.run():
@@ -67,7 +67,7 @@ def test_greedy_identity_tiny(tiny_llama, gamma, eta):
 
 def test_second_early_exit_stops_unconfident_drafts(tiny_llama):
     ids = tiny_llama.encode(PROMPT)
-    drafter = KangarooDrafter(tiny_llama, _noisy_adapter(tiny_llama, 2), eta=0.999)
+    drafter = KangarooDrafter(tiny_llama, adapter=_noisy_adapter(tiny_llama, 2), eta=0.999)
     kv = CachedLM(tiny_llama.model)
     kv.forward(ids[:-1])
     drafter.prefill(ids)
@@ -88,7 +88,7 @@ def test_shipped_adapter_greedy_identity_and_acceptance(smollm2):
     untrained_adapter = KangarooAdapter.from_target(smollm2.model, trained.exit_layer)
     alphas = {}
     for name, drafter in (("trained", KangarooDrafter(smollm2, eta=0.0)),
-                          ("untrained", KangarooDrafter(smollm2, untrained_adapter, eta=0.0))):
+                          ("untrained", KangarooDrafter(smollm2, adapter=untrained_adapter, eta=0.0))):
         alphas[name] = greedy_acceptance(smollm2, drafter, 32)
     assert alphas["trained"] > max(0.1, 5 * alphas["untrained"]), alphas  # measured 0.21 vs 0.016
 
@@ -96,7 +96,7 @@ def test_shipped_adapter_greedy_identity_and_acceptance(smollm2):
 def test_sampled_output_follows_the_target():
     target = _tiny_vocab_model(0)
     adapter = _noisy_adapter(target, 1, scale=0.5)
-    assert_first_two_tokens_follow_target(target, KangarooDrafter(target, adapter, eta=0.0))
+    assert_first_two_tokens_follow_target(target, KangarooDrafter(target, adapter=adapter, eta=0.0))
 
 
 def test_adapter_file_round_trip_and_errors(tmp_path, tiny_llama, tiny_gemma):
@@ -108,11 +108,11 @@ def test_adapter_file_round_trip_and_errors(tmp_path, tiny_llama, tiny_gemma):
     for (k, v), (k2, v2) in zip(adapter.state_dict().items(), loaded.state_dict().items()):
         assert k == k2 and torch.allclose(v.half().float(), v2.float())
     with pytest.raises(DraftScopeError, match="not found"):
-        KangarooDrafter(tiny_llama, tmp_path / "missing.safetensors")
+        KangarooDrafter(tiny_llama, adapter=tmp_path / "missing.safetensors")
     with pytest.raises(DraftScopeError, match="sliding-window"):
-        KangarooDrafter(tiny_gemma, path)
+        KangarooDrafter(tiny_gemma, adapter=path)
     with pytest.raises(DraftScopeError, match="η"):
-        KangarooDrafter(tiny_llama, path, eta=1.5)
+        KangarooDrafter(tiny_llama, adapter=path, eta=1.5)
 
 
 def test_training_script_tiny(tmp_path, tiny_llama, monkeypatch):
@@ -124,5 +124,5 @@ def test_training_script_tiny(tmp_path, tiny_llama, monkeypatch):
                                 out=out)
     assert out.is_file() and meta["sequences"] == 4 and meta["train_tokens"] > 0
     assert set(meta["before"]) == {"top1_agreement", "sum_min_pq_topk", "tokens"}
-    drafter = KangarooDrafter(tiny_llama, out)
+    drafter = KangarooDrafter(tiny_llama, adapter=out)
     assert drafter.exit_layer == 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from core.kv import CachedLM
+from core.runtime.cached_lm import CachedLM
 
 
 def _fresh_logits(model, ids):

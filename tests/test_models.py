@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from core.kv import CachedLM
-from core.models import PRESETS, cache_dir, eager_attention, module_param_bytes, truncated_view
+from core.runtime.cached_lm import CachedLM
+from core.runtime.models import PRESETS, cache_dir, eager_attention, module_param_bytes, truncated_view
 
 
 def test_presets_registered():
@@ -62,7 +62,7 @@ def test_attention_weights_on_demand(tiny_llama):
 def test_hub_only_presets_explain_themselves(monkeypatch):
     """The rest of the SmolLM2 family is offered where the Hub is the model source; here loading one says why not."""
     from core.errors import DraftScopeError
-    from core.models import load_model, preset_names
+    from core.runtime.models import load_model, preset_names
 
     monkeypatch.setenv("DRAFTSCOPE_MODEL_SOURCE", "gguf")
     assert "smollm2-360m" in PRESETS and "smollm2-360m" not in preset_names()

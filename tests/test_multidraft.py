@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from core.optimal import rrs_acceptance, rsd_acceptance
-from core.verify.multidraft import rrs_step, rsd_step, without_replacement_qs
+from core.specdec.optimal import rrs_acceptance, rsd_acceptance
+from core.specdec.verify.multidraft import rrs_step, rsd_step, without_replacement_qs
 
 P = torch.tensor([0.45, 0.25, 0.15, 0.1, 0.05])
 Q = torch.tensor([0.05, 0.1, 0.2, 0.3, 0.35])

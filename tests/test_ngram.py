@@ -1,6 +1,6 @@
 """Prompt-lookup matching."""
 
-from core.drafters.ngram import lookup
+from core.specdec.drafters.ngram import lookup
 
 
 def test_longest_suffix_most_recent_match():

@@ -10,14 +10,14 @@ import torch
 
 from core.cli import main as cli_main
 from core.errors import DraftScopeError
-from core.presses import PRESSES
-from core.presses.base import (PressContext, compress_cache, group_max, max_pool, prefill, select_kv, select_tokens,
+from core.kv import PRESSES
+from core.kv.base import (PressContext, compress_cache, group_max, max_pool, prefill, select_kv, select_tokens,
                                stacked)
-from core.presses.capture import capture_attention
-from core.presses.offsets import char_spans, transfer_scores
-from core.presses.run import decode, kv_report, parse_budget
-from core.presses.speckv import SpecKVPress
-from core.presses.tasks import make_task
+from core.attention.capture import capture_attention
+from core.kv.offsets import char_spans, transfer_scores
+from core.kv.run import decode, kv_report, parse_budget
+from core.kv.speckv import SpecKVPress
+from core.kv.tasks import make_task
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +143,7 @@ def test_cross_tokenizer_offsets_round_trip(tiny_llama, tiny_gemma):
 
 
 def test_tasks():
-    from core.models import load_model
+    from core.runtime.models import load_model
 
     tok = load_model("tiny-llama").tokenizer
     task = make_task("passkey", tok, length=512, seed=3)
@@ -205,9 +205,9 @@ def test_stacked_orders_layers():
 
 def test_sorted_exit_guide_is_the_s2d_drafter(smollm2):
     """The S2D guide for speckv / specpc is the drafter's deepest exit as a causal LM: its logits are the exit's."""
-    from core.drafters.sorted import SortedDrafter
-    from core.layers import embed, run_layers
-    from core.presses.run import guide_model
+    from core.specdec.drafters.sorted import SortedDrafter
+    from core.runtime.layers import embed, run_layers
+    from core.kv.run import guide_model
 
     guide = guide_model(smollm2, "sorted", None)
     assert guide.n_layers == 10 and guide.tokenizer is smollm2.tokenizer
@@ -222,7 +222,7 @@ def test_sorted_exit_guide_is_the_s2d_drafter(smollm2):
 
 def test_capture_reaches_copied_layers(smollm2):
     """A guide built from copied layers (S2D's exits) is captured too, and every config is restored."""
-    from core.presses.run import guide_model
+    from core.kv.run import guide_model
 
     guide = guide_model(smollm2, "sorted", None)
     ids = smollm2.encode("one two three four five six seven eight")

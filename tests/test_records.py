@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import json
 
-from core.drafters.model import ModelDrafter
-from core.engine import Session, SessionConfig
-from core.records import StepRecord
-from core.verify.sampling import SamplingVerifier
+from core.specdec.drafters.model import ModelDrafter
+from core.specdec import Session, SessionConfig
+from core.specdec.records import StepRecord
+from core.specdec.verify.sampling import SamplingVerifier
 
 
 def _session(target, drafter_model, **cfg):
     config = SessionConfig(target=target.name, drafter="model", verifier="sampling", temperature=0.3, top_p=0.95,
                            gamma=4, max_new_tokens=24, seed=3, **cfg)
-    return Session(target, ModelDrafter(target, drafter_model), SamplingVerifier(), target.encode("a b c d e f"),
+    return Session(target, ModelDrafter(target, draft_model=drafter_model), SamplingVerifier(), target.encode("a b c d e f"),
                    config)
 
 

@@ -8,13 +8,13 @@ import torch
 from scipy.stats import chi2_contingency
 
 from conftest import perturbed
-from core.drafters.model import ModelDrafter
-from core.drafters.none import NoDrafter
-from core.engine import Session, SessionConfig
-from core.models import LoadedModel
-from core.sampling import SamplingConfig, warp
-from core.verify.greedy import GreedyVerifier
-from core.verify.sampling import SamplingVerifier, residual
+from core.specdec.drafters.model import ModelDrafter
+from core.specdec.drafters.none import NoDrafter
+from core.specdec import Session, SessionConfig
+from core.runtime.models import LoadedModel
+from core.specdec.sampling import SamplingConfig, warp
+from core.specdec.verify.greedy import GreedyVerifier
+from core.specdec.verify.sampling import SamplingVerifier, residual
 
 
 def _random_dist(gen, v, peaky=2.0):
@@ -142,7 +142,7 @@ def test_end_to_end_distribution_matches_target():
     prompt = [1, 4, 2]
     cfg = dict(verifier="sampling", temperature=1.0, max_new_tokens=4, record=False)  # first round drafts γ = 3
     plain = Session(target, NoDrafter(target), SamplingVerifier(), prompt, SessionConfig(drafter="none", **cfg))
-    spec = Session(target, ModelDrafter(target, drafter), SamplingVerifier(), prompt,
+    spec = Session(target, ModelDrafter(target, draft_model=drafter), SamplingVerifier(), prompt,
                    SessionConfig(drafter="model", gamma=3, **cfg))
     n = 1500
     a, _, _ = _continuations(plain, n)

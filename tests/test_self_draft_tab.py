@@ -9,7 +9,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import pytest  # noqa: E402
 
-import core.drafters.kangaroo as kangaroo  # noqa: E402
+import core.specdec.drafters.kangaroo as kangaroo  # noqa: E402
 from app import common, self_draft_tab  # noqa: E402
 from app.main import build_demo  # noqa: E402
 from visualizers.self_draft import OUTCOMES  # noqa: E402
@@ -46,7 +46,7 @@ def test_step_plots_the_confidence_and_eta_applies_live(handlers):
     first = _step(handlers)
     assert not first["status"].startswith("**Error"), first["status"]
     session = _session(first)
-    assert session.config.drafter == "kangaroo" and session.config.eta == 0.0 and session.config.verifier == "greedy"
+    assert session.config.drafter == "kangaroo" and session.config.drafter_options == {"eta": 0.0} and session.config.verifier == "greedy"
     record = session.records[0]
     assert _points(first["confidence"]) == len(record.draft_info["confidences"]) == 4
     assert first["strip"].count('class="round-sep" title=') == 1
@@ -54,13 +54,13 @@ def test_step_plots_the_confidence_and_eta_applies_live(handlers):
 
     second = _step(handlers, first["state"], eta=0.5, exit_layer=3)  # ℓ belongs to early exit: ignored here
     assert "Changed eta from round 1 on" in second["status"], second["status"]
-    assert session.config.eta == 0.5 and session.config.exit_layer is None
+    assert session.config.drafter_options == {"eta": 0.5}  # ℓ belongs to early exit
     assert session.records[-1].draft_info["stopped_by"] == "eta" and "below η = 0.50" in second["status"]
     assert any(t.meta == "stopped" for t in second["confidence"].data)
 
     third = _step(handlers, second["state"], eta=0.5, exit_layer=3, drafter="early-exit", temperature=0.5)
     assert not third["status"].startswith("**Error"), third["status"]
-    assert session.config.exit_layer == 3 and session.config.eta is None and session.config.verifier == "sampling"
+    assert session.config.drafter_options == {"exit_layer": 3} and session.config.verifier == "sampling"
     assert len(session.records) == 3 and not session.records[-1].draft_info
 
 
@@ -150,7 +150,7 @@ def test_sorted_drafter_shows_exits_per_token_and_thresholds_apply_live(handlers
     first = _step(handlers, drafter="sorted", theta1=0.0)  # θ₁ = 0: every token from the first exit
     assert not first["status"].startswith("**Error"), first["status"]
     session = _session(first)
-    assert session.config.thresholds == "0,0.5" and session.config.eta is None
+    assert session.config.drafter_options == {"thresholds": "0,0.5"}
     info = session.records[0].draft_info
     assert info["exits"] == [0, 0, 0, 0] and "Last round: drafted from layer 1, layer 1" in first["status"]
     heat = next(t for t in first["confidence"].data if t.meta == "confidence")

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from core.drafters.easyspec import modelled_latency
-from core.engine import Session, SessionConfig
-from core.records import StepRecord
+from core.specdec.drafters.easyspec import modelled_latency
+from core.specdec import Session, SessionConfig
+from core.specdec.records import StepRecord
 from visualizers.self_draft import (OUTCOMES, confidence_figure, easyspec_timeline_figure, eta_sweep_figure,
                                     exit_summary_html, exit_token_figure, theta_sweep_figure)
 
@@ -16,8 +16,9 @@ PROMPT = "the cat sat on the mat. the cat sat on the"
 
 def _run(drafter: str = "kangaroo", eta: float | None = None, gamma: int = 4, n: int = 10,
          thresholds: str = "") -> Session:
-    config = SessionConfig(target="tiny-llama", drafter=drafter, gamma=gamma, eta=eta, max_new_tokens=n,
-                           thresholds=thresholds)
+    options = {"eta": eta} if drafter == "kangaroo" else {"thresholds": thresholds} if drafter == "sorted" else {}
+    config = SessionConfig(target="tiny-llama", drafter=drafter, gamma=gamma, max_new_tokens=n,
+                           drafter_options=options)
     session = Session.from_config(config, prompt=PROMPT)
     for _ in session.run():
         pass

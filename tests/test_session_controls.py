@@ -6,9 +6,9 @@ from dataclasses import replace
 
 import pytest
 
-from core.engine import Session, SessionConfig
+from core.specdec import Session, SessionConfig
 from core.errors import DraftScopeError
-from core.lossless import check_lossless
+from core.specdec.lossless import check_lossless
 
 
 def _session(target, **cfg):
@@ -20,12 +20,14 @@ def test_changes_apply_to_next_rounds_and_stay_lossless(tiny_llama):
     session = _session(tiny_llama, gamma=2)
     for _ in range(3):
         session.step()
-    changed = session.reconfigure(replace(session.config, gamma=6, drafter="early-exit", exit_layer=2))
+    changed = session.reconfigure(replace(session.config, gamma=6, drafter="early-exit",
+                                                 drafter_options={"exit_layer": 2}))
     assert set(changed) == {"gamma", "drafter", "exit_layer"}
     session.step()
     assert session.records[-1].settings["gamma"] == 6 and session.records[-1].drafter == "early-exit"
     assert len(session.records[-1].drafted) <= 6
-    session.reconfigure(replace(session.config, verifier="sampling", ngram_size=2, drafter="ngram"))
+    session.reconfigure(replace(session.config, verifier="sampling", drafter="ngram",
+                                    drafter_options={"ngram_size": 2}))
     for _ in session.run():
         pass
     report = check_lossless(session)
@@ -41,7 +43,9 @@ def test_invalid_or_restarting_changes_apply_nothing(tiny_llama):
     with pytest.raises(DraftScopeError, match="new session"):
         session.reconfigure(replace(before, target="tiny-gemma"))
     with pytest.raises(DraftScopeError, match="tokenizer"):
-        session.reconfigure(replace(before, drafter="model", draft_model="tiny-gemma"))
+        session.reconfigure(replace(before, drafter="model", drafter_options={"draft_model": "tiny-gemma"}))
+    with pytest.raises(DraftScopeError, match="unknown option 'ngram_sze' for the 'ngram' drafter"):
+        session.reconfigure(replace(before, drafter_options={"ngram_sze": 2}))
     assert session.config is before
 
 

@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from conftest import greedy_acceptance, hf_greedy
-from core.drafters.sorted import SortedDrafter, default_exits_path, parse_thresholds
-from core.drafters.sorted_exits import SortedExits, default_exit_layers
-from core.engine import Session, SessionConfig
+from core.specdec.drafters.sorted import SortedDrafter, default_exits_path, parse_thresholds
+from core.specdec.drafters.sorted_exits import SortedExits, default_exit_layers
+from core.specdec import Session, SessionConfig
 from core.errors import DraftScopeError
-from core.layers import embed, run_layers
-from core.models import LoadedModel
-from core.verify import build_verifier
+from core.runtime.layers import embed, run_layers
+from core.runtime.models import LoadedModel
+from core.specdec.verify import build_verifier
 from test_sampling_rule import _DigitTokenizer, assert_first_two_tokens_follow_target
 
 PROMPT = "The quick brown fox jumps over the lazy dog and then the quick brown fox"

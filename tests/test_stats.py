@@ -1,6 +1,6 @@
 """Statistics follow the standard definitions (vLLM / EAGLE / Spec-Bench)."""
 
-from core.records import Stats
+from core.specdec.records import Stats
 
 
 def test_definitions():

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from core.kv import CachedLM
-from core.tree import TokenTree, TreeCache, tree_attention_inputs
+from core.runtime.cached_lm import CachedLM
+from core.specdec.trees.tree import TokenTree, TreeCache, tree_attention_inputs
 
 # a 3,2,1-style tree: three roots, two children under root 0, one under root 1, a grandchild under node 3
 TREE_PARENTS = [-1, -1, -1, 0, 0, 1, 3]

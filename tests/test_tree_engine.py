@@ -9,18 +9,18 @@ import json
 import pytest
 import torch
 
-from core.drafters.early_exit import EarlyExitDrafter
-from core.drafters.model import ModelDrafter
-from core.engine import Session, SessionConfig
+from core.specdec.drafters.early_exit import EarlyExitDrafter
+from core.specdec.drafters.model import ModelDrafter
+from core.specdec import Session, SessionConfig
 from core.errors import DraftScopeError
-from core.kv import CachedLM
-from core.records import TreeStepRecord, alpha_star_summary
-from core.tree import TokenTree, TreeCache
-from core.tree_draft import TreeSpec
-from core.verify import build_verifier
-from core.verify.greedy import GreedyVerifier
-from core.verify.rrs import RRSVerifier
-from core.verify.rsd import RSDVerifier
+from core.runtime.cached_lm import CachedLM
+from core.specdec.records import TreeStepRecord, alpha_star_summary
+from core.specdec.trees.tree import TokenTree, TreeCache
+from core.specdec.trees.grow import TreeSpec
+from core.specdec.verify import build_verifier
+from core.specdec.verify.greedy import GreedyVerifier
+from core.specdec.verify.rrs import RRSVerifier
+from core.specdec.verify.rsd import RSDVerifier
 from tests.conftest import hf_greedy, perturbed
 
 PROMPT = "The quick brown fox jumps over the lazy dog. Then the fox"
@@ -36,7 +36,7 @@ def _session(target, drafter, tree, verifier="greedy", n=32, **kw):
                                                    ("2,2", "iid", 5), ("1,1,1", "auto", 5),
                                                    ("budget:6", "without-replacement", 3)])
 def test_greedy_tree_identity_tiny(tiny_llama, tree, children, gamma):
-    drafter = ModelDrafter(tiny_llama, perturbed(tiny_llama, 0.05))
+    drafter = ModelDrafter(tiny_llama, draft_model=perturbed(tiny_llama, 0.05))
     session = _session(tiny_llama, drafter, tree, children=children, gamma=gamma, n=40)
     for _ in session.run():
         pass
@@ -54,7 +54,7 @@ def test_greedy_tree_identity_smollm2(smollm2):
     drafter = EarlyExitDrafter(smollm2, exit_layer=24)
     for text in ["Write a haiku about autumn.", "List three uses of a paperclip."]:
         ids = smollm2.encode(text, chat=True)
-        config = SessionConfig(target=smollm2.name, drafter="early-exit", exit_layer=24, tree="4,2,1",
+        config = SessionConfig(target=smollm2.name, drafter="early-exit", drafter_options={"exit_layer": 24}, tree="4,2,1",
                                max_new_tokens=24)
         session = Session(smollm2, drafter, GreedyVerifier(), ids, config)
         for _ in session.run():
@@ -64,7 +64,7 @@ def test_greedy_tree_identity_smollm2(smollm2):
 
 
 def test_switching_between_tree_and_chain_keeps_identity(tiny_llama):
-    drafter = ModelDrafter(tiny_llama, perturbed(tiny_llama, 0.05))
+    drafter = ModelDrafter(tiny_llama, draft_model=perturbed(tiny_llama, 0.05))
     session = _session(tiny_llama, drafter, "3,2", n=36, gamma=4)
     for i in range(6):
         session.step()
@@ -78,7 +78,7 @@ def test_switching_between_tree_and_chain_keeps_identity(tiny_llama):
 def test_drafter_cache_after_a_tree_round(tiny_llama):
     """After tree_end the drafter's cache holds the committed prefix only (accepted nodes gathered), and its next
     logits equal a plain forward of the committed tokens."""
-    drafter = ModelDrafter(tiny_llama, perturbed(tiny_llama, 0.05))
+    drafter = ModelDrafter(tiny_llama, draft_model=perturbed(tiny_llama, 0.05))
     session = _session(tiny_llama, drafter, "3,2,1", n=20, gamma=4)
     for _ in range(4):
         session.step()
@@ -160,7 +160,7 @@ def test_mismatched_rule_is_caught():
 
 
 def test_sampled_tree_records_alpha_star(tiny_llama):
-    drafter = ModelDrafter(tiny_llama, perturbed(tiny_llama, 0.05))
+    drafter = ModelDrafter(tiny_llama, draft_model=perturbed(tiny_llama, 0.05))
     for verifier in ("rrs", "rsd"):
         session = _session(tiny_llama, drafter, "3,2,1", verifier=verifier, temperature=1.0, n=24, gamma=4)
         for _ in session.run():
@@ -192,13 +192,14 @@ def test_tree_spec_parsing():
 
 
 @pytest.mark.parametrize("kw, message", [
-    ({"drafter": "ngram"}, "cannot grow a tree"),
+    ({"drafter": "ngram", "drafter_options": {}}, "cannot grow a tree"),
     ({"verifier": "rrs"}, "temperature above 0"),
     ({"verifier": "sampling", "temperature": 1.0}, "checks a chain"),
     ({"verifier": "rsd", "children": "iid", "temperature": 1.0}, "lossless only with"),
     ({"target": "tiny-gemma", "drafter": "early-exit"}, "sliding-window"),
 ])
 def test_invalid_tree_settings(kw, message):
-    config = SessionConfig(**{"target": "tiny-llama", "drafter": "early-exit", "exit_layer": 2, "tree": "2,2", **kw})
+    config = SessionConfig(**{"target": "tiny-llama", "drafter": "early-exit", "drafter_options": {"exit_layer": 2},
+                              "tree": "2,2", **kw})
     with pytest.raises(DraftScopeError, match=message):
         Session.from_config(config, prompt="hello")

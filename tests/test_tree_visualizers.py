@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from core.engine import Session, SessionConfig
-from core.records import TreeStepRecord
-from core.tree import TokenTree
+from core.specdec import Session, SessionConfig
+from core.specdec.records import TreeStepRecord
+from core.specdec.trees.tree import TokenTree
 from visualizers.tree_graph import (DECISIONS, EMITTED, MASK_COLORS, NODE_STYLE, ON_PATH, PREFIX, ROOT,
                                     alpha_star_figure, ancestor_mask, tree_figure, tree_mask_figure,
                                     tree_summary_html, tree_text_html, tree_vs_chain_figure)
@@ -20,7 +20,8 @@ RUNS = {"greedy": ("greedy", 0.0), "rsd": ("rsd", 1.0)}
 
 
 def _session(verifier: str, temperature: float, rounds: int = 4) -> Session:
-    config = SessionConfig(target="tiny-llama", drafter="early-exit", exit_layer=2, tree="4,2,1", verifier=verifier,
+    config = SessionConfig(target="tiny-llama", drafter="early-exit", drafter_options={"exit_layer": 2}, tree="4,2,1",
+                           verifier=verifier,
                            temperature=temperature, max_new_tokens=24, seed=3)
     session = Session.from_config(config, prompt=PROMPT)
     for _ in range(rounds):

@@ -42,7 +42,7 @@ def test_step_draws_a_tree_and_steps_the_chain_alongside(handlers):
     assert not first["status"].startswith("**Error"), first["status"]
     session = _session(first)
     assert len(session.records) == 1 and session.config.tree == "4,2,1"
-    assert session.config.exit_layer == 3  # auto: four fifths of tiny-llama's 4 layers
+    assert session.config.drafter_options["exit_layer"] == 3  # auto: four fifths of tiny-llama's 4 layers
     nodes = sum(len(t.x) for t in first["graph"].data if t.name in DECISIONS)
     assert nodes == len(session.records[0].nodes) > 0
     assert first["text"].count('class="round-sep"') == 1

@@ -6,12 +6,13 @@ import json
 
 import pytest
 
-from core.drafters import build_drafter
-from core.drafters.model import ModelDrafter
-from core.engine import Session, SessionConfig
-from core.lossless import check_lossless
-from core.records import Candidate, DraftedToken, EmittedToken, StepRecord
-from core.verify import GreedyVerifier, SamplingVerifier
+from core.specdec.drafters import build_drafter
+from core.specdec.drafters.model import ModelDrafter
+from core.specdec import Session, SessionConfig
+from core.specdec.lossless import check_lossless
+from core.specdec.records import Candidate, DraftedToken, EmittedToken, StepRecord
+from core.specdec.verify.greedy import GreedyVerifier
+from core.specdec.verify.sampling import SamplingVerifier
 from visualizers.compare import compare_verdict, lossless_html
 from visualizers.round_inspector import round_inspector_figure
 from visualizers.stats_charts import stats_figure
@@ -32,14 +33,14 @@ def _run(target, drafter, verifier, config: SessionConfig, prompt: str = PROMPT)
 def sampled(tiny_llama, noisy_tiny_llama) -> Session:
     config = SessionConfig(target=tiny_llama.name, drafter="model", verifier="sampling", temperature=0.3, gamma=4,
                            max_new_tokens=24, seed=3)
-    return _run(tiny_llama, ModelDrafter(tiny_llama, noisy_tiny_llama), SamplingVerifier(), config)
+    return _run(tiny_llama, ModelDrafter(tiny_llama, draft_model=noisy_tiny_llama), SamplingVerifier(), config)
 
 
 @pytest.fixture(scope="module")
 def greedy(tiny_llama, noisy_tiny_llama) -> Session:
     config = SessionConfig(target=tiny_llama.name, drafter="model", verifier="greedy", gamma=4, max_new_tokens=24,
                            seed=3)
-    return _run(tiny_llama, ModelDrafter(tiny_llama, noisy_tiny_llama), GreedyVerifier(), config)
+    return _run(tiny_llama, ModelDrafter(tiny_llama, draft_model=noisy_tiny_llama), GreedyVerifier(), config)
 
 
 @pytest.fixture(scope="module", params=["greedy", "sampling"])

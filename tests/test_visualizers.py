@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from core.records import DraftedToken, EmittedToken, StepRecord
+from core.specdec.records import DraftedToken, EmittedToken, StepRecord
 from visualizers.token_strip import stats_html, token_strip_html
 
 TOKEN_SPAN = re.compile(r'<span class="tok ([a-z]+)" title="([^"]*)">(.*?)</span>', re.S)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from core.presses.draft_attention import DraftAttentionMap
+from core.attention.draft_attention import DraftAttentionMap
 from visualizers.format import esc as _esc, num as _num
 
 HEIGHT, EMPTY_HEIGHT = 440, 260

@@ -17,7 +17,7 @@ from typing import Iterable, Mapping
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from core.presses.records import KVReport, PressRun
+from core.kv.records import KVReport, PressRun
 from visualizers.format import MISSING, count as _count, esc as _esc, num as _num
 
 EMPTY_HEIGHT, HEAD_HEIGHT, CORRELATION_HEIGHT, BUDGET_HEIGHT = 260, 380, 400, 380

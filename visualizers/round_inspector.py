@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from core.records import Candidate, StepRecord
+from core.specdec.records import Candidate, StepRecord
 
 MISSING = "—"
 EMPTY_TEXT = "Step or Run to see a round"

@@ -12,8 +12,8 @@ import textwrap
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from core.drafters.easyspec import layer_groups, modelled_latency
-from core.records import StepRecord
+from core.specdec.drafters.easyspec import layer_groups, modelled_latency
+from core.specdec.records import StepRecord
 from visualizers.format import MISSING, count as _count, esc as _esc, num as _num
 
 HEIGHT, SWEEP_HEIGHT, EMPTY_HEIGHT, TIMELINE_HEIGHT = 400, 360, 260, 340

@@ -1,6 +1,6 @@
 """The run's statistics as three small charts: acceptance by draft position, accepted lengths, and the time split.
 
-Input is ``Stats.summary()`` (a flat dict); the definitions are the ones in ``core.records.Stats``.
+Input is ``Stats.summary()`` (a flat dict); the definitions are the ones in ``core.specdec.records.Stats``.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import html
 
-from core.records import DraftedToken, EmittedToken, StepRecord
+from core.specdec.records import DraftedToken, EmittedToken, StepRecord
 
 MISSING = "—"
 PROMPT_CHARS = 160  # the prompt's tail shown before the generated tokens (hover shows all of it)

@@ -17,7 +17,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from core.records import TreeNode, TreeStepRecord
+from core.specdec.records import TreeNode, TreeStepRecord
 from visualizers.format import MISSING, count as _count, esc as _esc, num as _num
 
 ROOT = "root"

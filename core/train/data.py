@@ -8,7 +8,7 @@ import sys
 import torch
 from tqdm import tqdm
 
-from core.models import cache_dir
+from core.runtime.models import cache_dir
 from core.train.prompts import training_prompts
 
 TEACHER_TOPK = 64  # the teacher distribution is kept over the target's top 64 tokens, renormalised

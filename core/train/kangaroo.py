@@ -22,13 +22,14 @@ import torch
 from tqdm import tqdm
 from transformers import DynamicCache
 
-from core.drafters.kangaroo import default_adapter_path
-from core.drafters.kangaroo_adapter import KangarooAdapter
 from core.errors import DraftScopeError
-from core.layers import check_layer_slicing, embed, run_layers
-from core.models import load_model
-from core.train.loop import fit, split_holdout
+from core.runtime.layers import check_layer_slicing, embed, run_layers
+from core.runtime.models import load_model
+from core.specdec.drafters.kangaroo import default_adapter_path
+from core.specdec.drafters.kangaroo_adapter import KangarooAdapter
 from core.train.data import TEACHER_TOPK, teacher_topk, training_sequences
+from core.train.loop import fit, split_holdout
+
 
 @torch.no_grad()  # not inference_mode: these tensors feed autograd later
 def record_features(target, sequences: list[list[int]], exit_layer: int) -> list[dict]:

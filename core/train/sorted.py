@@ -5,7 +5,7 @@
 3. Sorted training: LoRA factors on the first F layers (shared by every exit) and one norm per exit, with the frozen
    embedding and LM head, minimise the mean over exits of the soft cross-entropy against the teacher. Every exit is
    trained at once, on the same shared layers, as in S2D's sorted fine-tuning; what is saved is only the factors and
-   the norms (``core.drafters.sorted_exits``).
+   the norms (``core.specdec.drafters.sorted_exits``).
 Held-out sequences report, per exit, top-1 agreement with the teacher and Σ min(p, q) over the teacher's top 64,
 before and after training. Progress goes through tqdm.
 """
@@ -22,13 +22,13 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from core.drafters.sorted import default_exits_path
-from core.drafters.sorted_exits import DEFAULT_RANK, SortedExits, default_exit_layers
 from core.errors import DraftScopeError
-from core.layers import check_layer_slicing, embed, run_layers
-from core.models import load_model
-from core.train.loop import fit, split_holdout
+from core.runtime.layers import check_layer_slicing, embed, run_layers
+from core.runtime.models import load_model
+from core.specdec.drafters.sorted import default_exits_path
+from core.specdec.drafters.sorted_exits import DEFAULT_RANK, SortedExits, default_exit_layers
 from core.train.data import TEACHER_TOPK, teacher_topk, training_sequences
+from core.train.loop import fit, split_holdout
 
 
 def exit_log_probs(model, exits: SortedExits, ids: list[int]) -> list[torch.Tensor]:

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import torch
 
+from core import ASSETS_DIR
 from core.errors import DraftScopeError
 
-ASSET_DIR = Path(__file__).resolve().parents[2] / "assets" / "var"
+ASSET_DIR = ASSETS_DIR / "var"
 ENV_DIR = "DRAFTSCOPE_VAR_ASSETS"  # another directory of the four checkpoints (tests use tiny random ones)
 FILES = {"vq": "vqvae.safetensors", "large": "var-large.safetensors", "small": "var-small.safetensors",
          "classifier": "classifier.safetensors"}

@@ -4,7 +4,7 @@ token map each query tile reads at full resolution.
 At a scale whose side is at least ``min_side`` (the largest scales: 6×6 and 8×8 here), every layer's attention is
 replaced as follows. The queries of scale k (a side × side grid) attend to the cached tokens of the coarser scales
 and to their own scale. Queries and the current scale's keys are average-pooled per ``tile × tile`` block
-(``core.presses.draft_attention.select_blocks`` with grid ``(1, side, side)``), the pooled draft map keeps the top
+(``core.attention.draft_attention.select_blocks`` with grid ``(1, side, side)``), the pooled draft map keeps the top
 ``1 − r`` fraction of (query tile, key tile) pairs per head, and attention runs over those pairs plus, densely, every
 coarser-scale key (they are few, and hold the global layout). The dense output is computed alongside, so each layer
 reports its relative output error and the share of query·key pairs skipped; the image is compared with dense
@@ -22,8 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from core.attention.draft_attention import relative_error, select_blocks
 from core.errors import DraftScopeError
-from core.presses.draft_attention import relative_error, select_blocks
 
 
 @dataclass

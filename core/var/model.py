@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.errors import DraftScopeError
-from core.sampling import SamplingConfig, warp
+from core.specdec.sampling import SamplingConfig, warp
 
 FORMAT = "draftscope-var-v1"  # safetensors metadata tag of saved VAR checkpoints
 

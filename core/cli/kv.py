@@ -1,0 +1,63 @@
+"""``kv``: KV importance methods (SnapKV, StreamingLLM, H2O, TOVA, SpecKV, SpecPC) against the full cache."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from core.cli.table import markdown_table
+from core.runtime.models import DEFAULT_TARGET, load_model
+
+NAME, HELP = "kv", "KV importance: SnapKV, StreamingLLM, H2O, TOVA, SpecKV, SpecPC against the full cache on a " \
+                   "long-context task"
+
+
+def add_arguments(kv) -> None:
+    kv.add_argument("--target", default=DEFAULT_TARGET)
+    kv.add_argument("--drafter", default="model", help="what guides speckv/specpc: model (--draft-model), "
+                                                       "early-exit (the target's first --exit-layer layers) or sorted "
+                                                       "(S2D's trained deepest exit)")
+    kv.add_argument("--draft-model", default=None, help="draft model preset (default: the target itself)")
+    kv.add_argument("--exit-layer", type=int, default=None, help="early-exit guide: ℓ (default a quarter)")
+    kv.add_argument("--task", default="passkey", help="passkey, multikey, doc-qa, summarization, rag or a text file")
+    kv.add_argument("--length", type=int, default=1024, help="prompt length in tokens (passkey, multikey)")
+    kv.add_argument("--methods", default="snapkv,streamingllm,speckv,specpc")
+    kv.add_argument("--budget", default="128", help="KV entries kept per head: a count, a ratio, or several (64,128)")
+    kv.add_argument("--max-new-tokens", type=int, default=16)
+    kv.add_argument("--window", type=int, default=32, help="observation window (SnapKV / SpecKV)")
+    kv.add_argument("--kernel", type=int, default=7, help="max-pool kernel (SnapKV / SpecKV)")
+    kv.add_argument("--samples", type=int, default=1, help="task instances (seeds seed, seed+1, …), rows averaged")
+    kv.add_argument("--seed", type=int, default=0)
+    kv.add_argument("--json", action="store_true", help="print the rows as JSON")
+
+
+
+def run(args) -> int:
+    from tqdm import tqdm
+
+    from core.kv import build_press
+    from core.kv.run import guide_model, kv_table
+
+    methods = [m for m in args.methods.split(",") if m]
+    for name in methods:
+        build_press(name)  # unknown names fail before any model loads
+    budgets = [b for b in str(args.budget).split(",") if b]
+    target = load_model(args.target, allow_local=True)
+    guide = guide_model(target, args.drafter, args.draft_model, args.exit_layer, allow_local=True)
+    bar = tqdm(total=100, desc="kv", unit="%", disable=args.json and not sys.stderr.isatty())
+
+    def progress(fraction, desc=""):
+        bar.n = int(100 * fraction)
+        bar.set_description(desc[:40] or "kv")
+        bar.refresh()
+
+    rows = kv_table(samples=args.samples, seed=args.seed, target=target, drafter=guide, task=args.task,
+                    length=args.length, methods=methods, budgets=budgets, max_new_tokens=args.max_new_tokens,
+                    window=args.window, kernel=args.kernel, progress=progress)
+    bar.close()
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    print(markdown_table(rows, ["method", "budget", "accuracy", "agreement", "recall", "correlation", "prefill_ms",
+                                "draft_ms", "decode_ms", "kv_bytes"]))
+    return 0

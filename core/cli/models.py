@@ -1,0 +1,17 @@
+"""``models``: the model presets."""
+
+from __future__ import annotations
+
+from core.runtime.models import PRESETS
+
+NAME, HELP = "models", "list the model presets"
+
+
+def add_arguments(parser) -> None:
+    pass
+
+
+def run(args) -> int:
+    for preset in PRESETS.values():
+        print(f"{preset.name:14s} {preset.description}")
+    return 0

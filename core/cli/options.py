@@ -1,0 +1,57 @@
+"""Command-line flags generated from method options (``core.options``): one flag per option name across a family
+of methods, so a new option needs no edit here. A flag that the chosen method does not declare is an error."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+from core.errors import DraftScopeError
+from core.options import OptionField, option_fields
+
+
+@dataclass
+class OptionFlags:
+    """The flags one ``add_option_flags`` call added: flag → the (method, field) pairs that declare it."""
+
+    uses: dict[str, list[tuple[str, OptionField]]]
+
+    def values(self, args: argparse.Namespace, method: str) -> dict:
+        """The options given for ``method`` (field name → value); flags left out keep the method's defaults."""
+        values = {}
+        for flag, uses in self.uses.items():
+            value = getattr(args, _dest(flag))
+            if value is None:
+                continue
+            field = next((f for m, f in uses if m == method), None)
+            if field is None:
+                owners = ", ".join(m for m, _ in uses)
+                raise DraftScopeError(f"{flag} is not an option of '{method}' (it is one of {owners})")
+            values[field.name] = value
+        return values
+
+
+def add_option_flags(parser: argparse.ArgumentParser, methods: dict[str, type], title: str) -> OptionFlags:
+    """Add every option of ``methods`` (name → class with an ``Options`` dataclass) to ``parser`` in a group named
+    ``title``. Methods sharing an option name share its flag (and must agree on its type)."""
+    uses: dict[str, list[tuple[str, OptionField]]] = {}
+    for method, cls in methods.items():
+        for f in option_fields(cls.Options):
+            uses.setdefault(f.flag, []).append((method, f))
+    group = parser.add_argument_group(title)
+    for flag, declared in uses.items():
+        kinds = {f.kind for _, f in declared}
+        if len(kinds) > 1:
+            raise TypeError(f"{flag} has different types in {', '.join(m for m, _ in declared)}")
+        first = declared[0][1]
+        help_text = "; ".join(f"{m}: {f.help}" + (f" (default {f.default!r})" if f.default is not None else "")
+                              for m, f in declared).replace("%", "%%")
+        if first.kind is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            group.add_argument(flag, type=first.kind, default=None, choices=first.choices, help=help_text)
+    return OptionFlags(uses)
+
+
+def _dest(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")

@@ -1,0 +1,275 @@
+"""Run KV methods against the full cache on one prompt: ``kv_report`` (the app and ``core.cli kv`` call it).
+
+1. Full cache: prefill, greedy decode; then one capture pass over prompt + output gives the target's *true*
+   importance of every prompt position: the attention the output's queries paid it, per layer and KV head.
+2. Each method at each budget: its own prefill / compression (timed, drafting included), greedy decode on what it
+   kept (timed), then agreement with the full-cache output, recall of the true top-budget positions per head, the
+   task's answer, the KV bytes kept, and per target layer the correlation of its scores with the true importance.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from core.errors import DraftScopeError
+from core.kv import DRAFT_GUIDED, build_press
+from core.kv.base import (
+    PressContext,
+    cache_bytes,
+    check_kv_target,
+    compress_cache,
+    group_max,
+    prefill,
+    select_kv,
+    stacked,
+)
+from core.kv.records import KVReport, PressRun
+from core.kv.tasks import Task, make_task
+from core.runtime.models import LoadedModel, load_model
+
+DEFAULT_METHODS = ("snapkv", "streamingllm", "speckv", "specpc")
+MAX_PROMPT = 8192
+
+
+def parse_budget(value, n_prompt: int) -> int:
+    """An absolute token count (≥ 1) or a ratio in (0, 1) of the prompt length."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise DraftScopeError(f"budget must be a token count or a ratio in (0, 1), got '{value}'") from None
+    if 0 < number < 1:
+        return max(1, round(number * n_prompt))
+    if number >= 1 and number == int(number):
+        return int(number)
+    raise DraftScopeError(f"budget must be a token count ≥ 1 or a ratio in (0, 1), got '{value}'")
+
+
+def _sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.inference_mode()
+def decode(target: LoadedModel, cache, first_logits: torch.Tensor, position: int, n: int) -> list[int]:
+    """Greedy: the first token from ``first_logits``, then n − 1 more on ``cache`` with positions from ``position``
+    (the cache may hold fewer entries than ``position`` after eviction); stops at EOS."""
+    out = [int(first_logits.argmax())]
+    while len(out) < n and out[-1] not in target.eos_ids:
+        x = torch.tensor([[out[-1]]], device=target.device)
+        pos = torch.tensor([[position + len(out) - 1]], device=target.device)
+        logits = target.model(input_ids=x, position_ids=pos, past_key_values=cache, use_cache=True).logits
+        out.append(int(logits[0, -1].argmax()))
+    return out
+
+
+def true_importance(target: LoadedModel, prompt_ids: list[int], output: list[int]) -> torch.Tensor:
+    """(L, Hkv, n): attention each prompt position receives from the queries that produced ``output`` (the prompt's
+    last position and each output token but the last), summed over them, GQA group max."""
+    n = len(prompt_ids)
+    _, _, captured = prefill(target, prompt_ids + output[:-1], window=len(output))
+    probs = stacked(captured.window_probs)[..., :n].sum(dim=2)  # (L, Hq, n)
+    return group_max(probs, target.config.num_key_value_heads)
+
+
+def _normalise(x: torch.Tensor) -> torch.Tensor:
+    """Scale the last dimension to [0, 1] by its max (a zero row stays zero)."""
+    top = x.amax(dim=-1, keepdim=True).clamp_min(1e-12)
+    return (x / top).clamp(0, 1)
+
+
+def _pearson(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double() - a.double().mean(), b.double() - b.double().mean()
+    den = float(a.norm() * b.norm())
+    return float((a * b).sum()) / den if den > 0 else 0.0
+
+
+def _recall(keep_LHk: torch.Tensor, true_LHn: torch.Tensor, budget: int) -> torch.Tensor:
+    """(L, Hkv): |kept ∩ true top-budget| / budget per head."""
+    L, H, n = true_LHn.shape
+    k = min(budget, n)
+    top = true_LHn.topk(k, dim=-1).indices
+    kept = torch.zeros(L, H, n, dtype=torch.bool).scatter_(-1, keep_LHk, True)
+    return kept.gather(-1, top).float().mean(dim=-1)
+
+
+def _agreement(output: list[int], reference: list[int]) -> float:
+    return sum(a == b for a, b in zip(output, reference)) / max(len(reference), 1)
+
+
+def run_method(name: str, ctx: PressContext, task: Task, reference: list[int], true_LHn: torch.Tensor) -> PressRun:
+    """One method at ctx.budget: compress, decode, measure."""
+    target, n = ctx.target, len(ctx.prompt_ids)
+    press = build_press(name)
+    L, H = true_LHn.shape[:2]
+    _sync(target.device)
+    t0 = time.perf_counter()
+    if press.level == "kv":
+        check_kv_target(target)
+        pre = press.prefill(ctx)
+        scores_LHn = pre.scores_LHn
+        keep_LHk = select_kv(scores_LHn, ctx.budget, ctx.window)
+        compress_cache(pre.cache, keep_LHk)
+        cache, first_logits = pre.cache, pre.first_logits
+        token_scores = _normalise(scores_LHn.mean(dim=(0, 1)))
+        n_cached = n  # positions continue after the whole prompt
+    else:
+        kept_tokens, scores_n = press.select(ctx)
+        cache, logits, _ = prefill(target, [ctx.prompt_ids[i] for i in kept_tokens])
+        first_logits, n_cached = logits[-1], len(kept_tokens)
+        keep_LHk = torch.tensor(kept_tokens).expand(L, H, len(kept_tokens))
+        scores_LHn = scores_n.expand(L, H, n)
+        token_scores = _normalise(scores_n)
+    _sync(target.device)
+    prefill_ms = (time.perf_counter() - t0) * 1e3
+    kv_bytes = cache_bytes(cache)
+    t1 = time.perf_counter()
+    output = decode(target, cache, first_logits, n_cached, len(reference))
+    _sync(target.device)
+    decode_ms = (time.perf_counter() - t1) * 1e3
+    recall_lh = _recall(keep_LHk, true_LHn, ctx.budget)
+    kept = torch.zeros(L, H, n, dtype=torch.bool).scatter_(-1, keep_LHk, True).sum(dim=(0, 1))
+    true_layer = true_LHn.mean(dim=1)  # (L, n)
+    per_layer_scores = scores_LHn.mean(dim=1) if press.level == "kv" else scores_n.expand(L, n)
+    text = target.decode(output)
+    return PressRun(
+        method=name, budget=ctx.budget, level=press.level, scores=token_scores.tolist(), kept=kept.tolist(),
+        output_ids=output, output_text=text, agreement=_agreement(output, reference),
+        recall=float(recall_lh.mean()), accuracy=_accuracy(task, text), prefill_ms=prefill_ms, decode_ms=decode_ms,
+        kv_bytes=kv_bytes, draft_ms=float(ctx.info.get("draft_ms", 0.0)), recall_lh=recall_lh.tolist(),
+        head_scores=_normalise(scores_LHn).tolist() if press.level == "kv" else [],
+        head_kept=keep_LHk.tolist() if press.level == "kv" else [],
+        layer_correlation=[_pearson(per_layer_scores[layer], true_layer[layer]) for layer in range(L)],
+        note=str(ctx.info.get("note", "")))
+
+
+def _accuracy(task: Task, text: str) -> float | None:
+    correct = task.correct(text)
+    return None if correct is None else float(correct)
+
+
+def kv_report(target: str | LoadedModel = "smollm2-135m", drafter: str | LoadedModel | None = "smollm2-135m",
+              task: str = "passkey", length: int = 1024, methods=DEFAULT_METHODS, budgets=(256,), seed: int = 0,
+              max_new_tokens: int = 24, window: int = 32, kernel: int = 7, prompt: str | None = None,
+              progress=None, allow_local: bool = False) -> KVReport:
+    """The full-cache reference and every method × budget on one prompt (``prompt`` overrides ``task``).
+    ``progress(fraction, desc)`` is called between steps (the app's gr.Progress, tqdm on the CLI)."""
+    progress = progress or (lambda *a, **k: None)
+    methods = list(methods)
+    if not methods:
+        raise DraftScopeError("choose at least one method")
+    for name in methods:
+        build_press(name)
+    if not 1 <= max_new_tokens <= 256:
+        raise DraftScopeError(f"max new tokens must be in 1..256, got {max_new_tokens}")
+    if not 1 <= window <= 512 or not 1 <= kernel <= 129:
+        raise DraftScopeError("window must be in 1..512 and kernel in 1..129")
+    progress(0.0, desc="Loading models…")
+    model = target if isinstance(target, LoadedModel) else load_model(target, allow_local=allow_local)
+    guide = None
+    if any(m in DRAFT_GUIDED for m in methods):
+        if drafter is None:
+            raise DraftScopeError(f"{', '.join(m for m in methods if m in DRAFT_GUIDED)} need a draft model")
+        guide = drafter if isinstance(drafter, LoadedModel) else load_model(
+            drafter, device=model.device, dtype=model.dtype, allow_local=allow_local)
+    if any(build_press(m).level == "kv" for m in methods):
+        check_kv_target(model)
+    the_task = Task("prompt", prompt, None) if prompt is not None else make_task(task, model.tokenizer, length, seed)
+    if not the_task.prompt.strip():
+        raise DraftScopeError("the prompt is empty")
+    prompt_ids = model.encode(the_task.prompt)
+    n = len(prompt_ids)
+    if n + max_new_tokens > min(MAX_PROMPT, model.max_context):
+        raise DraftScopeError(f"the prompt has {n} tokens; with {max_new_tokens} new tokens that exceeds "
+                              f"{min(MAX_PROMPT, model.max_context)}")
+    budgets = [parse_budget(b, n) for b in budgets]
+
+    progress(0.05, desc="Full cache…")
+    t0 = time.perf_counter()
+    cache, logits, _ = prefill(model, prompt_ids)
+    prefill_ms = (time.perf_counter() - t0) * 1e3
+    kv_bytes = cache_bytes(cache)
+    t1 = time.perf_counter()
+    reference = decode(model, cache, logits[-1], n, max_new_tokens)
+    decode_ms = (time.perf_counter() - t1) * 1e3
+    true_LHn = true_importance(model, prompt_ids, reference)
+    L, H = true_LHn.shape[:2]
+    text = model.decode(reference)
+    everything = torch.arange(n).expand(L, H, n)
+    full = PressRun(method="full", budget=n, level="kv", scores=_normalise(true_LHn.mean(dim=(0, 1))).tolist(),
+                    kept=[L * H] * n, output_ids=reference, output_text=text, agreement=1.0,
+                    recall=float(_recall(everything, true_LHn, n).mean()), accuracy=_accuracy(the_task, text),
+                    prefill_ms=prefill_ms, decode_ms=decode_ms, kv_bytes=kv_bytes)
+    report = KVReport(target=model.name, drafter=guide.name if guide else None, task=the_task.name,
+                      prompt_ids=prompt_ids, prompt_tokens=[model.token_text(t) for t in prompt_ids],
+                      answer=the_task.answer, true_importance=full.scores,
+                      true_layer_importance=_normalise(true_LHn.mean(dim=1)).tolist(), full=full, n_layers=L,
+                      n_kv_heads=H, settings={"window": window, "kernel": kernel, "seed": seed, "length": length,
+                                              "max_new_tokens": max_new_tokens, "prompt_tokens": n})
+    jobs = [(m, b) for b in budgets for m in methods]
+    for k, (name, budget) in enumerate(jobs):
+        progress(0.1 + 0.9 * k / len(jobs), desc=f"{name} at budget {budget} ({k + 1} of {len(jobs)})…")
+        ctx = PressContext(target=model, prompt_ids=prompt_ids, prompt_text=the_task.prompt, budget=budget,
+                           max_new_tokens=max_new_tokens, window=window, kernel=kernel, drafter=guide)
+        report.runs.append(run_method(name, ctx, the_task, reference, true_LHn))
+    progress(1.0, desc="Done")
+    return report
+
+
+def guide_model(target: LoadedModel, drafter: str, draft_model: str | None, exit_layer: int | None = None,
+                allow_local: bool = False) -> LoadedModel:
+    """The model whose draft guides speckv / specpc: ``model`` = the preset ``draft_model`` (default the target);
+    ``early-exit`` = the target's own first ℓ layers + its head (a self-drafter; ℓ default a quarter of the depth);
+    ``sorted`` = S2D's deepest exit (layer 10 of SmolLM2, trained to match the target: a third of its cost)."""
+    from core.runtime.models import truncated_view
+
+    if drafter == "model":
+        name = draft_model or target.name
+        return target if name == target.name else load_model(name, device=target.device, dtype=target.dtype,
+                                                              allow_local=allow_local)
+    if drafter == "early-exit":
+        ell = exit_layer or max(1, target.n_layers // 4)
+        if not 1 <= ell < target.n_layers:
+            raise DraftScopeError(f"exit layer must be in 1..{target.n_layers - 1}, got {ell}")
+        return LoadedModel(name=f"{target.name}@{ell}", model=truncated_view(target.model, ell),
+                           tokenizer=target.tokenizer, source="view")
+    if drafter == "sorted":  # S2D's deepest trained exit: the target's first layers, tuned, + that exit's head
+        from core.runtime.layers import check_layer_slicing
+        from core.specdec.drafters.sorted import shared_exits
+
+        check_layer_slicing(target.model)
+        exits, meta = shared_exits(target, None)
+        view = truncated_view(target.model, exits.exit_layers[-1])
+        view.model.layers = exits.layers
+        view.model.norm = exits.norms[-1]
+        trained = "trained" if meta.get("trained") else "untrained"
+        return LoadedModel(name=f"{target.name}@sorted{exits.exit_layers[-1]}", model=view,
+                           tokenizer=target.tokenizer, source=f"view ({trained} S2D exit)")
+    raise DraftScopeError(f"guiding drafter must be 'model', 'early-exit' or 'sorted', got '{drafter}'")
+
+
+def kv_table(samples: int = 1, seed: int = 0, **kwargs) -> list[dict]:
+    """``kv_report`` over seeds seed..seed+samples−1 (a new task instance each), rows averaged per method and budget
+    (numbers; the accuracy is the fraction solved)."""
+    if not 1 <= samples <= 100:
+        raise DraftScopeError(f"samples must be in 1..100, got {samples}")
+    groups: dict[tuple, list[dict]] = {}
+    outer = kwargs.pop("progress", None) or (lambda *a, **k: None)
+    for k in range(samples):
+        def progress(fraction, desc="", k=k):
+            outer((k + fraction) / samples, desc=f"[{k + 1}/{samples}] {desc}" if samples > 1 else desc)
+
+        report = kv_report(seed=seed + k, progress=progress, **kwargs)
+        for row in report.rows():
+            groups.setdefault((row["method"], row["budget"] if row["method"] != "full" else 0), []).append(row)
+    table = []
+    for (method, _), rows in groups.items():
+        merged = {"method": method, "budget": rows[0]["budget"] if len(rows) == 1 else
+                  round(sum(r["budget"] for r in rows) / len(rows)), "samples": len(rows)}
+        for key in ("accuracy", "agreement", "recall", "prefill_ms", "decode_ms", "draft_ms", "kv_bytes",
+                    "correlation"):
+            values = [r[key] for r in rows if r.get(key) is not None]
+            merged[key] = round(sum(values) / len(values), 4) if values else None
+        table.append(merged)
+    return table

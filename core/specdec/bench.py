@@ -1,0 +1,265 @@
+"""Side-by-side throughput benchmark: Hugging Face ``generate`` and its built-in speculative modes vs our engine.
+
+All methods run in one process on the same prompts, alternating (the order rotates from prompt to prompt), after a
+warm-up. tokens/s = generated tokens / wall time of the whole call (prefill included), summed over prompts;
+speedup is relative to Hugging Face plain greedy measured in the same run. Everything is greedy, so every method's
+output must be token-identical to the plain one (``identical_to_target``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from tqdm import tqdm
+
+from core.errors import DraftScopeError
+from core.prompts import load_prompts
+from core.runtime.layers import DEEP_EXIT, exit_layer_at
+from core.runtime.models import has_sliding_layers, load_model
+from core.specdec import Session, SessionConfig
+from core.specdec.drafters.early_exit import default_exit_layer
+from core.specdec.drafters.kangaroo import default_adapter_path
+
+PROMPT_LOOKUP_TOKENS = 10  # Hugging Face's usual prompt_lookup_num_tokens
+PROMPT_LOOKUP_NGRAM = 2  # Hugging Face's default max_matching_ngram_size (it falls back to 1-grams)
+
+
+@dataclass
+class _Tally:
+    tokens: int = 0
+    seconds: float = 0.0
+    identical: bool = True
+    drafted: int = 0
+    accepted: int = 0
+    target_calls: int = 0
+
+
+def _hf(target, **kwargs) -> Callable[[list[int], int], tuple[list[int], dict]]:
+    def run(ids: list[int], n: int):
+        with torch.inference_mode():
+            out = target.model.generate(torch.tensor([ids], device=target.device), max_new_tokens=n, do_sample=False,
+                                        pad_token_id=target.model.generation_config.pad_token_id, **kwargs)
+        return out[0, len(ids):].tolist(), {}
+    return run
+
+
+def _ours(target, drafter: str, options: dict | None = None, **settings) -> Callable:
+    """Our engine with ``drafter`` and its ``options``; ``settings`` are other SessionConfig fields (γ, tree)."""
+    def run(ids: list[int], n: int):
+        config = SessionConfig(target=target.name, drafter=drafter, max_new_tokens=n, drafter_options=options or {},
+                               **settings)
+        session = Session.from_config(config, prompt_ids=ids)
+        for _ in session.run():
+            pass
+        s = session.stats
+        return session.generated_ids, {"drafted": s.drafted, "accepted": s.accepted, "target_calls": s.target_calls}
+    return run
+
+
+def default_tree_exit_layer(n_layers: int) -> int:
+    """Four fifths of the depth (24 of SmolLM2's 30): shallower untrained exits are almost never accepted."""
+    return exit_layer_at(n_layers, DEEP_EXIT)
+
+
+def build_methods(target, draft_model: str | None, exit_layer: int | None,
+                  tree_exit_layer: int | None = None) -> dict[str, Callable]:
+    ell = exit_layer or default_exit_layer(target.n_layers)
+    methods = {
+        "hf-greedy": _hf(target),
+        "hf-prompt-lookup": _hf(target, prompt_lookup_num_tokens=PROMPT_LOOKUP_TOKENS,
+                                max_matching_ngram_size=PROMPT_LOOKUP_NGRAM),
+        f"hf-early-exit-{ell}": _hf(target, assistant_early_exit=ell),
+        "ours-none": _ours(target, "none"),
+        "ours-none-norecord": _ours(target, "none", record=False),
+        "ours-ngram": _ours(target, "ngram"),  # our defaults: γ = 5, suffix 3..2 tokens
+        "ours-ngram-norecord": _ours(target, "ngram", record=False),
+        "ours-ngram-hf-settings": _ours(target, "ngram", {"ngram_size": PROMPT_LOOKUP_NGRAM, "min_ngram_size": 1},
+                                        gamma=PROMPT_LOOKUP_TOKENS),  # like for like with hf-prompt-lookup
+        f"ours-early-exit-{ell}": _ours(target, "early-exit", {"exit_layer": ell}),
+    }
+    # Trees vs chains with the untrained early exit deep enough to be accepted sometimes: equal node budgets
+    # (12 nodes) and the chain of the trees' depth (4).
+    tl = tree_exit_layer or default_tree_exit_layer(target.n_layers)
+    ee = {"exit_layer": tl}
+    methods.update({
+        f"ours-ee{tl}-chain-g4": _ours(target, "early-exit", ee, gamma=4),
+        f"ours-ee{tl}-chain-g12": _ours(target, "early-exit", ee, gamma=12),
+        f"ours-ee{tl}-tree-3.1.1.1": _ours(target, "early-exit", ee, tree="3,1,1,1"),
+        f"ours-ee{tl}-tree-budget12": _ours(target, "early-exit", ee, tree="budget:12", gamma=4,
+                                            tree_branch=3),
+    })
+    # EasySpec: the same early exit run layer-parallel in groups of 4, with and without bonus calibration
+    methods[f"ours-easyspec-ee{tl}-g4"] = _ours(target, "easyspec", ee, gamma=4)
+    methods[f"ours-easyspec-ee{tl}-g4-nocal"] = _ours(target, "easyspec", {**ee, "calibrate": False}, gamma=4)
+    if default_adapter_path(target.name).is_file():  # a trained Kangaroo adapter ships for this target
+        methods["ours-kangaroo"] = _ours(target, "kangaroo", gamma=6)
+        methods["ours-kangaroo-norecord"] = _ours(target, "kangaroo", gamma=6, record=False)
+    # S2D: nested exits (5/7/10 on SmolLM2) with the paper's θ = 0.5, and with θ = 1 (always the deepest exit);
+    # trained exits when they ship for the target, else plain early exits at those layers
+    if not has_sliding_layers(target):
+        methods["ours-sorted"] = _ours(target, "sorted", gamma=4)
+        methods["ours-sorted-theta1"] = _ours(target, "sorted", {"thresholds": "1"}, gamma=4)
+        methods["ours-sorted-g1"] = _ours(target, "sorted", gamma=1)
+        methods["ours-sorted-g2-theta0"] = _ours(target, "sorted", {"thresholds": "0"}, gamma=2)  # always exit 1
+    if draft_model:
+        drafter = load_model(draft_model, device=target.device, dtype=target.dtype)
+        methods["hf-assisted"] = _hf(target, assistant_model=drafter.model)
+        methods["ours-model"] = _ours(target, "model", {"draft_model": draft_model})
+    return methods
+
+
+def run_bench(target: str = "smollm2-135m", prompts_path: str | None = None, limit: int | None = None,
+              per_category: int | None = None, max_new_tokens: int = 128, draft_model: str | None = None,
+              exit_layer: int | None = None, methods: list[str] | None = None, chat: bool = True,
+              tree_exit_layer: int | None = None) -> list[dict]:
+    if not 1 <= max_new_tokens <= 4096:
+        raise DraftScopeError(f"max new tokens must be in 1..4096, got {max_new_tokens}")
+    model = load_model(target)
+    prompts = load_prompts(prompts_path)
+    if per_category:
+        prompts = [p for i, p in enumerate(prompts)
+                   if sum(q.category == p.category for q in prompts[:i]) < per_category]
+    prompts = prompts[:limit] if limit else prompts
+    use_chat = chat and bool(getattr(model.tokenizer, "chat_template", None))
+    encoded = [model.encode(p.prompt, chat=use_chat) for p in prompts]
+    table = build_methods(model, draft_model, exit_layer, tree_exit_layer)
+    if methods:
+        unknown = [m for m in methods if m not in table]
+        if unknown:
+            raise DraftScopeError(f"unknown bench method(s) {', '.join(unknown)}; choose from {', '.join(table)}")
+        table = {m: table[m] for m in ["hf-greedy", *methods] if m in table}  # hf-greedy is the reference
+    names = list(table)
+    for name in tqdm(names, desc="warm-up", leave=False):
+        table[name](encoded[0], 8)
+    tallies = {name: _Tally() for name in names}
+    bar = tqdm(total=len(encoded) * len(names), desc="bench")
+    for i, ids in enumerate(encoded):
+        order = names[i % len(names):] + names[: i % len(names)]
+        results = {}
+        for name in order:
+            bar.set_postfix_str(name)
+            t = time.perf_counter()
+            out, info = table[name](ids, max_new_tokens)
+            results[name] = (out, info, time.perf_counter() - t)
+            bar.update()
+        reference = results["hf-greedy"][0]
+        for name, (out, info, seconds) in results.items():
+            tally = tallies[name]
+            tally.tokens += len(out)
+            tally.seconds += seconds
+            tally.identical &= out == reference
+            tally.drafted += info.get("drafted", 0)
+            tally.accepted += info.get("accepted", 0)
+            tally.target_calls += info.get("target_calls", 0)
+    bar.close()
+    base = tallies["hf-greedy"].tokens / tallies["hf-greedy"].seconds
+    rows = []
+    for name in names:
+        t = tallies[name]
+        tps = t.tokens / t.seconds
+        ours = name.startswith("ours-")
+        rows.append({
+            "method": name, "tokens_per_second": round(tps, 2), "speedup": round(tps / base, 3),
+            "tau": round(t.tokens / t.target_calls, 3) if ours and t.target_calls else None,
+            "alpha": round(t.accepted / t.drafted, 3) if ours and t.drafted else None,
+            "identical_to_target": t.identical, "tokens": t.tokens, "seconds": round(t.seconds, 2),
+            "prompts": len(encoded), "max_new_tokens": max_new_tokens, "target": target,
+        })
+    return rows
+
+
+@torch.inference_mode()
+def forward_cost(target: str = "smollm2-135m", prefix_len: int = 200, sizes=(1, 4, 12, 20, 32),
+                 repeats: int = 5) -> dict[int, float]:
+    """Median ms of one target forward of k new tokens on a cached prefix (what verifying k drafts or tree nodes
+    costs), for each k; the cache is cropped back after each call."""
+    from core.runtime.cached_lm import CachedLM
+
+    model = load_model(target)
+    ids = [int(i) for i in torch.randint(100, 1000, (prefix_len + max(sizes),), generator=torch.Generator()
+                                         .manual_seed(0))]
+    kv = CachedLM(model.model)
+    kv.forward(ids[:prefix_len])
+    out = {}
+    for k in sizes:
+        times = []
+        for _ in range(repeats + 1):
+            t = time.perf_counter()
+            kv.forward(ids[prefix_len:prefix_len + k])
+            times.append(time.perf_counter() - t)
+            kv.rollback(prefix_len)
+        out[k] = round(sorted(times[1:])[len(times[1:]) // 2] * 1e3, 2)
+    return out
+
+
+def format_table(rows: list[dict]) -> str:
+    def fmt(v):
+        return "—" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
+
+    cols = ["method", "tokens_per_second", "speedup", "tau", "alpha", "identical_to_target"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(fmt(r[c]) for c in cols) + " |" for r in rows]
+    by = {r["method"]: r for r in rows}
+    notes = []
+    for plain, norec in (("ours-none", "ours-none-norecord"), ("ours-ngram", "ours-ngram-norecord")):
+        if plain in by and norec in by:
+            cost = 1 - by[plain]["tokens_per_second"] / by[norec]["tokens_per_second"]
+            notes.append(f"record overhead ({plain}): {cost * 100:+.1f}% of throughput")
+    if "ours-ngram" in by and "hf-prompt-lookup" in by:
+        notes.append(f"ours-ngram / hf-prompt-lookup: "
+                     f"{by['ours-ngram']['tokens_per_second'] / by['hf-prompt-lookup']['tokens_per_second']:.3f}")
+    if "ours-none" in by:
+        notes.append(f"ours-none / hf-greedy: {by['ours-none']['speedup']:.3f}")
+    chains = {r["method"].rsplit("-chain-", 1)[0]: r for r in rows if "-chain-g12" in r["method"]}
+    for r in rows:
+        chain = chains.get(r["method"].rsplit("-tree-", 1)[0]) if "-tree-" in r["method"] else None
+        if chain and r["tau"] and chain["tau"]:
+            notes.append(f"{r['method']} / {chain['method']} (12 nodes each): τ {r['tau'] / chain['tau']:.3f}, "
+                         f"tokens/s {r['tokens_per_second'] / chain['tokens_per_second']:.3f}")
+    return "\n".join(lines + [""] + notes)
+
+
+def easyspec_report(target: str = "smollm2-135m", exit_layer: int | None = None, group_size: int = 4,
+                    per_category: int = 1, max_new_tokens: int = 64) -> dict:
+    """EasySpec on this machine: α and τ of the exact early-exit drafter vs its fuzzy version with and without
+    bonus calibration (greedy, the shipped prompts), the cosine between fuzzy and exact hidden states, and the
+    modelled per-token drafter latency on 1 device vs ``group_size`` devices from measured sublayer times."""
+    from core.specdec.drafters.early_exit import EarlyExitDrafter
+    from core.specdec.drafters.easyspec import EasySpecDrafter, modelled_latency
+    from core.specdec.verify import build_verifier
+
+    model = load_model(target)
+    ell = exit_layer or default_tree_exit_layer(model.n_layers)
+    prompts = [p for i, p in enumerate(load_prompts())
+               if sum(q.category == p.category for q in load_prompts()[:i]) < per_category]
+    variants = {"exact early exit": lambda: EarlyExitDrafter(model, exit_layer=ell),
+                "easyspec, calibrated": lambda: EasySpecDrafter(model, exit_layer=ell, group_size=group_size,
+                                                                measure=True),
+                "easyspec, no calibration": lambda: EasySpecDrafter(model, exit_layer=ell, group_size=group_size,
+                                                                    calibrate=False, measure=True)}
+    rows = []
+    for name, make in tqdm(variants.items(), desc="easyspec"):
+        drafted = accepted = generated = calls = 0
+        cosines = []
+        for p in prompts:
+            drafter = make()
+            config = SessionConfig(target=model.name, drafter=drafter.name, gamma=4, max_new_tokens=max_new_tokens)
+            session = Session(model, drafter, build_verifier("greedy"), model.encode(p.prompt, chat=True), config)
+            for record in session.run():
+                if record is not None and "cosine" in record.draft_info:
+                    cosines.append(record.draft_info["cosine"])
+            s = session.stats
+            drafted, accepted, generated, calls = (drafted + s.drafted, accepted + s.accepted,
+                                                   generated + s.generated, calls + s.target_calls)
+        rows.append({"drafter": name, "alpha": accepted / drafted if drafted else None, "tau": generated / calls,
+                     "cosine_mean": sum(cosines) / len(cosines) if cosines else None,
+                     "cosine_min": min(cosines) if cosines else None})
+    times = EasySpecDrafter(model, exit_layer=ell, group_size=group_size).layer_times()
+    latency = {n: modelled_latency(times, group_size, n) for n in (1, 2, group_size)}
+    return {"target": model.name, "exit_layer": ell, "group_size": group_size, "prompts": len(prompts),
+            "max_new_tokens": max_new_tokens, "rows": rows, "layer_times": times,
+            "modelled_latency": {n: {k: v for k, v in lat.items() if k in ("sequential_ms", "parallel_ms", "speedup")}
+                                 for n, lat in latency.items()}}

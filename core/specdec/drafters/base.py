@@ -1,0 +1,118 @@
+"""The drafter protocol: propose up to γ tokens (with their q when the drafter has one), then learn the outcome.
+
+A drafter is one class with a ``name``, an ``Options`` dataclass (its settings, the paper's defaults; see
+``core.options``) and ``propose``. Two optional protocols, declared by inheriting them:
+- ``TreeDrafting``: the drafter gives probabilities and can grow a draft tree (``core.specdec.trees.grow``);
+- ``SharesTargetCache``: drafting runs inside the target's KV cache (Kangaroo), so the drafter also does the
+  verification forward, on what drafting left there.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+
+from core.options import NoOptions, as_dict, resolve
+from core.specdec.sampling import SamplingConfig, display_probs, sample, warp
+
+
+@dataclass
+class Draft:
+    tokens: list[int]
+    q_nV: torch.Tensor | None = None  # (γ, V) distributions the tokens were drawn from; None = one-hot (no model)
+    q_show_nV: torch.Tensor | None = None  # (γ, V) what the records show as q (model softmax when greedy)
+    info: dict = field(default_factory=dict)  # drafter-specific facts for the record (JSON-friendly)
+
+
+@dataclass
+class DraftContext:
+    tokens: list[int]  # the committed sequence, prompt included
+    gamma: int  # propose at most this many tokens
+    sampling: SamplingConfig
+    generator: torch.Generator
+    target_kv: object | None = None  # the target's CachedLM (what a SharesTargetCache drafter drafts in)
+
+    def pick(self, logits_V: torch.Tensor) -> tuple[int, torch.Tensor, torch.Tensor]:
+        """Choose the next draft token from drafter logits (V,): (token, q used for the choice, q to show)."""
+        logits_1V = logits_V.detach().float().cpu().unsqueeze(0)
+        q_1V = warp(logits_1V, self.sampling)
+        token = int(q_1V[0].argmax()) if self.sampling.greedy else sample(q_1V[0], self.generator)
+        return token, q_1V[0], display_probs(logits_1V, q_1V, self.sampling)[0]
+
+
+class Drafter(ABC):
+    """Base class. Subclasses set ``name`` (the registry key) and ``Options``, and implement ``propose``; drafters
+    with a cache also ``prefill`` and ``observe``.
+
+    ``options`` is an ``Options`` instance or a mapping of its fields; keyword ``values`` override fields on top
+    (``EarlyExitDrafter(target, exit_layer=6)``). Unknown names are an error. ``allow_local`` lets options that name
+    models load Hugging Face ids or local directories."""
+
+    name: ClassVar[str] = "base"
+    Options: ClassVar[type] = NoOptions
+
+    def __init__(self, target, options=None, *, allow_local: bool = False, **values):
+        owner = f"the '{self.name}' drafter"
+        self.options = resolve(self.Options, options, owner)
+        if values:
+            self.options = resolve(self.Options, {**as_dict(self.options), **values}, owner)
+        self.target = target
+        self.allow_local = allow_local
+
+    def prefill(self, tokens: list[int]) -> None:
+        """Called once before the first round with the prompt (lets model drafters fill their cache)."""
+
+    @abstractmethod
+    def propose(self, ctx: DraftContext) -> Draft:
+        """Up to ``ctx.gamma`` draft tokens after ``ctx.tokens``."""
+
+    def observe(self, tokens: list[int], n_accepted: int) -> None:
+        """Called after each verification with the new committed sequence (roll back caches, adapt)."""
+
+    @property
+    def cache_len(self) -> int | None:
+        return None
+
+    @property
+    def cost(self) -> float | None:
+        """Drafter cost per token relative to the target's (for MBSU); None when negligible / model-free."""
+        return None
+
+
+class TreeDrafting(ABC):
+    """Optional protocol of drafters that give probabilities: grow a draft tree one drafter forward per depth."""
+
+    @abstractmethod
+    def tree_begin(self, ctx: DraftContext) -> torch.Tensor:
+        """The drafter's logits (V,) after the committed tokens."""
+
+    @abstractmethod
+    def tree_expand(self, tree, nodes: list[int]) -> torch.Tensor:
+        """Feed ``nodes`` of the tree grown so far (their ancestors were fed before); their logits (n, V)."""
+
+    @abstractmethod
+    def tree_end(self, tokens: list[int], path: list[int]) -> None:
+        """After a tree round: the new committed sequence and the accepted path (growth indices); keep only it."""
+
+
+class SharesTargetCache(ABC):
+    """Optional protocol of drafters that draft inside the target's KV cache (``DraftContext.target_kv``)."""
+
+    @abstractmethod
+    def verify_forward(self, target_kv, tokens: list[int], draft: list[int]) -> torch.Tensor:
+        """The verification forward on what drafting left in the cache: the logits (len(draft) + 1, V) at every
+        drafted position and the bonus position, as ``verify_forward`` gives them for other drafters."""
+
+
+def verify_forward(target_kv, tokens: list[int], draft: list[int]) -> torch.Tensor:
+    """The target's verification forward: bring its cache up to ``tokens`` and feed the drafts; the logits
+    (len(draft) + 1, V) at every drafted position and the bonus position."""
+    feed = target_kv.sync(tokens) + draft
+    return target_kv.forward(feed, logits_to_keep=len(draft) + 1)
+
+
+def stack_or_none(rows: list[torch.Tensor]) -> torch.Tensor | None:
+    return torch.stack(rows) if rows else None

@@ -1,0 +1,73 @@
+"""Kangaroo's adapter: one attention block (input norm, self-attention, residual; no MLP) and a final norm, mapping
+the target's layer-ℓ hidden states to states its frozen LM head reads. Saved as fp16 safetensors + a JSON header."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers.models.llama.modeling_llama import LlamaAttention, LlamaRMSNorm
+
+from core.errors import DraftScopeError
+from core.runtime.layers import causal_mask, layer_cache_len
+
+
+class KangarooAdapter(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        cfg = copy.deepcopy(config)
+        cfg.num_hidden_layers = 1
+        if getattr(cfg, "layer_types", None) is not None:
+            cfg.layer_types = ["full_attention"]
+        self.config = cfg
+        self.input_norm = LlamaRMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
+        self.attn = LlamaAttention(cfg, layer_idx=0)
+        self.final_norm = LlamaRMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
+
+    @classmethod
+    def from_target(cls, model: nn.Module, exit_layer: int) -> "KangarooAdapter":
+        """Initialised from the target: attention and input norm of layer ℓ, the target's final norm."""
+        adapter = cls(model.config).to(next(model.parameters()).dtype)
+        layer = model.model.layers[exit_layer]
+        adapter.attn.load_state_dict(layer.self_attn.state_dict())
+        adapter.input_norm.load_state_dict(layer.input_layernorm.state_dict())
+        adapter.final_norm.load_state_dict(model.model.norm.state_dict())
+        adapter.exit_layer = exit_layer
+        return adapter
+
+    def forward(self, hidden: torch.Tensor, rotary, cache=None, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """hidden (b, n, d) layer-ℓ states → (b, n, d) states for the LM head. With ``cache`` the new tokens are
+        appended to it (incremental drafting); without, ``mask`` is the full causal mask (training)."""
+        if mask is None:
+            mask = causal_mask(hidden.shape[1], layer_cache_len(cache, 0), hidden.dtype, hidden.device)
+        out, _ = self.attn(self.input_norm(hidden), position_embeddings=rotary, attention_mask=mask,
+                           past_key_values=cache)
+        return self.final_norm(hidden + out)
+
+    def save(self, path: str | Path, meta: dict) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().to(torch.float16).contiguous() for k, v in self.state_dict().items()}
+        save_file(tensors, str(path), metadata={"draftscope": json.dumps(meta)})
+
+    @classmethod
+    def load(cls, path: str | Path, model: nn.Module) -> tuple["KangarooAdapter", dict]:
+        path = Path(path)
+        if not path.is_file():
+            raise DraftScopeError(f"Kangaroo adapter not found: {path} (train one with python -m core.train.kangaroo)")
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as f:
+            meta = json.loads((f.metadata() or {}).get("draftscope", "{}"))
+        adapter = cls(model.config)
+        try:
+            adapter.load_state_dict(load_file(str(path)))
+        except RuntimeError as exc:
+            raise DraftScopeError(f"the adapter {path.name} does not fit '{meta.get('target', '?')}' shapes: "
+                                  f"{str(exc).splitlines()[0]}") from None
+        param = next(model.parameters())
+        return adapter.to(device=param.device, dtype=param.dtype).eval(), meta
