@@ -13,7 +13,9 @@ from dataclasses import dataclass
 import torch
 
 from core.errors import DraftScopeError
+from core.runtime.cache import keep_positions
 from core.runtime.cached_lm import CachedLM
+from core.runtime.masks import additive
 
 
 @dataclass
@@ -77,7 +79,7 @@ def tree_attention_inputs(tree: TokenTree, prefix_len: int, dtype: torch.dtype, 
             if ancestor not in column:
                 raise ValueError(f"node {node}: ancestor {ancestor} is neither cached nor fed before it")
             allowed[j, column[ancestor]] = True
-    mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
+    mask = additive(allowed, dtype)
     depths = tree.depths()
     positions = torch.tensor([prefix_len + depths[node] for node in nodes], dtype=torch.long)
     return mask[None, None].to(device), positions[None].to(device)
@@ -125,8 +127,5 @@ class TreeCache:
 
 
 def _gather(kv: CachedLM, keep: list[int]) -> None:
-    index = torch.tensor(keep, dtype=torch.long, device=kv.device)
-    for layer in kv.cache.layers:
-        layer.keys = layer.keys.index_select(-2, index)
-        layer.values = layer.values.index_select(-2, index)
+    keep_positions(kv.cache, keep)
     kv.ids = [kv.ids[i] for i in keep]
