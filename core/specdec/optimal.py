@@ -147,7 +147,7 @@ def report(p, q, n: int, without_replacement: bool = False) -> dict:
             "rsd_acceptance": rsd_acceptance(p_n, q_n, n) if distinct_ok else None}
 
 
-MAX_TUPLES = 1500  # per sibling group in a live run: keeps the enumeration under ~0.1 s
+MAX_TUPLES = 1500  # per sibling group in a live run: keeps the enumeration fast enough to run every round
 
 
 def sibling_bounds(p_V, q_V, n: int, must_include: list[int] = ()) -> dict | None:

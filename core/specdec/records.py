@@ -1,12 +1,15 @@
 """Plain dataclass trace records: what each engine step returns, and the running statistics.
 
-Records hold only ints, floats, strings and lists of them, so ``to_dict``/``from_dict`` round-trip through JSON.
+Records hold only ints, floats, strings and lists of them, so ``to_dict``/``from_dict`` (``core.runtime.records``)
+round-trip through JSON.
 Visualizers read these; they never touch a model.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
+
+from core.runtime.records import Record
 
 
 @dataclass
@@ -71,7 +74,7 @@ class EmittedToken:
 
 
 @dataclass
-class StepRecord:
+class StepRecord(Record):
     """One draft → verify round."""
 
     step: int
@@ -94,24 +97,6 @@ class StepRecord:
     settings: dict = field(default_factory=dict)  # γ, temperature, top-k, top-p in force for this round
     draft_info: dict = field(default_factory=dict)  # drafter-specific (Kangaroo: exit layer, η, confidences)
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "StepRecord":
-        d = dict(d)
-        d["drafted"] = [_drafted_from_dict(t) for t in d["drafted"]]
-        if d["emitted"] is not None:
-            d["emitted"] = _emitted_from_dict(d["emitted"])
-        return cls(**d)
-
-
-def _drafted_from_dict(t: dict) -> DraftedToken:
-    t = dict(t)
-    t["q_topk"] = [Alternative(**a) for a in t["q_topk"]]
-    t["p_topk"] = [Alternative(**a) for a in t["p_topk"]]
-    t["candidates"] = [Candidate(**c) for c in t["candidates"]]
-    return DraftedToken(**t)
 
 
 @dataclass
@@ -231,7 +216,7 @@ class SiblingGroup:
 
 
 @dataclass
-class TreeStepRecord:
+class TreeStepRecord(Record):
     """One tree draft → verify round."""
 
     step: int
@@ -257,25 +242,6 @@ class TreeStepRecord:
     finish_reason: str | None = None
     settings: dict = field(default_factory=dict)
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TreeStepRecord":
-        d = dict(d)
-        d["nodes"] = [TreeNode(**n) for n in d["nodes"]]
-        d["groups"] = [SiblingGroup(**g) for g in d["groups"]]
-        if d["emitted"] is not None:
-            d["emitted"] = _emitted_from_dict(d["emitted"])
-        return cls(**d)
-
-
-def _emitted_from_dict(e: dict) -> EmittedToken:
-    e = dict(e)
-    e["p_topk"] = [Alternative(**a) for a in e["p_topk"]]
-    e["residual_topk"] = [Alternative(**a) for a in e["residual_topk"]]
-    e["candidates"] = [Candidate(**c) for c in e["candidates"]]
-    return EmittedToken(**e)
 
 
 def alpha_star_summary(records: list) -> dict:

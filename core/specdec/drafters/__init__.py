@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 from core import registry
-from core.errors import DraftScopeError
-from core.options import resolve
 from core.specdec.drafters.base import Draft, DraftContext, Drafter, SharesTargetCache, TreeDrafting
 
-DRAFTERS: dict[str, type[Drafter]] = registry.load(__name__, (
+DRAFTERS: registry.Registry = registry.load(__name__, (
     "none:NoDrafter",
     "ngram:NgramDrafter",
     "model:ModelDrafter",
@@ -15,18 +13,10 @@ DRAFTERS: dict[str, type[Drafter]] = registry.load(__name__, (
     "kangaroo:KangarooDrafter",
     "easyspec:EasySpecDrafter",
     "sorted:SortedDrafter",
-))
+), "drafter")
 
-
-def drafter_class(name: str) -> type[Drafter]:
-    if name not in DRAFTERS:
-        raise DraftScopeError(f"unknown drafter '{name}'; choose one of {', '.join(DRAFTERS)}")
-    return DRAFTERS[name]
-
-
-def drafter_options(name: str, values=None):
-    """The ``Options`` of drafter ``name`` from a mapping (unknown names are an error, None keeps a default)."""
-    return resolve(drafter_class(name).Options, values, f"the '{name}' drafter")
+drafter_class = DRAFTERS.lookup  # name → class (an unknown name is a DraftScopeError listing the drafters)
+drafter_options = DRAFTERS.options  # (name, mapping) → that drafter's Options
 
 
 def build_drafter(name: str, target, options=None, allow_local: bool = False) -> Drafter:

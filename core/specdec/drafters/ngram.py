@@ -2,8 +2,8 @@
 
 Model-free, so q is one-hot on the proposed token (the sampling rule's ratio becomes p(x)).
 Defaults: suffixes of 3 down to 2 tokens. Single-token matches ("the", ",") are mostly wrong, and on a CPU a rejected
-draft is not free (verifying 11 tokens costs ~2x one token for SmolLM2-135M here), so they are off unless
-``min_ngram_size=1``; Hugging Face's prompt lookup matches 2 down to 1.
+draft is not free (verifying several tokens costs clearly more than one: see the README's benchmark), so they are off
+unless ``min_ngram_size=1``; Hugging Face's prompt lookup matches 2 down to 1.
 """
 
 from __future__ import annotations
