@@ -13,11 +13,11 @@ import textwrap
 from dataclasses import dataclass
 
 import networkx as nx
-import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from core.specdec.records import TreeNode, TreeStepRecord
+from core.specdec.trees.tree import ancestor_matrix
 from visualizers.format import MISSING, count as _count, esc as _esc, num as _num
 
 ROOT = "root"
@@ -188,17 +188,6 @@ def _tree_title(record: TreeStepRecord) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ mask
-def ancestor_mask(parents: list[int]) -> np.ndarray:
-    """(N, N) bool: [i, j] is True iff node j is node i or one of its ancestors (parents in topological order)."""
-    n = len(parents)
-    allowed_NN = np.zeros((n, n), dtype=bool)
-    for i, parent in enumerate(parents):
-        if parent >= 0:
-            allowed_NN[i] = allowed_NN[parent]
-        allowed_NN[i, i] = True
-    return allowed_NN
-
-
 def tree_mask_figure(record: TreeStepRecord | None) -> go.Figure:
     """The tree attention mask: a narrow band "all committed tokens" (every node sees the prefix), then nodes ×
     nodes, dark where node i (row) may attend to node j (column); rows of the accepted path in green."""
@@ -207,7 +196,7 @@ def tree_mask_figure(record: TreeStepRecord | None) -> go.Figure:
     n = len(record.nodes)
     if n == 0:
         return _empty_figure("No draft tree this round (the token budget left room for the target's token only)")
-    z_NN = ancestor_mask([node.parent for node in record.nodes]).astype(int)
+    z_NN = ancestor_matrix([node.parent for node in record.nodes]).numpy().astype(int)
     for i in record.path:
         z_NN[i][z_NN[i] > 0] = ON_PATH
     labels = [f"{node.index} {_esc(_visible(node.text, 10))}" for node in record.nodes]
@@ -441,5 +430,5 @@ def _attr(text) -> str:
     return html.escape(str(text), quote=True)
 
 
-__all__ = ["alpha_star_figure", "ancestor_mask", "tree_figure", "tree_mask_figure", "tree_summary_html",
+__all__ = ["alpha_star_figure", "tree_figure", "tree_mask_figure", "tree_summary_html",
            "tree_text_html", "tree_vs_chain_figure"]

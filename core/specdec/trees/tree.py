@@ -49,13 +49,19 @@ class TokenTree:
 
     def ancestor_matrix(self) -> torch.Tensor:
         """(N, N) bool: [i, j] is True iff node j is node i or one of its ancestors."""
-        n = len(self)
-        allowed = torch.zeros(n, n, dtype=torch.bool)
-        for i, parent in enumerate(self.parents):
-            allowed[i, i] = True
-            if parent >= 0:
-                allowed[i] |= allowed[parent]
-        return allowed
+        return ancestor_matrix(self.parents)
+
+
+def ancestor_matrix(parents: list[int]) -> torch.Tensor:
+    """(N, N) bool over nodes in topological order (``parents[i]`` < i, -1 for a root): [i, j] is True iff node j is
+    node i or one of its ancestors, i.e. the node-to-node part of the tree attention mask."""
+    n = len(parents)
+    allowed_NN = torch.zeros(n, n, dtype=torch.bool)
+    for i, parent in enumerate(parents):
+        allowed_NN[i, i] = True
+        if parent >= 0:
+            allowed_NN[i] |= allowed_NN[parent]
+    return allowed_NN
 
 
 def tree_attention_inputs(tree: TokenTree, prefix_len: int, dtype: torch.dtype, device: torch.device | str = "cpu",
