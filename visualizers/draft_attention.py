@@ -7,7 +7,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from core.attention.draft_attention import DraftAttentionMap
-from visualizers.format import esc as _esc, num as _num
+from visualizers.format import empty_figure, esc as _esc, num as _num
 
 HEIGHT, EMPTY_HEIGHT = 440, 260
 MAP_SCALE = "Blues"
@@ -72,9 +72,4 @@ def _selected_trace(record: DraftAttentionMap) -> go.Heatmap:
 
 
 def _empty_figure(text: str) -> go.Figure:
-    fig = go.Figure()
-    fig.add_annotation(text=_esc(text), x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False,
-                       font={"size": 16, "color": "#80868b"})
-    fig.update_layout(height=EMPTY_HEIGHT, template="plotly_white", xaxis={"visible": False},
-                      yaxis={"visible": False}, margin={"l": 20, "r": 20, "t": 20, "b": 20})
-    return fig
+    return empty_figure(text, EMPTY_HEIGHT, 16)

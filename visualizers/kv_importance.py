@@ -18,7 +18,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from core.kv.records import KVReport, PressRun
-from visualizers.format import MISSING, count as _count, esc as _esc, num as _num
+from visualizers.format import MISSING, count as _count, empty_figure, esc as _esc, num as _num
 
 EMPTY_HEIGHT, HEAD_HEIGHT, CORRELATION_HEIGHT, BUDGET_HEIGHT = 260, 380, 400, 380
 GRID_ROW_PX, GRID_MIN_HEIGHT, GRID_MAX_HEIGHT = 18, 320, 720
@@ -58,12 +58,7 @@ def _attr(text) -> str:
 
 
 def _empty_figure(text: str, height: int = EMPTY_HEIGHT) -> go.Figure:
-    fig = go.Figure()
-    fig.add_annotation(text=_esc(text), x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False,
-                       font={"size": 15, "color": "#80868b"})
-    fig.update_layout(height=height, template="plotly_white", xaxis={"visible": False}, yaxis={"visible": False},
-                      margin={"l": 20, "r": 20, "t": 20, "b": 20})
-    return fig
+    return empty_figure(text, height)
 
 
 def _empty_html(text: str) -> str:

@@ -7,13 +7,13 @@ from norm(max(0, p − q)) at a rejection, the argmax under the greedy rule, or 
 
 from __future__ import annotations
 
-import html
 from dataclasses import dataclass
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from core.specdec.records import Candidate, StepRecord
+from visualizers.format import empty_figure, esc as _esc
 
 MISSING = "—"
 EMPTY_TEXT = "Step or Run to see a round"
@@ -214,12 +214,7 @@ def _headline(record: StepRecord) -> str:
 
 
 def _empty_figure(text: str) -> go.Figure:
-    fig = go.Figure()
-    fig.add_annotation(text=_esc(text), x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False,
-                       font={"size": 16, "color": "#80868b"})
-    fig.update_layout(height=MIN_HEIGHT, template="plotly_white", xaxis={"visible": False},
-                      yaxis={"visible": False}, margin={"l": 20, "r": 20, "t": 20, "b": 20})
-    return fig
+    return empty_figure(text, MIN_HEIGHT, 16)
 
 
 # ------------------------------------------------------------------------------------------------ text
@@ -247,11 +242,6 @@ def _visible(text: str, limit: int | None = None) -> str:
 
 def _quoted(text: str) -> str:
     return f"'{_visible(text, 24)}'"
-
-
-def _esc(text: str) -> str:
-    """Plotly renders a subset of HTML in labels: escape token text so '<b>' is shown, not applied."""
-    return html.escape(str(text), quote=False)
 
 
 def _short(value: float | None) -> str:

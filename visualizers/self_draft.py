@@ -7,14 +7,12 @@ draft step), ``Stats.summary()`` dicts, sweep rows and measured sublayer times; 
 
 from __future__ import annotations
 
-import textwrap
-
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from core.specdec.drafters.easyspec import layer_groups, modelled_latency
 from core.specdec.records import StepRecord
-from visualizers.format import MISSING, count as _count, esc as _esc, num as _num
+from visualizers.format import MISSING, count as _count, empty_figure, esc as _esc, num as _num
 
 HEIGHT, SWEEP_HEIGHT, EMPTY_HEIGHT, TIMELINE_HEIGHT = 400, 360, 260, 340
 MAX_ROUND_TICKS = 24  # beyond this many rounds, label every k-th round only
@@ -441,13 +439,7 @@ def exit_summary_html(records: list[StepRecord], stats_summary: dict) -> str:
 
 # ------------------------------------------------------------------------------------------------ helpers
 def _empty_figure(text: str) -> go.Figure:
-    fig = go.Figure()
-    wrapped = "<br>".join(_esc(line) for line in textwrap.wrap(text, 70))
-    fig.add_annotation(text=wrapped, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False,
-                       font={"size": 14, "color": "#80868b"})
-    fig.update_layout(height=EMPTY_HEIGHT, template="plotly_white", xaxis={"visible": False},
-                      yaxis={"visible": False}, margin={"l": 20, "r": 20, "t": 20, "b": 20})
-    return fig
+    return empty_figure(text, EMPTY_HEIGHT, 14, wrap=70)
 
 
 def _n(points: list[dict], outcome: str) -> int:

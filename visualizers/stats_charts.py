@@ -5,10 +5,10 @@ Input is ``Stats.summary()`` (a flat dict); the definitions are the ones in ``co
 
 from __future__ import annotations
 
-import html
-
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
+
+from visualizers.format import empty_figure
 
 EMPTY_TEXT = "No statistics yet: press Step or Run"
 HEIGHT = 300
@@ -94,14 +94,7 @@ def _at(values: list, i: int):
 
 
 def _empty_figure(text: str) -> go.Figure:
-    fig = go.Figure()
-    fig.add_annotation(text=html.escape(text, quote=False), x=0.5, y=0.5, xref="paper", yref="paper",
-                       showarrow=False, font={"size": 15, "color": "#80868b"})
-    fig.update_xaxes(title_font={"size": 12})
-    fig.update_yaxes(title_font={"size": 12})
-    fig.update_layout(height=HEIGHT, template="plotly_white", xaxis={"visible": False}, yaxis={"visible": False},
-                      margin={"l": 20, "r": 20, "t": 20, "b": 20})
-    return fig
+    return empty_figure(text, HEIGHT)
 
 
 __all__ = ["stats_figure"]

@@ -9,7 +9,6 @@ left to right by depth: a virtual root (the last committed token), the drafted n
 from __future__ import annotations
 
 import html
-import textwrap
 from dataclasses import dataclass
 
 import networkx as nx
@@ -18,7 +17,7 @@ from plotly.subplots import make_subplots
 
 from core.specdec.records import TreeNode, TreeStepRecord
 from core.specdec.trees.tree import ancestor_matrix
-from visualizers.format import MISSING, count as _count, esc as _esc, num as _num
+from visualizers.format import MISSING, count as _count, empty_figure, esc as _esc, num as _num
 
 ROOT = "root"
 EMITTED = "emitted"
@@ -408,13 +407,7 @@ def tree_summary_html(record: TreeStepRecord | None, stats_summary: dict) -> str
 
 # ------------------------------------------------------------------------------------------------ helpers
 def _empty_figure(text: str) -> go.Figure:
-    fig = go.Figure()
-    wrapped = "<br>".join(_esc(line) for line in textwrap.wrap(text, 60))  # half-width plots stay readable
-    fig.add_annotation(text=wrapped, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False,
-                       font={"size": 14, "color": "#80868b"})
-    fig.update_layout(height=MIN_HEIGHT - 60, template="plotly_white", xaxis={"visible": False},
-                      yaxis={"visible": False}, margin={"l": 20, "r": 20, "t": 20, "b": 20})
-    return fig
+    return empty_figure(text, MIN_HEIGHT - 60, 14, wrap=60)  # half-width plots stay readable
 
 
 _VISIBLE = str.maketrans({" ": "␣", "\n": "↵", "\r": "", "\t": "⇥"})

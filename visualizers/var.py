@@ -21,7 +21,7 @@ from plotly.subplots import make_subplots
 from core.var.code import VARRun, psnr
 from core.var.data import CLASS_NAMES
 from core.var.draft_attention import GridMap, VARDraftRun
-from visualizers.format import MISSING, esc as _esc, num as _num
+from visualizers.format import MISSING, empty_figure, esc as _esc, num as _num
 
 LARGE_COLOR, SMALL_COLOR = "#1a73e8", "#e8710a"
 PREFILL_COLOR, OTHER_COLOR, KV_COLOR, WEIGHTS_COLOR = "#f6c28b", "#bdc1c6", "#a142f4", "#5f6368"
@@ -48,12 +48,7 @@ def model_color(model: str) -> str:
 
 
 def _empty_figure(text: str, height: int = EMPTY_HEIGHT) -> go.Figure:
-    fig = go.Figure()
-    fig.add_annotation(text=_esc(text), x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False,
-                       font={"size": 15, "color": "#80868b"})
-    fig.update_layout(height=height, template="plotly_white", xaxis={"visible": False}, yaxis={"visible": False},
-                      margin={"l": 20, "r": 20, "t": 20, "b": 20})
-    return fig
+    return empty_figure(text, height)
 
 
 def _layout(fig: go.Figure, title: str, height: int, **kwargs) -> go.Figure:
