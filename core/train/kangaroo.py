@@ -12,7 +12,6 @@ acceptance rate α of greedy-free sampling) before and after training. Progress 
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 import time
@@ -25,10 +24,11 @@ from transformers import DynamicCache
 from core.errors import DraftScopeError
 from core.runtime.layers import check_layer_slicing, embed, run_layers
 from core.runtime.models import load_model
+from core.runtime.timing import elapsed
 from core.specdec.drafters.kangaroo import default_adapter_path
 from core.specdec.drafters.kangaroo_adapter import KangarooAdapter
 from core.train.data import TEACHER_TOPK, teacher_topk, training_sequences
-from core.train.loop import fit, split_holdout
+from core.train.loop import fit, print_summary, run_script, split_holdout
 
 
 @torch.no_grad()  # not inference_mode: these tensors feed autograd later
@@ -79,7 +79,7 @@ def train(target_name: str = "smollm2-135m", exit_layer: int = 6, n_prompts: int
     if not 1 <= exit_layer < target.n_layers:
         raise DraftScopeError(f"exit layer must be in 1..{target.n_layers - 1}, got {exit_layer}")
     prompts, sequences = training_sequences(target, n_prompts, max_new_tokens, batch, seed)
-    t_gen = time.perf_counter() - t0
+    t_gen = elapsed(t0, target.device)
     sequences = [s[:max_len] for s in sequences]
     feats = record_features(target, sequences, exit_layer)
     rng = random.Random(seed)
@@ -92,7 +92,7 @@ def train(target_name: str = "smollm2-135m", exit_layer: int = 6, n_prompts: int
     history = fit(list(adapter.parameters()), train_set, lambda feat: _loss_and_metrics(target, adapter, feat)[0],
                   epochs, lr, accumulate, rng, (lambda: evaluate(target, adapter, val)) if val else None)
     adapter.eval()
-    seconds = time.perf_counter() - t0
+    seconds = elapsed(t0, target.device)
     meta = {"method": "kangaroo", "target": target.name, "exit_layer": exit_layer, "n_layers": target.n_layers,
             "hidden_size": target.model.config.hidden_size, "vocab": target.vocab_size,
             "prompts": len(prompts), "sequences": len(sequences), "train_tokens": sum(len(f["p"]) for f in train_set),
@@ -101,9 +101,9 @@ def train(target_name: str = "smollm2-135m", exit_layer: int = 6, n_prompts: int
             "device": str(target.device)}
     path = Path(out) if out else default_adapter_path(target.name)
     adapter.save(path, meta)
-    print(json.dumps({"saved": str(path), **{k: meta[k] for k in ("exit_layer", "sequences", "train_tokens",
-                                                                    "before", "total_seconds")},
-                      "after": history[-1].get("val")}, indent=1))
+    print_summary({"saved": str(path), **{k: meta[k] for k in ("exit_layer", "sequences", "train_tokens", "before",
+                                                                 "total_seconds")},
+                   "after": history[-1].get("val")}, indent=1)
     return meta
 
 
@@ -119,13 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="adapter file (default assets/kangaroo/TARGET.safetensors)")
     args = parser.parse_args(argv)
-    try:
-        train(args.target, args.exit_layer, args.prompts, args.max_new_tokens, args.batch, args.epochs, args.lr,
-              seed=args.seed, out=args.out)
-    except DraftScopeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return run_script(lambda: train(args.target, args.exit_layer, args.prompts, args.max_new_tokens, args.batch,
+                                    args.epochs, args.lr, seed=args.seed, out=args.out))
 
 
 if __name__ == "__main__":

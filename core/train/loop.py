@@ -1,13 +1,18 @@
-"""The training loop the self-drafter scripts share: a held-out split, then AdamW with a cosine schedule."""
+"""What the training scripts share: a held-out split, AdamW with a cosine schedule (the self-drafters), and the
+command-line tail (a JSON summary on stdout; an ``error:`` line on stderr and exit status 2)."""
 
 from __future__ import annotations
 
+import json
 import math
 import random
+import sys
 from typing import Callable
 
 import torch
 from tqdm import tqdm
+
+from core.errors import DraftScopeError
 
 
 def split_holdout(items: list, holdout: float) -> tuple[list, list]:
@@ -44,3 +49,19 @@ def fit(params: list[torch.nn.Parameter], train_set: list, loss_of: Callable[[ob
                         **({"val": validate()} if validate else {})})
     bar.close()
     return history
+
+
+def print_summary(summary: dict, indent: int | None = None) -> None:
+    """A script's results as JSON on stdout (one line unless ``indent``)."""
+    print(json.dumps(summary, indent=indent), flush=True)
+
+
+def run_script(body: Callable[[], object], errors: tuple[type[Exception], ...] = (DraftScopeError,)) -> int:
+    """A training script's exit status: 0 once ``body()`` returns; 2 after an ``errors`` exception, reported as one
+    ``error: …`` line (its first line) on stderr."""
+    try:
+        body()
+    except errors as exc:
+        print(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
+        return 2
+    return 0

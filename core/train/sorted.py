@@ -13,7 +13,6 @@ before and after training. Progress goes through tqdm.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 import time
@@ -25,10 +24,11 @@ from tqdm import tqdm
 from core.errors import DraftScopeError
 from core.runtime.layers import check_layer_slicing, embed, run_layers
 from core.runtime.models import load_model
+from core.runtime.timing import elapsed
 from core.specdec.drafters.sorted import default_exits_path
 from core.specdec.drafters.sorted_exits import DEFAULT_RANK, SortedExits, default_exit_layers
 from core.train.data import TEACHER_TOPK, teacher_topk, training_sequences
-from core.train.loop import fit, split_holdout
+from core.train.loop import fit, print_summary, run_script, split_holdout
 
 
 def exit_log_probs(model, exits: SortedExits, ids: list[int]) -> list[torch.Tensor]:
@@ -84,7 +84,7 @@ def train(base_name: str = "smollm2-135m", exit_layers: list[int] | None = None,
     if epochs < 1 or rank < 1:
         raise DraftScopeError("epochs and rank must be at least 1")
     prompts, sequences = training_sequences(base, n_prompts, max_new_tokens, batch, seed)
-    t_gen = time.perf_counter() - t0
+    t_gen = elapsed(t0, base.device)
     rng = random.Random(seed)
     sequences = [s[:max_len] for s in sequences]
     rng.shuffle(sequences)
@@ -102,7 +102,7 @@ def train(base_name: str = "smollm2-135m", exit_layers: list[int] | None = None,
     history = fit(params, train_set, lambda feat: _loss_and_metrics(base.model, exits, feat)[0], epochs, lr, accumulate,
                   rng, (lambda: evaluate(base.model, exits, val)) if val else None)
     exits.eval()
-    seconds = time.perf_counter() - t0
+    seconds = elapsed(t0, base.device)
     meta = {"method": "sorted", "base": base.name, "n_layers": base.n_layers, "vocab": base.vocab_size,
             "prompts": len(prompts), "sequences": len(sequences), "train_tokens": sum(len(f["ids"]) for f in train_set),
             "epochs": epochs, "lr": lr, "teacher_topk": TEACHER_TOPK, "seed": seed, "max_len": max_len,
@@ -110,9 +110,8 @@ def train(base_name: str = "smollm2-135m", exit_layers: list[int] | None = None,
             "total_seconds": round(seconds, 1), "device": str(base.device)}
     path = Path(out) if out else default_exits_path(base.name)
     exits.save(path, meta)
-    print(json.dumps({"saved": str(path), "exit_layers": exit_layers, "train_tokens": meta["train_tokens"],
-                      "before": before, "after": history[-1].get("val"), "total_seconds": meta["total_seconds"]},
-                     indent=1))
+    print_summary({"saved": str(path), "exit_layers": exit_layers, "train_tokens": meta["train_tokens"],
+                   "before": before, "after": history[-1].get("val"), "total_seconds": meta["total_seconds"]}, indent=1)
     return meta
 
 
@@ -142,14 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="exits file (default assets/sorted/BASE.safetensors)")
     args = parser.parse_args(argv)
-    try:
-        train(args.base, _layers(args.exit_layers), args.prompts, args.max_new_tokens, args.batch, args.epochs,
-              args.lr, accumulate=args.accumulate, seed=args.seed, out=args.out, max_len=args.max_len, rank=args.rank,
-              max_sequences=args.max_sequences)
-    except DraftScopeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return run_script(lambda: train(args.base, _layers(args.exit_layers), args.prompts, args.max_new_tokens,
+                                    args.batch, args.epochs, args.lr, accumulate=args.accumulate, seed=args.seed,
+                                    out=args.out, max_len=args.max_len, rank=args.rank,
+                                    max_sequences=args.max_sequences))
 
 
 if __name__ == "__main__":

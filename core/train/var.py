@@ -12,7 +12,6 @@ Stages, each with tqdm progress and one JSON line of results:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -20,6 +19,8 @@ from pathlib import Path
 import torch
 
 from core.errors import DraftScopeError
+from core.runtime.timing import elapsed
+from core.train.loop import print_summary, run_script
 
 ASSETS = Path("assets") / "var"
 STAGES = ("tokenizer", "large", "small", "classifier")
@@ -55,7 +56,7 @@ def train_classifier_stage(n_per_class: int = 300, steps: int = 600, seed: int =
     model = train_classifier(x, y, steps=steps, seed=seed, progress=progress)
     meta = {"kind": "classifier", "n_per_class": n_per_class, "steps": steps, "seed": seed,
             "held_out_accuracy": round(model.accuracy(x_val, y_val), 4), "held_out_images": int(y_val.shape[0]),
-            "params": sum(p.numel() for p in model.parameters()), "seconds": round(time.perf_counter() - t0, 1)}
+            "params": sum(p.numel() for p in model.parameters()), "seconds": round(elapsed(t0, "cpu"), 1)}
     if vq is not None:
         meta["held_out_accuracy_reconstructed"] = round(model.accuracy(_reconstruct(vq, x_val), y_val), 4)
         meta["trained_on_reconstructions"] = True
@@ -79,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = Path(args.out_dir)
     stages = STAGES if args.stage == "all" else (args.stage,)
     torch.manual_seed(args.seed)
-    try:
+
+    def body() -> None:
         for stage in stages:
             if stage == "tokenizer":
                 from core.train.var_vqvae import train as train_vq
@@ -101,11 +103,9 @@ def main(argv: list[str] | None = None) -> int:
                 meta = train_classifier_stage(steps=args.classifier_steps, seed=args.seed,
                                               out=out_dir / "classifier.safetensors",
                                               vqvae=vq_path if vq_path.exists() else None)
-            print(json.dumps({"stage": stage, **meta}), flush=True)
-    except (DraftScopeError, ValueError, OSError) as exc:
-        print(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
-        return 2
-    return 0
+            print_summary({"stage": stage, **meta})
+
+    return run_script(body, (DraftScopeError, ValueError, OSError))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -23,6 +22,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from core.errors import DraftScopeError
+from core.runtime.timing import elapsed
+from core.train.loop import print_summary, run_script
 from core.var.model import VAR, VARConfig, scale_offsets
 
 DEFAULT_LR = {"large": 8e-4, "small": 1e-3}  # peak learning rate per preset
@@ -111,7 +112,7 @@ def train(vq, size: str, steps: int, n_per_class: int = 200, batch: int = 64, lr
     x_NLC, target_NL = encode_dataset(vq, imgs if vq_param is None else imgs.to(vq_param.device))
     n_hold = max(1, labels.shape[0] // 10)
     tr, ho = slice(0, labels.shape[0] - n_hold), slice(labels.shape[0] - n_hold, None)
-    t_data = time.perf_counter() - t0
+    t_data = elapsed(t0, device)
 
     torch.manual_seed(seed)
     config = VARConfig.preset(size, vq.vocab_size, vq.embed_dim, tuple(vq.scales), **(overrides or {}))
@@ -135,7 +136,7 @@ def train(vq, size: str, steps: int, n_per_class: int = 200, batch: int = 64, lr
             "images": int(labels.shape[0]), "held_out": n_hold, "train_loss": round(running, 4),
             **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in held.items()},
             "params": model.param_count(), "data_seconds": round(t_data, 2),
-            "seconds": round(time.perf_counter() - t0, 2)}
+            "seconds": round(elapsed(t0, device), 2)}
     return model, meta
 
 
@@ -151,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default=None, help="checkpoint path (default assets/var/var-SIZE.safetensors)")
     args = parser.parse_args(argv)
-    try:
+
+    def body() -> None:
         from core.var.vqvae import MultiScaleVQVAE
 
         vq, _ = MultiScaleVQVAE.load(args.vqvae, device=args.device)
@@ -159,11 +161,9 @@ def main(argv: list[str] | None = None) -> int:
                             args.device)
         meta["vqvae"] = Path(args.vqvae).name
         out = model.save(args.out or default_out(args.size), meta)
-        print(json.dumps({**meta, "out": str(out)}))
-    except (DraftScopeError, ValueError, OSError) as exc:
-        print(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
-        return 2
-    return 0
+        print_summary({**meta, "out": str(out)})
+
+    return run_script(body, (DraftScopeError, ValueError, OSError))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ share of the codebook used. Weights are rounded to fp16 before evaluation, so th
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -22,6 +21,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from core.errors import DraftScopeError
+from core.runtime.timing import elapsed
+from core.train.loop import print_summary, run_script
 from core.var.data import make_dataset
 from core.var.vqvae import MultiScaleVQVAE, VQVAEConfig, reconstruction_error
 
@@ -111,7 +112,7 @@ def train(n_per_class: int = 200, steps: int = 3000, batch: int = 64, lr: float 
     bar.close()
     model.round_to_fp16().eval()
     metrics = evaluate(model, x_val)
-    seconds = time.perf_counter() - t0
+    seconds = elapsed(t0, "cpu")
     cfg = model.config
     meta = {"method": "var-vqvae", "n_per_class": n_per_class, "steps": steps, "batch": batch, "lr": lr, "seed": seed,
             "val_images": int(x_val.shape[0]), "untrained_mse": before, **metrics, "codes_restarted": restarted,
@@ -132,16 +133,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vocab-size", type=int, default=VQVAEConfig.vocab_size, help="codebook entries K")
     parser.add_argument("--out", default=str(DEFAULT_OUT), help=f"output file (default {DEFAULT_OUT})")
     args = parser.parse_args(argv)
-    try:
-        config = VQVAEConfig(hidden=args.hidden, vocab_size=args.vocab_size)
-        _, meta = train(args.n_per_class, args.steps, args.batch, args.lr, args.seed, args.out, config)
-    except (DraftScopeError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     keys = ("steps", "n_per_class", "untrained_mse", "mse", "psnr", "prefix_mse", "codebook_usage", "codes_used",
             "codes_restarted", "seconds")
-    print(json.dumps({"saved": args.out, **{k: meta[k] for k in keys}}, indent=1))
-    return 0
+
+    def body() -> None:
+        config = VQVAEConfig(hidden=args.hidden, vocab_size=args.vocab_size)
+        _, meta = train(args.n_per_class, args.steps, args.batch, args.lr, args.seed, args.out, config)
+        print_summary({"saved": args.out, **{k: meta[k] for k in keys}}, indent=1)
+
+    return run_script(body, (DraftScopeError, ValueError, OSError))
 
 
 if __name__ == "__main__":

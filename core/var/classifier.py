@@ -2,12 +2,12 @@
 
 Trained on the same procedural image set as the VAR (``core.var.data``), with a held-out accuracy reported in its
 checkpoint. A generated image counts as "of its class" when the classifier's top-1 matches the requested class; the
-accuracy over a batch is a cheap stand-in for the FID / GenEval the papers report. Saved as fp16 safetensors.
+accuracy over a batch is a cheap stand-in for the FID / GenEval the papers report. Saved as a
+``core.runtime.checkpoint`` file.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -15,8 +15,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.errors import DraftScopeError
+from core.runtime import checkpoint
 
-FORMAT = "draftscope-var-classifier-v1"
+KIND, TRAIN_COMMAND = "var-classifier", "python -m core.train.var classifier"  # checkpoint kind, what trains one
 
 
 class ImageClassifier(nn.Module):
@@ -53,32 +54,18 @@ class ImageClassifier(nn.Module):
         return float((self.predict(img_B3HW) == labels_B.cpu()).float().mean())
 
     def save(self, path: str | Path, meta: dict | None = None) -> Path:
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tensors = {k: (v.detach().to(torch.float16) if v.is_floating_point() else v.detach()).cpu().contiguous()
-                   for k, v in self.state_dict().items()}
-        save_file(tensors, str(path), metadata={"format": FORMAT, "config": json.dumps(
-            {"num_classes": self.num_classes, "width": self.width}), "meta": json.dumps(meta or {})})
-        return path
+        """fp16 weights (BatchNorm's step counters as they are); the meta holds ``meta`` and the config."""
+        config = {"num_classes": self.num_classes, "width": self.width}
+        return checkpoint.save(path, self, {**(meta or {}), "config": config}, KIND)
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> tuple["ImageClassifier", dict]:
-        from safetensors import safe_open
-        from safetensors.torch import load_file
-
-        path = Path(path)
-        if not path.is_file():
-            raise DraftScopeError(f"no classifier checkpoint at {path}")
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-        if metadata.get("format") != FORMAT:
-            raise DraftScopeError(f"{path} is not a DraftScope image-classifier checkpoint")
-        model = cls(**json.loads(metadata["config"]))
-        state = {k: (v.float() if v.is_floating_point() else v) for k, v in load_file(str(path)).items()}
-        model.load_state_dict(state)
-        return model.to(device).eval(), json.loads(metadata.get("meta", "{}"))
+        """A saved classifier (float32, eval mode) and the meta it was saved with."""
+        state, meta = checkpoint.load(path, KIND, TRAIN_COMMAND)
+        config = meta.pop("config")
+        model = cls(**config)
+        model.load_state_dict({k: (v.float() if v.is_floating_point() else v) for k, v in state.items()})
+        return model.to(device).eval(), meta
 
 
 def train_classifier(x_B3HW: torch.Tensor, y_B: torch.Tensor, steps: int = 600, batch: int = 128, lr: float = 2e-3,

@@ -25,6 +25,8 @@ import numpy as np
 import torch
 
 from core.errors import DraftScopeError
+from core.runtime.models import module_param_bytes
+from core.runtime.timing import elapsed, synchronize
 
 MODEL_NAMES = ("large", "small")
 
@@ -87,10 +89,6 @@ def psnr(a_uint8: np.ndarray, b_uint8: np.ndarray) -> float:
     return math.inf if mse == 0 else 10.0 * math.log10(255.0 ** 2 / mse)
 
 
-def weight_bytes(model: torch.nn.Module) -> int:
-    return sum(p.numel() * p.element_size() for p in model.parameters())
-
-
 def check_pair(large, small, vq) -> None:
     """Both VARs must read and write the same tokenizer (scales, codebook, latent width)."""
     large._check_vq(vq)
@@ -137,8 +135,8 @@ def code_generate(large, small, vq, class_id: int, seed: int, split: int, n: int
         return cb
 
     cuda = device.type == "cuda"
+    synchronize(device)
     if cuda:
-        torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
     presses = presses or {}
     scores = attention_scores or bool(presses)
@@ -166,20 +164,18 @@ def code_generate(large, small, vq, class_id: int, seed: int, split: int, n: int
         idx = small.generate(vq, cls_B, cfg=cfg, top_k=top_k, top_p=top_p, generator=gen, start_scale=n_large,
                              prefix_idx=idx or None, stop_scale=stop, on_scale=recorder("small"),
                              attention_scores=scores, kv_hook=presses.get("small"))
-        small_ms = (time.perf_counter() - t_small) * 1000
+        small_ms = elapsed(t_small, device) * 1000
         if n_large:
             prefill_ms = max(0.0, small_ms - sum(s.ms for s in steps if s.model == "small"))
         peak_s, stored_s = kv_of(small, "small", n_large, stop)
         kv_peak, kv_stored = max(kv_peak, peak_s), max(kv_stored, stored_s)
         used.append(small)
         small.clear_cache()
-    if cuda:
-        torch.cuda.synchronize(device)
-    total_ms = (time.perf_counter() - t0) * 1000
+    total_ms = elapsed(t0, device) * 1000
     if cuda:
         peak, source = int(torch.cuda.max_memory_allocated(device)), "torch.cuda.max_memory_allocated"
     else:
-        peak, source = sum(weight_bytes(m) for m in used) + kv_peak, "weights + largest KV cache (tensor sizes)"
+        peak, source = sum(module_param_bytes(m) for m in used) + kv_peak, "weights + largest KV cache (tensor sizes)"
 
     with torch.no_grad():
         from core.var.data import to_uint8

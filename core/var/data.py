@@ -2,11 +2,10 @@
 
 Every sample draws its own position, size, foreground colour (one of the 7 bright entries of an 8-colour palette,
 on the near-black background) and a little Gaussian noise from the numpy ``Generator`` it is given, so an image is a
-pure function of (class, generator state). Pure numpy, no PIL. The colours are deliberate, found by training runs:
-with continuous random colours the VARs spent their capacity on shades (samples classified at ~15 %, chance 10 %);
-with two random palette colours per image they still mixed 3–5 colours into one sample (~20 %); with a fixed dark
-background the coarse scales carry the silhouette (brightness) and the small VAR's samples reached ~40 % after a
-third of its training (and 76 % after all of it).
+pure function of (class, generator state). Pure numpy, no PIL. The colours are deliberate, found by training runs
+(the README gives the numbers): with continuous random colours the VARs spent their capacity on shades; with two
+random palette colours per image they still mixed several colours into one sample; with a fixed dark background the
+coarse scales carry the silhouette (brightness), and samples became recognisable.
 """
 
 from __future__ import annotations

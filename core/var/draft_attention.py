@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from core.attention.draft_attention import relative_error, select_blocks
 from core.errors import DraftScopeError
+from core.runtime.timing import elapsed
 
 
 @dataclass
@@ -127,7 +128,7 @@ def draft_attention_generate(model, vq, class_id: int, seed: int, sparsity: floa
         gen = torch.Generator(device=device).manual_seed(int(seed))
         t0 = time.perf_counter()
         out = model.generate(vq, cls, cfg=cfg, top_k=top_k, top_p=top_p, generator=gen)
-        return out, (time.perf_counter() - t0) * 1000
+        return out, elapsed(t0, device) * 1000
 
     dense_idx, dense_ms = run_once()
     run = {"stats": [], "maps": [], "map_layer": map_layer,

@@ -14,7 +14,6 @@ with scales produced by another model (CoDe's refiner continues a drafter's coar
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,9 +24,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.errors import DraftScopeError
+from core.runtime import checkpoint
+from core.runtime.cache import tensor_bytes
+from core.runtime.timing import elapsed
 from core.specdec.sampling import SamplingConfig, warp
 
-FORMAT = "draftscope-var-v1"  # safetensors metadata tag of saved VAR checkpoints
+KIND, TRAIN_COMMAND = "var", "python -m core.train.var large (or small)"  # checkpoint kind, what trains one
 
 KVCache = list  # per layer: (k_BHTd, v_BHTd) or None before the first forward
 KVHook = Callable[[list, int], "list | None"]  # (cache, scale k) -> pruned cache (or None to keep it as is)
@@ -297,8 +299,7 @@ class VAR(nn.Module):
         return n
 
     def _cache_bytes(self) -> int:
-        return sum(k.numel() * k.element_size() + v.numel() * v.element_size()
-                   for k, v in (kv for kv in (self.kv_cache or []) if kv is not None))
+        return sum(tensor_bytes(*kv) for kv in (self.kv_cache or []) if kv is not None)
 
     def kv_cache_bytes(self) -> int:
         """Bytes of keys/values held by the KV cache at the end of the last generation (0 if uncached)."""
@@ -383,9 +384,7 @@ class VAR(nn.Module):
                 self.kv_bytes_per_scale[k] = self._cache_bytes()
                 if kv_hook is not None:
                     self.kv_cache = kv_hook(self.kv_cache, k) or self.kv_cache
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            ms = (time.perf_counter() - t0) * 1000
+            ms = elapsed(t0, device) * 1000
             if on_scale is not None:
                 on_scale(k, idx_k, f_hat, ms)
         self._kv_bytes = self._cache_bytes() if cache else 0
@@ -400,33 +399,17 @@ class VAR(nn.Module):
         return self
 
     def save(self, path: str | Path, meta: dict | None = None) -> Path:
-        """Write fp16 weights to a safetensors file whose metadata holds the config and ``meta`` (JSON)."""
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tensors = {name: t.detach().to(torch.float16).cpu().contiguous() for name, t in self.state_dict().items()}
-        metadata = {"format": FORMAT, "config": json.dumps(asdict(self.config)), "meta": json.dumps(meta or {})}
-        save_file(tensors, str(path), metadata=metadata)
-        return path
+        """Write fp16 weights to a checkpoint whose meta holds ``meta`` and the config."""
+        return checkpoint.save(path, self, {**(meta or {}), "config": asdict(self.config)}, KIND)
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu",
              dtype: torch.dtype = torch.float32) -> tuple["VAR", dict]:
-        """Read a file written by ``save``: (model in eval mode, meta)."""
-        from safetensors import safe_open
-        from safetensors.torch import load_file
-
-        path = Path(path)
-        if not path.is_file():
-            raise DraftScopeError(f"no VAR checkpoint at {path}")
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-        if metadata.get("format") != FORMAT:
-            raise DraftScopeError(f"{path} is not a DraftScope VAR checkpoint")
-        model = cls(VARConfig(**json.loads(metadata["config"])))
-        model.load_state_dict(load_file(str(path)))
-        return model.to(device=device, dtype=dtype).eval(), json.loads(metadata.get("meta", "{}"))
+        """Read a file written by ``save``: (model in eval mode, the meta it was saved with)."""
+        state, meta = checkpoint.load(path, KIND, TRAIN_COMMAND)
+        model = cls(VARConfig(**meta.pop("config")))
+        model.load_state_dict(state)
+        return model.to(device=device, dtype=dtype).eval(), meta
 
 
 def load(path: str | Path, device: str | torch.device = "cpu") -> tuple[VAR, dict]:

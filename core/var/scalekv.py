@@ -32,6 +32,8 @@ import numpy as np
 import torch
 
 from core.errors import DraftScopeError
+from core.runtime.cache import tensor_bytes
+from core.runtime.timing import elapsed
 
 WINDOW_GRID = 4  # observation window: centroids of a WINDOW_GRID × WINDOW_GRID partition of the current scale's map
 
@@ -69,7 +71,8 @@ class BudgetPlan:
 
 
 def window_positions(side: int, grid: int = WINDOW_GRID) -> list[int]:
-    """Raster positions of the centroid tokens of a grid × grid partition of a side × side map (all when side ≤ grid)."""
+    """Raster positions of the centroid tokens of a grid × grid partition of a side × side map (all of them when
+    side ≤ grid)."""
     if side <= grid:
         return list(range(side * side))
     centres = [min(side - 1, int((i + 0.5) * side / grid)) for i in range(grid)]
@@ -216,8 +219,7 @@ class ScaleKVPress:
             new_cache[layer] = (key.gather(2, gather), value.gather(2, gather))
             self.positions[layer] = pos.gather(2, keep)
             self.kept.setdefault(k, []).append(self.positions[layer])
-        self.bytes_after[k] = sum(kk.numel() * kk.element_size() + vv.numel() * vv.element_size()
-                                  for kk, vv in new_cache)
+        self.bytes_after[k] = sum(tensor_bytes(kk, vv) for kk, vv in new_cache)
         return new_cache
 
 
@@ -271,7 +273,7 @@ def kv_generate(model, vq, class_id: int, seed: int, policy: str = "full", beta:
     t0 = time.perf_counter()
     idx = model.generate(vq, cls, cfg=cfg, top_k=top_k, top_p=top_p, generator=gen, attention_scores=True,
                          kv_hook=press)
-    total_ms = (time.perf_counter() - t0) * 1000
+    total_ms = elapsed(t0, device) * 1000
     before = [model.kv_bytes_per_scale[k] for k in range(K)]  # after appending scale k, before pruning
     kept_bytes = [press.bytes_after.get(k, before[k]) for k in range(K - 1)] if press else before[:K - 1]
     images = to_uint8(vq.decode_indices(idx))

@@ -5,21 +5,22 @@ with one shared codebook: the residual r (initially f) is area-downsampled to s_
 nearest codebook entry (idx_k, s_k×s_k tokens), the chosen codes are upsampled back to S×S and passed through a small
 residual conv φ_k, and that contribution z_k is added to f̂ and subtracted from r. A prefix of the token maps
 therefore gives a coarse-to-fine partial reconstruction, and the transformer's input for scale k+1 is f̂ after
-scales ≤ k area-downsampled to s_{k+1}. Saved as fp16 safetensors with the config in a JSON header.
+scales ≤ k area-downsampled to s_{k+1}. Saved as a ``core.runtime.checkpoint`` file, the config in its meta.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from core.errors import DraftScopeError
+from core.runtime import checkpoint
+
+KIND, TRAIN_COMMAND = "var-vqvae", "python -m core.train.var_vqvae"  # checkpoint kind, what trains one
 
 
 @dataclass
@@ -48,7 +49,7 @@ class VQVAEConfig:
 
 class _ResBlock(nn.Module):
     """x + conv(act(conv(act(x)))) at constant width. No normalisation layers anywhere: an image's flat colours are
-    most of its content here, and GroupNorm normalises them away (a 300-step autoencoder ended 2.6× worse with it)."""
+    most of its content here, and GroupNorm normalises them away (a short training run ended clearly worse with it)."""
 
     def __init__(self, ch: int):
         super().__init__()
@@ -95,7 +96,7 @@ class MultiScaleVQVAE(nn.Module):
         self.latent_side: int = cfg.scales[-1]
         h, h2, c = cfg.hidden, cfg.hidden // 2, cfg.embed_dim
         self.encoder = nn.Sequential(
-            nn.Conv2d(cfg.channels, h2, 3, padding=1), nn.SiLU(),  # 32×32 (no block here: ~1.8× faster)
+            nn.Conv2d(cfg.channels, h2, 3, padding=1), nn.SiLU(),  # 32×32 (no block here: the costliest resolution)
             nn.Conv2d(h2, h, 4, stride=2, padding=1), _ResBlock(h),  # 16×16
             nn.Conv2d(h, h, 4, stride=2, padding=1), _ResBlock(h), _ResBlock(h),  # 8×8
             nn.SiLU(), nn.Conv2d(h, c, 1))
@@ -230,28 +231,20 @@ class MultiScaleVQVAE(nn.Module):
         return self
 
     def save(self, path: str | Path, meta: dict) -> None:
-        """Weights as fp16 safetensors; the header holds ``meta`` plus the config under "config"."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tensors = {k: v.detach().to(torch.float16).contiguous().cpu() for k, v in self.state_dict().items()}
-        header = {**meta, "config": {**asdict(self.config), "scales": list(self.config.scales)}}
-        save_file(tensors, str(path), metadata={"draftscope": json.dumps(header)})
+        """Weights as fp16; the checkpoint's meta is ``meta`` plus the config under "config"."""
+        checkpoint.save(path, self, {**meta, "config": {**asdict(self.config), "scales": list(self.config.scales)}},
+                        KIND)
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device | None = None) -> tuple["MultiScaleVQVAE", dict]:
         """A saved tokenizer (float32, eval mode, on ``device`` or CPU) and its meta (with "config")."""
         path = Path(path)
-        if not path.is_file():
-            raise DraftScopeError(f"VAR tokenizer not found: {path} (train one with python -m core.train.var_vqvae)")
-        from safetensors import safe_open
-
-        with safe_open(str(path), "pt") as f:
-            meta = json.loads((f.metadata() or {}).get("draftscope", "{}"))
+        state, meta = checkpoint.load(path, KIND, TRAIN_COMMAND)
         known = {f.name for f in fields(VQVAEConfig)}
         try:
             config = VQVAEConfig(**{k: v for k, v in meta.get("config", {}).items() if k in known})
             model = cls(config)
-            model.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()})
+            model.load_state_dict({k: v.float() for k, v in state.items()})
         except (RuntimeError, ValueError, TypeError) as exc:
             raise DraftScopeError(f"the tokenizer {path.name} does not fit its config: "
                                   f"{str(exc).splitlines()[0]}") from None

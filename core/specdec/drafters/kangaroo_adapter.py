@@ -1,19 +1,20 @@
 """Kangaroo's adapter: one attention block (input norm, self-attention, residual; no MLP) and a final norm, mapping
-the target's layer-ℓ hidden states to states its frozen LM head reads. Saved as fp16 safetensors + a JSON header."""
+the target's layer-ℓ hidden states to states its frozen LM head reads. Saved as a ``core.runtime.checkpoint`` file."""
 
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers.models.llama.modeling_llama import LlamaAttention, LlamaRMSNorm
 
 from core.errors import DraftScopeError
+from core.runtime import checkpoint
 from core.runtime.layers import causal_mask, layer_cache_len
+
+KIND, TRAIN_COMMAND = "kangaroo-adapter", "python -m core.train.kangaroo"  # checkpoint kind, what trains one
 
 
 class KangarooAdapter(nn.Module):
@@ -49,23 +50,15 @@ class KangarooAdapter(nn.Module):
         return self.final_norm(hidden + out)
 
     def save(self, path: str | Path, meta: dict) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tensors = {k: v.detach().to(torch.float16).contiguous() for k, v in self.state_dict().items()}
-        save_file(tensors, str(path), metadata={"draftscope": json.dumps(meta)})
+        checkpoint.save(path, self, meta, KIND)
 
     @classmethod
     def load(cls, path: str | Path, model: nn.Module) -> tuple["KangarooAdapter", dict]:
         path = Path(path)
-        if not path.is_file():
-            raise DraftScopeError(f"Kangaroo adapter not found: {path} (train one with python -m core.train.kangaroo)")
-        from safetensors import safe_open
-
-        with safe_open(str(path), "pt") as f:
-            meta = json.loads((f.metadata() or {}).get("draftscope", "{}"))
+        state, meta = checkpoint.load(path, KIND, TRAIN_COMMAND)
         adapter = cls(model.config)
         try:
-            adapter.load_state_dict(load_file(str(path)))
+            adapter.load_state_dict(state)
         except RuntimeError as exc:
             raise DraftScopeError(f"the adapter {path.name} does not fit '{meta.get('target', '?')}' shapes: "
                                   f"{str(exc).splitlines()[0]}") from None

@@ -6,25 +6,25 @@ What we ship stays small: low-rank (LoRA) factors on every linear map of those F
 runs layers [0, e_k) of the same tuned stack), and a small head per exit. Untrained exits (LoRA B = 0, norms copied
 from the base model's final norm, translators zero) are plain early exits at e_1..e_K. Each exit also has a
 residual d × d translator before its norm (0.33 M parameters for SmolLM2), which turns the intermediate stream into
-what the head reads far faster than the shared factors alone. Saved as fp16 safetensors + a JSON header; at
+what the head reads far faster than the shared factors alone. Saved as a ``core.runtime.checkpoint`` file; at
 load time the factors are merged into copies of the F layers, so drafting costs what the base layers cost.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import math
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from core.errors import DraftScopeError
+from core.runtime import checkpoint
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 DEFAULT_RANK, DEFAULT_ALPHA = 8, 16
+KIND, TRAIN_COMMAND = "sorted-exits", "python -m core.train.sorted"  # checkpoint kind, what trains one
 
 
 def default_exit_layers(n_layers: int) -> list[int]:
@@ -112,29 +112,19 @@ class SortedExits(nn.Module):
         return self
 
     def save(self, path: str | Path, meta: dict) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tensors = {k: v.detach().to(torch.float16).contiguous() for k, v in self.trainable_state().items()}
         meta = {**meta, "exit_layers": self.exit_layers, "rank": self.rank, "alpha": self.alpha}
-        save_file(tensors, str(path), metadata={"draftscope": json.dumps(meta)})
+        checkpoint.save(path, self.trainable_state(), meta, KIND)
 
     @staticmethod
     def read_meta(path: str | Path) -> dict:
-        from safetensors import safe_open
-
-        path = Path(path)
-        if not path.is_file():
-            raise DraftScopeError(f"S2D exits file not found: {path} (train one with python -m core.train.sorted)")
-        with safe_open(str(path), "pt") as f:
-            return json.loads((f.metadata() or {}).get("draftscope", "{}"))
+        return checkpoint.read_meta(path, KIND, TRAIN_COMMAND)
 
     @classmethod
     def load(cls, path: str | Path, base_model: nn.Module) -> tuple["SortedExits", dict]:
         """Build the exits on ``base_model`` from a saved file (merged, eval mode, the base model's dtype)."""
-        meta = cls.read_meta(path)
+        state, meta = checkpoint.load(path, KIND, TRAIN_COMMAND)
         exits = cls(base_model, meta.get("exit_layers") or [], int(meta.get("rank", DEFAULT_RANK)),
                     float(meta.get("alpha", DEFAULT_ALPHA)))
-        state = load_file(str(path))
         expected = exits.trainable_state()
         if set(state) != set(expected) or any(state[k].shape != expected[k].shape for k in state):
             raise DraftScopeError(f"the exits in {Path(path).name} (trained on '{meta.get('base', '?')}') do not fit "
