@@ -70,9 +70,8 @@ def _check_inputs(methods, task: str) -> list[str]:
     methods = list(methods or [])
     if not methods:
         raise DraftScopeError("choose at least one method")
-    unknown = [m for m in methods if m not in PRESSES]
-    if unknown:
-        raise DraftScopeError(f"unknown method '{unknown[0]}'; choose from {', '.join(PRESSES)}")
+    for name in methods:
+        PRESSES.lookup(name)  # an unknown name is a message listing the methods
     if task not in (*TASKS, CUSTOM):
         raise DraftScopeError(f"unknown task '{task}'; choose from {', '.join((*TASKS, CUSTOM))}")
     return methods

@@ -105,7 +105,9 @@ def as_dict(options) -> dict:
 def option_fields(options_cls: type) -> tuple[OptionField, ...]:
     """Every field of ``options_cls`` with its base type, default, help comment and control hints."""
     hints = typing.get_type_hints(options_cls, include_extras=True)
-    comments = _field_comments(options_cls)
+    comments = {}
+    for klass in reversed(options_cls.__mro__):  # an inherited field keeps its base's comment unless redeclared
+        comments.update(_field_comments(klass))
     out = []
     for f in dataclasses.fields(options_cls):
         hint, extras = hints[f.name], ()

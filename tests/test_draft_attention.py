@@ -9,9 +9,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from core.attention.draft_attention import (ATTN_NAME, DraftAttentionMap, draft_attention, draft_attention_map,
-                                          draft_attention_mode, flop_sparsity_of, pool_blocks, relative_error,
-                                          select_blocks)
+from core.attention.draft_attention import (
+    ATTN_NAME,
+    DraftAttentionMap,
+    draft_attention,
+    draft_attention_map,
+    draft_attention_mode,
+    flop_sparsity_of,
+    pool_blocks,
+    relative_error,
+    select_blocks,
+)
+from core.errors import DraftScopeError
 from visualizers.draft_attention import draft_attention_figure
 
 PROMPT = "The quick brown fox jumps over the lazy dog while the cat watches from the warm windowsill. " * 6
@@ -226,7 +235,7 @@ def test_draft_attention_map_record(tiny_llama):
     assert 0 < record.model_flop_sparsity < 1 and record.logits_max_abs_diff > 0 and record.kl_last >= 0
     assert 0 <= record.top1_agreement <= 1
     assert all(abs(sum(row) - 1) < 1e-4 for row in record.pooled_map)
-    with pytest.raises(ValueError):
+    with pytest.raises(DraftScopeError):
         draft_attention_map(tiny_llama.model, ids, layer=9, head=0)
 
 
@@ -249,3 +258,22 @@ def test_figure(tiny_llama):
     empty = draft_attention_figure(None)
     assert not empty.data and empty.layout.annotations and empty.layout.height
     assert isinstance(record, DraftAttentionMap)
+
+
+def test_one_attention_registry_for_capture_and_draft_attention(tiny_llama):
+    """Capture inside a DraftAttention block switches the model to the capture and back; errors restore too."""
+    from core.attention.capture import NAME, capture_attention
+
+    model, ids = tiny_llama.model, _ids(tiny_llama)[:, :24]
+    with torch.inference_mode():
+        with draft_attention_mode(model, 0.0, 8) as state:
+            with capture_attention(model, window=2) as captured:
+                assert model.config._attn_implementation == NAME
+                model(ids)
+            assert model.config._attn_implementation == ATTN_NAME
+            model(ids)
+        with pytest.raises(RuntimeError), capture_attention(model, window=2):
+            raise RuntimeError("boom")
+    assert sorted(captured.window_probs) == list(range(model.config.num_hidden_layers))
+    assert len(state.stats) == model.config.num_hidden_layers  # only the second forward ran draft attention
+    assert {m.config._attn_implementation for m in model.modules() if hasattr(m, "config")} == {"sdpa"}

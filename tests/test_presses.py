@@ -8,16 +8,16 @@ import json
 import pytest
 import torch
 
+from core.attention.capture import capture_attention
 from core.cli import main as cli_main
 from core.errors import DraftScopeError
 from core.kv import PRESSES
-from core.kv.base import (PressContext, compress_cache, group_max, max_pool, prefill, select_kv, select_tokens,
-                               stacked)
-from core.attention.capture import capture_attention
+from core.kv.base import PressContext, group_max, max_pool, prefill, select_kv, select_tokens, stacked
 from core.kv.offsets import char_spans, transfer_scores
 from core.kv.run import decode, kv_report, parse_budget
 from core.kv.speckv import SpecKVPress
 from core.kv.tasks import make_task
+from core.runtime.cache import keep_per_head
 
 
 @pytest.fixture(scope="module")
@@ -90,14 +90,14 @@ def test_scorers_against_brute_force():
     assert select_tokens(grouped[0, 0], 1, 4) == [11]  # the window is cut to the budget
 
 
-def test_compress_cache_gathers_per_head(tiny_llama):
+def test_keep_per_head_gathers_per_head(tiny_llama):
     ids = tiny_llama.encode("one two three four five six seven eight nine ten")
     cache, _, _ = prefill(tiny_llama, ids)
     before = [(layer.keys.clone(), layer.values.clone()) for layer in cache.layers]
     n_heads = before[0][0].shape[1]
     keep = torch.stack([torch.stack([torch.tensor([0, h + 1, len(ids) - 1]) for h in range(n_heads)])
                         for _ in cache.layers])
-    compress_cache(cache, keep)
+    keep_per_head(cache, keep)
     for (keys, values), layer, keep_Hk in zip(before, cache.layers, keep):
         for h in range(n_heads):
             assert torch.equal(layer.keys[0, h], keys[0, h, keep_Hk[h]])
@@ -205,9 +205,9 @@ def test_stacked_orders_layers():
 
 def test_sorted_exit_guide_is_the_s2d_drafter(smollm2):
     """The S2D guide for speckv / specpc is the drafter's deepest exit as a causal LM: its logits are the exit's."""
-    from core.specdec.drafters.sorted import SortedDrafter
-    from core.runtime.layers import embed, run_layers
     from core.kv.run import guide_model
+    from core.runtime.layers import embed, run_layers
+    from core.specdec.drafters.sorted import SortedDrafter
 
     guide = guide_model(smollm2, "sorted", None)
     assert guide.n_layers == 10 and guide.tokenizer is smollm2.tokenizer
@@ -247,3 +247,94 @@ def test_captured_attention_respects_sliding_windows(tiny_gemma):
     assert len(ids) > 12
     for layer, att in enumerate(eager):
         torch.testing.assert_close(captured.window_probs[layer], att[0, :, -4:].float(), atol=1e-5, rtol=0)
+
+
+# ------------------------------------------------------------------------------------------------ press options
+@pytest.mark.parametrize("method", list(PRESSES))
+def test_every_press_is_its_own_options_dataclass(method):
+    """kvpress style: the press's fields are its options, each with a default and a help comment; kv presses keep a
+    recent window."""
+    from core.options import option_fields
+
+    cls = PRESSES[method]
+    assert cls.Options is cls and cls.name == method and cls.level in ("kv", "tokens")
+    fields = option_fields(cls.Options)
+    for f in fields:
+        assert f.help and f.help != f.name, (method, f.name)
+        assert f.kind in (int, float, bool, str) and f.default is not None, (method, f.name)
+    assert cls.level == "tokens" or "window" in {f.name for f in fields}
+    cls()  # the defaults are valid
+
+
+def test_press_options_are_checked_and_window_kernel_reach_every_kv_press():
+    from core.kv import build_press
+    from core.kv.run import build_presses
+
+    assert build_press("snapkv") == PRESSES["snapkv"](window=32, kernel=7)  # the defaults as before
+    assert (build_press("specpc").window, build_press("specpc").kernel, build_press("streamingllm").sinks) == (64, 32, 4)
+    with pytest.raises(DraftScopeError, match="unknown option 'widow' for the 'snapkv' method"):
+        build_press("snapkv", {"widow": 3})
+    with pytest.raises(DraftScopeError, match="kernel must be in 1..129"):
+        build_press("speckv", {"kernel": 0})
+    with pytest.raises(DraftScopeError, match="window must be in 1..512"):
+        build_presses(["tova"], window=0)
+    presses = build_presses(list(PRESSES), {"speckv": {"window": 8}}, window=16, kernel=3)
+    assert [p.window for p in presses.values()] == [16, 16, 16, 16, 8, 64]  # specpc keeps its own window
+    assert (presses["snapkv"].kernel, presses["speckv"].kernel, presses["specpc"].kernel) == (3, 3, 32)
+    with pytest.raises(DraftScopeError, match="unknown method 'nope'"):
+        build_presses(["snapkv"], {"nope": {}})
+    with pytest.raises(DraftScopeError, match="unknown option 'sinks' for the 'tova' method"):
+        build_presses(["snapkv"], {"tova": {"sinks": 2}})  # checked even when not chosen
+
+
+def test_report_takes_press_options(tiny_llama):
+    with pytest.raises(DraftScopeError, match="unknown option 'kernel' for the 'streamingllm' method"):
+        kv_report(tiny_llama, tiny_llama, methods=["streamingllm"], press_options={"streamingllm": {"kernel": 3}})
+    report = kv_report(tiny_llama, None, task="passkey", length=160, methods=["streamingllm"], budgets=[24],
+                       max_new_tokens=2, press_options={"streamingllm": {"sinks": 0, "window": 4}})
+    n = len(report.prompt_ids)
+    assert [k > 0 for k in report.runs[0].kept] == [False] * (n - 24) + [True] * 24  # no sinks: the 24 most recent
+    assert report.settings["press_options"] == {"streamingllm": {"window": 4, "sinks": 0}}
+
+
+def test_a_scorer_press_is_a_score_method(tiny_llama):
+    """The ScorerPress base prefills, captures what the press asks for and wraps its scores."""
+    from dataclasses import dataclass
+
+    from core.kv.base import ScorerPress
+
+    @dataclass
+    class LastQueries(ScorerPress):
+        name = "last-queries"
+        queries = 3
+
+        def score(self, ctx, captured):
+            n = len(ctx.prompt_ids)
+            return group_max(stacked(captured.window_probs)[..., :n].sum(2), ctx.target.config.num_key_value_heads)
+
+    ids = tiny_llama.encode("a b c d e f g h i j k l m n o p")
+    ctx = PressContext(target=tiny_llama, prompt_ids=ids, prompt_text="", budget=8, max_new_tokens=5)
+    pre = LastQueries().prefill(ctx)
+    _, logits, captured = prefill(tiny_llama, ids, window=3)
+    assert pre.cache.get_seq_length() == len(ids) and LastQueries.Options is LastQueries
+    torch.testing.assert_close(pre.first_logits, logits[-1])
+    kv_heads = tiny_llama.config.num_key_value_heads
+    torch.testing.assert_close(pre.scores_LHn, group_max(stacked(captured.window_probs).sum(2), kv_heads))
+
+
+def test_cli_kv_press_flags(capsys):
+    def run(*argv):
+        code = cli_main(["kv", "--target", "tiny-llama", *argv])
+        return code, capsys.readouterr()
+
+    code, out = run("--methods", "snapkv", "--specpc-window", "8")
+    assert code == 2 and out.err.startswith("error: --specpc-window is not an option of 'snapkv'")
+    assert out.err.count("\n") == 1
+    code, out = run("--methods", "snapkv", "--kernel", "0")
+    assert code == 2 and out.err == "error: kernel must be in 1..129, got 0\n"
+    code, out = run("--methods", "snapkv", "--sinks", "x")
+    assert code == 2 and out.err.startswith("error: argument --sinks: invalid int value")
+    code, out = run("--length", "160", "--budget", "32", "--max-new-tokens", "2", "--methods", "snapkv,specpc",
+                    "--window", "8", "--kernel", "3", "--specpc-window", "16", "--json")
+    assert code == 0, out.err
+    assert [row["method"] for row in json.loads(out.out)] == ["full", "snapkv", "specpc"]

@@ -1,6 +1,6 @@
-"""Attention scores without materialising every attention map: an attention function registered in transformers'
-attention registry computes the usual SDPA output and, on the side, the softmax attention of the last ``window``
-queries of each forward over all keys (and optionally the column sums over every query, for H2O).
+"""Attention scores without materialising every attention map: an attention function (``core.attention.registry``)
+computes the usual SDPA output and, on the side, the softmax attention of the last ``window`` queries of each forward
+over all keys (and optionally the column sums over every query, for H2O).
 
 ``capture_attention(model, window=32, column_sums=False)`` is a context manager that switches ``model`` to it and
 yields a ``Captured`` whose ``window_probs[layer]`` is (Hq, w, m) and ``column_sums[layer]`` (Hq, m), float32 on the
@@ -10,19 +10,17 @@ CPU; the model's attention implementation is restored on exit.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import math
-import threading
 from dataclasses import dataclass, field
 
 import torch
-from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
-from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
+
+from core.attention.registry import attention_function
 
 NAME = "draftscope_capture"
 CHUNK = 256  # query rows per chunk when summing every query's attention (bounds memory at long prompts)
-_STATE = threading.local()
-_REGISTERED = False
 
 
 @dataclass
@@ -31,6 +29,9 @@ class Captured:
     column_sums_wanted: bool = False
     window_probs: dict[int, torch.Tensor] = field(default_factory=dict)  # layer → (Hq, w, m)
     column_sums: dict[int, torch.Tensor] = field(default_factory=dict)  # layer → (Hq, m)
+
+
+_STATE: contextvars.ContextVar[Captured | None] = contextvars.ContextVar(NAME, default=None)
 
 
 def _probs(q_Hwd: torch.Tensor, k_Hmd: torch.Tensor, offset: int, scaling: float,
@@ -48,9 +49,10 @@ def _probs(q_Hwd: torch.Tensor, k_Hmd: torch.Tensor, offset: int, scaling: float
 
 
 def _capture_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
+    """sdpa's output; inside a ``capture_attention`` block also the layer's attention probabilities, stored."""
     out = sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                  **kwargs)
-    state: Captured | None = getattr(_STATE, "captured", None)
+    state = _STATE.get()
     if state is not None:
         groups = getattr(module, "num_key_value_groups", 1)
         k = key[0].repeat_interleave(groups, dim=0) if groups > 1 else key[0]  # (Hq, m, d)
@@ -69,33 +71,8 @@ def _capture_attention(module, query, key, value, attention_mask, dropout=0.0, s
     return out
 
 
-def _register() -> None:
-    global _REGISTERED
-    if not _REGISTERED:
-        AttentionInterface.register(NAME, _capture_attention)
-        ALL_MASK_ATTENTION_FUNCTIONS.register(NAME, ALL_MASK_ATTENTION_FUNCTIONS["sdpa"])
-        _REGISTERED = True
-
-
-@contextlib.contextmanager
-def capture_attention(model, window: int = 32, column_sums: bool = False):
+def capture_attention(model, window: int = 32, column_sums: bool = False) -> contextlib.AbstractContextManager:
     """Within the block, every forward of ``model`` records the attention of its last ``window`` queries per layer
-    (a later forward overwrites an earlier one's layers)."""
-    _register()
-    previous = model.config._attn_implementation
-    # layers copied into a view (S2D's tuned exits) carry their own config copy: switch every config the modules use
-    configs = {id(c): c for c in (getattr(m, "config", None) for m in model.modules())
-               if c is not None and hasattr(c, "_attn_implementation")}
-    before = {key: c._attn_implementation for key, c in configs.items()}
-    captured = Captured(window=window, column_sums_wanted=column_sums)
-    model.set_attn_implementation(NAME)
-    for c in configs.values():
-        c._attn_implementation = NAME
-    _STATE.captured = captured
-    try:
-        yield captured
-    finally:
-        _STATE.captured = None
-        model.set_attn_implementation(previous)
-        for key, c in configs.items():
-            c._attn_implementation = before[key]
+    (a later forward overwrites an earlier one's layers); the block yields the ``Captured``."""
+    return attention_function(model, NAME, _capture_attention, _STATE,
+                              Captured(window=window, column_sums_wanted=column_sums))

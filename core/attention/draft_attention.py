@@ -8,10 +8,9 @@ computed at full resolution (``r`` = sparsity, 0.9 in the paper). On CPU the spa
 a token-level mask expanded from the kept block pairs; the FLOPs a block-sparse kernel would skip are reported as
 ``flop_sparsity``.
 
-The method plugs into a transformers model through its attention-function registry: ``draft_attention_mode`` registers
-an attention function named ``"draftscope_draft"`` (and the sdpa mask builder under the same name, without which
-transformers drops padding masks for unknown implementations) and switches the model to it for the duration of a
-``with`` block. No model code is patched. Pure torch: nothing here imports gradio or plotly.
+The method plugs into a transformers model through its attention-function registry: ``draft_attention_mode`` switches
+the model to an attention function named ``"draftscope_draft"`` for the duration of a ``with`` block
+(``core.attention.registry``). No model code is patched. Pure torch: nothing here imports gradio or plotly.
 """
 
 from __future__ import annotations
@@ -20,10 +19,13 @@ import contextlib
 import contextvars
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
+
+from core.errors import DraftScopeError
+from core.runtime.masks import causal_allowed
 
 ATTN_NAME = "draftscope_draft"
 MAX_MAP_CELLS = 128  # the full attention map of a record is block-averaged down to at most this many rows / columns
@@ -35,10 +37,10 @@ Block = int | Sequence[int]
 # ------------------------------------------------------------------------------------------------ pooling
 def _grid_tiles(block: Block, grid: Grid) -> tuple[int, int, int]:
     if isinstance(block, int) or len(block) != 3:
-        raise ValueError(f"a grid layout needs a 3-D block (bf, bh, bw), got {block!r}")
+        raise DraftScopeError(f"a grid layout needs a 3-D block (bf, bh, bw), got {block!r}")
     tiles = tuple(int(b) for b in block)
     if min(tiles) < 1 or min(grid) < 1:
-        raise ValueError(f"block {tiles} and grid {tuple(grid)} must be positive")
+        raise DraftScopeError(f"block {tiles} and grid {tuple(grid)} must be positive")
     return tiles
 
 
@@ -51,12 +53,12 @@ def token_blocks(n: int, block: Block, grid: Grid | None = None, device=None) ->
     pos_n = torch.arange(n, device=device)
     if grid is None:
         if not isinstance(block, int) or block < 1:
-            raise ValueError(f"a 1-D layout needs a positive int block, got {block!r}")
+            raise DraftScopeError(f"a 1-D layout needs a positive int block, got {block!r}")
         return pos_n // block, math.ceil(n / block)
     bf, bh, bw = _grid_tiles(block, grid)
     nf, nh, nw = (int(g) for g in grid)
     if nf * nh * nw != n:
-        raise ValueError(f"grid {tuple(grid)} holds {nf * nh * nw} tokens, the sequence has {n}")
+        raise DraftScopeError(f"grid {tuple(grid)} holds {nf * nh * nw} tokens, the sequence has {n}")
     f, y, x = pos_n // (nh * nw), (pos_n // nw) % nh, pos_n % nw
     nbf, nbh, nbw = math.ceil(nf / bf), math.ceil(nh / bh), math.ceil(nw / bw)
     return ((f // bf) * nbh + y // bh) * nbw + x // bw, nbf * nbh * nbw
@@ -95,7 +97,7 @@ class BlockSelection:
 def n_selected(sparsity: float, n_allowed: int) -> int:
     """How many block pairs a head keeps: ceil((1 − r)·N_allowed), at least 1 (a 1e-9 slack absorbs float error)."""
     if not 0.0 <= sparsity < 1.0:
-        raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
+        raise DraftScopeError(f"sparsity must be in [0, 1), got {sparsity}")
     return max(1, min(n_allowed, math.ceil((1.0 - sparsity) * n_allowed - 1e-9)))
 
 
@@ -116,7 +118,7 @@ def select_blocks(q: torch.Tensor, k: torch.Tensor, sparsity: float, block: Bloc
     n, m = q.shape[-2], k.shape[-2]
     causal = causal and grid is None
     if causal and n != m:
-        raise ValueError(f"causal block selection needs as many queries as keys, got {n} and {m}")
+        raise DraftScopeError(f"causal block selection needs as many queries as keys, got {n} and {m}")
     q_pool, q_blocks = pool_blocks(q, block, grid)
     k_pool, k_blocks = pool_blocks(k, block, grid)
     nbq, nbk = q_pool.shape[-2], k_pool.shape[-2]
@@ -151,15 +153,11 @@ class DraftAttentionInfo:
     dense: bool  # True where the output is plain dense attention (r = 0, decoding)
 
 
-def causal_mask(n: int, m: int, device=None) -> torch.Tensor:
-    """(n, m) bool, bottom-right aligned: query i (at absolute position m − n + i) sees keys j ≤ m − n + i."""
-    return torch.ones(n, m, dtype=torch.bool, device=device).tril(m - n)
-
-
 def _allowed_tokens(n: int, m: int, causal: bool, attention_mask: torch.Tensor | None, device) -> torch.Tensor:
-    """Bool token mask (B|1, H|1, n, m) of pairs dense attention computes: causal & the caller's mask (bool, or
-    additive where entries above half the dtype's minimum count as allowed)."""
-    ok_nm = causal_mask(n, m, device) if causal else torch.ones(n, m, dtype=torch.bool, device=device)
+    """Bool token mask (B|1, H|1, n, m) of pairs dense attention computes: causal (bottom-right aligned: query i, at
+    position m − n + i, sees keys j ≤ m − n + i) & the caller's mask (bool, or additive where entries above half the
+    dtype's minimum count as allowed)."""
+    ok_nm = causal_allowed(n, m - n, device) if causal else torch.ones(n, m, dtype=torch.bool, device=device)
     if attention_mask is None:
         return ok_nm[None, None]
     if attention_mask.dtype != torch.bool:
@@ -203,7 +201,8 @@ def draft_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sparsity:
         out = _masked_sdpa(q, k, v, dense_ok, attention_mask, scaling)
         return out, DraftAttentionInfo(None, None, 0.0, True)
     if n != m:
-        raise ValueError(f"sparse draft attention needs as many queries as keys (no cache prefix), got {n} and {m}")
+        raise DraftScopeError(f"sparse draft attention needs as many queries as keys (no cache prefix), got {n} and "
+                              f"{m}")
     sel = select_blocks(q, k, sparsity, block, causal=causal, grid=grid, scaling=scaling)
     if sparsity == 0:
         out = _masked_sdpa(q, k, v, dense_ok, attention_mask, scaling)
@@ -258,7 +257,7 @@ class DraftAttentionState:
         weights = [s.n_tokens ** 2 for s in self.stats]
         if not weights:
             return None
-        return sum(w * s.flop_sparsity for w, s in zip(weights, self.stats)) / sum(weights)
+        return sum(w * s.flop_sparsity for w, s in zip(weights, self.stats, strict=True)) / sum(weights)
 
 
 _STATE: contextvars.ContextVar[DraftAttentionState | None] = contextvars.ContextVar("draftscope_draft", default=None)
@@ -300,41 +299,23 @@ def _draft_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: 
     return out.transpose(1, 2).contiguous(), None
 
 
-def register_draft_attention() -> None:
-    """Register ``ATTN_NAME`` with transformers' attention functions and, reusing sdpa's mask builder, its mask
-    functions (without the latter transformers passes no mask at all, dropping padding). Idempotent."""
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
-
-    if AttentionInterface._global_mapping.get(ATTN_NAME) is not _draft_attention_forward:
-        AttentionInterface.register(ATTN_NAME, _draft_attention_forward)
-    if AttentionMaskInterface._global_mapping.get(ATTN_NAME) is not sdpa_mask:
-        AttentionMaskInterface.register(ATTN_NAME, sdpa_mask)
-
-
-@contextlib.contextmanager
 def draft_attention_mode(model, sparsity: float = 0.9, block: int = 64, min_len: int = 0,
-                         capture_layer: int | None = None) -> Iterator[DraftAttentionState]:
+                         capture_layer: int | None = None) -> contextlib.AbstractContextManager[DraftAttentionState]:
     """Run ``model`` (a transformers PreTrainedModel) with draft attention in every layer's prefill.
 
-    Switches the model's attention implementation to ``ATTN_NAME`` and restores the previous one on exit (exceptions
-    included). Yields the state; its ``stats`` collect one ``LayerStat`` per sparse layer call. The settings live in
-    a context variable: other threads calling the model meanwhile get plain sdpa attention (but the model object is
-    switched for everyone, so do not nest modes over one model from several threads).
+    Switches the model's attention implementation to ``ATTN_NAME`` (``core.attention.registry``) and restores the
+    previous one on exit (exceptions included). Yields the state; its ``stats`` collect one ``LayerStat`` per sparse
+    layer call. The settings live in a context variable: other threads calling the model meanwhile get plain sdpa
+    attention (but the model object is switched for everyone, so do not nest modes over one model from several
+    threads).
     """
+    from core.attention.registry import attention_function
+
     n_selected(sparsity, 1)  # validates r
     if block < 1:
-        raise ValueError(f"block must be positive, got {block}")
-    register_draft_attention()
+        raise DraftScopeError(f"block must be positive, got {block}")
     state = DraftAttentionState(DraftAttentionSettings(sparsity, block, min_len), capture_layer=capture_layer)
-    previous = model.config._attn_implementation
-    token = _STATE.set(state)
-    try:
-        model.set_attn_implementation(ATTN_NAME)
-        yield state
-    finally:
-        _STATE.reset(token)
-        model.set_attn_implementation(previous)
+    return attention_function(model, ATTN_NAME, _draft_attention_forward, _STATE, state)
 
 
 # ------------------------------------------------------------------------------------------------ one head's maps
@@ -397,10 +378,10 @@ def draft_attention_map(model, ids, layer: int, head: int, sparsity: float = 0.9
     """
     n_layers, n_heads = model.config.num_hidden_layers, model.config.num_attention_heads
     if not 0 <= layer < n_layers or not 0 <= head < n_heads:
-        raise ValueError(f"layer {layer} / head {head} out of range ({n_layers} layers, {n_heads} heads)")
+        raise DraftScopeError(f"layer {layer} / head {head} out of range ({n_layers} layers, {n_heads} heads)")
     ids_1n = _as_ids(ids, next(model.parameters()).device)
     if ids_1n.shape[0] != 1 or ids_1n.shape[1] < 2:
-        raise ValueError("draft_attention_map needs one sequence of at least 2 tokens")
+        raise DraftScopeError("draft_attention_map needs one sequence of at least 2 tokens")
     with torch.inference_mode():
         with draft_attention_mode(model, 0.0, block, capture_layer=layer) as dense_state:
             dense_nv = model(ids_1n, use_cache=False).logits[0].float()
@@ -408,7 +389,8 @@ def draft_attention_map(model, ids, layer: int, head: int, sparsity: float = 0.9
             sparse_nv = model(ids_1n, use_cache=False).logits[0].float()
         cap = dense_state.captured
         if cap is None:
-            raise RuntimeError(f"layer {layer} was not captured (does the model use transformers' attention registry?)")
+            raise DraftScopeError(f"layer {layer} was not captured (does the model use transformers' attention "
+                                  "registry?)")
         return _head_record(cap, layer, head, sparsity, block, _logit_effect(dense_nv, sparse_nv),
                             sparse_state.mean_flop_sparsity())
 

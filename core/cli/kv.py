@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import sys
 
+from core.cli.options import add_option_flags
 from core.cli.table import markdown_table
+from core.kv import PRESSES
 from core.runtime.models import DEFAULT_TARGET, load_model
 
 NAME, HELP = "kv", "KV importance: SnapKV, StreamingLLM, H2O, TOVA, SpecKV, SpecPC against the full cache on a " \
@@ -24,12 +26,12 @@ def add_arguments(kv) -> None:
     kv.add_argument("--methods", default="snapkv,streamingllm,speckv,specpc")
     kv.add_argument("--budget", default="128", help="KV entries kept per head: a count, a ratio, or several (64,128)")
     kv.add_argument("--max-new-tokens", type=int, default=16)
-    kv.add_argument("--window", type=int, default=32, help="observation window (SnapKV / SpecKV)")
-    kv.add_argument("--kernel", type=int, default=7, help="max-pool kernel (SnapKV / SpecKV)")
     kv.add_argument("--samples", type=int, default=1, help="task instances (seeds seed, seed+1, …), rows averaged")
     kv.add_argument("--seed", type=int, default=0)
     kv.add_argument("--json", action="store_true", help="print the rows as JSON")
-
+    flags = add_option_flags(kv, PRESSES, "press options (each sets its option in every chosen method named in its "
+                                          "help; unset: the method's default)")
+    kv.set_defaults(press_flags=flags)
 
 
 def run(args) -> int:
@@ -41,6 +43,9 @@ def run(args) -> int:
     methods = [m for m in args.methods.split(",") if m]
     for name in methods:
         build_press(name)  # unknown names fail before any model loads
+    press_options = args.press_flags.values_for(args, methods)
+    for name in methods:
+        build_press(name, press_options[name])  # so do bad option values
     budgets = [b for b in str(args.budget).split(",") if b]
     target = load_model(args.target, allow_local=True)
     guide = guide_model(target, args.drafter, args.draft_model, args.exit_layer, allow_local=True)
@@ -53,7 +58,7 @@ def run(args) -> int:
 
     rows = kv_table(samples=args.samples, seed=args.seed, target=target, drafter=guide, task=args.task,
                     length=args.length, methods=methods, budgets=budgets, max_new_tokens=args.max_new_tokens,
-                    window=args.window, kernel=args.kernel, progress=progress)
+                    press_options=press_options, progress=progress)
     bar.close()
     if args.json:
         print(json.dumps(rows, indent=1))

@@ -30,6 +30,23 @@ class OptionFlags:
             values[field.name] = value
         return values
 
+    def values_for(self, args: argparse.Namespace, methods: list[str]) -> dict[str, dict]:
+        """The options given for several chosen methods at once ({method: {field name: value}}, every chosen method
+        present): a flag sets its field in every chosen method that declares it, and is an error only when none does."""
+        values: dict[str, dict] = {method: {} for method in methods}
+        for flag, uses in self.uses.items():
+            value = getattr(args, _dest(flag))
+            if value is None:
+                continue
+            chosen = [(m, f) for m, f in uses if m in values]
+            if not chosen:
+                owners = ", ".join(m for m, _ in uses)
+                raise DraftScopeError(f"{flag} is not an option of {', '.join(map(repr, methods))} (it is one of "
+                                      f"{owners})")
+            for method, field in chosen:
+                values[method][field.name] = value
+        return values
+
 
 def add_option_flags(parser: argparse.ArgumentParser, methods: dict[str, type], title: str) -> OptionFlags:
     """Add every option of ``methods`` (name → class with an ``Options`` dataclass) to ``parser`` in a group named
@@ -44,8 +61,10 @@ def add_option_flags(parser: argparse.ArgumentParser, methods: dict[str, type], 
         if len(kinds) > 1:
             raise TypeError(f"{flag} has different types in {', '.join(m for m, _ in declared)}")
         first = declared[0][1]
-        help_text = "; ".join(f"{m}: {f.help}" + (f" (default {f.default!r})" if f.default is not None else "")
-                              for m, f in declared).replace("%", "%%")
+        texts: dict[str, list[str]] = {}  # one help text → the methods it describes (shared base options)
+        for m, f in declared:
+            texts.setdefault(f.help + (f" (default {f.default!r})" if f.default is not None else ""), []).append(m)
+        help_text = "; ".join(f"{', '.join(ms)}: {text}" for text, ms in texts.items()).replace("%", "%%")
         if first.kind is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         else:

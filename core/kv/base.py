@@ -6,21 +6,25 @@ Two levels, as in the papers:
   of the prefix plus the last ``window`` prompt tokens (the observation window); the rest is evicted before decoding.
 - ``tokens`` presses (SpecPC) score prompt *tokens* before the target sees them; the target prefills only the kept
   tokens, so prefill is cheaper too.
-A new method is one file with a subclass of ``KVPress`` (``score``) or ``TokenPress`` (``select``) plus one registry
-line in ``core/presses/__init__.py``.
+
+A press is a dataclass whose fields are its options, with the paper's defaults and one comment each, as in kvpress
+(``SnapKVPress(window=32, kernel=7)``); its ``Options`` is the class itself, so ``core.options`` and the CLI read a
+press's options as they read a drafter's. Bounds are checked in ``__post_init__`` (``DraftScopeError``).
+A new kv method is usually a ``ScorerPress``: say what it captures (``queries``, ``column_sums``) and write ``score``;
+a new token method is a ``TokenPress`` with ``select``. Then one registry line in ``core/kv/__init__.py``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 
 from core.errors import DraftScopeError
-from core.runtime.models import LoadedModel
-
-DEFAULT_WINDOW, DEFAULT_KERNEL = 32, 7  # SpecKV's defaults (SnapKV's own: window 32–64, kernel 5–7)
+from core.options import Range
+from core.runtime.models import LoadedModel, has_sliding_layers
 
 
 @dataclass
@@ -32,8 +36,6 @@ class PressContext:
     prompt_text: str  # the prompt as text (cross-tokenizer drafters re-tokenize it)
     budget: int  # positions kept per layer and KV head (tokens level: prompt tokens kept)
     max_new_tokens: int
-    window: int = DEFAULT_WINDOW
-    kernel: int = DEFAULT_KERNEL
     drafter: LoadedModel | None = None
     info: dict = field(default_factory=dict)  # what the press reports back (draft_ms, lookahead text, notes)
 
@@ -47,16 +49,73 @@ class Prefilled:
     scores_LHn: torch.Tensor | None  # (layers, KV heads, n) float32 on the CPU; None = keep everything
 
 
-class KVPress:
+def check_range(name: str, value, lo: int, hi: int) -> None:
+    """A press option's bounds: ``DraftScopeError`` unless lo ≤ value ≤ hi."""
+    if not lo <= value <= hi:
+        raise DraftScopeError(f"{name} must be in {lo}..{hi}, got {value}")
+
+
+class Press:
+    """What every press has: its registry ``name``, its ``level``, and ``Options``: the press class itself."""
+
     name = "base"
     level = "kv"
+    draft_guided = False  # needs a drafter (``PressContext.drafter``)
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.Options = cls  # the press is its own options dataclass (``core.options.option_fields(cls.Options)``)
+
+
+@dataclass
+class KVPress(Press):
+    """A press over the target's cache: ``prefill`` gives the cache over the prompt and per-head scores; the runner
+    keeps the last ``window`` positions and the best-scored earlier ones up to the budget (``select_kv``)."""
+
+    level = "kv"
+
+    window: Annotated[int, Range(1, 512, 1)] = 32  # the last prompt positions always kept (at most half the budget)
+
+    def __post_init__(self):
+        check_range("window", self.window, 1, 512)
 
     def prefill(self, ctx: PressContext) -> Prefilled:
         raise NotImplementedError
 
 
-class TokenPress:
-    name = "base"
+@dataclass
+class ScorerPress(KVPress):
+    """A kv press that only scores (kvpress's ``ScorerPress``). This base prefills the prompt and the ``lookahead``
+    tokens, if any, capturing the attention of the last ``queries`` prompt queries and of every lookahead query (and,
+    with ``column_sums``, every query's attention summed per key), drops the lookahead from the cache again and wraps
+    ``score``'s (layers, KV heads, n) in a ``Prefilled``."""
+
+    queries = 0  # how many of the prompt's last queries have their attention captured (0: none)
+    column_sums = False  # capture every query's attention summed per key too (H2O)
+
+    def lookahead(self, ctx: PressContext) -> list[int]:
+        """Target tokens appended to the prompt whose queries vote too, then dropped (SpecKV's drafted answer)."""
+        return []
+
+    def score(self, ctx: PressContext, captured) -> torch.Tensor:
+        """(layers, KV heads, n) importance of the n prompt positions from ``captured`` (a ``Captured``; None when
+        nothing was asked for): ``window_probs[layer]`` (Hq, queries + lookahead, m), ``column_sums[layer]`` (Hq, m),
+        m ≥ n keys."""
+        raise NotImplementedError
+
+    def prefill(self, ctx: PressContext) -> Prefilled:
+        extra = self.lookahead(ctx)
+        cache, logits, captured = prefill(ctx.target, ctx.prompt_ids + extra, window=self.queries + len(extra),
+                                          column_sums=self.column_sums, logits_to_keep=len(extra) + 1)
+        if extra:
+            cache.crop(-len(extra))  # the lookahead only votes; decoding starts right after the prompt
+        return Prefilled(cache, logits[0], self.score(ctx, captured))
+
+
+@dataclass
+class TokenPress(Press):
+    """A press over prompt tokens: ``select`` says which tokens the target prefills at all."""
+
     level = "tokens"
 
     def select(self, ctx: PressContext) -> tuple[list[int], torch.Tensor]:
@@ -110,21 +169,8 @@ def select_tokens(scores_n: torch.Tensor, budget: int, window: int) -> list[int]
     return sorted(top) + list(range(prefix, n))
 
 
-def compress_cache(cache, keep_LHk: torch.Tensor) -> None:
-    """Keep, in every layer of ``cache`` and per KV head, only the positions ``keep_LHk[layer, head]``."""
-    for layer, keep_Hk in zip(cache.layers, keep_LHk):
-        idx = keep_Hk.to(layer.keys.device)[None, :, :, None]  # (1, H, k, 1)
-        layer.keys = layer.keys.gather(2, idx.expand(-1, -1, -1, layer.keys.shape[-1])).contiguous()
-        layer.values = layer.values.gather(2, idx.expand(-1, -1, -1, layer.values.shape[-1])).contiguous()
-
-
-def cache_bytes(cache) -> int:
-    return sum(layer.keys.numel() * layer.keys.element_size() + layer.values.numel() * layer.values.element_size()
-               for layer in cache.layers if getattr(layer, "keys", None) is not None)
-
-
 def check_kv_target(target: LoadedModel) -> None:
-    if "sliding_attention" in (getattr(target.config, "layer_types", None) or []):
+    if has_sliding_layers(target):
         raise DraftScopeError(f"KV eviction on '{target.name}' is not supported: its sliding-window layers keep their "
                               "own recent window; use a token-level method (specpc) with this target")
 

@@ -3,14 +3,18 @@ largest attention accumulated over every prompt query (GQA group max); kept with
 
 from __future__ import annotations
 
-from core.kv.base import KVPress, Prefilled, PressContext, group_max, prefill, stacked
+from dataclasses import dataclass
+
+import torch
+
+from core.kv.base import PressContext, ScorerPress, group_max, stacked
 
 
-class H2OPress(KVPress):
+@dataclass
+class H2OPress(ScorerPress):
     name = "h2o"
+    column_sums = True
 
-    def prefill(self, ctx: PressContext) -> Prefilled:
-        cache, logits, captured = prefill(ctx.target, ctx.prompt_ids, window=1, column_sums=True)
-        n = len(ctx.prompt_ids)
-        scores = group_max(stacked(captured.column_sums)[..., :n], ctx.target.config.num_key_value_heads)
-        return Prefilled(cache, logits[-1], scores)
+    def score(self, ctx: PressContext, captured) -> torch.Tensor:
+        sums_LHqn = stacked(captured.column_sums)[..., :len(ctx.prompt_ids)]
+        return group_max(sums_LHqn, ctx.target.config.num_key_value_heads)

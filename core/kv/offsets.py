@@ -17,7 +17,7 @@ def transfer_scores(src_spans: list[tuple[int, int]], src_scores: torch.Tensor,
     destination token overlapping none, e.g. an empty span, takes the nearest source token before it)."""
     text_len = max([e for _, e in src_spans + dst_spans] + [0])
     per_char = torch.full((text_len + 1,), float("nan"))
-    for (s, e), score in zip(src_spans, src_scores.tolist()):
+    for (s, e), score in zip(src_spans, src_scores.tolist(), strict=False):
         for c in range(s, max(e, s + 1)):
             per_char[c] = score if torch.isnan(per_char[c]) else max(float(per_char[c]), score)
     filled, last = per_char.clone(), 0.0

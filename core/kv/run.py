@@ -9,28 +9,26 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from typing import Mapping
 
 import torch
 
 from core.errors import DraftScopeError
-from core.kv import DRAFT_GUIDED, build_press
-from core.kv.base import (
-    PressContext,
-    cache_bytes,
-    check_kv_target,
-    compress_cache,
-    group_max,
-    prefill,
-    select_kv,
-    stacked,
-)
+from core.kv import DRAFT_GUIDED, build_press, press_class
+from core.kv.base import Press, PressContext, check_kv_target, group_max, prefill, select_kv, stacked
 from core.kv.records import KVReport, PressRun
 from core.kv.tasks import Task, make_task
+from core.options import as_dict
+from core.runtime.cache import cache_bytes, keep_per_head
+from core.runtime.layers import exit_layer_at
 from core.runtime.models import LoadedModel, load_model
+from core.runtime.timing import elapsed, synchronize
 
 DEFAULT_METHODS = ("snapkv", "streamingllm", "speckv", "specpc")
 MAX_PROMPT = 8192
+GUIDE_EXIT = 0.25  # the early-exit guide's default ℓ: a quarter of the target's depth
 
 
 def parse_budget(value, n_prompt: int) -> int:
@@ -44,11 +42,6 @@ def parse_budget(value, n_prompt: int) -> int:
     if number >= 1 and number == int(number):
         return int(number)
     raise DraftScopeError(f"budget must be a token count ≥ 1 or a ratio in (0, 1), got '{value}'")
-
-
-def _sync(device) -> None:
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 @torch.inference_mode()
@@ -95,22 +88,45 @@ def _recall(keep_LHk: torch.Tensor, true_LHn: torch.Tensor, budget: int) -> torc
 
 
 def _agreement(output: list[int], reference: list[int]) -> float:
-    return sum(a == b for a, b in zip(output, reference)) / max(len(reference), 1)
+    return sum(a == b for a, b in zip(output, reference, strict=False)) / max(len(reference), 1)
 
 
-def run_method(name: str, ctx: PressContext, task: Task, reference: list[int], true_LHn: torch.Tensor) -> PressRun:
-    """One method at ctx.budget: compress, decode, measure."""
+def build_presses(methods, press_options: Mapping[str, Mapping | Press] | None = None, window: int | None = None,
+                  kernel: int | None = None) -> dict[str, Press]:
+    """{method: press} with its options: ``press_options[method]`` (a mapping of its fields, or a press) over
+    ``window`` / ``kernel``, which set that field of every chosen kv-level press declaring it, as ``--window`` /
+    ``--kernel`` do (SpecPC's own window and kernel come only from its press_options). Unknown methods and option
+    names are errors; options of a registered method that was not chosen are checked, then unused."""
+    press_options = dict(press_options or {})
+    shared = {k: v for k, v in (("window", window), ("kernel", kernel)) if v is not None}
+    for name, given in press_options.items():
+        if name not in methods:
+            build_press(name, given)
+    presses = {}
+    for name in methods:
+        cls, given = press_class(name), press_options.get(name)
+        if isinstance(given, Press):
+            presses[name] = build_press(name, given)
+            continue
+        declared = {f.name for f in dataclasses.fields(cls)} if cls.level == "kv" else set()
+        presses[name] = build_press(name, {**{k: v for k, v in shared.items() if k in declared}, **(given or {})})
+    return presses
+
+
+def run_method(press: Press | str, ctx: PressContext, task: Task, reference: list[int],
+               true_LHn: torch.Tensor) -> PressRun:
+    """One method (a press, or a registry name for its defaults) at ctx.budget: compress, decode, measure."""
     target, n = ctx.target, len(ctx.prompt_ids)
-    press = build_press(name)
+    press = build_press(press) if isinstance(press, str) else press
     L, H = true_LHn.shape[:2]
-    _sync(target.device)
+    synchronize(target.device)
     t0 = time.perf_counter()
     if press.level == "kv":
         check_kv_target(target)
         pre = press.prefill(ctx)
         scores_LHn = pre.scores_LHn
-        keep_LHk = select_kv(scores_LHn, ctx.budget, ctx.window)
-        compress_cache(pre.cache, keep_LHk)
+        keep_LHk = select_kv(scores_LHn, ctx.budget, press.window)
+        keep_per_head(pre.cache, keep_LHk)
         cache, first_logits = pre.cache, pre.first_logits
         token_scores = _normalise(scores_LHn.mean(dim=(0, 1)))
         n_cached = n  # positions continue after the whole prompt
@@ -121,20 +137,18 @@ def run_method(name: str, ctx: PressContext, task: Task, reference: list[int], t
         keep_LHk = torch.tensor(kept_tokens).expand(L, H, len(kept_tokens))
         scores_LHn = scores_n.expand(L, H, n)
         token_scores = _normalise(scores_n)
-    _sync(target.device)
-    prefill_ms = (time.perf_counter() - t0) * 1e3
+    prefill_ms = elapsed(t0, target.device) * 1e3
     kv_bytes = cache_bytes(cache)
     t1 = time.perf_counter()
     output = decode(target, cache, first_logits, n_cached, len(reference))
-    _sync(target.device)
-    decode_ms = (time.perf_counter() - t1) * 1e3
+    decode_ms = elapsed(t1, target.device) * 1e3
     recall_lh = _recall(keep_LHk, true_LHn, ctx.budget)
     kept = torch.zeros(L, H, n, dtype=torch.bool).scatter_(-1, keep_LHk, True).sum(dim=(0, 1))
     true_layer = true_LHn.mean(dim=1)  # (L, n)
     per_layer_scores = scores_LHn.mean(dim=1) if press.level == "kv" else scores_n.expand(L, n)
     text = target.decode(output)
     return PressRun(
-        method=name, budget=ctx.budget, level=press.level, scores=token_scores.tolist(), kept=kept.tolist(),
+        method=press.name, budget=ctx.budget, level=press.level, scores=token_scores.tolist(), kept=kept.tolist(),
         output_ids=output, output_text=text, agreement=_agreement(output, reference),
         recall=float(recall_lh.mean()), accuracy=_accuracy(task, text), prefill_ms=prefill_ms, decode_ms=decode_ms,
         kv_bytes=kv_bytes, draft_ms=float(ctx.info.get("draft_ms", 0.0)), recall_lh=recall_lh.tolist(),
@@ -151,20 +165,20 @@ def _accuracy(task: Task, text: str) -> float | None:
 
 def kv_report(target: str | LoadedModel = "smollm2-135m", drafter: str | LoadedModel | None = "smollm2-135m",
               task: str = "passkey", length: int = 1024, methods=DEFAULT_METHODS, budgets=(256,), seed: int = 0,
-              max_new_tokens: int = 24, window: int = 32, kernel: int = 7, prompt: str | None = None,
-              progress=None, allow_local: bool = False) -> KVReport:
+              max_new_tokens: int = 24, window: int | None = None, kernel: int | None = None,
+              press_options: Mapping[str, Mapping | Press] | None = None, prompt: str | None = None, progress=None,
+              allow_local: bool = False) -> KVReport:
     """The full-cache reference and every method × budget on one prompt (``prompt`` overrides ``task``).
-    ``progress(fraction, desc)`` is called between steps (the app's gr.Progress, tqdm on the CLI)."""
+    ``press_options`` = {method: {option: value}}; ``window`` / ``kernel`` set those options of every chosen kv-level
+    press (``build_presses``; None: each press's default). ``progress(fraction, desc)`` is called between steps (the
+    app's gr.Progress, tqdm on the CLI)."""
     progress = progress or (lambda *a, **k: None)
     methods = list(methods)
     if not methods:
         raise DraftScopeError("choose at least one method")
-    for name in methods:
-        build_press(name)
+    presses = build_presses(methods, press_options, window=window, kernel=kernel)
     if not 1 <= max_new_tokens <= 256:
         raise DraftScopeError(f"max new tokens must be in 1..256, got {max_new_tokens}")
-    if not 1 <= window <= 512 or not 1 <= kernel <= 129:
-        raise DraftScopeError("window must be in 1..512 and kernel in 1..129")
     progress(0.0, desc="Loading models…")
     model = target if isinstance(target, LoadedModel) else load_model(target, allow_local=allow_local)
     guide = None
@@ -173,7 +187,7 @@ def kv_report(target: str | LoadedModel = "smollm2-135m", drafter: str | LoadedM
             raise DraftScopeError(f"{', '.join(m for m in methods if m in DRAFT_GUIDED)} need a draft model")
         guide = drafter if isinstance(drafter, LoadedModel) else load_model(
             drafter, device=model.device, dtype=model.dtype, allow_local=allow_local)
-    if any(build_press(m).level == "kv" for m in methods):
+    if any(press.level == "kv" for press in presses.values()):
         check_kv_target(model)
     the_task = Task("prompt", prompt, None) if prompt is not None else make_task(task, model.tokenizer, length, seed)
     if not the_task.prompt.strip():
@@ -186,13 +200,14 @@ def kv_report(target: str | LoadedModel = "smollm2-135m", drafter: str | LoadedM
     budgets = [parse_budget(b, n) for b in budgets]
 
     progress(0.05, desc="Full cache…")
+    synchronize(model.device)
     t0 = time.perf_counter()
     cache, logits, _ = prefill(model, prompt_ids)
-    prefill_ms = (time.perf_counter() - t0) * 1e3
+    prefill_ms = elapsed(t0, model.device) * 1e3
     kv_bytes = cache_bytes(cache)
     t1 = time.perf_counter()
     reference = decode(model, cache, logits[-1], n, max_new_tokens)
-    decode_ms = (time.perf_counter() - t1) * 1e3
+    decode_ms = elapsed(t1, model.device) * 1e3
     true_LHn = true_importance(model, prompt_ids, reference)
     L, H = true_LHn.shape[:2]
     text = model.decode(reference)
@@ -206,13 +221,14 @@ def kv_report(target: str | LoadedModel = "smollm2-135m", drafter: str | LoadedM
                       answer=the_task.answer, true_importance=full.scores,
                       true_layer_importance=_normalise(true_LHn.mean(dim=1)).tolist(), full=full, n_layers=L,
                       n_kv_heads=H, settings={"window": window, "kernel": kernel, "seed": seed, "length": length,
-                                              "max_new_tokens": max_new_tokens, "prompt_tokens": n})
+                                              "max_new_tokens": max_new_tokens, "prompt_tokens": n,
+                                              "press_options": {m: as_dict(p) for m, p in presses.items()}})
     jobs = [(m, b) for b in budgets for m in methods]
     for k, (name, budget) in enumerate(jobs):
         progress(0.1 + 0.9 * k / len(jobs), desc=f"{name} at budget {budget} ({k + 1} of {len(jobs)})…")
         ctx = PressContext(target=model, prompt_ids=prompt_ids, prompt_text=the_task.prompt, budget=budget,
-                           max_new_tokens=max_new_tokens, window=window, kernel=kernel, drafter=guide)
-        report.runs.append(run_method(name, ctx, the_task, reference, true_LHn))
+                           max_new_tokens=max_new_tokens, drafter=guide)
+        report.runs.append(run_method(presses[name], ctx, the_task, reference, true_LHn))
     progress(1.0, desc="Done")
     return report
 
@@ -221,7 +237,7 @@ def guide_model(target: LoadedModel, drafter: str, draft_model: str | None, exit
                 allow_local: bool = False) -> LoadedModel:
     """The model whose draft guides speckv / specpc: ``model`` = the preset ``draft_model`` (default the target);
     ``early-exit`` = the target's own first ℓ layers + its head (a self-drafter; ℓ default a quarter of the depth);
-    ``sorted`` = S2D's deepest exit (layer 10 of SmolLM2, trained to match the target: a third of its cost)."""
+    ``sorted`` = S2D's deepest exit (layer 10 of SmolLM2's 30, trained to match the target)."""
     from core.runtime.models import truncated_view
 
     if drafter == "model":
@@ -229,7 +245,7 @@ def guide_model(target: LoadedModel, drafter: str, draft_model: str | None, exit
         return target if name == target.name else load_model(name, device=target.device, dtype=target.dtype,
                                                               allow_local=allow_local)
     if drafter == "early-exit":
-        ell = exit_layer or max(1, target.n_layers // 4)
+        ell = exit_layer or exit_layer_at(target.n_layers, GUIDE_EXIT)
         if not 1 <= ell < target.n_layers:
             raise DraftScopeError(f"exit layer must be in 1..{target.n_layers - 1}, got {ell}")
         return LoadedModel(name=f"{target.name}@{ell}", model=truncated_view(target.model, ell),

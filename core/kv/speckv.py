@@ -1,19 +1,20 @@
 """SpecKV (Galim et al., 2025, "draft-based approximate inference"): SnapKV whose observation window is extended by
 a draft of the answer. The drafter writes a lookahead answer ŷ (greedy, as long as the answer budget); the target
 prefills prompt + ŷ; the last ``window`` prompt queries *and* ŷ's queries score the prompt positions (mean attention,
-GQA group max, max-pool kernel 7); the top ``budget − window`` plus the window are kept; ŷ is dropped from the cache
-and decoding starts after the prompt. A drafter with another tokenizer works through text: its ŷ is decoded and
-re-encoded with the target's tokenizer.
+GQA group max, max-pool ``kernel``); the top ``budget − window`` plus the window are kept; ŷ is dropped from the
+cache and decoding starts after the prompt. A drafter with another tokenizer works through text: its ŷ is decoded
+and re-encoded with the target's tokenizer.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import torch
 
 from core.errors import DraftScopeError
-from core.kv.base import Prefilled, PressContext, prefill
+from core.kv.base import PressContext
 from core.kv.snapkv import SnapKVPress
 
 
@@ -37,17 +38,15 @@ def draft_lookahead(ctx: PressContext) -> list[int]:
     return list(target.tokenizer(ctx.info["lookahead_text"], add_special_tokens=False)["input_ids"])
 
 
+@dataclass
 class SpecKVPress(SnapKVPress):
     name = "speckv"
+    draft_guided = True
 
-    def prefill(self, ctx: PressContext) -> Prefilled:
+    def lookahead(self, ctx: PressContext) -> list[int]:
+        """The drafter's answer ŷ: its queries vote with the window's (timed as the press's ``draft_ms``)."""
         t0 = time.perf_counter()
-        lookahead = draft_lookahead(ctx)
+        tokens = draft_lookahead(ctx)
         ctx.info["draft_ms"] = (time.perf_counter() - t0) * 1e3
-        ctx.info["lookahead_tokens"] = len(lookahead)
-        n = len(ctx.prompt_ids)
-        cache, logits, captured = prefill(ctx.target, ctx.prompt_ids + lookahead, window=ctx.window + len(lookahead),
-                                          logits_to_keep=len(lookahead) + 1)
-        if lookahead:
-            cache.crop(-len(lookahead))  # ŷ only votes; decoding starts right after the prompt
-        return Prefilled(cache, logits[0], self.scores(ctx, captured.window_probs, n))
+        ctx.info["lookahead_tokens"] = len(tokens)
+        return tokens

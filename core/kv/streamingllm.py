@@ -1,21 +1,30 @@
-"""StreamingLLM (Xiao et al., 2024): keep the first 4 positions (attention sinks) and the most recent ones."""
+"""StreamingLLM (Xiao et al., 2024): keep the first ``sinks`` positions (attention sinks) and the most recent ones."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Annotated
+
 import torch
 
-from core.kv.base import KVPress, Prefilled, PressContext, prefill
+from core.kv.base import PressContext, ScorerPress, check_range
+from core.options import Range
 
-SINKS = 4
 
-
-class StreamingLLMPress(KVPress):
+@dataclass
+class StreamingLLMPress(ScorerPress):
     name = "streamingllm"
 
-    def prefill(self, ctx: PressContext) -> Prefilled:
-        cache, logits, _ = prefill(ctx.target, ctx.prompt_ids)
+    sinks: Annotated[int, Range(0, 64, 1)] = 4  # the first prompt positions, always kept (attention sinks)
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_range("sinks", self.sinks, 0, 64)
+
+    def score(self, ctx: PressContext, captured) -> torch.Tensor:
+        """Recency, with the sinks above everything: (L, Hkv, n), the same for every head."""
         n = len(ctx.prompt_ids)
-        scores = torch.arange(n, dtype=torch.float32) / max(n, 1)  # recency
-        scores[:SINKS] = 2.0  # sinks outrank everything
+        scores = torch.arange(n, dtype=torch.float32) / max(n, 1)
+        scores[:self.sinks] = 2.0
         L, H = ctx.target.n_layers, ctx.target.config.num_key_value_heads
-        return Prefilled(cache, logits[-1], scores.expand(L, H, n).clone())
+        return scores.expand(L, H, n).clone()

@@ -3,14 +3,18 @@ positions; no pooling."""
 
 from __future__ import annotations
 
-from core.kv.base import KVPress, Prefilled, PressContext, group_max, prefill, stacked
+from dataclasses import dataclass
+
+import torch
+
+from core.kv.base import PressContext, ScorerPress, group_max, stacked
 
 
-class TOVAPress(KVPress):
+@dataclass
+class TOVAPress(ScorerPress):
     name = "tova"
+    queries = 1
 
-    def prefill(self, ctx: PressContext) -> Prefilled:
-        cache, logits, captured = prefill(ctx.target, ctx.prompt_ids, window=1)
-        n = len(ctx.prompt_ids)
-        scores = group_max(stacked(captured.window_probs)[:, :, -1, :n], ctx.target.config.num_key_value_heads)
-        return Prefilled(cache, logits[-1], scores)
+    def score(self, ctx: PressContext, captured) -> torch.Tensor:
+        probs_LHqn = stacked(captured.window_probs)[:, :, -1, :len(ctx.prompt_ids)]
+        return group_max(probs_LHqn, ctx.target.config.num_key_value_heads)
