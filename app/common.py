@@ -7,20 +7,21 @@ process by ``core.runtime.models.load_model`` and shared by every session.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import threading
 import time
 import uuid
 from collections import OrderedDict
+from typing import Callable, Sequence
 
 import gradio as gr
 
+from app import options
 from core.errors import DraftScopeError
-from core.options import option_fields
 from core.runtime.models import DEFAULT_TARGET
 from core.specdec import Session, SessionConfig
-from core.specdec.drafters import drafter_class
 
 log = logging.getLogger("draftscope.app")
 
@@ -87,21 +88,43 @@ def clear_stop(sid: str | None) -> None:
 
 def build_config(settings: dict) -> SessionConfig:
     """Engine settings from the UI values (already plain Python types). Only the chosen drafter's options reach the
-    config (moving another drafter's control changes nothing); an exit layer of 0 means the drafter's default."""
+    config (``app.options.drafter_values``: moving another drafter's control changes nothing)."""
     drafter = settings["drafter"]
-    options = {}
-    for f in option_fields(drafter_class(drafter).Options):
-        if f.name in settings:
-            value = settings[f.name]
-            options[f.name] = None if f.optional and value in (0, "", None) else (f.kind(value) if value is not None
-                                                                                  else None)
-    if drafter == "ngram" and "min_ngram_size" not in settings:
-        options["min_ngram_size"] = min(2, int(options.get("ngram_size") or 3))
     return SessionConfig(
         target=(settings.get("target") or "").strip(), drafter=drafter, verifier=settings["verifier"],
         gamma=int(settings["gamma"]), temperature=float(settings["temperature"]), top_k=int(settings.get("top_k") or 0),
         top_p=float(settings.get("top_p") or 1.0), seed=int(settings.get("seed") or 0),
-        max_new_tokens=int(settings["max_new_tokens"]), drafter_options=options)
+        max_new_tokens=int(settings["max_new_tokens"]), drafter_options=options.drafter_values(drafter, settings))
+
+
+def named_endpoint(fn: Callable, head: Sequence[str], names: Sequence[str], doc: str) -> Callable:
+    """``fn(*head values, {name: value}, progress)`` as a handler whose parameters are ``head``, ``names`` and
+    ``progress=gr.Progress()``. Gradio names a handler's API parameters after its signature (and injects the progress
+    tracker where the signature has it), so handlers over generated controls get this explicit one; a generator
+    ``fn`` stays a generator, so Gradio still streams it."""
+    every = (*head, *names)
+    if len(set(every)) < len(every) or "progress" in every:
+        raise TypeError(f"parameter names must be distinct and not 'progress': {every}")
+    parameters = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in every]
+    signature = inspect.Signature([*parameters, inspect.Parameter(
+        "progress", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=gr.Progress())])
+
+    def split(args, kwargs) -> tuple:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        values = dict(bound.arguments)
+        progress = values.pop("progress")
+        return (*(values.pop(n) for n in head), values, progress)
+
+    if inspect.isgeneratorfunction(fn):
+        def handler(*args, **kwargs):
+            yield from fn(*split(args, kwargs))
+    else:
+        def handler(*args, **kwargs):
+            return fn(*split(args, kwargs))
+    handler.__signature__ = signature
+    handler.__doc__, handler.__name__, handler.__qualname__ = doc, fn.__name__.lstrip("_"), fn.__qualname__
+    return handler
 
 
 def check_prompt(prompt: str | None) -> str:
@@ -133,21 +156,28 @@ def warn(exc: Exception) -> str:
 
 
 class SessionHandlers:
-    """What every session tab's handlers share: taking the settings out of a handler's ``locals()``, finding the
+    """What every session tab's handlers share: Step, Run and Reset endpoints over the tab's settings, finding the
     user's session (reconfigured live, or rebuilt when a ``restart_on`` setting changed) and making a new one.
 
-    Subclasses set ``setting_names`` and may override ``config`` (settings → SessionConfig) and ``prepared``
-    (called with every session handed out, e.g. to keep a companion run in step)."""
+    Subclasses set ``setting_names`` (the API parameters after ``state``; a property where they are generated) and
+    may override ``config`` (settings → SessionConfig) and ``prepared`` (called with every session handed out, e.g.
+    to keep a companion run in step)."""
 
     setting_names: tuple[str, ...] = ()
     restart_on: tuple[str, ...] = ("prompt", "chat", "target")  # everything else changes live between rounds
+    docs = {"step": "One draft → verify round.",
+            "run": "Rounds one after another until EOS or max new tokens (continuing the current session); Stop halts.",
+            "reset": "Start over with the current settings (and seed): nothing generated yet."}
 
     def __init__(self, allow_local: bool = False):
         self.allow_local = allow_local  # model fields may name Hugging Face ids or local directories
+        self.step = self.endpoint(self._step, self.docs["step"])
+        self.run = self.endpoint(self._stream, self.docs["run"])
+        self.reset = self.endpoint(self._reset, self.docs["reset"])
 
-    def _settings(self, values: dict) -> dict:
-        """The settings out of a handler's ``locals()`` (handlers name every input so the API has named parameters)."""
-        return {name: values[name] for name in self.setting_names}
+    def endpoint(self, fn: Callable, doc: str) -> Callable:
+        """``fn(state, settings, progress)`` as a handler with the parameters state, the settings and progress."""
+        return named_endpoint(fn, ("state",), self.setting_names, doc)
 
     def config(self, settings: dict) -> SessionConfig:
         return build_config(settings)

@@ -1,23 +1,19 @@
 """The main tab: pick a target, a drafter and a verifier, then step through speculative decoding round by round.
 
 Step runs one draft → verify round; Run streams rounds to the end (Stop halts it after the current round); Reset
-starts over. Settings changed between rounds (γ, temperature, top-p, seed, ℓ, η, n-gram size, drafter, verifier)
-apply from the next round on; a new target, prompt or chat setting starts a new session.
+starts over. Settings changed between rounds (γ, temperature, top-p, seed, the drafter and its options, the
+verifier) apply from the next round on; a new target, prompt or chat setting starts a new session. The drafter's
+options are generated from its ``Options`` (``app.options``): only the chosen drafter's are shown.
 """
 
 from __future__ import annotations
 
-from typing import Iterator
-
 import gradio as gr
 
-from app import common
+from app import common, options, widgets
 from core.errors import DraftScopeError
-from core.prompts import load_prompts
-from core.runtime.models import preset_names
 from core.specdec import MAX_GAMMA, Session
 from core.specdec.drafters import DRAFTERS
-from core.specdec.drafters.kangaroo import KangarooDrafter
 from core.specdec.lossless import check_lossless
 from core.specdec.verify import VERIFIERS
 from visualizers.compare import lossless_html
@@ -25,9 +21,9 @@ from visualizers.round_inspector import round_inspector_figure
 from visualizers.stats_charts import stats_figure
 from visualizers.token_strip import stats_html, token_strip_html
 
-SETTING_NAMES = ("prompt", "chat", "target", "drafter", "verifier", "draft_model", "gamma", "temperature", "top_p",
-                 "top_k", "seed", "exit_layer", "ngram_size", "max_new_tokens", "eta")
-RESTART_ON = ("prompt", "chat", "target")  # everything else changes live between rounds
+# the run settings; the drafters' options follow them (app.options: one per option name, in registry order)
+RUN_SETTINGS = ("prompt", "chat", "target", "drafter", "verifier", "gamma", "temperature", "top_p", "top_k", "seed",
+                "max_new_tokens")
 
 
 # ------------------------------------------------------------------------------------------------ rendering
@@ -63,29 +59,15 @@ def _status(session: Session, note: str = "") -> str:
 class Handlers(common.SessionHandlers):
     """Event handlers. ``allow_local`` lets model fields name Hugging Face ids or local directories."""
 
-    setting_names = SETTING_NAMES
-    restart_on = RESTART_ON
+    @property
+    def setting_names(self) -> tuple[str, ...]:
+        return (*RUN_SETTINGS, *options.option_names(DRAFTERS, self.allow_local))
 
     def render(self, session, figures: bool = True) -> tuple:
         return render(session, figures=figures)
 
     def status(self, session, note: str = "") -> str:
         return _status(session, note)
-
-    def step(self, state, prompt, chat, target, drafter, verifier, draft_model, gamma, temperature, top_p, top_k,
-             seed, exit_layer, ngram_size, max_new_tokens, eta=KangarooDrafter.Options.eta, progress=gr.Progress()):
-        """One draft → verify round."""
-        return self._step(state, self._settings(locals()), progress)
-
-    def run(self, state, prompt, chat, target, drafter, verifier, draft_model, gamma, temperature, top_p, top_k,
-            seed, exit_layer, ngram_size, max_new_tokens, eta=KangarooDrafter.Options.eta, progress=gr.Progress()) -> Iterator[tuple]:
-        """Rounds one after another until EOS or max new tokens (continuing the current session); Stop halts."""
-        yield from self._stream(state, self._settings(locals()), progress)
-
-    def reset(self, state, prompt, chat, target, drafter, verifier, draft_model, gamma, temperature, top_p, top_k,
-              seed, exit_layer, ngram_size, max_new_tokens, eta=KangarooDrafter.Options.eta, progress=gr.Progress()):
-        """Start over with the current settings (and seed): nothing generated yet."""
-        return self._reset(state, self._settings(locals()), progress)
 
     def inspect(self, state, round_index):
         """Show another round in the inspector."""
@@ -110,27 +92,13 @@ class Handlers(common.SessionHandlers):
 # ------------------------------------------------------------------------------------------------ layout
 def build(allow_local_models: bool = False) -> dict:
     """Create the tab's components in the current Blocks context and wire them; return the components."""
-    examples = load_prompts()
-    presets = preset_names()
     handlers = Handlers(allow_local=allow_local_models)
-    custom = allow_local_models
-    info = "a preset" + (", a Hugging Face id or a local directory" if custom else "")
-
     state = gr.State({}, delete_callback=common.forget)
+    prompt, chat = widgets.prompt_row()
     with gr.Row():
-        prompt = gr.Textbox(label="Prompt", lines=3, scale=3, elem_id="prompt",
-                            placeholder="Type a prompt, or pick an example")
-        with gr.Column(scale=1):
-            example = gr.Dropdown([(f"{e.category} · {e.id}", e.id) for e in examples], value=None,
-                                  label="Example prompts (Spec-Bench categories)", elem_id="examples")
-            chat = gr.Checkbox(value=True, label="Chat template", elem_id="chat")
-    with gr.Row():
-        target = gr.Dropdown(presets, value=common.default_target(), label="Target", info=info,
-                             allow_custom_value=custom, elem_id="target")
+        target = widgets.target_picker(allow_local=allow_local_models)
         drafter = gr.Dropdown(list(DRAFTERS), value="ngram", label="Drafter", elem_id="drafter")
         verifier = gr.Dropdown(list(VERIFIERS), value="greedy", label="Verifier", elem_id="verifier")
-        draft_model = gr.Dropdown(presets, value="tiny-llama", label="Draft model", info="for the 'model' drafter",
-                                  allow_custom_value=custom, elem_id="draft-model")
     with gr.Row():
         gamma = gr.Slider(1, min(16, MAX_GAMMA), value=5, step=1, label="γ (draft length)", elem_id="gamma")
         temperature = gr.Slider(0, 2, value=0, step=0.05, label="Temperature (0 = greedy)", elem_id="temperature")
@@ -138,17 +106,10 @@ def build(allow_local_models: bool = False) -> dict:
         top_k = gr.Number(value=0, precision=0, minimum=0, label="Top-k (0 = off)", elem_id="top-k")
         seed = gr.Number(value=0, precision=0, label="Seed", elem_id="seed")
     with gr.Row():
-        exit_layer = gr.Slider(0, 29, value=0, step=1, label="ℓ: early-exit layer (0 = a fifth of the depth)",
-                               elem_id="exit-layer")
-        ngram_size = gr.Slider(1, 8, value=3, step=1, label="n-gram size (prompt lookup)", elem_id="ngram-size")
         max_new_tokens = gr.Slider(1, 512, value=64, step=1, label="Max new tokens", elem_id="max-new-tokens")
-        eta = gr.Slider(0, 0.99, value=KangarooDrafter.Options.eta, step=0.05, elem_id="eta",
-                        label="η: kangaroo stops drafting below this confidence")
+        drafter_options = options.build(DRAFTERS, drafter.value, drafter, allow_local=allow_local_models)
     with gr.Row():
-        step = gr.Button("Step", variant="primary", elem_id="step")
-        run = gr.Button("Run", elem_id="run")
-        stop = gr.Button("Stop", variant="stop", elem_id="stop")
-        reset = gr.Button("Reset", elem_id="reset")
+        buttons = widgets.session_buttons()
     status = gr.Markdown("Step runs one draft → verify round; Run streams rounds to the end.", elem_id="status")
     strip = gr.HTML(token_strip_html([]), elem_id="token-strip")
     with gr.Row():
@@ -164,18 +125,13 @@ def build(allow_local_models: bool = False) -> dict:
                              elem_id="inspect-round")
     inspector = gr.Plot(round_inspector_figure(None), show_label=False, elem_id="round-inspector")
 
-    settings = [prompt, chat, target, drafter, verifier, draft_model, gamma, temperature, top_p, top_k, seed,
-                exit_layer, ngram_size, max_new_tokens, eta]
+    controls = {"prompt": prompt, "chat": chat, "target": target, "drafter": drafter, "verifier": verifier,
+                "gamma": gamma, "temperature": temperature, "top_p": top_p, "top_k": top_k, "seed": seed,
+                "max_new_tokens": max_new_tokens, **drafter_options.components}
     outputs = [state, strip, stats, stats_chart, inspector, round_slider, status]
-    step.click(handlers.step, [state, *settings], outputs, api_name="step", concurrency_limit=None)
-    run.click(handlers.run, [state, *settings], outputs, api_name="run", concurrency_limit=None)
-    # Stop sets a flag that Run reads between rounds, so the page keeps the last round's records and figures
-    stop.click(handlers.stop, [state], None, api_name="stop", queue=False)
-    reset.click(handlers.reset, [state, *settings], outputs, api_name="reset", concurrency_limit=None)
+    buttons.wire(handlers, state, [controls[name] for name in handlers.setting_names], outputs)
     round_slider.release(handlers.inspect, [state, round_slider], [inspector], api_name="inspect_round")
     lossless_button.click(handlers.lossless, [state], [lossless_result, status], api_name="lossless_check",
                           concurrency_limit=None)
-    example.input(lambda example_id: next((e.prompt for e in examples if e.id == example_id), gr.skip()),
-                  example, prompt, api_name="example_prompt", queue=False)
     return {"state": state, "prompt": prompt, "target": target, "drafter": drafter, "verifier": verifier,
             "status": status, "token_strip": strip}

@@ -9,7 +9,9 @@ import gradio as gr
 
 from app import compare_tab, generate_tab, kv_tab, self_draft_tab, trees_tab, var_tab
 
-PLACEHOLDER_TABS = ()
+TABS = (("Speculative decoding", "generate", generate_tab), ("Compare", "compare", compare_tab),
+        ("Draft trees", "trees", trees_tab), ("Self-drafting", "self-draft", self_draft_tab),
+        ("KV importance", "kv", kv_tab), ("VAR", "var", var_tab))  # (title, id, module with build)
 
 INTRO = ("# DraftScope\nSpeculative decoding, one round at a time: a drafter proposes γ tokens, the target checks "
          "them all in one forward pass, keeps the longest accepted prefix and adds one token of its own — resampled "
@@ -22,21 +24,9 @@ def build_demo(allow_local_models: bool = False) -> gr.Blocks:
     with gr.Blocks(title="DraftScope") as demo:
         gr.Markdown(INTRO)
         with gr.Tabs():
-            with gr.Tab("Speculative decoding", id="generate"):
-                generate_tab.build(allow_local_models=allow_local_models)
-            with gr.Tab("Compare", id="compare"):
-                compare_tab.build(allow_local_models=allow_local_models)
-            with gr.Tab("Draft trees", id="trees"):
-                trees_tab.build(allow_local_models=allow_local_models)
-            with gr.Tab("Self-drafting", id="self-draft"):
-                self_draft_tab.build(allow_local_models=allow_local_models)
-            with gr.Tab("KV importance", id="kv"):
-                kv_tab.build(allow_local_models=allow_local_models)
-            with gr.Tab("VAR", id="var"):
-                var_tab.build(allow_local_models=allow_local_models)
-            for name in PLACEHOLDER_TABS:
-                with gr.Tab(f"{name} (coming)"):
-                    gr.Markdown(f"**{name}** — coming in a later issue. Nothing here yet.")
+            for title, tab_id, module in TABS:
+                with gr.Tab(title, id=tab_id):
+                    module.build(allow_local_models=allow_local_models)
     demo.queue(default_concurrency_limit=None)
     return demo
 

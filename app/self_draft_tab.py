@@ -15,21 +15,19 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import time
-from typing import Iterator
 
 import gradio as gr
 import torch
 from transformers import DynamicCache
 
-from app import common
+from app import common, options, widgets
 from core.errors import DraftScopeError
-from core.prompts import load_prompts
 from core.runtime.layers import DEEP_EXIT, embed, exit_layer_at, head, run_layers
-from core.runtime.models import load_model, preset_names
+from core.runtime.models import load_model
 from core.specdec import MAX_GAMMA, MODEL_LOCK, Session, SessionConfig
 from core.specdec.drafters.easyspec import EasySpecDrafter, modelled_latency
 from core.specdec.drafters.kangaroo import KangarooDrafter
-from core.specdec.drafters.sorted import DEFAULT_THETA
+from core.specdec.drafters.sorted import SortedDrafter, parse_thresholds
 from visualizers.self_draft import (
     confidence_figure,
     easyspec_timeline_figure,
@@ -42,7 +40,6 @@ from visualizers.token_strip import token_strip_html
 
 SETTING_NAMES = ("prompt", "chat", "target", "drafter", "gamma", "eta", "theta1", "theta2", "exit_layer",
                  "temperature", "seed", "max_new_tokens")
-RESTART_ON = ("prompt", "chat", "target")  # everything else changes live between rounds
 SELF_DRAFTERS = ("kangaroo", "sorted", "early-exit")
 SWEEP_ETAS = (0.0, 0.2, 0.4, 0.6, 0.8)
 SWEEP_THETAS = (0.0, 0.25, 0.5, 0.75, 1.0)  # S2D: the same θ at every exit but the last (1 = always the deepest)
@@ -50,18 +47,17 @@ SWEEP_MAX_NEW_TOKENS = 64
 WARM_UP_TOKENS = 4  # a short untimed run before the sweep, so the first η does not pay for warm-up
 TIMING_REPEATS = 3  # timed runs per sublayer (and of the calibration pass); the median counts
 CALIBRATION_TOKENS, SCRATCH_CONTEXT = 2, 32  # the calibration pass timed: 2 tokens on a short scratch cache
+DEFAULT_THETAS = tuple(parse_thresholds(SortedDrafter.Options().thresholds, 3))  # θ₁, θ₂ of S2D's three exits
 
 
 # ------------------------------------------------------------------------------------------------ configuration
 def self_draft_config(settings: dict) -> SessionConfig:
-    """Engine settings: greedy verification at temperature 0, else the sampling rule; η goes to Kangaroo only
-    (``common.build_config``) and the exit layer to early exit only (0 = a fifth of the depth), so moving the other
-    drafter's slider rebuilds nothing."""
+    """Engine settings: greedy verification at temperature 0, else the sampling rule; θ₁, θ₂ become S2D's
+    thresholds. Each option reaches only the drafter that declares it (``common.build_config``: η Kangaroo, ℓ early
+    exit with 0 = a fifth of the depth, the thresholds S2D), so moving another drafter's slider rebuilds nothing."""
     verifier = "greedy" if float(settings["temperature"]) == 0 else "sampling"
-    exit_layer = settings["exit_layer"] if settings["drafter"] == "early-exit" else 0
-    thresholds = f"{float(settings.get('theta1', 0.5)):g},{float(settings.get('theta2', 0.5)):g}"
-    return common.build_config({**settings, "verifier": verifier, "exit_layer": exit_layer,
-                                "thresholds": thresholds})
+    theta1, theta2 = (float(settings.get(k, d)) for k, d in zip(("theta1", "theta2"), DEFAULT_THETAS, strict=True))
+    return common.build_config({**settings, "verifier": verifier, "thresholds": f"{theta1:g},{theta2:g}"})
 
 
 def eta_sweep(settings: dict, progress=None, allow_local: bool = False) -> list[dict]:
@@ -90,7 +86,7 @@ def _sweep(settings: dict, drafter: str, key: str, values, progress, allow_local
         pass
     symbol = {"eta": "η", "theta": "θ"}[key]
     rows = []
-    for k, (config, value) in enumerate(zip(configs, list(values) + [None])):
+    for k, (config, value) in enumerate(zip(configs, [*values, None], strict=True)):
         label = "plain decoding" if config.drafter == "none" else f"{symbol} = {value:.2f}"
         progress((k + 1) / (len(configs) + 1), desc=f"{label} ({k + 1} of {len(configs)})…")
         session = Session.from_config(config, prompt_ids=warm.prompt_ids, allow_local=allow_local)
@@ -192,7 +188,12 @@ class Handlers(common.SessionHandlers):
     """Event handlers. ``allow_local`` lets model fields name Hugging Face ids or local directories."""
 
     setting_names = SETTING_NAMES
-    restart_on = RESTART_ON
+
+    def __init__(self, allow_local: bool = False):
+        super().__init__(allow_local)
+        self.sweep = self.endpoint(self._sweep_plot, "Kangaroo at each η of the sweep (S2D at each θ when the sorted "
+                                   "drafter is chosen) and plain decoding, on the current prompt and settings: "
+                                   "(figure, status).")
 
     def config(self, settings: dict) -> SessionConfig:
         return self_draft_config(settings)
@@ -206,27 +207,9 @@ class Handlers(common.SessionHandlers):
     def explain(self, exc: Exception) -> Exception:
         return _explain(exc)
 
-    def step(self, state, prompt, chat, target, drafter, gamma, eta, theta1, theta2, exit_layer, temperature, seed,
-             max_new_tokens, progress=gr.Progress()):
-        """One draft → verify round."""
-        return self._step(state, self._settings(locals()), progress)
-
-    def run(self, state, prompt, chat, target, drafter, gamma, eta, theta1, theta2, exit_layer, temperature, seed,
-            max_new_tokens, progress=gr.Progress()) -> Iterator[tuple]:
-        """Rounds one after another until EOS or max new tokens (continuing the current session); Stop halts."""
-        yield from self._stream(state, self._settings(locals()), progress)
-
-    def reset(self, state, prompt, chat, target, drafter, gamma, eta, theta1, theta2, exit_layer, temperature, seed,
-              max_new_tokens, progress=gr.Progress()):
-        """Start over with the current settings (and seed): nothing generated yet."""
-        return self._reset(state, self._settings(locals()), progress)
-
-    def sweep(self, state, prompt, chat, target, drafter, gamma, eta, theta1, theta2, exit_layer, temperature, seed,
-              max_new_tokens, progress=gr.Progress()):
-        """Kangaroo at each η of the sweep (S2D at each θ when the sorted drafter is chosen) and plain decoding, on
-        the current prompt and settings: (figure, status)."""
+    def _sweep_plot(self, state, settings: dict, progress):
         try:
-            settings = self._settings(locals())
+            drafter, max_new_tokens = settings["drafter"], settings["max_new_tokens"]
             if drafter == "sorted":
                 rows, key, figure = theta_sweep(settings, progress, self.allow_local), "theta", theta_sweep_figure
                 note = ""
@@ -269,12 +252,7 @@ def _explain(exc: Exception) -> Exception:
 # ------------------------------------------------------------------------------------------------ layout
 def build(allow_local_models: bool = False) -> dict:
     """Create the tab's components in the current Blocks context and wire them; return the components."""
-    examples = load_prompts()
-    presets = preset_names()
     handlers = Handlers(allow_local=allow_local_models)
-    custom = allow_local_models
-    info = "a preset" + (", a Hugging Face id or a local directory" if custom else "")
-
     gr.Markdown("The target drafts for itself. **Kangaroo** (Liu et al., 2024) runs its first ℓ layers, a small "
                 "trained adapter and its own LM head; the shallow layers' cache is shared, so verification runs "
                 "only the deep layers. Drafting stops as soon as the drafter's top probability falls below **η** "
@@ -285,41 +263,32 @@ def build(allow_local_models: bool = False) -> dict:
                 "the first ℓ layers and the head, with no adapter and no η. Verification is greedy at temperature 0, "
                 "the sampling rule above it.")
     state = gr.State({}, delete_callback=common.forget)
+    prompt, chat = widgets.prompt_row("self-draft-")
     with gr.Row():
-        prompt = gr.Textbox(label="Prompt", lines=3, scale=3, elem_id="self-draft-prompt",
-                            placeholder="Type a prompt, or pick an example")
-        with gr.Column(scale=1):
-            example = gr.Dropdown([(f"{e.category} · {e.id}", e.id) for e in examples], value=None,
-                                  label="Example prompts (Spec-Bench categories)", elem_id="self-draft-examples")
-            chat = gr.Checkbox(value=True, label="Chat template", elem_id="self-draft-chat")
-    with gr.Row():
-        target = gr.Dropdown(presets, value=common.default_target(), label="Target", info=info,
-                             allow_custom_value=custom, elem_id="self-draft-target")
+        target = widgets.target_picker("self-draft-", allow_local_models)
         drafter = gr.Dropdown(list(SELF_DRAFTERS), value="kangaroo", label="Drafter",
                               info="kangaroo needs a trained adapter for the target; sorted uses the exits "
                               "shipped for it, untrained early exits otherwise", elem_id="self-draft-drafter")
         gamma = gr.Slider(1, min(16, MAX_GAMMA), value=6, step=1, label="γ (most drafts a round)",
                           elem_id="self-draft-gamma")
-        eta = gr.Slider(0, 0.99, value=KangarooDrafter.Options.eta, step=0.05, label="η: stop drafting below this confidence "
-                        "(kangaroo)", elem_id="self-draft-eta")
-    with gr.Row():
-        theta1 = gr.Slider(0, 1, value=DEFAULT_THETA, step=0.05, label="θ₁: draft from exit 1 at this confidence "
-                           "(sorted)", elem_id="self-draft-theta1")
-        theta2 = gr.Slider(0, 1, value=DEFAULT_THETA, step=0.05, label="θ₂: else from exit 2 at this confidence "
+        eta = options.field_control("kangaroo", "eta", label="η: stop drafting below this confidence (kangaroo)",
+                                    elem_id="self-draft-eta")
+    with gr.Row():  # θ is a probability: 0..1 (parse_thresholds checks it)
+        theta1 = gr.Slider(0, 1, value=DEFAULT_THETAS[0], step=0.05, label="θ₁: draft from exit 1 at this "
+                           "confidence (sorted)", elem_id="self-draft-theta1")
+        theta2 = gr.Slider(0, 1, value=DEFAULT_THETAS[1], step=0.05, label="θ₂: else from exit 2 at this confidence "
                            "(sorted; exit 3 always drafts)", elem_id="self-draft-theta2")
     with gr.Row():
-        exit_layer = gr.Slider(0, 29, value=0, step=1, label="ℓ for early-exit (0 = a fifth of the depth; "
-                               "Kangaroo's ℓ comes with its adapter)", elem_id="self-draft-exit-layer")
+        exit_layer = options.field_control("early-exit", "exit_layer", label="ℓ for early-exit (0 = a fifth of the "
+                                           "depth; Kangaroo's ℓ comes with its adapter)",
+                                           elem_id="self-draft-exit-layer")
         temperature = gr.Slider(0, 2, value=0, step=0.05, label="Temperature (0 = greedy)",
                                 elem_id="self-draft-temperature")
         seed = gr.Number(value=0, precision=0, label="Seed", elem_id="self-draft-seed")
         max_new_tokens = gr.Slider(1, 512, value=64, step=1, label="Max new tokens",
                                    elem_id="self-draft-max-new-tokens")
     with gr.Row():
-        step = gr.Button("Step", variant="primary", elem_id="self-draft-step")
-        run = gr.Button("Run", elem_id="self-draft-run")
-        stop = gr.Button("Stop", variant="stop", elem_id="self-draft-stop")
-        reset = gr.Button("Reset", elem_id="self-draft-reset")
+        buttons = widgets.session_buttons("self-draft-")
         sweep = gr.Button("η / θ sweep", elem_id="self-draft-sweep")
     status = gr.Markdown("Step runs one draft → verify round; Run streams rounds to the end.",
                          elem_id="self-draft-status")
@@ -340,8 +309,8 @@ def build(allow_local_models: bool = False) -> dict:
                 "pass per round repairs the drafter's cache. The drafter here is the target's first ℓ layers (the ℓ "
                 "slider; 0 = four fifths of the depth).")
     with gr.Row():
-        group_size = gr.Slider(1, 8, value=4, step=1, label="Group size (layers per parallel group)",
-                               elem_id="self-draft-group-size")
+        group_size = options.field_control("easyspec", "group_size", label="Group size (layers per parallel group)",
+                                           elem_id="self-draft-group-size")
         devices = gr.Slider(1, 8, value=4, step=1, label="Devices", elem_id="self-draft-devices")
         easyspec = gr.Button("EasySpec timeline", elem_id="self-draft-easyspec")
     timeline = gr.Plot(easyspec_timeline_figure(None, 4, 4), show_label=False, elem_id="self-draft-timeline")
@@ -352,16 +321,10 @@ def build(allow_local_models: bool = False) -> dict:
     settings = [prompt, chat, target, drafter, gamma, eta, theta1, theta2, exit_layer, temperature, seed,
                 max_new_tokens]
     outputs = [state, strip, confidence, summary, status]
-    step.click(handlers.step, [state, *settings], outputs, api_name="self_draft_step", concurrency_limit=None)
-    run.click(handlers.run, [state, *settings], outputs, api_name="self_draft_run", concurrency_limit=None)
-    stop.click(handlers.stop, [state], None, api_name="self_draft_stop", queue=False)
-    reset.click(handlers.reset, [state, *settings], outputs, api_name="self_draft_reset", concurrency_limit=None)
+    buttons.wire(handlers, state, settings, outputs, "self-draft-")
     sweep.click(handlers.sweep, [state, *settings], [sweep_plot, status], api_name="self_draft_sweep",
                 concurrency_limit=None)
     easyspec.click(handlers.easyspec, [target, exit_layer, group_size, devices], [timeline, status],
                    api_name="self_draft_easyspec", concurrency_limit=None)
-    example.input(lambda example_id: next((e.prompt for e in examples if e.id == example_id), gr.skip()),
-                  example, prompt, api_name="self_draft_example_prompt", queue=False)
     return {"state": state, "prompt": prompt, "target": target, "drafter": drafter, "eta": eta, "theta1": theta1,
-            "theta2": theta2, "status": status,
-            "confidence": confidence}
+            "theta2": theta2, "status": status, "confidence": confidence}

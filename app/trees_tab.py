@@ -12,15 +12,13 @@ from __future__ import annotations
 import dataclasses
 import threading
 import weakref
-from typing import Iterator
 
 import gradio as gr
 
-from app import common
+from app import common, options, widgets
 from core.errors import DraftScopeError
-from core.prompts import load_prompts
 from core.runtime.layers import DEEP_EXIT, exit_layer_at
-from core.runtime.models import load_model, preset_names
+from core.runtime.models import load_model
 from core.specdec import MAX_GAMMA, Session, SessionConfig
 from core.specdec.drafters import DRAFTERS, TreeDrafting
 from core.specdec.trees.grow import CHILDREN_MODES, MAX_BRANCH
@@ -33,10 +31,13 @@ from visualizers.tree_graph import (
     tree_vs_chain_figure,
 )
 
-SETTING_NAMES = ("prompt", "chat", "target", "drafter", "draft_model", "exit_layer", "shape", "tree_branch",
-                 "max_depth", "children", "verifier", "temperature", "seed", "max_new_tokens", "compare")
-RESTART_ON = ("prompt", "chat", "target")  # everything else changes live between rounds
 TREE_DRAFTERS = [name for name, cls in DRAFTERS.items() if issubclass(cls, TreeDrafting)]
+# the settings: the tree drafters' options (app.options) come right after the drafter
+HEAD_SETTINGS = ("prompt", "chat", "target", "drafter")
+TREE_SETTINGS = ("shape", "tree_branch", "max_depth", "children", "verifier", "temperature", "seed", "max_new_tokens",
+                 "compare")
+# ℓ = 0 means four fifths of the depth here (tree_config), not early exit's own default
+EXIT_LAYER_LABEL = "ℓ: early-exit layer (0 = auto: 4/5 of the depth, 24 of SmolLM2's 30)"
 TREE_VERIFIERS = ("greedy", "rrs", "rsd")
 
 # The chain run compared with each tree session; it lives as long as its tree session (dropped with it).
@@ -148,9 +149,15 @@ def _advance_chain(session: Session) -> None:
 class Handlers(common.SessionHandlers):
     """Event handlers. ``allow_local`` lets model fields name Hugging Face ids or local directories."""
 
-    setting_names = SETTING_NAMES
-    restart_on = RESTART_ON
     ready_message = "Ready: Step for one tree round, Run to go to the end."
+    docs = {"step": "One tree round (and one round of the chain when the comparison is on).",
+            "run": common.SessionHandlers.docs["run"],
+            "reset": "Start over with the current settings (and seed): nothing generated yet, the chain started over "
+                     "too."}
+
+    @property
+    def setting_names(self) -> tuple[str, ...]:
+        return (*HEAD_SETTINGS, *options.option_names(TREE_DRAFTERS, self.allow_local), *TREE_SETTINGS)
 
     def config(self, settings: dict) -> SessionConfig:
         return tree_config(settings, self.allow_local)
@@ -167,22 +174,6 @@ class Handlers(common.SessionHandlers):
     def advanced(self, session) -> None:
         _advance_chain(session)  # one chain round per tree round (and catching up once the tree is finished)
 
-    def step(self, state, prompt, chat, target, drafter, draft_model, exit_layer, shape, tree_branch, max_depth,
-             children, verifier, temperature, seed, max_new_tokens, compare, progress=gr.Progress()):
-        """One tree round (and one round of the chain when the comparison is on)."""
-        return self._step(state, self._settings(locals()), progress)
-
-    def run(self, state, prompt, chat, target, drafter, draft_model, exit_layer, shape, tree_branch, max_depth,
-            children, verifier, temperature, seed, max_new_tokens, compare,
-            progress=gr.Progress()) -> Iterator[tuple]:
-        """Rounds one after another until EOS or max new tokens (continuing the current session); Stop halts."""
-        yield from self._stream(state, self._settings(locals()), progress)
-
-    def reset(self, state, prompt, chat, target, drafter, draft_model, exit_layer, shape, tree_branch, max_depth,
-              children, verifier, temperature, seed, max_new_tokens, compare, progress=gr.Progress()):
-        """Start over with the current settings (and seed): nothing generated yet, the chain started over too."""
-        return self._reset(state, self._settings(locals()), progress)
-
     def show_round(self, state, round_index):
         """Show another round's tree, mask and summary."""
         session = common.get_session((state or {}).get("sid"))
@@ -196,33 +187,19 @@ class Handlers(common.SessionHandlers):
 # ------------------------------------------------------------------------------------------------ layout
 def build(allow_local_models: bool = False) -> dict:
     """Create the tab's components in the current Blocks context and wire them; return the components."""
-    examples = load_prompts()
-    presets = preset_names()
     handlers = Handlers(allow_local=allow_local_models)
-    custom = allow_local_models
-    info = "a preset" + (", a Hugging Face id or a local directory" if custom else "")
-
     gr.Markdown("Each round the drafter grows a **tree** of candidates (children per depth, e.g. `4,2,1`, or an "
                 "EAGLE-2 style `budget:N`); the target scores every node in **one** forward with a tree attention "
                 "mask and keeps the longest accepted path, then adds a token of its own. With rrs / rsd at a "
                 "temperature above 0, each sibling group's acceptance is set beside the optimum α*.")
     state = gr.State({}, delete_callback=common.forget)
+    prompt, chat = widgets.prompt_row("trees-")
     with gr.Row():
-        prompt = gr.Textbox(label="Prompt", lines=3, scale=3, elem_id="trees-prompt",
-                            placeholder="Type a prompt, or pick an example")
-        with gr.Column(scale=1):
-            example = gr.Dropdown([(f"{e.category} · {e.id}", e.id) for e in examples], value=None,
-                                  label="Example prompts (Spec-Bench categories)", elem_id="trees-examples")
-            chat = gr.Checkbox(value=True, label="Chat template", elem_id="trees-chat")
-    with gr.Row():
-        target = gr.Dropdown(presets, value=common.default_target(), label="Target", info=info,
-                             allow_custom_value=custom, elem_id="trees-target")
+        target = widgets.target_picker("trees-", allow_local_models)
         drafter = gr.Dropdown(TREE_DRAFTERS, value="early-exit", label="Drafter", info="drafters with probabilities",
                               elem_id="trees-drafter")
-        exit_layer = gr.Slider(0, 29, value=0, step=1, label="ℓ: early-exit layer (0 = auto: 4/5 of the depth, "
-                               "24 of SmolLM2's 30)", elem_id="trees-exit-layer")
-        draft_model = gr.Dropdown(presets, value="tiny-llama", label="Draft model", info="for the 'model' drafter",
-                                  allow_custom_value=custom, elem_id="trees-draft-model")
+        drafter_options = options.build(TREE_DRAFTERS, drafter.value, drafter, prefix="trees-",
+                                        allow_local=allow_local_models, labels={"exit_layer": EXIT_LAYER_LABEL})
     with gr.Row():
         shape = gr.Textbox(value="4,2,1", label="Tree shape", info="children per depth (4,2,1) or budget:N",
                            elem_id="trees-shape")
@@ -241,10 +218,7 @@ def build(allow_local_models: bool = False) -> dict:
         compare = gr.Checkbox(value=True, label="Compare with a chain of the same node budget (runs it too)",
                               elem_id="trees-chain")
     with gr.Row():
-        step = gr.Button("Step", variant="primary", elem_id="trees-step")
-        run = gr.Button("Run", elem_id="trees-run")
-        stop = gr.Button("Stop", variant="stop", elem_id="trees-stop")
-        reset = gr.Button("Reset", elem_id="trees-reset")
+        buttons = widgets.session_buttons("trees-")
     status = gr.Markdown("Step runs one tree round; Run streams rounds to the end.", elem_id="trees-status")
     text = gr.HTML(tree_text_html([]), elem_id="trees-text")
     with gr.Row():
@@ -260,16 +234,13 @@ def build(allow_local_models: bool = False) -> dict:
         with gr.Column(scale=1):
             alpha = gr.Plot(alpha_star_figure([]), show_label=False, elem_id="trees-alpha")
 
-    settings = [prompt, chat, target, drafter, draft_model, exit_layer, shape, tree_branch, max_depth, children,
-                verifier, temperature, seed, max_new_tokens, compare]
+    controls = {"prompt": prompt, "chat": chat, "target": target, "drafter": drafter, "shape": shape,
+                "tree_branch": tree_branch, "max_depth": max_depth, "children": children, "verifier": verifier,
+                "temperature": temperature, "seed": seed, "max_new_tokens": max_new_tokens, "compare": compare,
+                **drafter_options.components}
     outputs = [state, text, graph, mask, alpha, compare_plot, summary, round_slider, status]
-    step.click(handlers.step, [state, *settings], outputs, api_name="trees_step", concurrency_limit=None)
-    run.click(handlers.run, [state, *settings], outputs, api_name="trees_run", concurrency_limit=None)
-    stop.click(handlers.stop, [state], None, api_name="trees_stop", queue=False)
-    reset.click(handlers.reset, [state, *settings], outputs, api_name="trees_reset", concurrency_limit=None)
+    buttons.wire(handlers, state, [controls[name] for name in handlers.setting_names], outputs, "trees-")
     round_slider.release(handlers.show_round, [state, round_slider], [graph, mask, summary],
                          api_name="trees_show_round")
-    example.input(lambda example_id: next((e.prompt for e in examples if e.id == example_id), gr.skip()),
-                  example, prompt, api_name="trees_example_prompt", queue=False)
     return {"state": state, "prompt": prompt, "target": target, "shape": shape, "verifier": verifier,
             "status": status, "graph": graph}

@@ -8,10 +8,12 @@ import time
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
+import gradio as gr  # noqa: E402
 import pytest  # noqa: E402
 from gradio_client import Client  # noqa: E402
 
-from app.main import PLACEHOLDER_TABS, build_demo  # noqa: E402
+from app import options  # noqa: E402
+from app.main import build_demo  # noqa: E402
 
 TINY = {"target": "tiny-llama", "drafter": "ngram", "verifier": "greedy", "max_new_tokens": 8, "chat": False}
 PROMPT = "the cat sat on the mat. the cat sat on the"
@@ -111,16 +113,13 @@ def test_out_of_range_settings_are_refused_by_the_page(client, kw, message):
 
 def test_compare_gives_a_verdict(client):
     strip_a, stats_a, strip_b, stats_b, verdict = client.predict(
-        PROMPT, False, "tiny-llama", 0, 0, 8, "ngram", "greedy", "tiny-llama", 4, 0, 3,
-        "none", "greedy", "tiny-llama", 4, 0, 3, api_name="/compare")
+        prompt=PROMPT, chat=False, target="tiny-llama", temperature=0, seed=0, max_new_tokens=8,
+        a_drafter="ngram", a_verifier="greedy", a_draft_model="tiny-llama", a_gamma=4, a_exit_layer=0, a_ngram_size=3,
+        b_drafter="none", b_verifier="greedy", b_draft_model="tiny-llama", b_gamma=4, b_exit_layer=0, b_ngram_size=3,
+        api_name="/compare")
     assert 'class="tok ' in strip_a and 'class="tok ' in strip_b
     assert "faster" in verdict or "slower" in verdict or "tok/s" in verdict
     assert "outputs identical" in verdict
-
-
-def test_placeholder_tabs_say_so(demo):
-    texts = [c["props"].get("value") or "" for c in demo.config["components"] if c.get("type") == "markdown"]
-    assert sum("coming in a later issue" in t for t in texts) == len(PLACEHOLDER_TABS)
 
 
 def test_run_streams_every_round(client):
@@ -128,3 +127,49 @@ def test_run_streams_every_round(client):
     job.result()
     rounds = [out[0].count(ROUND) for out in job.outputs()]
     assert len(rounds) >= 3 and rounds == sorted(rounds) and rounds[-1] >= 2
+
+
+# the parameters of /step before its drafter options were generated: every one still exists, with the same meaning
+OLD_STEP_PARAMETERS = ("prompt", "chat", "target", "drafter", "verifier", "draft_model", "gamma", "temperature",
+                       "top_p", "top_k", "seed", "exit_layer", "ngram_size", "max_new_tokens", "eta")
+
+
+def test_old_parameters_are_still_named(client):
+    api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    for endpoint in ("/step", "/run", "/reset"):
+        names = [p["parameter_name"] for p in api[endpoint]["parameters"]]
+        assert set(OLD_STEP_PARAMETERS) <= set(names), names
+        assert "adapter" not in names and "exits" not in names  # server files: only with --allow-local-models
+    compare = {p["parameter_name"] for p in api["/compare"]["parameters"]}
+    assert {f"{side}_{name}" for side in "ab" for name in ("drafter", "verifier", "draft_model", "gamma", "exit_layer",
+                                                           "ngram_size")} <= compare
+
+
+def test_named_drafter_options_reach_the_chosen_drafter(client):
+    _call(client, "/reset", prompt=PROMPT, drafter="early-exit", exit_layer=2, eta=0.3)
+    out = _call(client, "/step", prompt=PROMPT, drafter="early-exit", exit_layer=2, eta=0.3)
+    assert out["status"].startswith("1 round"), out["status"]
+    out = _call(client, "/step", prompt=PROMPT, drafter="early-exit", exit_layer=3, eta=0.5)  # η is Kangaroo's
+    assert "Changed exit_layer from round 1 on" in out["status"], out["status"]
+    out = _call(client, "/step", prompt=PROMPT, drafter="ngram", ngram_size=1, min_ngram_size=1)
+    assert "Changed drafter, ngram_size, min_ngram_size" in out["status"], out["status"]
+    out = _call(client, "/step", prompt=PROMPT, drafter="ngram", ngram_size=1)  # min 2 > n 1: the drafter says so
+    assert out["status"].startswith("**Error:**") and "n-gram size must satisfy" in out["status"], out["status"]
+
+
+def test_option_controls_follow_the_drafter():
+    with gr.Blocks():
+        picker = gr.Dropdown(["ngram", "early-exit", "easyspec"], value="ngram")
+        controls = options.build(["ngram", "early-exit", "easyspec"], "ngram", picker, prefix="t-")
+    assert list(controls.components) == ["ngram_size", "min_ngram_size", "exit_layer", "base", "draft_model",
+                                         "group_size", "calibrate", "measure"]
+    assert [c.visible for c in controls.components.values()] == [True, True] + [False] * 6
+    exit_layer = controls.components["exit_layer"]
+    assert (exit_layer.elem_id, exit_layer.minimum, exit_layer.value) == ("t-exit-layer", 0, 0)  # 0: the default
+    assert "early-exit, easyspec" in exit_layer.label
+    shown = dict(zip(controls.components, controls.show("early-exit"), strict=True))
+    assert [name for name, update in shown.items() if update["visible"]] == ["exit_layer"]
+    assert options.drafter_values("early-exit", {"exit_layer": 0, "eta": 0.2}) == {"exit_layer": None}
+    assert options.drafter_values("early-exit", {"exit_layer": 5.0}) == {"exit_layer": 5}
+    assert options.drafter_values("sorted", {"draft_model": " ", "thresholds": ""}) == {"draft_model": None,
+                                                                                        "thresholds": ""}

@@ -14,7 +14,7 @@ import pytest  # noqa: E402
 from app import var_tab  # noqa: E402
 from core.var.bundle import ENV_DIR  # noqa: E402
 from core.var.code import code_generate  # noqa: E402
-from tests.var_helpers import tiny_bundle, write_tiny_checkpoints  # noqa: E402
+from tests.helpers import tiny_bundle, write_tiny_checkpoints  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # gr.Warning outside a request warns instead
 CODE_OUTPUTS = ("state", "status", "canvas", "images", "latency", "metrics", "image")
@@ -238,11 +238,11 @@ def test_missing_checkpoints_are_a_message(tmp_path, monkeypatch):
 
 # ------------------------------------------------------------------------------------------------ the app
 def test_the_app_has_the_var_tab():
-    from app.main import PLACEHOLDER_TABS, build_demo
+    from app.main import build_demo
 
     demo = build_demo()
     tabs = [c["props"].get("label") for c in demo.config["components"] if c.get("type") == "tabitem"]
-    assert "VAR" in tabs and not any("(coming)" in (t or "") for t in tabs) and PLACEHOLDER_TABS == ()
+    assert "VAR" in tabs and not any("(coming)" in (t or "") for t in tabs)
     names = {fn.api_name for fn in demo.fns.values()}
     assert {"var_generate", "var_split", "var_image", "var_step", "var_reset", "var_scalekv", "var_draft_attention",
             "var_da_scale"} <= names

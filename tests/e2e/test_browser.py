@@ -19,8 +19,10 @@ if not os.path.exists(CHROMIUM):
                 "set $DRAFTSCOPE_CHROMIUM for another path). Never run `playwright install`.", allow_module_level=True)
 pytest.importorskip("playwright.sync_api", reason="browser tests need the playwright Python package")
 
-from playwright.sync_api import TimeoutError as PlaywrightTimeout  # noqa: E402
-from playwright.sync_api import expect  # noqa: E402
+from playwright.sync_api import (
+    TimeoutError as PlaywrightTimeout,  # noqa: E402
+    expect,  # noqa: E402
+)
 
 PROMPT = "the cat sat on the mat. the cat sat on the"
 OTHER_PROMPT = "one two three four five, one two three four five, one two three"
@@ -207,3 +209,25 @@ def test_plots_render_after_a_step(app_page):
         page.wait_for_function(f"sel => ({_TRACES})(document.querySelector(sel)) > 0",
                                arg=f"#{elem_id} .js-plotly-plot", timeout=30_000)
     screenshot(page, "plots_after_step")
+
+
+# ------------------------------------------------------------------------------------------------ drafter options
+def test_drafter_options_follow_the_drafter(app_page):
+    """Only the chosen drafter's options are shown (generated from its Options); they reach that drafter."""
+    page = app_page
+    expect(page.locator("#ngram-size")).to_be_visible()
+    expect(page.locator("#min-ngram-size")).to_be_visible()
+    for hidden in ("exit-layer", "eta", "draft-model"):
+        expect(page.locator(f"#{hidden}")).to_be_hidden()
+    choose(page, "drafter", "early-exit")
+    expect(page.locator("#exit-layer")).to_be_visible()
+    for hidden in ("ngram-size", "eta", "draft-model"):
+        expect(page.locator(f"#{hidden}")).to_be_hidden()
+    set_slider(page, "exit-layer", 2)
+    _fill_prompt(page, PROMPT)
+    step(page, 1)
+    assert status_text(page).startswith("1 round"), status_text(page)
+    choose(page, "drafter", "kangaroo")
+    expect(page.locator("#eta")).to_be_visible()
+    expect(page.locator("#exit-layer")).to_be_hidden()
+    screenshot(page, "drafter_options")

@@ -1,0 +1,69 @@
+"""Widgets the session tabs share: the prompt row (prompt, example picker, chat template), the target picker, and the
+Step / Run / Stop / Reset buttons with their events.
+
+``prefix`` starts every elem_id ("" on the main tab: ``#prompt``; "trees-": ``#trees-prompt``) and, with "_" for "-",
+every api_name (``/example_prompt``, ``/trees_step``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gradio as gr
+
+from app import common
+from core.prompts import load_prompts
+from core.runtime.models import preset_names
+
+
+def api_prefix(prefix: str) -> str:
+    return prefix.replace("-", "_")
+
+
+def prompt_row(prefix: str = "") -> tuple[gr.Textbox, gr.Checkbox]:
+    """A row with the prompt box, the Spec-Bench example picker (it fills the prompt) and the chat-template box."""
+    examples = load_prompts()
+    with gr.Row():
+        prompt = gr.Textbox(label="Prompt", lines=3, scale=3, elem_id=f"{prefix}prompt",
+                            placeholder="Type a prompt, or pick an example")
+        with gr.Column(scale=1):
+            example = gr.Dropdown([(f"{e.category} · {e.id}", e.id) for e in examples], value=None,
+                                  label="Example prompts (Spec-Bench categories)", elem_id=f"{prefix}examples")
+            chat = gr.Checkbox(value=True, label="Chat template", elem_id=f"{prefix}chat")
+    example.input(lambda example_id: next((e.prompt for e in examples if e.id == example_id), gr.skip()),
+                  example, prompt, api_name=f"{api_prefix(prefix)}example_prompt", queue=False)
+    return prompt, chat
+
+
+def target_picker(prefix: str = "", allow_local: bool = False) -> gr.Dropdown:
+    """The target model: a preset (or, with local models allowed, a Hugging Face id or a directory)."""
+    info = "a preset" + (", a Hugging Face id or a local directory" if allow_local else "")
+    return gr.Dropdown(preset_names(), value=common.default_target(), label="Target", info=info,
+                       allow_custom_value=allow_local, elem_id=f"{prefix}target")
+
+
+@dataclass
+class SessionButtons:
+    step: gr.Button
+    run: gr.Button
+    stop: gr.Button
+    reset: gr.Button
+
+    def wire(self, handlers: common.SessionHandlers, state: gr.State, settings: list, outputs: list,
+             prefix: str = "") -> None:
+        """Step, Run and Reset on ``[state, *settings]``; Stop sets the flag Run reads between rounds, so the page
+        keeps the last round's records and figures."""
+        api = api_prefix(prefix)
+        inputs = [state, *settings]
+        self.step.click(handlers.step, inputs, outputs, api_name=f"{api}step", concurrency_limit=None)
+        self.run.click(handlers.run, inputs, outputs, api_name=f"{api}run", concurrency_limit=None)
+        self.stop.click(handlers.stop, [state], None, api_name=f"{api}stop", queue=False)
+        self.reset.click(handlers.reset, inputs, outputs, api_name=f"{api}reset", concurrency_limit=None)
+
+
+def session_buttons(prefix: str = "") -> SessionButtons:
+    """The Step / Run / Stop / Reset buttons, in the current row."""
+    return SessionButtons(gr.Button("Step", variant="primary", elem_id=f"{prefix}step"),
+                          gr.Button("Run", elem_id=f"{prefix}run"),
+                          gr.Button("Stop", variant="stop", elem_id=f"{prefix}stop"),
+                          gr.Button("Reset", elem_id=f"{prefix}reset"))
