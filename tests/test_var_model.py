@@ -156,7 +156,7 @@ def test_kv_cache_shape_and_bytes(model, vq):
     L = sum(s * s for s in SCALES)
     assert len(model.kv_cache) == model.config.depth
     k, v = model.kv_cache[0]
-    assert k.shape == v.shape == (4, 4, L, 8)  # (2B under guidance, heads, T, head dim)
+    assert k.shape == v.shape == (4, 4, L, 8)  # (2B under guidance, heads, m keys, head dim)
     assert model.kv_cache_bytes() == model.config.depth * 2 * k.numel() * 4
     assert list(model.kv_bytes_per_scale) == list(range(len(SCALES)))
 

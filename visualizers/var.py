@@ -116,7 +116,7 @@ def _frame(fig: go.Figure, row: int, col: int, color: str, name: str) -> None:
 
 
 def _abs_diff(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per-pixel mean absolute difference over the colour channels, (…, H, W) float in 0..255."""
+    """Per-pixel mean absolute difference over the colour channels, (…, P, P) float in 0..255."""
     return np.abs(a.astype(np.float64) - b.astype(np.float64)).mean(-1)
 
 

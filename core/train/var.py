@@ -26,11 +26,11 @@ ASSETS = Path("assets") / "var"
 STAGES = ("tokenizer", "large", "small", "classifier")
 
 
-def _reconstruct(vq, x_B3HW: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+def _reconstruct(vq, x_B3PP: torch.Tensor, chunk: int = 256) -> torch.Tensor:
     """The tokenizer's round trip of each image (what every generated image also goes through)."""
     with torch.no_grad():
-        return torch.cat([vq.decode_indices(vq.encode_indices(x_B3HW[i:i + chunk]))
-                          for i in range(0, x_B3HW.shape[0], chunk)]).clamp(-1, 1)
+        return torch.cat([vq.decode_indices(vq.encode_indices(x_B3PP[i:i + chunk]))
+                          for i in range(0, x_B3PP.shape[0], chunk)]).clamp(-1, 1)
 
 
 def train_classifier_stage(n_per_class: int = 300, steps: int = 600, seed: int = 0,

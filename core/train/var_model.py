@@ -35,28 +35,28 @@ def default_out(size: str) -> Path:
 
 
 @torch.no_grad()
-def encode_dataset(vq, imgs_N3HW: torch.Tensor, batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images → teacher inputs x (N, L−1, C) and target indices (N, L) of all scales, flattened row-major."""
+def encode_dataset(vq, imgs_N3PP: torch.Tensor, batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images → teacher inputs x (N, n−1, C) and target indices (N, n) of all n tokens, flattened row-major."""
     xs, targets = [], []
-    for i in range(0, imgs_N3HW.shape[0], batch):
-        idx_list = vq.encode_indices(imgs_N3HW[i:i + batch])
+    for i in range(0, imgs_N3PP.shape[0], batch):
+        idx_list = vq.encode_indices(imgs_N3PP[i:i + batch])
         xs.append(vq.teacher_inputs(idx_list).float().cpu())
         targets.append(torch.cat([t.flatten(1) for t in idx_list], dim=1).cpu())
     return torch.cat(xs), torch.cat(targets)
 
 
-def batch_loss(model: VAR, cls_B: torch.Tensor, x_BLC: torch.Tensor, target_BL: torch.Tensor):
+def batch_loss(model: VAR, cls_B: torch.Tensor, x_BnC: torch.Tensor, target_Bn: torch.Tensor):
     """Mean cross-entropy over all tokens (a scalar tensor) and top-1 accuracy (float)."""
-    logits_BLV = model(cls_B, x_BLC)
-    loss = F.cross_entropy(logits_BLV.flatten(0, 1).float(), target_BL.flatten())
-    acc = (logits_BLV.argmax(-1) == target_BL).float().mean().item()
+    logits_BnV = model(cls_B, x_BnC)
+    loss = F.cross_entropy(logits_BnV.flatten(0, 1).float(), target_Bn.flatten())
+    acc = (logits_BnV.argmax(-1) == target_Bn).float().mean().item()
     return loss, acc
 
 
-def train_step(model: VAR, opt: torch.optim.Optimizer, cls_B: torch.Tensor, x_BLC: torch.Tensor,
-               target_BL: torch.Tensor, clip: float = 1.0) -> float:
+def train_step(model: VAR, opt: torch.optim.Optimizer, cls_B: torch.Tensor, x_BnC: torch.Tensor,
+               target_Bn: torch.Tensor, clip: float = 1.0) -> float:
     """One AdamW step on a batch; returns the loss."""
-    loss, _ = batch_loss(model, cls_B, x_BLC, target_BL)
+    loss, _ = batch_loss(model, cls_B, x_BnC, target_Bn)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
@@ -65,20 +65,20 @@ def train_step(model: VAR, opt: torch.optim.Optimizer, cls_B: torch.Tensor, x_BL
 
 
 @torch.no_grad()
-def evaluate(model: VAR, cls_N: torch.Tensor, x_NLC: torch.Tensor, target_NL: torch.Tensor,
+def evaluate(model: VAR, cls_N: torch.Tensor, x_NnC: torch.Tensor, target_Nn: torch.Tensor,
              batch: int = 256) -> dict:
     """Held-out loss, top-1 accuracy and accuracy per scale (conditional, eval mode)."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    nll, correct_NL = 0.0, []
+    nll, correct_Nn = 0.0, []
     for i in range(0, cls_N.shape[0], batch):
-        logits = model(cls_N[i:i + batch].to(device), x_NLC[i:i + batch].to(device))
-        tgt = target_NL[i:i + batch].to(device)
+        logits = model(cls_N[i:i + batch].to(device), x_NnC[i:i + batch].to(device))
+        tgt = target_Nn[i:i + batch].to(device)
         nll += F.cross_entropy(logits.flatten(0, 1).float(), tgt.flatten(), reduction="sum").item()
-        correct_NL.append((logits.argmax(-1) == tgt).cpu())
+        correct_Nn.append((logits.argmax(-1) == tgt).cpu())
     model.train(was_training)
-    correct = torch.cat(correct_NL).float()
+    correct = torch.cat(correct_Nn).float()
     off = scale_offsets(model.scales)
     return {"loss": nll / correct.numel(), "accuracy": correct.mean().item(),
             "accuracy_per_scale": [round(correct[:, off[k]:off[k + 1]].mean().item(), 4)
@@ -109,7 +109,7 @@ def train(vq, size: str, steps: int, n_per_class: int = 200, batch: int = 64, lr
         data = make_dataset(n_per_class, seed)
     imgs, labels = data
     vq_param = next(vq.parameters(), None) if hasattr(vq, "parameters") else None
-    x_NLC, target_NL = encode_dataset(vq, imgs if vq_param is None else imgs.to(vq_param.device))
+    x_NnC, target_Nn = encode_dataset(vq, imgs if vq_param is None else imgs.to(vq_param.device))
     n_hold = max(1, labels.shape[0] // 10)
     tr, ho = slice(0, labels.shape[0] - n_hold), slice(labels.shape[0] - n_hold, None)
     t_data = elapsed(t0, device)
@@ -127,11 +127,11 @@ def train(vq, size: str, steps: int, n_per_class: int = 200, batch: int = 64, lr
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, steps, peak)
         pick = torch.randint(0, n_train, (min(batch, n_train),), generator=gen)
-        loss = train_step(model, opt, labels[pick].to(device), x_NLC[pick].to(device), target_NL[pick].to(device))
+        loss = train_step(model, opt, labels[pick].to(device), x_NnC[pick].to(device), target_Nn[pick].to(device))
         running = loss if running is None else 0.95 * running + 0.05 * loss
         bar.set_postfix(loss=f"{running:.3f}")
     model.round_to_fp16().eval()
-    held = evaluate(model, labels[ho], x_NLC[ho], target_NL[ho])
+    held = evaluate(model, labels[ho], x_NnC[ho], target_Nn[ho])
     meta = {"kind": "var", "size": size, "steps": steps, "batch": batch, "lr": peak, "seed": seed,
             "images": int(labels.shape[0]), "held_out": n_hold, "train_loss": round(running, 4),
             **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in held.items()},

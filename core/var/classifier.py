@@ -35,23 +35,23 @@ class ImageClassifier(nn.Module):
                                       nn.MaxPool2d(2), conv(2 * w, 4 * w))
         self.head = nn.Linear(4 * w, num_classes)
 
-    def forward(self, img_B3HW: torch.Tensor) -> torch.Tensor:
+    def forward(self, img_B3PP: torch.Tensor) -> torch.Tensor:
         """Logits (B, num_classes) for images in [-1, 1]."""
-        return self.head(self.features(img_B3HW).mean(dim=(2, 3)))
+        return self.head(self.features(img_B3PP).mean(dim=(2, 3)))
 
     @torch.no_grad()
-    def predict(self, img_B3HW: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    def predict(self, img_B3PP: torch.Tensor, batch: int = 256) -> torch.Tensor:
         """Top-1 class of each image: (B,) long."""
         device = next(self.parameters()).device
-        out = [self(img_B3HW[i:i + batch].to(device).float()).argmax(-1).cpu()
-               for i in range(0, img_B3HW.shape[0], batch)]
+        out = [self(img_B3PP[i:i + batch].to(device).float()).argmax(-1).cpu()
+               for i in range(0, img_B3PP.shape[0], batch)]
         return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
 
-    def accuracy(self, img_B3HW: torch.Tensor, labels_B: torch.Tensor) -> float:
+    def accuracy(self, img_B3PP: torch.Tensor, labels_B: torch.Tensor) -> float:
         """Share of images whose top-1 class equals their label."""
-        if img_B3HW.shape[0] == 0:
+        if img_B3PP.shape[0] == 0:
             raise DraftScopeError("accuracy of an empty batch")
-        return float((self.predict(img_B3HW) == labels_B.cpu()).float().mean())
+        return float((self.predict(img_B3PP) == labels_B.cpu()).float().mean())
 
     def save(self, path: str | Path, meta: dict | None = None) -> Path:
         """fp16 weights (BatchNorm's step counters as they are); the meta holds ``meta`` and the config."""
@@ -68,7 +68,7 @@ class ImageClassifier(nn.Module):
         return model.to(device).eval(), meta
 
 
-def train_classifier(x_B3HW: torch.Tensor, y_B: torch.Tensor, steps: int = 600, batch: int = 128, lr: float = 2e-3,
+def train_classifier(x_B3PP: torch.Tensor, y_B: torch.Tensor, steps: int = 600, batch: int = 128, lr: float = 2e-3,
                      seed: int = 0, progress: bool = False, augment: bool = True) -> ImageClassifier:
     """Adam with cosine decay on random batches; light augmentation (random flips and ±2-pixel shifts, which keep
     every class's identity). Returns the model in eval mode with fp16-rounded weights."""
@@ -80,8 +80,8 @@ def train_classifier(x_B3HW: torch.Tensor, y_B: torch.Tensor, steps: int = 600, 
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     for _ in tqdm(range(steps), desc="classifier", unit="step", disable=not progress):
-        pick = torch.randint(0, x_B3HW.shape[0], (min(batch, x_B3HW.shape[0]),), generator=gen)
-        x = x_B3HW[pick]
+        pick = torch.randint(0, x_B3PP.shape[0], (min(batch, x_B3PP.shape[0]),), generator=gen)
+        x = x_B3PP[pick]
         if augment:
             if torch.rand((), generator=gen) < 0.5:
                 x = x.flip(-1)

@@ -119,8 +119,8 @@ def code_generate(large, small, vq, class_id: int, seed: int, split: int, n: int
     if not 1 <= stop <= K:
         raise DraftScopeError(f"stop_scale must be in 1..{K}, got {stop_scale}")
     check_pair(large, small, vq)
-    device = large.pos_LD.device
-    if small.pos_LD.device != device:
+    device = large.pos_nD.device
+    if small.pos_nD.device != device:
         raise DraftScopeError("the large and small VARs are on different devices")
     gen = torch.Generator(device=device).manual_seed(int(seed))
     cls_B = torch.full((n,), int(class_id), dtype=torch.long, device=device)

@@ -107,16 +107,16 @@ def make_dataset(n_per_class: int, seed: int = 0) -> tuple[torch.Tensor, torch.T
         rng = np.random.default_rng([seed, c])
         for i in range(n_per_class):
             imgs[i * n_cls + c] = draw(c, rng)
-    x_B3HW = torch.from_numpy(imgs).permute(0, 3, 1, 2).float().div(127.5).sub(1.0).contiguous()
+    x_B3PP = torch.from_numpy(imgs).permute(0, 3, 1, 2).float().div(127.5).sub(1.0).contiguous()
     y_B = torch.arange(n_per_class * n_cls, dtype=torch.long) % n_cls
-    return x_B3HW, y_B
+    return x_B3PP, y_B
 
 
-def to_uint8(img_B3HW: torch.Tensor | np.ndarray) -> np.ndarray:
-    """Images in [-1, 1], (B, 3, H, W) (or one (3, H, W)) → (B, H, W, 3) uint8 for display."""
-    if isinstance(img_B3HW, torch.Tensor):
-        img_B3HW = img_B3HW.detach().float().cpu().numpy()
-    arr = np.asarray(img_B3HW, dtype=np.float32)
+def to_uint8(img_B3PP: torch.Tensor | np.ndarray) -> np.ndarray:
+    """Images in [-1, 1], (B, 3, P, P) (or one (3, P, P)) → (B, P, P, 3) uint8 for display."""
+    if isinstance(img_B3PP, torch.Tensor):
+        img_B3PP = img_B3PP.detach().float().cpu().numpy()
+    arr = np.asarray(img_B3PP, dtype=np.float32)
     if arr.ndim == 3:
         arr = arr[None]
     return np.clip(np.rint((arr.transpose(0, 2, 3, 1) + 1.0) * 127.5), 0, 255).astype(np.uint8)

@@ -1,12 +1,12 @@
 """A small class-conditional VAR transformer (next-scale prediction, Tian et al. 2024), written for DraftScope.
 
 Token layout: scale k of the multi-scale VQ tokenizer has ``s_k × s_k`` tokens, flattened row-major, and the scales
-are concatenated coarse to fine, so a full sequence has ``L = Σ_k s_k²`` tokens. Token 0 (scale 0, 1×1) is the start
-token, the class embedding; the tokens of scale k ≥ 1 are the tokenizer's ``next_scale_input`` map after scales
+are concatenated coarse to fine, so a full sequence has ``seq_len = Σ_k s_k²`` tokens. Token 0 (scale 0, 1×1) is the
+start token, the class embedding; the tokens of scale k ≥ 1 are the tokenizer's ``next_scale_input`` map after scales
 0..k−1, projected C → width. A block-causal mask lets every token see its own scale and all coarser scales.
 Each pre-norm block is conditioned on the class through AdaLN (shift / scale / gate from the class embedding).
 
-Generation runs scale by scale with a per-layer KV cache (a plain list of ``(k, v)`` tensors shaped (B, H, T, d), so
+Generation runs scale by scale with a per-layer KV cache (a plain list of ``(k, v)`` tensors shaped (B, H, m, d), so
 ScaleKV can prune it layer by layer through ``kv_hook``), classifier-free guidance ramped linearly over the scales,
 and top-k / top-p sampling with a caller's ``torch.Generator``. ``start_scale`` / ``prefix_idx`` prefill the cache
 with scales produced by another model (CoDe's refiner continues a drafter's coarse scales).
@@ -31,7 +31,7 @@ from core.specdec.sampling import SamplingConfig, warp
 
 KIND, TRAIN_COMMAND = "var", "python -m core.train.var large (or small)"  # checkpoint kind, what trains one
 
-KVCache = list  # per layer: (k_BHTd, v_BHTd) or None before the first forward
+KVCache = list  # per layer: (k_BHmd, v_BHmd) or None before the first forward
 KVHook = Callable[[list, int], "list | None"]  # (cache, scale k) -> pruned cache (or None to keep it as is)
 ScaleCallback = Callable[[int, torch.Tensor, torch.Tensor, float], None]  # (k, idx_Bss, f_hat_BCSS, ms)
 
@@ -58,7 +58,7 @@ class VARConfig:
 
     @property
     def seq_len(self) -> int:
-        """Total tokens L = Σ_k s_k² over all scales."""
+        """Total tokens Σ_k s_k² over all scales."""
         return sum(s * s for s in self.scales)
 
     @classmethod
@@ -81,18 +81,18 @@ class VARConfig:
 
 # --------------------------------------------------------------------------------------------- helpers
 def scale_levels(scales: tuple[int, ...]) -> torch.Tensor:
-    """Scale index of every token position: LongTensor (L,)."""
+    """Scale index of every token position: LongTensor (n,)."""
     return torch.repeat_interleave(torch.arange(len(scales)), torch.tensor([s * s for s in scales]))
 
 
 def block_causal_mask(scales: tuple[int, ...]) -> torch.Tensor:
-    """Bool (L, L): ``mask[i, j]`` is True when token i may attend to token j (j's scale ≤ i's scale)."""
-    level_L = scale_levels(tuple(scales))
-    return level_L[:, None] >= level_L[None, :]
+    """Bool (n, n): ``mask[i, j]`` is True when token i may attend to token j (j's scale ≤ i's scale)."""
+    level_n = scale_levels(tuple(scales))
+    return level_n[:, None] >= level_n[None, :]
 
 
 def scale_offsets(scales: tuple[int, ...]) -> list[int]:
-    """Start position of each scale in the token sequence, plus L at the end: K + 1 ints."""
+    """Start position of each scale in the token sequence, plus the sequence length n at the end: K + 1 ints."""
     out = [0]
     for s in scales:
         out.append(out[-1] + s * s)
@@ -108,8 +108,8 @@ def sample_tokens(logits_BlV: torch.Tensor, top_k: int = 0, top_p: float = 0.0,
     return torch.multinomial(probs_nV, 1, generator=generator).view(B, l)
 
 
-def _modulate(x_BLD: torch.Tensor, shift_B1D: torch.Tensor, scale_B1D: torch.Tensor) -> torch.Tensor:
-    return x_BLD * (1 + scale_B1D) + shift_B1D
+def _modulate(x_BnD: torch.Tensor, shift_B1D: torch.Tensor, scale_B1D: torch.Tensor) -> torch.Tensor:
+    return x_BnD * (1 + scale_B1D) + shift_B1D
 
 
 def _flat(map_BCss: torch.Tensor) -> torch.Tensor:
@@ -126,26 +126,26 @@ class SelfAttention(nn.Module):
         self.heads, self.head_dim = heads, width // heads
         self.qkv = nn.Linear(width, 3 * width)
         self.proj = nn.Linear(width, width)
-        self.override: Callable | None = None  # (q, k, v) → out (B, H, L, d), or None for dense attention
+        self.override: Callable | None = None  # (q, k, v) → out (B, H, n, d), or None for dense attention
 
-    def forward(self, x_BLD: torch.Tensor, mask_LT: torch.Tensor | None, past: tuple | None, want_probs: bool):
-        """Returns (out (B, L, D), (k, v) each (B, H, T, d) including the past, probs (B, H, L, T) or None)."""
-        B, L, D = x_BLD.shape
-        q_BHLd, k_BHLd, v_BHLd = self.qkv(x_BLD).view(B, L, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+    def forward(self, x_BnD: torch.Tensor, mask_nm: torch.Tensor | None, past: tuple | None, want_probs: bool):
+        """Returns (out (B, n, D), (k, v) each (B, H, m, d) including the past, probs (B, H, n, m) or None)."""
+        B, n, D = x_BnD.shape
+        q_BHnd, k_BHmd, v_BHmd = self.qkv(x_BnD).view(B, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
         if past is not None:
-            k_BHLd = torch.cat([past[0], k_BHLd], dim=2)
-            v_BHLd = torch.cat([past[1], v_BHLd], dim=2)
-        probs_BHLT = None
-        out_BHLd = self.override(q_BHLd, k_BHLd, v_BHLd) if self.override is not None else None
-        if out_BHLd is None and want_probs:
-            scores_BHLT = (q_BHLd.float() @ k_BHLd.float().transpose(-1, -2)) * self.head_dim ** -0.5
-            if mask_LT is not None:
-                scores_BHLT = scores_BHLT.masked_fill(~mask_LT, float("-inf"))
-            probs_BHLT = scores_BHLT.softmax(-1)
-            out_BHLd = (probs_BHLT @ v_BHLd.float()).to(x_BLD.dtype)
-        elif out_BHLd is None:
-            out_BHLd = F.scaled_dot_product_attention(q_BHLd, k_BHLd, v_BHLd, attn_mask=mask_LT)
-        return self.proj(out_BHLd.transpose(1, 2).reshape(B, L, D)), (k_BHLd, v_BHLd), probs_BHLT
+            k_BHmd = torch.cat([past[0], k_BHmd], dim=2)
+            v_BHmd = torch.cat([past[1], v_BHmd], dim=2)
+        probs_BHnm = None
+        out_BHnd = self.override(q_BHnd, k_BHmd, v_BHmd) if self.override is not None else None
+        if out_BHnd is None and want_probs:
+            scores_BHnm = (q_BHnd.float() @ k_BHmd.float().transpose(-1, -2)) * self.head_dim ** -0.5
+            if mask_nm is not None:
+                scores_BHnm = scores_BHnm.masked_fill(~mask_nm, float("-inf"))
+            probs_BHnm = scores_BHnm.softmax(-1)
+            out_BHnd = (probs_BHnm @ v_BHmd.float()).to(x_BnD.dtype)
+        elif out_BHnd is None:
+            out_BHnd = F.scaled_dot_product_attention(q_BHnd, k_BHmd, v_BHmd, attn_mask=mask_nm)
+        return self.proj(out_BHnd.transpose(1, 2).reshape(B, n, D)), (k_BHmd, v_BHmd), probs_BHnm
 
 
 class AdaLNBlock(nn.Module):
@@ -160,14 +160,14 @@ class AdaLNBlock(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, width))
         self.ada = nn.Sequential(nn.SiLU(), nn.Linear(width, 6 * width))  # → shift1, scale1, gate1, shift2, ...
 
-    def forward(self, x_BLD: torch.Tensor, cond_BD: torch.Tensor, mask_LT: torch.Tensor | None, past: tuple | None,
+    def forward(self, x_BnD: torch.Tensor, cond_BD: torch.Tensor, mask_nm: torch.Tensor | None, past: tuple | None,
                 want_probs: bool):
-        """Returns (x (B, L, D), (k, v) of this layer, attention probs or None)."""
+        """Returns (x (B, n, D), (k, v) of this layer, attention probs or None)."""
         shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(cond_BD)[:, None].chunk(6, dim=-1)
-        a_BLD, kv, probs = self.attn(_modulate(self.norm1(x_BLD), shift1, scale1), mask_LT, past, want_probs)
-        x_BLD = x_BLD + gate1 * a_BLD
-        x_BLD = x_BLD + gate2 * self.mlp(_modulate(self.norm2(x_BLD), shift2, scale2))
-        return x_BLD, kv, probs
+        a_BnD, kv, probs = self.attn(_modulate(self.norm1(x_BnD), shift1, scale1), mask_nm, past, want_probs)
+        x_BnD = x_BnD + gate1 * a_BnD
+        x_BnD = x_BnD + gate2 * self.mlp(_modulate(self.norm2(x_BnD), shift2, scale2))
+        return x_BnD, kv, probs
 
 
 # --------------------------------------------------------------------------------------------- the model
@@ -183,12 +183,12 @@ class VAR(nn.Module):
         self.scales = config.scales
         self.offsets = scale_offsets(config.scales)
         self.null_class = config.num_classes
-        self.register_buffer("level_L", scale_levels(config.scales), persistent=False)
+        self.register_buffer("level_n", scale_levels(config.scales), persistent=False)
 
         # 2. embeddings: class (start token + AdaLN condition; last row = null class), input maps, positions, levels
         self.class_embed = nn.Embedding(config.num_classes + 1, D)
         self.input_proj = nn.Linear(config.embed_dim, D)
-        self.pos_LD = nn.Parameter(torch.zeros(config.seq_len, D))
+        self.pos_nD = nn.Parameter(torch.zeros(config.seq_len, D))
         self.level_embed = nn.Embedding(K, D)
 
         # 3. transformer blocks
@@ -217,7 +217,7 @@ class VAR(nn.Module):
                 nn.init.zeros_(m.bias)
             elif isinstance(m, nn.Embedding):
                 nn.init.trunc_normal_(m.weight, std=std)
-        nn.init.trunc_normal_(self.pos_LD, std=std)
+        nn.init.trunc_normal_(self.pos_nD, std=std)
         D = self.config.width
         for block in self.blocks:
             block.attn.proj.weight.data.mul_((2 * self.config.depth) ** -0.5)
@@ -240,16 +240,16 @@ class VAR(nn.Module):
         lo, hi = self.offsets[first], self.offsets[stop]
         if h_BlD.shape[1] != hi - lo:
             raise DraftScopeError(f"expected {hi - lo} tokens for scales {first}..{stop - 1}, got {h_BlD.shape[1]}")
-        return h_BlD + self.pos_LD[lo:hi] + self.level_embed(self.level_L[lo:hi])
+        return h_BlD + self.pos_nD[lo:hi] + self.level_embed(self.level_n[lo:hi])
 
-    def _run(self, h_BlD: torch.Tensor, cond_BD: torch.Tensor, mask_LT: torch.Tensor | None, use_cache: bool,
+    def _run(self, h_BlD: torch.Tensor, cond_BD: torch.Tensor, mask_nm: torch.Tensor | None, use_cache: bool,
              want_probs: bool = False) -> tuple[torch.Tensor, list]:
         """Blocks + head: logits (B, l, V) and per-layer attention probs (empty unless want_probs). With use_cache the
         new keys/values are appended to ``self.kv_cache`` and attention covers the cached positions."""
         probs = []
         for i, block in enumerate(self.blocks):
             past = self.kv_cache[i] if use_cache else None
-            h_BlD, kv, p = block(h_BlD, cond_BD, mask_LT, past, want_probs)
+            h_BlD, kv, p = block(h_BlD, cond_BD, mask_nm, past, want_probs)
             if use_cache:
                 self.kv_cache[i] = kv
             if want_probs:
@@ -264,19 +264,19 @@ class VAR(nn.Module):
         return self.offsets.index(n_tokens)
 
     # ----------------------------------------------------------------------------------------- training
-    def forward(self, cls_B: torch.Tensor, x_BLC: torch.Tensor) -> torch.Tensor:
-        """Teacher-forced logits (B, L, V) over scales 0..n−1 from input maps x (B, L−1, C) of scales 1..n−1
-        (``vq.teacher_inputs``; a prefix of scales also works). In training mode labels are dropped to the null
+    def forward(self, cls_B: torch.Tensor, x_BnC: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced logits (B, n, V) at the n tokens of scales 0..k−1 from input maps x (B, n−1, C) of scales
+        1..k−1 (``vq.teacher_inputs``; a prefix of scales also works). In training mode labels are dropped to the null
         class with probability ``cond_dropout``."""
         if self.training and self.config.cond_dropout > 0:
             drop_B = torch.rand(cls_B.shape, device=cls_B.device) < self.config.cond_dropout
             cls_B = torch.where(drop_B, torch.full_like(cls_B, self.null_class), cls_B)
-        n = self._n_scales(x_BLC.shape[1] + 1)
+        n = self._n_scales(x_BnC.shape[1] + 1)
         cond_BD = self.class_embed(cls_B)
-        h_BLD = self._tokens(cond_BD, x_BLC, 0, n)
-        mask_LL = block_causal_mask(self.scales[:n]).to(h_BLD.device)
-        logits_BLV, _ = self._run(h_BLD, cond_BD, mask_LL, use_cache=False)
-        return logits_BLV
+        h_BnD = self._tokens(cond_BD, x_BnC, 0, n)
+        mask_nn = block_causal_mask(self.scales[:n]).to(h_BnD.device)
+        logits_BnV, _ = self._run(h_BnD, cond_BD, mask_nn, use_cache=False)
+        return logits_BnV
 
     # ----------------------------------------------------------------------------------------- generation
     def _check_vq(self, vq) -> None:
@@ -334,7 +334,7 @@ class VAR(nn.Module):
         stop = K if stop_scale is None else int(stop_scale)
         if not max(n_prefix, 1) <= stop <= K:
             raise DraftScopeError(f"stop_scale must be in {max(n_prefix, 1)}..{K}, got {stop_scale}")
-        device = self.pos_LD.device
+        device = self.pos_nD.device
         guided = cfg != 0
         cls_B = cls_B.to(device=device, dtype=torch.long)
         cls_run = torch.cat([cls_B, torch.full_like(cls_B, self.null_class)]) if guided else cls_B

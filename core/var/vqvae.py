@@ -84,7 +84,7 @@ class _Phi(nn.Module):
 
 
 class MultiScaleVQVAE(nn.Module):
-    """Encoder (B, 3, H, W) → f (B, C, S, S); multi-scale residual quantiser; decoder f̂ → image in [-1, 1]."""
+    """Encoder (B, 3, P, P) → f (B, C, S, S); multi-scale residual quantiser; decoder f̂ → image in [-1, 1]."""
 
     def __init__(self, config: VQVAEConfig | None = None):
         super().__init__()
@@ -110,12 +110,12 @@ class MultiScaleVQVAE(nn.Module):
         self.phis = nn.ModuleList([_Phi(c, cfg.phi_mix) for _ in self.scales]) if cfg.use_phi else None
 
     # ----------------------------------------------------------------------------------------------- autoencoder
-    def encode(self, img_B3HW: torch.Tensor) -> torch.Tensor:
-        """Images in [-1, 1] (B, 3, H, W) → continuous latent f (B, C, S, S)."""
-        return self.encoder(img_B3HW)
+    def encode(self, img_B3PP: torch.Tensor) -> torch.Tensor:
+        """Images in [-1, 1] (B, 3, P, P) → continuous latent f (B, C, S, S)."""
+        return self.encoder(img_B3PP)
 
     def decode_latent(self, f_hat_BCSS: torch.Tensor) -> torch.Tensor:
-        """Latent (B, C, S, S) → images (B, 3, H, W) in [-1, 1] (tanh)."""
+        """Latent (B, C, S, S) → images (B, 3, P, P) in [-1, 1] (tanh)."""
         return torch.tanh(self.decoder(f_hat_BCSS))
 
     # -------------------------------------------------------------------------------------------- quantisation
@@ -175,16 +175,16 @@ class MultiScaleVQVAE(nn.Module):
                 "codebook_loss": float(codebook_loss.detach()) / n, "commit_loss": float(commit_loss.detach()) / n}
         return idx_list, f_hat_BCSS, loss, info
 
-    def forward(self, img_B3HW: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], dict]:
-        """Training pass: images (B, 3, H, W) → (reconstruction (B, 3, H, W), vq loss, idx_list, info)."""
-        idx_list, f_hat_BCSS, vq_loss, info = self.quantize(self.encode(img_B3HW))
+    def forward(self, img_B3PP: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], dict]:
+        """Training pass: images (B, 3, P, P) → (reconstruction (B, 3, P, P), vq loss, idx_list, info)."""
+        idx_list, f_hat_BCSS, vq_loss, info = self.quantize(self.encode(img_B3PP))
         return self.decode_latent(f_hat_BCSS), vq_loss, idx_list, info
 
     # ------------------------------------------------------------------------------------------------- tokens
     @torch.no_grad()
-    def encode_indices(self, img_B3HW: torch.Tensor) -> list[torch.Tensor]:
-        """Images (B, 3, H, W) → token maps, one (B, s_k, s_k) long per scale, coarse to fine."""
-        return self.quantize(self.encode(img_B3HW))[0]
+    def encode_indices(self, img_B3PP: torch.Tensor) -> list[torch.Tensor]:
+        """Images (B, 3, P, P) → token maps, one (B, s_k, s_k) long per scale, coarse to fine."""
+        return self.quantize(self.encode(img_B3PP))[0]
 
     def indices_to_latent(self, idx_list: list[torch.Tensor]) -> torch.Tensor:
         """Token maps for scales 0..m-1 (any prefix, m ≥ 1) → f̂ (B, C, S, S): the sum of their contributions."""
@@ -219,7 +219,7 @@ class MultiScaleVQVAE(nn.Module):
         return torch.cat(chunks, dim=1)
 
     def decode_indices(self, idx_list: list[torch.Tensor]) -> torch.Tensor:
-        """Token maps (all scales, or a prefix for a coarse preview) → images (B, 3, H, W) in [-1, 1]."""
+        """Token maps (all scales, or a prefix for a coarse preview) → images (B, 3, P, P) in [-1, 1]."""
         return self.decode_latent(self.indices_to_latent(idx_list))
 
     # ------------------------------------------------------------------------------------------------ storage
@@ -253,7 +253,7 @@ class MultiScaleVQVAE(nn.Module):
 
 @torch.no_grad()
 def reconstruction_error(model: MultiScaleVQVAE, imgs: torch.Tensor, batch: int = 256) -> float:
-    """Mean squared error (in [-1, 1] pixel space) between images (N, 3, H, W) and their tokenised reconstructions."""
+    """Mean squared error (in [-1, 1] pixel space) between images (N, 3, P, P) and their tokenised reconstructions."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
