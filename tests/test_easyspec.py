@@ -10,15 +10,15 @@ import pytest
 import torch
 from transformers import DynamicCache
 
-from conftest import hf_greedy, perturbed
-from core.specdec.drafters.base import DraftContext
-from core.specdec.drafters.easyspec import EasySpecDrafter, fuzzy_layers, layer_groups, modelled_latency
-from core.specdec import Session, SessionConfig
 from core.errors import DraftScopeError
 from core.runtime.cached_lm import CachedLM
 from core.runtime.layers import embed, head
+from core.specdec import Session, SessionConfig
+from core.specdec.drafters.base import DraftContext
+from core.specdec.drafters.easyspec import EasySpecDrafter, fuzzy_layers, layer_groups, modelled_latency
 from core.specdec.sampling import SamplingConfig
 from core.specdec.verify import build_verifier
+from tests.helpers import hf_greedy, perturbed
 
 PROMPT = "The quick brown fox jumps over the lazy dog and then the quick brown fox"
 N_NEW = 30

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import hf_greedy
-from core.options import option_fields
-from core.specdec.drafters import DRAFTERS, build_drafter
-from core.specdec.drafters.kangaroo_adapter import KangarooAdapter
 from core.specdec import Session, SessionConfig
+from core.specdec.drafters import DRAFTERS
 from core.specdec.verify import VERIFIERS, build_verifier
+from tests.helpers import hf_greedy, table_drafter
 
 TINY_PROMPTS = ["the cat sat on the mat and the cat sat on the", "1 2 3 4 5 6 7 8 9 10 11 12 13"]
 SMOL_PROMPTS = [
@@ -17,17 +15,6 @@ SMOL_PROMPTS = [
     "Summarize: Anna planted tomatoes, beans and basil in her garden in May. By July the tomatoes, beans and basil "
     "were ready, and Anna shared the tomatoes with her neighbours.",
 ]
-
-
-def _drafter(name, target, draft_model):
-    declared = {f.name for f in option_fields(DRAFTERS[name].Options)}
-    options = {k: v for k, v in {"draft_model": draft_model, "ngram_size": 3}.items() if k in declared}
-    layer_types = getattr(target.config, "layer_types", None) or []
-    if name in ("kangaroo", "easyspec", "sorted") and "sliding_attention" in layer_types:
-        pytest.skip(f"{name}'s layer slicing is not available for sliding-window models (it says so)")
-    if name == "kangaroo" and target.name != "smollm2-135m":  # SmolLM2 uses the shipped adapter
-        options.update(adapter=KangarooAdapter.from_target(target.model, target.n_layers // 2), eta=0.0)
-    return build_drafter(name, target, options)
 
 
 def _run(target, drafter, verifier, ids, n, gamma=4):
@@ -57,7 +44,7 @@ def test_tiny_greedy_identity(request, target_name, drafter, verifier, noisy_tin
     for text in TINY_PROMPTS:
         ids = target.encode(text)
         reference = hf_greedy(target, ids, 30)
-        session = _run(target, _drafter(drafter, target, draft_model), verifier, ids, 30)
+        session = _run(target, table_drafter(drafter, target, draft_model), verifier, ids, 30)
         _check(session, reference)
 
 
@@ -70,21 +57,21 @@ def test_smollm2_greedy_identity(smollm2, tiny_llama, drafter, verifier):
     for text in SMOL_PROMPTS:
         ids = smollm2.encode(text, chat=True)
         reference = hf_greedy(smollm2, ids, 24)
-        session = _run(smollm2, _drafter(drafter, smollm2, tiny_llama), verifier, ids, 24, gamma=5)
+        session = _run(smollm2, table_drafter(drafter, smollm2, tiny_llama), verifier, ids, 24, gamma=5)
         _check(session, reference)
 
 
 def test_ngram_accepts_on_repetitive_text(smollm2):
     """Prompt lookup must actually speed up copying: τ > 1 on a prompt asking to repeat a sentence."""
     ids = smollm2.encode(SMOL_PROMPTS[0], chat=True)
-    session = _run(smollm2, _drafter("ngram", smollm2, None), "greedy", ids, 24, gamma=8)
+    session = _run(smollm2, table_drafter("ngram", smollm2, None), "greedy", ids, 24, gamma=8)
     assert session.stats.tau > 1.3, session.stats.summary()
 
 
 def test_partial_acceptance_is_exercised(tiny_llama, noisy_tiny_llama):
     """The noisy drafter is neither always right nor always wrong, so both branches of the rule are covered."""
     ids = tiny_llama.encode(TINY_PROMPTS[0])
-    session = _run(tiny_llama, _drafter("model", tiny_llama, noisy_tiny_llama), "greedy", ids, 40)
+    session = _run(tiny_llama, table_drafter("model", tiny_llama, noisy_tiny_llama), "greedy", ids, 40)
     assert 0.1 < session.stats.alpha < 0.95, session.stats.summary()
 
 
@@ -105,7 +92,7 @@ def test_gemma3_past_its_sliding_window(gemma3, drafter):
     window = gemma3.config.sliding_window
     assert len(ids) < window < len(ids) + 40 - 10  # the window is crossed while decoding, with rollbacks around it
     reference = hf_greedy(gemma3, ids, 40)
-    session = _run(gemma3, _drafter(drafter, gemma3, None), "greedy", ids, 40, gamma=6)
+    session = _run(gemma3, table_drafter(drafter, gemma3, None), "greedy", ids, 40, gamma=6)
     _check(session, reference)
     if drafter == "ngram":
         assert session.stats.accepted > 0  # the passage repeats, so the lookup drafts get accepted

@@ -24,7 +24,7 @@ def test_smollm2_converted_once(smollm2):
 
 def test_smollm2_knows_facts(smollm2):
     """The converted weights are the real model, not noise: it completes a well-known fact."""
-    from conftest import hf_greedy
+    from tests.helpers import hf_greedy
 
     ids = smollm2.encode("What is the capital of France?", chat=True)
     assert "Paris" in smollm2.decode(hf_greedy(smollm2, ids, 12))

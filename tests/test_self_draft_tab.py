@@ -10,8 +10,9 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import pytest  # noqa: E402
 
 import core.specdec.drafters.kangaroo as kangaroo  # noqa: E402
-from app import common, self_draft_tab  # noqa: E402
+from app import self_draft_tab  # noqa: E402
 from app.main import build_demo  # noqa: E402
+from tests.helpers import call_handler, no_progress as _progress, tab_session as _session  # noqa: E402
 from visualizers.self_draft import OUTCOMES  # noqa: E402
 
 SETTINGS = {"prompt": "the cat sat on the mat. the cat sat on the", "chat": False, "target": "tiny-llama",
@@ -21,21 +22,13 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # gr.Warning out
 OUTPUTS = ("state", "strip", "confidence", "summary", "status")
 
 
-def _progress(*args, **kwargs):
-    pass
-
-
 @pytest.fixture()
 def handlers() -> self_draft_tab.Handlers:
     return self_draft_tab.Handlers()
 
 
 def _step(handlers, state=None, **kw) -> dict:
-    return dict(zip(OUTPUTS, handlers.step(state or {}, **{**SETTINGS, **kw}, progress=_progress), strict=True))
-
-
-def _session(out):
-    return common.get_session(out["state"]["sid"])
+    return call_handler(handlers.step, OUTPUTS, SETTINGS, state, **kw)
 
 
 def _points(fig) -> int:

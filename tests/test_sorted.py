@@ -9,15 +9,14 @@ import random
 import pytest
 import torch
 
-from conftest import greedy_acceptance, hf_greedy
-from core.specdec.drafters.sorted import SortedDrafter, default_exits_path, parse_thresholds
-from core.specdec.drafters.sorted_exits import SortedExits, default_exit_layers
-from core.specdec import Session, SessionConfig
 from core.errors import DraftScopeError
 from core.runtime.layers import embed, run_layers
-from core.runtime.models import LoadedModel
+from core.specdec import Session, SessionConfig
+from core.specdec.drafters.none import NoDrafter
+from core.specdec.drafters.sorted import SortedDrafter, default_exits_path, parse_thresholds
+from core.specdec.drafters.sorted_exits import SortedExits, default_exit_layers
 from core.specdec.verify import build_verifier
-from test_sampling_rule import _DigitTokenizer, assert_first_two_tokens_follow_target
+from tests.helpers import assert_follows_target, greedy_acceptance, hf_greedy, sampled_law
 
 PROMPT = "The quick brown fox jumps over the lazy dog and then the quick brown fox"
 
@@ -90,24 +89,16 @@ def test_greedy_identity_tiny(tiny_llama, thresholds):
     assert all(len(c) == k + 1 for info in infos for k, c in zip(info["exits"], info["confidences"]))
 
 
-def _vocab6_model(seed: int, layers: int = 4) -> LoadedModel:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    config = LlamaConfig(vocab_size=6, hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64,
-                         initializer_range=0.2, bos_token_id=None, eos_token_id=None, pad_token_id=None)
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(config).eval()
-    model.generation_config.eos_token_id = None
-    return LoadedModel(name=f"vocab6-{layers}l-{seed}", model=model, tokenizer=_DigitTokenizer(), source="test")
-
-
-def test_sampled_output_follows_the_target():
+def test_sampled_output_follows_the_target(vocab6):
     """Which exit a token leaves at depends only on the context, so sampling from that exit's q keeps the rule
-    lossless: the first two tokens follow the target's exact law while several exits are in use."""
-    target = _vocab6_model(0)
-    drafter = SortedDrafter(target, exits=_noisy_exits(target, scale=0.3), thresholds="0.4")
-    assert_first_two_tokens_follow_target(target, drafter)
+    lossless: the first two tokens (1200 seeds, γ = 3, T = 1) follow the target's exact law while several exits are
+    in use."""
+    drafter = SortedDrafter(vocab6, exits=_noisy_exits(vocab6, scale=0.3), thresholds="0.4")
+    settings = dict(temperature=1.0, gamma=3, max_new_tokens=4)
+    law = sampled_law(vocab6, drafter, "sampling", [1, 4, 2], 1200, **settings)
+    plain = sampled_law(vocab6, NoDrafter(vocab6), "sampling", [1, 4, 2], 1200, **settings)
+    assert_follows_target(law, 0.07, plain)
+    assert 0.05 * law.drafted < law.accepted < 0.95 * law.drafted, (law.drafted, law.accepted)
     assert sum(c > 0 for c in drafter.exit_counts) >= 2, drafter.exit_counts
 
 

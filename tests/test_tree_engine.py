@@ -9,19 +9,19 @@ import json
 import pytest
 import torch
 
-from core.specdec.drafters.early_exit import EarlyExitDrafter
-from core.specdec.drafters.model import ModelDrafter
-from core.specdec import Session, SessionConfig
 from core.errors import DraftScopeError
 from core.runtime.cached_lm import CachedLM
+from core.specdec import Session, SessionConfig
+from core.specdec.drafters.early_exit import EarlyExitDrafter
+from core.specdec.drafters.model import ModelDrafter
 from core.specdec.records import TreeStepRecord, alpha_star_summary
-from core.specdec.trees.tree import TokenTree, TreeCache
 from core.specdec.trees.grow import TreeSpec
+from core.specdec.trees.tree import TokenTree, TreeCache
 from core.specdec.verify import build_verifier
 from core.specdec.verify.greedy import GreedyVerifier
 from core.specdec.verify.rrs import RRSVerifier
 from core.specdec.verify.rsd import RSDVerifier
-from tests.conftest import hf_greedy, perturbed
+from tests.helpers import hf_greedy, perturbed
 
 PROMPT = "The quick brown fox jumps over the lazy dog. Then the fox"
 

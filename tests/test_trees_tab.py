@@ -8,8 +8,9 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import pytest  # noqa: E402
 
-from app import common, trees_tab  # noqa: E402
+from app import trees_tab  # noqa: E402
 from app.main import build_demo  # noqa: E402
+from tests.helpers import call_handler, no_progress as _progress, tab_session as _session  # noqa: E402
 from visualizers.tree_graph import DECISIONS  # noqa: E402
 
 SETTINGS = {"prompt": "the cat sat on the mat. the cat sat on the", "chat": False, "target": "tiny-llama",
@@ -20,21 +21,13 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # gr.Warning out
 OUTPUTS = ("state", "text", "graph", "mask", "alpha", "compare", "summary", "round", "status")
 
 
-def _progress(*args, **kwargs):
-    pass
-
-
 @pytest.fixture()
 def handlers() -> trees_tab.Handlers:
     return trees_tab.Handlers()
 
 
 def _step(handlers, state=None, **kw) -> dict:
-    return dict(zip(OUTPUTS, handlers.step(state or {}, **{**SETTINGS, **kw}, progress=_progress), strict=True))
-
-
-def _session(out):
-    return common.get_session(out["state"]["sid"])
+    return call_handler(handlers.step, OUTPUTS, SETTINGS, state, **kw)
 
 
 def test_step_draws_a_tree_and_steps_the_chain_alongside(handlers):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from core.cli import main
-from tests.var_helpers import write_tiny_checkpoints
+from tests.helpers import write_tiny_checkpoints
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from core.errors import DraftScopeError
 from core.var.bundle import load_bundle
 from core.var.classifier import ImageClassifier, train_classifier
 from core.var.code import code_generate, compare_splits, psnr
-from tests.var_helpers import tiny_bundle, write_tiny_checkpoints
+from tests.helpers import tiny_bundle, write_tiny_checkpoints
 
 
 @pytest.fixture(scope="module")

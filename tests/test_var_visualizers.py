@@ -14,7 +14,7 @@ from core.var.code import code_generate, compare_splits
 from core.var.draft_attention import GridMap, draft_attention_generate
 from core.var.report import calibrate
 from core.var.scalekv import kv_generate, scale_budgets
-from tests.var_helpers import tiny_bundle
+from tests.helpers import tiny_bundle
 from visualizers import var as vis
 
 SPLIT, N_IMAGES, CLASS, SEED = 4, 3, 2, 5

@@ -9,8 +9,7 @@ import pytest
 import torch
 
 from core.errors import DraftScopeError
-from core.train.var_vqvae import main as train_main
-from core.train.var_vqvae import train
+from core.train.var_vqvae import main as train_main, train
 from core.var.data import CLASS_NAMES, draw, make_dataset, to_uint8
 from core.var.vqvae import MultiScaleVQVAE, VQVAEConfig, reconstruction_error
 
@@ -168,6 +167,30 @@ def test_save_load_round_trip(trained, images, tmp_path):
         assert all(f.get_tensor(k).dtype == torch.float16 for k in f.keys())
     with pytest.raises(DraftScopeError):
         MultiScaleVQVAE.load(tmp_path / "missing.safetensors")
+
+
+def test_checkpoint_format_and_errors(untrained, tmp_path):
+    """One header key ("draftscope": kind + meta), fp16 floats, other dtypes kept; clear errors for a missing file
+    (naming the training command), a file of another kind and an unreadable one; no temporary file left behind."""
+    from safetensors import safe_open
+
+    from core.runtime import checkpoint
+
+    path = checkpoint.save(tmp_path / "c.safetensors", {"w": torch.randn(2, 3), "n": torch.tensor(7)}, {"a": 1}, "var")
+    with safe_open(str(path), "pt") as f:
+        assert json.loads(f.metadata()["draftscope"]) == {"kind": "var", "meta": {"a": 1}} and len(f.metadata()) == 1
+    state, meta = checkpoint.load(path, "var", "python -m core.train.var")
+    assert meta == {"a": 1} and state["w"].dtype == torch.float16 and state["n"].dtype == torch.int64
+    assert checkpoint.read_meta(path, "var", "x") == {"a": 1}
+    with pytest.raises(DraftScopeError, match="not found.*python -m core.train.var_vqvae"):
+        MultiScaleVQVAE.load(tmp_path / "missing.safetensors")
+    with pytest.raises(DraftScopeError, match="not a DraftScope VAR tokenizer"):
+        MultiScaleVQVAE.load(path)
+    (tmp_path / "bad.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(DraftScopeError, match="cannot read"):
+        MultiScaleVQVAE.load(tmp_path / "bad.safetensors")
+    untrained.save(tmp_path / "v.safetensors", {})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.safetensors", "c.safetensors", "v.safetensors"]
 
 
 def test_cli(tmp_path, capsys):

@@ -12,8 +12,16 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import pytest  # noqa: E402
 
-from tests.e2e.gradio_ui import (CHROMIUM, CHROMIUM_ARGS, TINY_TARGET, VIEWPORT, free_port,  # noqa: E402
-                                 open_app, screenshot)
+from tests.e2e.gradio_ui import (  # noqa: E402
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    TINY_TARGET,
+    VIEWPORT,
+    free_port,
+    open_app,
+    require_browser,
+    screenshot,
+)
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +51,7 @@ def app_url():
 
 @pytest.fixture(scope="session")
 def browser():
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium; never `playwright install`)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
+    sync_api = require_browser()
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:

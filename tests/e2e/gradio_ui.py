@@ -22,6 +22,8 @@ import re
 import socket
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("DRAFTSCOPE_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -35,6 +37,19 @@ VIEWPORT = {"width": 1280, "height": 1000}
 ROUND_SEP = "#token-strip .round-sep[title]"
 TOKEN = "#token-strip .tok"
 TOKEN_KINDS = ("accepted", "rejected", "resampled", "bonus")
+PROMPT = "the cat sat on the mat. the cat sat on the"  # the tabs' test prompt (plain text: chat off)
+# plotly's graph div keeps the figure: what each of its traces shows (``meta``), and their names
+TRACE_METAS = "sel => (document.querySelector(sel)?.data || []).map(t => t.meta)"
+TRACE_NAMES = "sel => (document.querySelector(sel)?.data || []).map(t => t.name)"
+
+
+def require_browser():
+    """Skip the calling test module (or fixture) unless Chromium and the playwright package are installed; returns
+    ``playwright.sync_api``."""
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"browser tests need Chromium at {CHROMIUM} (Debian: apt-get install chromium; set "
+                    "$DRAFTSCOPE_CHROMIUM for another path). Never run `playwright install`.", allow_module_level=True)
+    return pytest.importorskip("playwright.sync_api", reason="browser tests need the playwright Python package")
 
 
 def artifacts_dir() -> Path:
@@ -125,6 +140,15 @@ def target_calls(page) -> int | None:
 def step(page, expect_rounds: int) -> None:
     page.locator("button#step").click()
     wait_rounds(page, expect_rounds)
+
+
+def open_tab(page, name: str, ready: str, target_id: str | None = None, exact: bool = False) -> None:
+    """Click the tab ``name``, wait until ``ready`` (a selector) is visible and, with ``target_id``, pick the tiny
+    target in that dropdown (a no-op when the app's default target is already the tiny one)."""
+    page.get_by_role("tab", name=name, exact=exact).click()
+    page.locator(ready).wait_for(state="visible", timeout=10_000)
+    if target_id:
+        choose(page, target_id, TINY_TARGET)
 
 
 def open_app(page, url: str, target: str = TINY_TARGET) -> None:

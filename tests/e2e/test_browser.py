@@ -5,26 +5,30 @@ Every scenario saves a full-page screenshot to ``test-artifacts/e2e/<scenario>.p
 
 from __future__ import annotations
 
-import os
 import re
 import time
 
 import pytest
 
-from tests.e2e.gradio_ui import (CHROMIUM, TOKEN, TOKEN_KINDS, choose, rounds, screenshot, set_slider,
-                                 status_text, step, target_calls, wait_idle, wait_rounds)
-
-if not os.path.exists(CHROMIUM):
-    pytest.skip(f"browser tests need Chromium at {CHROMIUM} (Debian: apt-get install chromium; "
-                "set $DRAFTSCOPE_CHROMIUM for another path). Never run `playwright install`.", allow_module_level=True)
-pytest.importorskip("playwright.sync_api", reason="browser tests need the playwright Python package")
-
-from playwright.sync_api import (
-    TimeoutError as PlaywrightTimeout,  # noqa: E402
-    expect,  # noqa: E402
+from tests.e2e.gradio_ui import (
+    PROMPT,
+    TOKEN,
+    TOKEN_KINDS,
+    choose,
+    require_browser,
+    rounds,
+    screenshot,
+    set_slider,
+    status_text,
+    step,
+    target_calls,
+    wait_idle,
+    wait_rounds,
 )
 
-PROMPT = "the cat sat on the mat. the cat sat on the"
+playwright = require_browser()
+expect, PlaywrightTimeout = playwright.expect, playwright.TimeoutError
+
 OTHER_PROMPT = "one two three four five, one two three four five, one two three"
 CONTRACT_TIMEOUT_MS = 10_000  # for elements of the final interface: fail fast when they are missing
 

@@ -7,30 +7,26 @@ Saves ``test-artifacts/e2e/kv.png`` (or under ``$DRAFTSCOPE_ARTIFACTS``).
 
 from __future__ import annotations
 
-import os
+from tests.e2e.gradio_ui import (
+    TINY_TARGET,
+    TRACE_METAS,
+    choose,
+    open_tab,
+    require_browser,
+    screenshot,
+    set_slider,
+    wait_idle,
+)
 
-import pytest
-
-from tests.e2e.gradio_ui import CHROMIUM, TINY_TARGET, choose, screenshot, set_slider, wait_idle
-
-if not os.path.exists(CHROMIUM):
-    pytest.skip(f"browser tests need Chromium at {CHROMIUM} (Debian: apt-get install chromium; "
-                "set $DRAFTSCOPE_CHROMIUM for another path). Never run `playwright install`.", allow_module_level=True)
-pytest.importorskip("playwright.sync_api", reason="browser tests need the playwright Python package")
-
-from playwright.sync_api import expect  # noqa: E402
+expect = require_browser().expect
 
 METHODS = ("snapkv", "streamingllm", "speckv", "specpc")  # the tab's default methods
-# plotly's graph div keeps the figure: the ``meta`` of its traces names what each one shows
-_TRACE_METAS = "sel => (document.querySelector(sel)?.data || []).map(t => t.meta)"
 _TITLE = "sel => document.querySelector(sel)?.layout?.title?.text || ''"
 
 
 def test_kv_tab_runs_the_methods_and_shows_what_they_kept(app_page):
     page = app_page
-    page.get_by_role("tab", name="KV importance").click()
-    page.locator("button#kv-run").wait_for(state="visible", timeout=10_000)
-    choose(page, "kv-target", TINY_TARGET)  # no-ops when the app's default target is already the tiny one
+    open_tab(page, "KV importance", "button#kv-run", "kv-target")
     choose(page, "kv-drafter", TINY_TARGET)
     choose(page, "kv-task", "passkey")
     set_slider(page, "kv-length", 256)
@@ -39,7 +35,7 @@ def test_kv_tab_runs_the_methods_and_shows_what_they_kept(app_page):
     page.locator("button#kv-run").click()
 
     grid = "#kv-grid .js-plotly-plot"
-    page.wait_for_function(f"sel => ({_TRACE_METAS})(sel).includes('grid')", arg=grid, timeout=120_000)
+    page.wait_for_function(f"sel => ({TRACE_METAS})(sel).includes('grid')", arg=grid, timeout=120_000)
     wait_idle(page, 120_000)
     status = page.locator("#kv-status [data-testid='markdown']").inner_text().strip()
     assert status.startswith("Done in") and "budget 32" in status, status
@@ -49,8 +45,8 @@ def test_kv_tab_runs_the_methods_and_shows_what_they_kept(app_page):
     assert rows.count() == len(METHODS)
     assert [rows.nth(k).get_attribute("data-method") for k in range(rows.count())] == list(METHODS)
     expect(page.locator("#kv-outputs tr.kv-full")).to_have_count(1)
-    assert "scores" in page.evaluate(_TRACE_METAS, "#kv-head-map .js-plotly-plot")
-    assert "scatter" in page.evaluate(_TRACE_METAS, "#kv-correlation .js-plotly-plot")
+    assert "scores" in page.evaluate(TRACE_METAS, "#kv-head-map .js-plotly-plot")
+    assert "scatter" in page.evaluate(TRACE_METAS, "#kv-correlation .js-plotly-plot")
 
     set_slider(page, "kv-layer", 2)  # re-rendered from the stored report, no new run
     page.wait_for_function(f"sel => ({_TITLE})(sel).includes('layer 2')", arg="#kv-head-map .js-plotly-plot",
@@ -60,7 +56,7 @@ def test_kv_tab_runs_the_methods_and_shows_what_they_kept(app_page):
 
     set_slider(page, "kv-da-layer", 1)  # DraftAttention on the same prompt: full map, draft map, selected blocks
     page.locator("button#kv-da-run").click()
-    page.wait_for_function(f"sel => ({_TRACE_METAS})(sel).includes('selected')", arg="#kv-da-plot .js-plotly-plot",
+    page.wait_for_function(f"sel => ({TRACE_METAS})(sel).includes('selected')", arg="#kv-da-plot .js-plotly-plot",
                            timeout=60_000)
     wait_idle(page)
     da_status = page.locator("#kv-da-status [data-testid='markdown']").inner_text().strip()

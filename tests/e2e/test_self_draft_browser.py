@@ -6,29 +6,23 @@ Saves ``test-artifacts/e2e/self_draft.png`` (or under ``$DRAFTSCOPE_ARTIFACTS``)
 
 from __future__ import annotations
 
-import os
+from tests.e2e.gradio_ui import (
+    PROMPT,
+    TRACE_METAS,
+    choose,
+    open_tab,
+    require_browser,
+    screenshot,
+    set_slider,
+    wait_idle,
+)
 
-import pytest
-
-from tests.e2e.gradio_ui import CHROMIUM, TINY_TARGET, choose, screenshot, set_slider, wait_idle
-
-if not os.path.exists(CHROMIUM):
-    pytest.skip(f"browser tests need Chromium at {CHROMIUM} (Debian: apt-get install chromium; "
-                "set $DRAFTSCOPE_CHROMIUM for another path). Never run `playwright install`.", allow_module_level=True)
-pytest.importorskip("playwright.sync_api", reason="browser tests need the playwright Python package")
-
-from playwright.sync_api import expect  # noqa: E402
-
-PROMPT = "the cat sat on the mat. the cat sat on the"
-# plotly's graph div keeps the figure: the ``meta`` of its traces names what each one shows
-_TRACE_METAS = "sel => (document.querySelector(sel)?.data || []).map(t => t.meta)"
+expect = require_browser().expect
 
 
 def test_self_draft_tab_step_plots_the_confidence(app_page):
     page = app_page
-    page.get_by_role("tab", name="Self-drafting").click()
-    page.locator("#self-draft-prompt textarea").wait_for(state="visible", timeout=10_000)
-    choose(page, "self-draft-target", TINY_TARGET)  # no-op when the app's default target is already the tiny one
+    open_tab(page, "Self-drafting", "#self-draft-prompt textarea", "self-draft-target")
     choose(page, "self-draft-drafter", "kangaroo")
     page.locator("#self-draft-chat input[type=checkbox]").uncheck()
     set_slider(page, "self-draft-eta", 0)  # the tiny random model is never confident: η = 0 lets it draft
@@ -36,11 +30,11 @@ def test_self_draft_tab_step_plots_the_confidence(app_page):
     page.locator("button#self-draft-step").click()
 
     plot = "#self-draft-confidence .js-plotly-plot"
-    page.wait_for_function(f"sel => ({_TRACE_METAS})(sel).includes('eta')", arg=plot, timeout=60_000)
+    page.wait_for_function(f"sel => ({TRACE_METAS})(sel).includes('eta')", arg=plot, timeout=60_000)
     wait_idle(page)
     status = page.locator("#self-draft-status [data-testid='markdown']").inner_text().strip()
     assert status.startswith("1 round"), status
-    metas = page.evaluate(_TRACE_METAS, plot)
+    metas = page.evaluate(TRACE_METAS, plot)
     assert "accepted" in metas or "rejected" in metas, metas
     points = page.locator(f"{plot} .scatterlayer .point").count()
     assert points >= 1, points
@@ -50,7 +44,7 @@ def test_self_draft_tab_step_plots_the_confidence(app_page):
     set_slider(page, "self-draft-max-new-tokens", 6)  # the sweep: five η and plain decoding, 6 tokens each
     page.locator("button#self-draft-sweep").click()
     sweep = "#self-draft-sweep-plot .js-plotly-plot"
-    page.wait_for_function(f"sel => ({_TRACE_METAS})(sel).includes('plain')", arg=sweep, timeout=60_000)
+    page.wait_for_function(f"sel => ({TRACE_METAS})(sel).includes('plain')", arg=sweep, timeout=60_000)
     wait_idle(page)
     assert "η sweep over 6 new tokens" in page.locator("#self-draft-status [data-testid='markdown']").inner_text()
     screenshot(page, "self_draft")
@@ -60,9 +54,7 @@ def test_sorted_drafter_shows_the_exit_of_each_token(app_page):
     """S2D: θ₁ = 0 drafts every token from the first exit; the exit × token chart is a heatmap with the markers on
     the first row."""
     page = app_page
-    page.get_by_role("tab", name="Self-drafting").click()
-    page.locator("#self-draft-prompt textarea").wait_for(state="visible", timeout=10_000)
-    choose(page, "self-draft-target", TINY_TARGET)
+    open_tab(page, "Self-drafting", "#self-draft-prompt textarea", "self-draft-target")
     choose(page, "self-draft-drafter", "sorted")
     page.locator("#self-draft-chat input[type=checkbox]").uncheck()
     set_slider(page, "self-draft-theta1", 0)
@@ -71,7 +63,7 @@ def test_sorted_drafter_shows_the_exit_of_each_token(app_page):
     wait_idle(page)
     page.locator("button#self-draft-step").click()
     plot = "#self-draft-confidence .js-plotly-plot"
-    page.wait_for_function(f"sel => ({_TRACE_METAS})(sel).includes('confidence')", arg=plot, timeout=60_000)
+    page.wait_for_function(f"sel => ({TRACE_METAS})(sel).includes('confidence')", arg=plot, timeout=60_000)
     wait_idle(page)
     status = page.locator("#self-draft-status [data-testid='markdown']").inner_text().strip()
     assert "Last round: drafted from layer 1" in status, status

@@ -11,15 +11,11 @@ import os
 
 import pytest
 
-from tests.e2e.gradio_ui import CHROMIUM, screenshot, set_slider, wait_idle
+from core.var.bundle import ENV_DIR
+from tests.e2e.gradio_ui import open_tab, require_browser, screenshot, set_slider, wait_idle
+from tests.helpers import write_tiny_checkpoints
 
-if not os.path.exists(CHROMIUM):
-    pytest.skip(f"browser tests need Chromium at {CHROMIUM} (Debian: apt-get install chromium; "
-                "set $DRAFTSCOPE_CHROMIUM for another path). Never run `playwright install`.", allow_module_level=True)
-pytest.importorskip("playwright.sync_api", reason="browser tests need the playwright Python package")
-
-from core.var.bundle import ENV_DIR  # noqa: E402
-from tests.var_helpers import write_tiny_checkpoints  # noqa: E402
+require_browser()
 
 K = 6  # the tiny tokenizer's scales: 1, 2, 3, 4, 6, 8
 # plotly's graph div keeps the figure: count its image traces
@@ -47,8 +43,7 @@ def _markdown(page, elem_id: str) -> str:
 
 def test_var_tab_generates_moves_the_split_and_steps(app_page):
     page = app_page
-    page.get_by_role("tab", name="VAR", exact=True).click()
-    page.locator("button#var-generate").wait_for(state="visible", timeout=10_000)
+    open_tab(page, "VAR", "button#var-generate", exact=True)
     page.locator("button#var-generate").click()
 
     canvas = "#var-canvas .js-plotly-plot"
