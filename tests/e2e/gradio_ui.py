@@ -22,8 +22,6 @@ import re
 import socket
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("DRAFTSCOPE_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -43,13 +41,12 @@ TRACE_METAS = "sel => (document.querySelector(sel)?.data || []).map(t => t.meta)
 TRACE_NAMES = "sel => (document.querySelector(sel)?.data || []).map(t => t.name)"
 
 
-def require_browser():
-    """Skip the calling test module (or fixture) unless Chromium and the playwright package are installed; returns
-    ``playwright.sync_api``."""
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"browser tests need Chromium at {CHROMIUM} (Debian: apt-get install chromium; set "
-                    "$DRAFTSCOPE_CHROMIUM for another path). Never run `playwright install`.", allow_module_level=True)
-    return pytest.importorskip("playwright.sync_api", reason="browser tests need the playwright Python package")
+def expect(actual, *args, **kwargs):
+    """Playwright's ``expect``, imported when first used: the test modules import without playwright, and the
+    ``browser`` fixture skips their tests when it or Chromium is missing."""
+    from playwright.sync_api import expect as playwright_expect
+
+    return playwright_expect(actual, *args, **kwargs)
 
 
 def artifacts_dir() -> Path:
@@ -109,6 +106,19 @@ def wait_idle(page, timeout: float = ROUND_TIMEOUT_MS) -> None:
     page.wait_for_function(
         "() => [...document.querySelectorAll('[data-testid=\"status-tracker\"]')]"
         ".every(t => t.classList.contains('hide'))", timeout=timeout)
+
+
+def markdown(page, elem_id: str) -> str:
+    """The text of the Markdown ``#elem_id`` (without its status tracker's progress text), stripped."""
+    return page.locator(f"#{elem_id} [data-testid='markdown']").inner_text().strip()
+
+
+def wait_plot(page, plot: str, want: str, script: str = TRACE_METAS, timeout: float = ROUND_TIMEOUT_MS) -> list:
+    """Wait until the plotly figure ``plot`` (a selector) has a trace ``want`` (``script``: TRACE_METAS or
+    TRACE_NAMES) and the page is idle; returns what ``script`` lists for every trace."""
+    page.wait_for_function(f"sel => ({script})(sel).includes('{want}')", arg=plot, timeout=timeout)
+    wait_idle(page, timeout)
+    return page.evaluate(script, plot)
 
 
 def rounds(page) -> int:

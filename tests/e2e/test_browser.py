@@ -15,7 +15,7 @@ from tests.e2e.gradio_ui import (
     TOKEN,
     TOKEN_KINDS,
     choose,
-    require_browser,
+    expect,
     rounds,
     screenshot,
     set_slider,
@@ -26,15 +26,14 @@ from tests.e2e.gradio_ui import (
     wait_rounds,
 )
 
-playwright = require_browser()
-expect, PlaywrightTimeout = playwright.expect, playwright.TimeoutError
-
 OTHER_PROMPT = "one two three four five, one two three four five, one two three"
 CONTRACT_TIMEOUT_MS = 10_000  # for elements of the final interface: fail fast when they are missing
 
 
 def _require(page, selector: str) -> None:
     """Fail fast, in one line, when an element of the final interface is not on the page."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     try:
         page.locator(selector).first.wait_for(state="attached", timeout=CONTRACT_TIMEOUT_MS)
     except PlaywrightTimeout:

@@ -11,14 +11,14 @@ from tests.e2e.gradio_ui import (
     TINY_TARGET,
     TRACE_METAS,
     choose,
+    expect,
+    markdown,
     open_tab,
-    require_browser,
     screenshot,
     set_slider,
     wait_idle,
+    wait_plot,
 )
-
-expect = require_browser().expect
 
 METHODS = ("snapkv", "streamingllm", "speckv", "specpc")  # the tab's default methods
 _TITLE = "sel => document.querySelector(sel)?.layout?.title?.text || ''"
@@ -35,9 +35,8 @@ def test_kv_tab_runs_the_methods_and_shows_what_they_kept(app_page):
     page.locator("button#kv-run").click()
 
     grid = "#kv-grid .js-plotly-plot"
-    page.wait_for_function(f"sel => ({TRACE_METAS})(sel).includes('grid')", arg=grid, timeout=120_000)
-    wait_idle(page, 120_000)
-    status = page.locator("#kv-status [data-testid='markdown']").inner_text().strip()
+    wait_plot(page, grid, "grid", timeout=120_000)
+    status = markdown(page, "kv-status")
     assert status.startswith("Done in") and "budget 32" in status, status
     assert page.locator("#kv-heatmap .kvt").count() > 200
     assert page.locator("#kv-heatmap .kvt.ev").count() > 0  # 32 of ~250 tokens kept: some evicted everywhere
@@ -52,13 +51,11 @@ def test_kv_tab_runs_the_methods_and_shows_what_they_kept(app_page):
     page.wait_for_function(f"sel => ({_TITLE})(sel).includes('layer 2')", arg="#kv-head-map .js-plotly-plot",
                            timeout=20_000)
     wait_idle(page)
-    assert page.locator("#kv-status [data-testid='markdown']").inner_text().strip() == status
+    assert markdown(page, "kv-status") == status
 
     set_slider(page, "kv-da-layer", 1)  # DraftAttention on the same prompt: full map, draft map, selected blocks
     page.locator("button#kv-da-run").click()
-    page.wait_for_function(f"sel => ({TRACE_METAS})(sel).includes('selected')", arg="#kv-da-plot .js-plotly-plot",
-                           timeout=60_000)
-    wait_idle(page)
-    da_status = page.locator("#kv-da-status [data-testid='markdown']").inner_text().strip()
+    wait_plot(page, "#kv-da-plot .js-plotly-plot", "selected")
+    da_status = markdown(page, "kv-da-status")
     assert da_status.startswith("DraftAttention on tiny-llama") and "layer 1, head 0" in da_status, da_status
     screenshot(page, "kv")

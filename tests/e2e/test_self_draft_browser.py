@@ -6,18 +6,7 @@ Saves ``test-artifacts/e2e/self_draft.png`` (or under ``$DRAFTSCOPE_ARTIFACTS``)
 
 from __future__ import annotations
 
-from tests.e2e.gradio_ui import (
-    PROMPT,
-    TRACE_METAS,
-    choose,
-    open_tab,
-    require_browser,
-    screenshot,
-    set_slider,
-    wait_idle,
-)
-
-expect = require_browser().expect
+from tests.e2e.gradio_ui import PROMPT, choose, expect, markdown, open_tab, screenshot, set_slider, wait_idle, wait_plot
 
 
 def test_self_draft_tab_step_plots_the_confidence(app_page):
@@ -30,11 +19,9 @@ def test_self_draft_tab_step_plots_the_confidence(app_page):
     page.locator("button#self-draft-step").click()
 
     plot = "#self-draft-confidence .js-plotly-plot"
-    page.wait_for_function(f"sel => ({TRACE_METAS})(sel).includes('eta')", arg=plot, timeout=60_000)
-    wait_idle(page)
-    status = page.locator("#self-draft-status [data-testid='markdown']").inner_text().strip()
+    metas = wait_plot(page, plot, "eta")
+    status = markdown(page, "self-draft-status")
     assert status.startswith("1 round"), status
-    metas = page.evaluate(TRACE_METAS, plot)
     assert "accepted" in metas or "rejected" in metas, metas
     points = page.locator(f"{plot} .scatterlayer .point").count()
     assert points >= 1, points
@@ -43,10 +30,8 @@ def test_self_draft_tab_step_plots_the_confidence(app_page):
 
     set_slider(page, "self-draft-max-new-tokens", 6)  # the sweep: five η and plain decoding, 6 tokens each
     page.locator("button#self-draft-sweep").click()
-    sweep = "#self-draft-sweep-plot .js-plotly-plot"
-    page.wait_for_function(f"sel => ({TRACE_METAS})(sel).includes('plain')", arg=sweep, timeout=60_000)
-    wait_idle(page)
-    assert "η sweep over 6 new tokens" in page.locator("#self-draft-status [data-testid='markdown']").inner_text()
+    wait_plot(page, "#self-draft-sweep-plot .js-plotly-plot", "plain")
+    assert "η sweep over 6 new tokens" in markdown(page, "self-draft-status")
     screenshot(page, "self_draft")
 
 
@@ -62,10 +47,8 @@ def test_sorted_drafter_shows_the_exit_of_each_token(app_page):
     page.locator("button#self-draft-reset").click()
     wait_idle(page)
     page.locator("button#self-draft-step").click()
-    plot = "#self-draft-confidence .js-plotly-plot"
-    page.wait_for_function(f"sel => ({TRACE_METAS})(sel).includes('confidence')", arg=plot, timeout=60_000)
-    wait_idle(page)
-    status = page.locator("#self-draft-status [data-testid='markdown']").inner_text().strip()
+    wait_plot(page, "#self-draft-confidence .js-plotly-plot", "confidence")
+    status = markdown(page, "self-draft-status")
     assert "Last round: drafted from layer 1" in status, status
     expect(page.locator("#self-draft-summary")).to_contain_text("exits used")
     screenshot(page, "self_draft_sorted")

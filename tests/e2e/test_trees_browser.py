@@ -5,9 +5,7 @@ Saves ``test-artifacts/e2e/trees.png`` (or under ``$DRAFTSCOPE_ARTIFACTS``).
 
 from __future__ import annotations
 
-from tests.e2e.gradio_ui import PROMPT, TRACE_NAMES, open_tab, require_browser, screenshot, wait_idle
-
-expect = require_browser().expect
+from tests.e2e.gradio_ui import PROMPT, TRACE_NAMES, expect, markdown, open_tab, screenshot, wait_plot
 
 
 def test_trees_tab_step_draws_the_tree(app_page):
@@ -18,11 +16,9 @@ def test_trees_tab_step_draws_the_tree(app_page):
     page.locator("button#trees-step").click()
 
     graph = "#trees-graph .js-plotly-plot"
-    page.wait_for_function(f"sel => ({TRACE_NAMES})(sel).includes('root')", arg=graph, timeout=60_000)
-    wait_idle(page)
-    status = page.locator("#trees-status [data-testid='markdown']").inner_text().strip()
+    names = wait_plot(page, graph, "root", TRACE_NAMES)
+    status = markdown(page, "trees-status")
     assert status.startswith("1 round"), status
-    names = page.evaluate(TRACE_NAMES, graph)
     assert "accepted" in names or "rejected" in names, names
     boxes = page.locator(f"{graph} .annotation").count()
     assert boxes >= 3, boxes  # the root, at least one drafted node and the target's token

@@ -12,10 +12,8 @@ import os
 import pytest
 
 from core.var.bundle import ENV_DIR
-from tests.e2e.gradio_ui import open_tab, require_browser, screenshot, set_slider, wait_idle
+from tests.e2e.gradio_ui import markdown, open_tab, screenshot, set_slider, wait_idle
 from tests.helpers import write_tiny_checkpoints
-
-require_browser()
 
 K = 6  # the tiny tokenizer's scales: 1, 2, 3, 4, 6, 8
 # plotly's graph div keeps the figure: count its image traces
@@ -37,10 +35,6 @@ def tiny_var_assets(tmp_path_factory):
             os.environ[ENV_DIR] = previous
 
 
-def _markdown(page, elem_id: str) -> str:
-    return page.locator(f"#{elem_id} [data-testid='markdown']").inner_text().strip()
-
-
 def test_var_tab_generates_moves_the_split_and_steps(app_page):
     page = app_page
     open_tab(page, "VAR", "button#var-generate", exact=True)
@@ -50,7 +44,7 @@ def test_var_tab_generates_moves_the_split_and_steps(app_page):
     page.wait_for_function(f"sel => ({_IMAGES})(sel) === {3 * K}", arg=canvas, timeout=60_000)
     page.wait_for_function(_TEXT, arg=["#var-metrics", "CoDe N=4"], timeout=20_000)
     wait_idle(page)
-    status = _markdown(page, "var-status")
+    status = markdown(page, "var-status")
     assert status.startswith("Done in") and "CoDe N=4" in status, status
     metrics = page.locator("#var-metrics").inner_text()
     assert "large-only" in metrics and "small-only" in metrics
@@ -59,12 +53,12 @@ def test_var_tab_generates_moves_the_split_and_steps(app_page):
     set_slider(page, "var-split", 2)  # only CoDe re-runs, at N = 2
     page.wait_for_function(_TEXT, arg=["#var-metrics", "CoDe N=2"], timeout=30_000)
     wait_idle(page)
-    assert "N = 2: re-ran CoDe only" in _markdown(page, "var-status")
+    assert "N = 2: re-ran CoDe only" in markdown(page, "var-status")
     assert page.evaluate(_IMAGES, canvas) == 3 * K
 
     page.locator("button#var-step").click()
     page.wait_for_function(_TEXT, arg=["#var-step-status", "Scale 0 of"], timeout=30_000)
     wait_idle(page)
-    assert "large drafter" in _markdown(page, "var-step-status")
+    assert "large drafter" in markdown(page, "var-step-status")
     assert page.evaluate(_IMAGES, "#var-step-plot .js-plotly-plot") == 1
     screenshot(page, "var")

@@ -1,0 +1,251 @@
+"""Shared test helpers (no fixtures: those live in conftest.py). Test files import from here, never from each other.
+
+- references: Hugging Face greedy, noisy copies of a model, greedy acceptance on two chat prompts;
+- the registry tables' drafter construction (what each registered drafter needs on a tiny model);
+- a 6-token model, and the law of the first two sampled tokens: exact from the target, empirical over many seeds;
+- calling the app tabs' handlers directly;
+- tiny random VAR checkpoints.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import chi2_contingency
+
+from core.options import option_fields
+from core.runtime.models import LoadedModel, has_sliding_layers
+from core.specdec import Session, SessionConfig
+from core.specdec.drafters import DRAFTERS, Drafter, build_drafter
+from core.specdec.drafters.early_exit import default_exit_layer
+from core.specdec.drafters.kangaroo_adapter import KangarooAdapter
+from core.specdec.sampling import SamplingConfig, warp
+from core.specdec.verify import build_verifier
+
+
+# ------------------------------------------------------------------------------------------------ references
+def hf_greedy(model: LoadedModel, ids: list[int], n: int) -> list[int]:
+    """Reference: Hugging Face generate, plain greedy (stops at EOS)."""
+    with torch.inference_mode():
+        out = model.model.generate(torch.tensor([ids]), max_new_tokens=n, do_sample=False,
+                                   pad_token_id=model.model.generation_config.pad_token_id)
+    return out[0, len(ids):].tolist()
+
+
+def perturbed(model: LoadedModel, scale: float, seed: int = 1) -> LoadedModel:
+    """A copy of a model with Gaussian noise added to every weight: a drafter that agrees with it only partly."""
+    net = copy.deepcopy(model.model)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * scale * p.std().clamp_min(1e-3))
+    return LoadedModel(name=f"{model.name}-noisy", model=net, tokenizer=model.tokenizer, source="test")
+
+
+ACCEPTANCE_PROMPTS = ("Write a haiku about autumn.", "Explain what a rainbow is in two sentences.")
+
+
+def greedy_acceptance(target: LoadedModel, drafter, n: int, gamma: int = 1) -> float:
+    """α of ``drafter`` on the two acceptance prompts (chat template, greedy, ``n`` tokens each), after checking that
+    each output equals Hugging Face greedy."""
+    drafted = accepted = 0
+    for text in ACCEPTANCE_PROMPTS:
+        ids = target.encode(text, chat=True)
+        config = SessionConfig(target=target.name, drafter=drafter.name, gamma=gamma, max_new_tokens=n)
+        session = Session(target, drafter, build_verifier("greedy"), ids, config)
+        for _ in session.run():
+            pass
+        assert session.generated_ids == hf_greedy(target, ids, n)[: len(session.generated_ids)]
+        drafted, accepted = drafted + session.stats.drafted, accepted + session.stats.accepted
+    return accepted / drafted
+
+
+# ------------------------------------------------------------------------------------------------ registry tables
+LAYER_SLICING = ("kangaroo", "easyspec", "sorted")  # drafters that slice the target's layers (llama-style only)
+
+
+def table_drafter(name: str, target: LoadedModel, draft_model: LoadedModel | None) -> Drafter:
+    """The registered drafter ``name`` for the registry tables: ``draft_model`` where it takes one, 3-grams, EasySpec
+    around the draft model on shallow targets, and for Kangaroo an adapter initialised from the target's middle layer
+    with η = 0 (SmolLM2 uses its shipped adapter).
+    Skips drafters that slice layers on sliding-window targets (they refuse them, with a message)."""
+    declared = {f.name for f in option_fields(DRAFTERS[name].Options)}
+    options = {k: v for k, v in {"draft_model": draft_model, "ngram_size": 3}.items() if k in declared}
+    if name in LAYER_SLICING and has_sliding_layers(target.model):
+        pytest.skip(f"{name}'s layer slicing is not available for sliding-window models (it says so)")
+    if name == "easyspec" and draft_model is not None and default_exit_layer(target.n_layers) < 4:
+        options["base"] = "model"  # an early exit of under 4 layers has only one-layer groups: nothing would be fuzzy
+    if name == "kangaroo" and target.name != "smollm2-135m":
+        options.update(adapter=KangarooAdapter.from_target(target.model, target.n_layers // 2), eta=0.0)
+    return build_drafter(name, target, options)
+
+
+# ------------------------------------------------------------------------------------------------ a 6-token model
+class DigitTokenizer:
+    """A 6-token vocabulary for the distribution tests (a test-only stand-in for a real tokenizer)."""
+
+    eos_token_id = None
+    chat_template = None
+
+    def get_vocab(self):
+        return {str(i): i for i in range(6)}
+
+    def decode(self, ids, skip_special_tokens=False):
+        return " ".join(str(i) for i in ids)
+
+
+def vocab6_model(seed: int = 0, layers: int = 4) -> LoadedModel:
+    """A random llama with a 6-token vocabulary (no EOS): its whole two-token law has 36 cells, so a few hundred
+    samples measure it, and every forward is cheap."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=6, hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64,
+                         initializer_range=0.2, bos_token_id=None, eos_token_id=None, pad_token_id=None)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config).eval()
+    model.generation_config.eos_token_id = None
+    return LoadedModel(name=f"vocab6-{layers}l-{seed}", model=model, tokenizer=DigitTokenizer(), source="test")
+
+
+# ------------------------------------------------------------------------------------------------ two-token law
+def tv(a: np.ndarray, b: np.ndarray) -> float:
+    """Total variation distance between two laws of the same shape."""
+    return 0.5 * float(np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)).sum())
+
+
+def exact_two_token_law(model: LoadedModel, prompt: list[int], sampling: SamplingConfig) -> np.ndarray:
+    """(V, V): P(first two tokens = a, b) when sampling from the target alone after ``prompt``, under ``sampling``'s
+    warper (temperature, top-k, top-p): p(a | prompt) · p(b | prompt + a)."""
+    def p(ids):
+        with torch.inference_mode():
+            return warp(model.model(torch.tensor([ids])).logits[0, -1:], sampling)[0].double().numpy()
+
+    p1 = p(prompt)
+    law = np.zeros((len(p1), len(p1)))
+    for a in np.flatnonzero(p1):
+        law[a] = p1[a] * p(prompt + [int(a)])
+    return law
+
+
+@dataclass
+class SampledLaw:
+    """The first two tokens of ``n`` runs (seeds 0..n-1) of one session, against the target's exact law."""
+
+    counts: np.ndarray  # (V, V) how often each pair came first
+    exact: np.ndarray  # (V, V) the target's law
+    drafted: int  # drafted tokens (chain) or nodes (tree), over all runs
+    accepted: int
+    rejected: int  # verified positions that were rejected (for a tree: walks stopped by rejecting every child)
+
+    @property
+    def n(self) -> int:
+        return int(self.counts.sum())
+
+    @property
+    def tv(self) -> float:
+        return tv(self.counts / self.n, self.exact)
+
+    def chi2_pvalue(self, other: SampledLaw) -> float:
+        """p-value of the chi² test that two samples of pairs come from the same law."""
+        keep = (self.counts + other.counts).ravel() > 0
+        return float(chi2_contingency(np.stack([self.counts.ravel()[keep], other.counts.ravel()[keep]]))[1])
+
+
+def sampled_law(target: LoadedModel, drafter: Drafter, verifier, prompt: list[int], n: int, **config) -> SampledLaw:
+    """Run ``drafter`` + ``verifier`` (a registered name or an instance) from ``prompt`` with seeds 0..n-1, two
+    tokens each (``config``: SessionConfig fields, e.g. temperature, gamma, tree), and tally the first two tokens."""
+    verifier = build_verifier(verifier) if isinstance(verifier, str) else verifier
+    config = SessionConfig(target=target.name, drafter=drafter.name, verifier=verifier.name, record=False,
+                           **{"max_new_tokens": 3, **config})
+    session = Session(target, drafter, verifier, prompt, config)
+    vocab = target.vocab_size
+    counts, drafted, accepted, reached = np.zeros((vocab, vocab)), 0, 0, 0
+    for seed in range(n):
+        session.config.seed = seed
+        session.reset()
+        for _ in session.run(2):
+            pass
+        a, b = session.generated_ids[:2]
+        counts[a, b] += 1
+        stats = session.stats
+        drafted, accepted, reached = drafted + stats.drafted, accepted + stats.accepted, reached + sum(stats.reached)
+    exact = exact_two_token_law(target, prompt, config.sampling)
+    return SampledLaw(counts, exact, drafted, accepted, reached - accepted)
+
+
+def assert_follows_target(law: SampledLaw, bound: float, plain: SampledLaw | None = None) -> None:
+    """The sampled pairs follow the target's exact law (TV below ``bound``), agree with plain sampling (chi², when
+    ``plain`` is given), and the drafts were both accepted and rejected, each in more than 5 % of the verified
+    positions (so the check is not plain decoding in disguise)."""
+    assert law.tv < bound, (law.tv, law.counts, law.exact)
+    if plain is not None:
+        assert law.chi2_pvalue(plain) > 1e-3, (law.chi2_pvalue(plain), law.counts, plain.counts)
+    verified = law.accepted + law.rejected
+    assert 0.05 * verified < law.accepted < 0.95 * verified, (law.drafted, law.accepted, law.rejected)
+
+
+# ------------------------------------------------------------------------------------------------ app tabs
+def no_progress(*args, **kwargs) -> None:
+    """Stands in for gr.Progress when a tab's handlers are called directly."""
+
+
+def call_handler(handler, outputs: tuple[str, ...], settings: dict, state: dict | None = None, **kw) -> dict:
+    """Call a tab's handler directly with ``settings`` (``kw`` override them) and no progress bar; its outputs by
+    name."""
+    return dict(zip(outputs, handler(state or {}, **{**settings, **kw}, progress=no_progress), strict=True))
+
+
+def assert_error_then_usable(step, kw: dict, message: str) -> None:
+    """``step(state=None, **kw)`` with bad settings ``kw`` shows an error ``message`` (no traceback), and the tab
+    stays usable: the next step from that state, with good settings, runs one round."""
+    out = step(**kw)
+    assert out["status"].startswith("**Error:**") and message in out["status"], out["status"]
+    assert "Traceback" not in out["status"]
+    again = step(out["state"])
+    assert not again["status"].startswith("**Error"), again["status"]
+    assert len(tab_session(again).records) == 1
+
+
+def tab_session(out: dict) -> Session:
+    """The session a tab handler's outputs point to (through the state's session id)."""
+    from app import common
+
+    return common.get_session(out["state"]["sid"])
+
+
+# ------------------------------------------------------------------------------------------------ tiny VAR
+def write_tiny_checkpoints(root: str | Path, seed: int = 0) -> Path:
+    """Write four tiny random VAR checkpoints (tokenizer, large, small, classifier; K=64, C=8, scales 1..8) to
+    ``root``; returns it."""
+    from core.var.bundle import FILES
+    from core.var.classifier import ImageClassifier
+    from core.var.model import VAR, VARConfig
+    from core.var.vqvae import MultiScaleVQVAE, VQVAEConfig
+
+    root = Path(root)
+    torch.manual_seed(seed)
+    vq = MultiScaleVQVAE(VQVAEConfig(vocab_size=64, hidden=16, embed_dim=8)).eval()
+    vq.save(root / FILES["vq"], {"kind": "tiny"})
+    large = VAR(VARConfig(64, 8, vq.scales, depth=3, width=32, heads=4)).eval()
+    large.save(root / FILES["large"], {"kind": "tiny"})
+    small = VAR(VARConfig(64, 8, vq.scales, depth=2, width=16, heads=2)).eval()
+    small.save(root / FILES["small"], {"kind": "tiny"})
+    ImageClassifier(width=4).eval().save(root / FILES["classifier"], {"kind": "tiny"})
+    return root
+
+
+def tiny_bundle(root: str | Path):
+    """Write (if needed) and load a tiny VAR bundle from ``root`` on the CPU."""
+    from core.var.bundle import FILES, load_bundle
+
+    root = Path(root)
+    if not (root / FILES["classifier"]).is_file():
+        write_tiny_checkpoints(root)
+    return load_bundle(root, device="cpu")
