@@ -14,7 +14,8 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import ClassVar
 
 import gradio as gr
 
@@ -165,9 +166,11 @@ class SessionHandlers:
 
     setting_names: tuple[str, ...] = ()
     restart_on: tuple[str, ...] = ("prompt", "chat", "target")  # everything else changes live between rounds
-    docs = {"step": "One draft → verify round.",
-            "run": "Rounds one after another until EOS or max new tokens (continuing the current session); Stop halts.",
-            "reset": "Start over with the current settings (and seed): nothing generated yet."}
+    docs: ClassVar[dict[str, str]] = {  # the step / run / reset endpoints' descriptions
+        "step": "One draft → verify round.",
+        "run": "Rounds one after another until EOS or max new tokens (continuing the current session); Stop halts.",
+        "reset": "Start over with the current settings (and seed): nothing generated yet."
+    }
 
     def __init__(self, allow_local: bool = False):
         self.allow_local = allow_local  # model fields may name Hugging Face ids or local directories
@@ -218,7 +221,7 @@ class SessionHandlers:
             session.step()
             self.advanced(session)
             return (state, *self.render(session), self.status(session, note))
-        except Exception as exc:  # noqa: BLE001 - every failure becomes a message, the page stays usable
+        except Exception as exc:
             return self._failed(state, exc)
 
     def _reset(self, state, settings: dict, progress) -> tuple:
@@ -227,7 +230,7 @@ class SessionHandlers:
         try:
             state, session = self._new_session(state, settings, progress)
             return (state, *self.render(session), self.ready_message)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             return self._failed(state, exc)
 
     def stop(self, state):
@@ -262,7 +265,7 @@ class SessionHandlers:
                     last_plot = time.monotonic()
                 yield (state, *self.render(session, figures=figures), "Running… " + self.status(session))
             yield (state, *self.render(session), self.status(session, note))
-        except Exception as exc:  # noqa: BLE001 - every failure becomes a message, the page stays usable
+        except Exception as exc:
             yield self._failed(state, exc)
 
     def _session_for(self, state: dict, settings: dict, progress) -> tuple[dict, Session, str]:

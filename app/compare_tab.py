@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import gradio as gr
 
@@ -57,7 +57,7 @@ class CompareHandlers:
             if float(shared["temperature"]) == 0.0:
                 verdict += " · outputs identical" if same else " · outputs differ (!)"
             yield (*views[0], *views[1], verdict)
-        except Exception as exc:  # noqa: BLE001 - one message, the page stays usable
+        except Exception as exc:
             yield (*empty, *empty, common.warn(exc))
 
 

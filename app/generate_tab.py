@@ -85,7 +85,7 @@ class Handlers(common.SessionHandlers):
                 raise DraftScopeError("nothing generated yet: press Step or Run first")
             progress(0.2, desc="Decoding with the target alone…")
             return lossless_html(check_lossless(session).to_dict()), ""
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             return "", common.warn(exc)
 
 

@@ -172,7 +172,7 @@ class Handlers:
                     gr.update(choices=list(dict.fromkeys(ran)), value=view),
                     gr.update(maximum=max(L - 1, 1), value=layer), gr.update(maximum=max(H - 1, 1), value=head),
                     gr.update(maximum=max(L - 1, 1)), gr.update(maximum=max(n_heads - 1, 1)))
-        except Exception as exc:  # noqa: BLE001 - every failure becomes a message, the page stays usable
+        except Exception as exc:
             return (state, common.warn(_explain(exc)), *[gr.skip()] * 10)
 
     def view(self, state, view_method, show, layer, head) -> tuple:
@@ -180,7 +180,7 @@ class Handlers:
         (nothing is recomputed): (heatmap, grid, head map, correlation)."""
         try:
             return _views(state, view_method, show, layer, head)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             common.warn(exc)
             return (gr.skip(),) * 4
 
@@ -190,7 +190,7 @@ class Handlers:
             report = _report(state)
             run = find_run(report, view_method) or (report.runs[0] if report and report.runs else None)
             return _head_map(report, run, layer, head)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             common.warn(exc)
             return gr.skip()
 
@@ -234,7 +234,7 @@ class Handlers:
                       f"with every layer sparse, top-1 agreement {record.top1_agreement:.3f} and KL(last) "
                       f"{record.kl_last:.3g}.")
             return draft_attention_figure(record), status
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             return gr.skip(), common.warn(_explain(exc))
 
 

@@ -17,8 +17,8 @@ the chosen drafter's fields reach the config (``drafter_values``).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
 
 import gradio as gr
 

@@ -219,7 +219,7 @@ class Handlers(common.SessionHandlers):
             if int(max_new_tokens) > SWEEP_MAX_NEW_TOKENS:
                 note = f"{note} Capped at {SWEEP_MAX_NEW_TOKENS} new tokens a run.".strip()
             return figure(rows), _sweep_status(rows, note, key)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             return gr.skip(), common.warn(_explain(exc))
 
     def easyspec(self, target, exit_layer, group_size, devices, progress=gr.Progress()):
@@ -238,7 +238,7 @@ class Handlers(common.SessionHandlers):
             progress(1.0, desc="Done")
             return (easyspec_timeline_figure(times, group_size, devices, calibration),
                     _easyspec_status(loaded.name, drafter, times, devices, calibration))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             return gr.skip(), common.warn(_explain(exc))
 
 

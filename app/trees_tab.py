@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import weakref
+from typing import ClassVar
 
 import gradio as gr
 
@@ -150,10 +151,12 @@ class Handlers(common.SessionHandlers):
     """Event handlers. ``allow_local`` lets model fields name Hugging Face ids or local directories."""
 
     ready_message = "Ready: Step for one tree round, Run to go to the end."
-    docs = {"step": "One tree round (and one round of the chain when the comparison is on).",
-            "run": common.SessionHandlers.docs["run"],
-            "reset": "Start over with the current settings (and seed): nothing generated yet, the chain started over "
-                     "too."}
+    docs: ClassVar[dict[str, str]] = {  # the step / run / reset endpoints' descriptions
+        "step": "One tree round (and one round of the chain when the comparison is on).",
+        "run": common.SessionHandlers.docs["run"],
+        "reset": "Start over with the current settings (and seed): nothing generated yet, the chain started over "
+        "too."
+    }
 
     @property
     def setting_names(self) -> tuple[str, ...]:

@@ -174,7 +174,7 @@ def generate(state, class_name, seed, split, n, cfg, image=1, progress=gr.Progre
         new_state = {"runs": runs, "settings": settings, "num_scales": K}
         return (new_state, _code_status(runs, settings, K, seconds), *_code_views(runs, index),
                 gr.update(maximum=max(settings["n"], 2), value=index + 1))
-    except Exception as exc:  # noqa: BLE001 - every failure becomes a message, the page stays usable
+    except Exception as exc:
         return (state, common.warn(exc), *[gr.skip()] * 5)
 
 
@@ -211,7 +211,7 @@ def update_split(state, split, image=1, progress=gr.Progress()) -> tuple:
         new_state = {**state, "runs": base, "settings": settings}
         return (new_state, _code_status(base, settings, K, seconds, what=f"N = {N}: re-ran CoDe only"),
                 *_code_views(base, index), gr.update())
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return (state, common.warn(exc), *[gr.skip()] * 5)
 
 
@@ -221,7 +221,7 @@ def show_image(state, image) -> object:
         runs = (state or {}).get("runs") or []
         n = min((r.n for r in runs), default=1)
         return canvas_grid_figure(runs, _image_index(image, n))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         common.warn(exc)
         return gr.skip()
 
@@ -259,7 +259,7 @@ def step(state, class_name, seed, split, n, cfg, progress=gr.Progress()) -> tupl
         status = (f"Scale {k} of {K - 1} ({made.side}×{made.side}, {made.tokens} tokens) made by the **{role}** in "
                   f"{made.ms:.1f} ms. " + " ".join(notes)).strip()
         return {"key": key, "k": k + 1, "run": run}, step_figure(run, k, K), status
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return state, gr.skip(), common.warn(exc)
 
 
@@ -306,7 +306,7 @@ def run_scalekv(class_name, seed, budget, n, cfg, progress=gr.Progress()) -> tup
         scales = tuple(model.scales)
         return (asi_heatmap(report, scales), budget_figure(plan, scales), kv_images_figure(full, scalekv, uniform),
                 kv_frame(full, scalekv, uniform), status)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return (*[gr.skip()] * 4, common.warn(exc))
 
 
@@ -360,7 +360,7 @@ def run_draft_attention(class_name, seed, sparsity, layer, n, cfg, scale=None, p
         return ({"run": run}, grid_attention_figure(shown), draft_attention_frame(run), draft_images_figure(run),
                 status, gr.update(choices=_grid_choices(run.maps), value=shown.scale if shown else None),
                 gr.update(maximum=max(depth - 1, 1)))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return (gr.skip(), gr.skip(), gr.skip(), gr.skip(), common.warn(exc), gr.skip(), gr.skip())
 
 
@@ -368,7 +368,7 @@ def show_grid(state, scale) -> object:
     """The stored DraftAttention run's grid figure for another scale (nothing is recomputed)."""
     try:
         return grid_attention_figure(_find_map((state or {}).get("run"), scale))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         common.warn(exc)
         return gr.skip()
 

@@ -24,8 +24,9 @@ import textwrap
 import tokenize
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from core.errors import DraftScopeError
 

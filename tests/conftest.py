@@ -8,10 +8,10 @@ import os
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import pytest  # noqa: E402
+import pytest
 
-from core.runtime.models import LoadedModel, load_model  # noqa: E402
-from tests.helpers import perturbed, vocab6_model  # noqa: E402
+from core.runtime.models import LoadedModel, load_model
+from tests.helpers import perturbed, vocab6_model
 
 
 @pytest.fixture(scope="session")

@@ -8,12 +8,12 @@ import time
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-import gradio as gr  # noqa: E402
-import pytest  # noqa: E402
-from gradio_client import Client  # noqa: E402
+import gradio as gr
+import pytest
+from gradio_client import Client
 
-from app import options  # noqa: E402
-from app.main import build_demo  # noqa: E402
+from app import options
+from app.main import build_demo
 
 TINY = {"target": "tiny-llama", "drafter": "ngram", "verifier": "greedy", "max_new_tokens": 8, "chat": False}
 PROMPT = "the cat sat on the mat. the cat sat on the"
@@ -40,7 +40,7 @@ def client(demo):
 
 
 def _call(client, endpoint, **kw):
-    strip, stats, chart, inspector, round_slider, status = client.predict(**{**TINY, **kw}, api_name=endpoint)
+    strip, stats, chart, inspector, _round_slider, status = client.predict(**{**TINY, **kw}, api_name=endpoint)
     return {"strip": strip, "stats": stats, "chart": chart, "inspector": inspector, "status": status}
 
 
@@ -112,7 +112,7 @@ def test_out_of_range_settings_are_refused_by_the_page(client, kw, message):
 
 
 def test_compare_gives_a_verdict(client):
-    strip_a, stats_a, strip_b, stats_b, verdict = client.predict(
+    strip_a, _stats_a, strip_b, _stats_b, verdict = client.predict(
         prompt=PROMPT, chat=False, target="tiny-llama", temperature=0, seed=0, max_new_tokens=8,
         a_drafter="ngram", a_verifier="greedy", a_draft_model="tiny-llama", a_gamma=4, a_exit_layer=0, a_ngram_size=3,
         b_drafter="none", b_verifier="greedy", b_draft_model="tiny-llama", b_gamma=4, b_exit_layer=0, b_ngram_size=3,

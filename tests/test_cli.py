@@ -74,7 +74,7 @@ def test_generate_text_streams(capsys):
     (["--prompt", "hi", "--drafter", "early-exit", "--tree", "2,2", "--verifier", "rsd"], "temperature above 0"),
 ])
 def test_bad_input_is_one_line(capsys, argv, message):
-    code, out, err = _run(capsys, "generate", "--target", "tiny-llama", *argv) if "--target" not in argv else \
+    code, _out, err = _run(capsys, "generate", "--target", "tiny-llama", *argv) if "--target" not in argv else \
         _run(capsys, "generate", *argv)
     assert code != 0
     assert message in err, err
@@ -84,7 +84,7 @@ def test_bad_input_is_one_line(capsys, argv, message):
 def test_prompt_longer_than_context(capsys, tmp_path):
     path = tmp_path / "long.txt"
     path.write_text("word " * 3000)  # tiny-llama's context is 2048 tokens
-    code, out, err = _run(capsys, "generate", "--target", "tiny-llama", "--prompt-file", str(path))
+    code, _out, err = _run(capsys, "generate", "--target", "tiny-llama", "--prompt-file", str(path))
     assert code == 2 and "exceeds the context" in err and err.count("\n") == 1
 
 

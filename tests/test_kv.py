@@ -1,4 +1,5 @@
-"""Rollback of KV caches: after a crop, decoding on matches a fresh forward of the kept tokens (incl. sliding windows)."""
+"""Rollback of KV caches: after a crop, decoding on matches a fresh forward of the kept tokens (sliding windows
+included)."""
 
 from __future__ import annotations
 

@@ -8,11 +8,11 @@ import os
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-import pytest  # noqa: E402
+import pytest
 
-from app import kv_tab  # noqa: E402
-from app.main import build_demo  # noqa: E402
-from core.kv.records import KVReport  # noqa: E402
+from app import kv_tab
+from app.main import build_demo
+from core.kv.records import KVReport
 
 SETTINGS = {"target": "tiny-llama", "drafter": "tiny-llama", "task": "passkey", "prompt": "", "length": 192,
             "methods": ["snapkv", "streamingllm", "speckv", "specpc"], "budget": 32, "max_new_tokens": 6, "seed": 0,

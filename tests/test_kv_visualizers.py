@@ -8,11 +8,18 @@ import re
 
 import pytest
 
-from core.runtime.models import load_model
 from core.kv.records import KVReport
 from core.kv.run import kv_report
-from visualizers.kv_importance import (budget_figure, correlation_figure, find_run, head_map_figure,
-                                       kept_grid_figure, outputs_html, prompt_heatmap_html)
+from core.runtime.models import load_model
+from visualizers.kv_importance import (
+    budget_figure,
+    correlation_figure,
+    find_run,
+    head_map_figure,
+    kept_grid_figure,
+    outputs_html,
+    prompt_heatmap_html,
+)
 
 METHODS = ("snapkv", "streamingllm", "speckv", "specpc")
 

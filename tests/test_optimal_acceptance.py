@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from core.errors import DraftScopeError
-from core.specdec.optimal import (alpha_star_dual, alpha_star_lp, draft_tuples, report, rrs_acceptance, rsd_acceptance)
+from core.specdec.optimal import alpha_star_dual, alpha_star_lp, draft_tuples, report, rrs_acceptance, rsd_acceptance
 
 
 def _cases(seed: int, count: int, vmax: int = 5):

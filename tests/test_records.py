@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from core.specdec.drafters.model import ModelDrafter
 from core.specdec import Session, SessionConfig
+from core.specdec.drafters.model import ModelDrafter
 from core.specdec.records import StepRecord
 from core.specdec.verify.sampling import SamplingVerifier
 
@@ -13,8 +13,8 @@ from core.specdec.verify.sampling import SamplingVerifier
 def _session(target, drafter_model, **cfg):
     config = SessionConfig(target=target.name, drafter="model", verifier="sampling", temperature=0.3, top_p=0.95,
                            gamma=4, max_new_tokens=24, seed=3, **cfg)
-    return Session(target, ModelDrafter(target, draft_model=drafter_model), SamplingVerifier(), target.encode("a b c d e f"),
-                   config)
+    drafter = ModelDrafter(target, draft_model=drafter_model)
+    return Session(target, drafter, SamplingVerifier(), target.encode("a b c d e f"), config)
 
 
 def test_json_round_trip_and_content(tiny_llama, noisy_tiny_llama):

@@ -8,13 +8,13 @@ import os
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-import pytest  # noqa: E402
+import pytest
 
-import core.specdec.drafters.kangaroo as kangaroo  # noqa: E402
-from app import self_draft_tab  # noqa: E402
-from app.main import build_demo  # noqa: E402
-from tests.helpers import assert_error_then_usable, call_handler, no_progress, tab_session  # noqa: E402
-from visualizers.self_draft import OUTCOMES  # noqa: E402
+import core.specdec.drafters.kangaroo as kangaroo
+from app import self_draft_tab
+from app.main import build_demo
+from tests.helpers import assert_error_then_usable, call_handler, no_progress, tab_session
+from visualizers.self_draft import OUTCOMES
 
 SETTINGS = {"prompt": "the cat sat on the mat. the cat sat on the", "chat": False, "target": "tiny-llama",
             "drafter": "kangaroo", "gamma": 4, "eta": 0.0, "theta1": 0.5, "theta2": 0.5, "exit_layer": 0,
@@ -40,7 +40,8 @@ def test_step_plots_the_confidence_and_eta_applies_live(handlers):
     first = _step(handlers)
     assert not first["status"].startswith("**Error"), first["status"]
     session = tab_session(first)
-    assert session.config.drafter == "kangaroo" and session.config.drafter_options == {"eta": 0.0} and session.config.verifier == "greedy"
+    config = session.config
+    assert config.drafter == "kangaroo" and config.drafter_options == {"eta": 0.0} and config.verifier == "greedy"
     record = session.records[0]
     assert _points(first["confidence"]) == len(record.draft_info["confidences"]) == 4
     assert first["strip"].count('class="round-sep" title=') == 1
@@ -88,7 +89,7 @@ def test_sweep_runs_every_eta_and_plain_decoding(handlers):
 
 
 def test_sweep_errors_are_a_message(handlers):
-    figure, status = handlers.sweep({}, **{**SETTINGS, "target": "tiny-gemma"}, progress=no_progress)
+    _figure, status = handlers.sweep({}, **{**SETTINGS, "target": "tiny-gemma"}, progress=no_progress)
     assert status.startswith("**Error:**") and "sliding-window" in status
 
 

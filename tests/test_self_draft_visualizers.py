@@ -5,11 +5,18 @@ from __future__ import annotations
 
 import pytest
 
-from core.specdec.drafters.easyspec import modelled_latency
 from core.specdec import Session, SessionConfig
+from core.specdec.drafters.easyspec import modelled_latency
 from core.specdec.records import StepRecord
-from visualizers.self_draft import (OUTCOMES, confidence_figure, easyspec_timeline_figure, eta_sweep_figure,
-                                    exit_summary_html, exit_token_figure, theta_sweep_figure)
+from visualizers.self_draft import (
+    OUTCOMES,
+    confidence_figure,
+    easyspec_timeline_figure,
+    eta_sweep_figure,
+    exit_summary_html,
+    exit_token_figure,
+    theta_sweep_figure,
+)
 
 PROMPT = "the cat sat on the mat. the cat sat on the"
 

@@ -6,8 +6,8 @@ from dataclasses import replace
 
 import pytest
 
-from core.specdec import Session, SessionConfig
 from core.errors import DraftScopeError
+from core.specdec import Session, SessionConfig
 from core.specdec.lossless import check_lossless
 
 

@@ -54,8 +54,8 @@ def test_greedy_tree_identity_smollm2(smollm2):
     drafter = EarlyExitDrafter(smollm2, exit_layer=24)
     for text in ["Write a haiku about autumn.", "List three uses of a paperclip."]:
         ids = smollm2.encode(text, chat=True)
-        config = SessionConfig(target=smollm2.name, drafter="early-exit", drafter_options={"exit_layer": 24}, tree="4,2,1",
-                               max_new_tokens=24)
+        config = SessionConfig(target=smollm2.name, drafter="early-exit", drafter_options={"exit_layer": 24},
+                               tree="4,2,1", max_new_tokens=24)
         session = Session(smollm2, drafter, GreedyVerifier(), ids, config)
         for _ in session.run():
             pass

@@ -7,12 +7,12 @@ import os
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-import pytest  # noqa: E402
+import pytest
 
-from app import trees_tab  # noqa: E402
-from app.main import build_demo  # noqa: E402
-from tests.helpers import assert_error_then_usable, call_handler, no_progress, tab_session  # noqa: E402
-from visualizers.tree_graph import DECISIONS  # noqa: E402
+from app import trees_tab
+from app.main import build_demo
+from tests.helpers import assert_error_then_usable, call_handler, no_progress, tab_session
+from visualizers.tree_graph import DECISIONS
 
 SETTINGS = {"prompt": "the cat sat on the mat. the cat sat on the", "chat": False, "target": "tiny-llama",
             "drafter": "early-exit", "draft_model": "tiny-llama", "exit_layer": 0, "shape": "4,2,1",
@@ -98,7 +98,7 @@ def test_run_finishes_with_the_chain_on_the_same_budget(handlers):
     chain = trees_tab._chain_of(session)
     assert session.done and chain.done and len(outs) >= len(session.records) + 1
     assert len(chain.generated_ids) <= SETTINGS["max_new_tokens"]
-    graph, mask, summary = handlers.show_round(final["state"], 0)
+    graph, _mask, summary = handlers.show_round(final["state"], 0)
     assert f"round</th><td>{session.records[0].step} " in summary
     assert sum(len(t.x) for t in graph.data if t.name in DECISIONS) == len(session.records[0].nodes)
 

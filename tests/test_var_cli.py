@@ -77,7 +77,7 @@ def test_out_writes_a_png_with_canvases(capsys, tmp_path):
     (["--split", "9"], "--split"), (["--scalekv", "0"], "budget"), (["--scalekv", "lots"], "budget"),
     (["--n", "0"], "--n"), (["--canvases"], "--canvases needs --out"), (["--out", "x.jpg"], ".png")])
 def test_bad_input_is_one_clear_line(capsys, argv, message):
-    code, out, err = _run(capsys, "var", "generate", *argv)
+    code, _out, err = _run(capsys, "var", "generate", *argv)
     assert code == 2 and message in err and "Traceback" not in err and err.count("\n") == 1
 
 

@@ -114,7 +114,7 @@ def test_to_json_has_the_cli_fields(bundle):
 
 
 def test_missing_checkpoints_name_the_training_command(tmp_path):
-    with pytest.raises(DraftScopeError, match="python -m core.train.var"):
+    with pytest.raises(DraftScopeError, match=r"python -m core\.train\.var"):
         load_bundle(tmp_path / "nothing")
 
 

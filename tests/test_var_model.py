@@ -180,7 +180,7 @@ def test_prefix_continuation_reproduces_full_generation(model, vq):
         g.set_state(states[n - 1])
         seen = []
         cont = model.generate(vq, cls, cfg=2.0, top_p=0.9, generator=g, start_scale=n, prefix_idx=full[:n],
-                              on_scale=lambda k, i, f, ms: seen.append(k))
+                              on_scale=lambda k, i, f, ms, seen=seen: seen.append(k))
         assert seen == list(range(n, len(SCALES)))
         assert all(torch.equal(x, y) for x, y in zip(full, cont))
     with pytest.raises(DraftScopeError):

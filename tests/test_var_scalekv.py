@@ -10,7 +10,7 @@ import torch
 
 from core.errors import DraftScopeError
 from core.var.draft_attention import draft_attention_generate
-from core.var.scalekv import (ScaleKVPress, attention_selectivity, kv_generate, scale_budgets, window_positions)
+from core.var.scalekv import ScaleKVPress, attention_selectivity, kv_generate, scale_budgets, window_positions
 from tests.helpers import tiny_bundle
 
 

@@ -8,13 +8,13 @@ import os
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import numpy as np
+import pytest
 
-from app import var_tab  # noqa: E402
-from core.var.bundle import ENV_DIR  # noqa: E402
-from core.var.code import code_generate  # noqa: E402
-from tests.helpers import tiny_bundle, write_tiny_checkpoints  # noqa: E402
+from app import var_tab
+from core.var.bundle import ENV_DIR
+from core.var.code import code_generate
+from tests.helpers import tiny_bundle, write_tiny_checkpoints
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # gr.Warning outside a request warns instead
 CODE_OUTPUTS = ("state", "status", "canvas", "images", "latency", "metrics", "image")
@@ -154,7 +154,7 @@ def test_step_mode_starts_over_when_a_setting_changes():
 def test_step_mode_small_only_and_bad_input():
     state, _, status = var_tab.step({}, **{**SETTINGS, "split": 0}, progress=_progress)
     assert state["run"].scales[0].model == "small" and "small refiner" in status
-    kept, fig, status = var_tab.step(state, **{**SETTINGS, "n": 0}, progress=_progress)
+    kept, _fig, status = var_tab.step(state, **{**SETTINGS, "n": 0}, progress=_progress)
     assert _error(status) and "1..16" in status and kept == state
 
 
@@ -169,7 +169,7 @@ def test_scalekv_at_full_budget_is_identical():
 
 
 def test_scalekv_small_budget_keeps_less(bundle):
-    asi, budget, images, table, status = var_tab.run_scalekv("square", 1, "10%", 2, 1.5, progress=_progress)
+    _asi, budget, _images, table, status = var_tab.run_scalekv("square", 1, "10%", 2, 1.5, progress=_progress)
     assert status.startswith("ScaleKV at 10%"), status
     full_kib, scalekv_kib, uniform_kib = table["KV kept (KiB)"]
     assert scalekv_kib < full_kib and scalekv_kib == uniform_kib  # the same memory, shared out differently

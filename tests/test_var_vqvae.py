@@ -182,7 +182,7 @@ def test_checkpoint_format_and_errors(untrained, tmp_path):
     state, meta = checkpoint.load(path, "var", "python -m core.train.var")
     assert meta == {"a": 1} and state["w"].dtype == torch.float16 and state["n"].dtype == torch.int64
     assert checkpoint.read_meta(path, "var", "x") == {"a": 1}
-    with pytest.raises(DraftScopeError, match="not found.*python -m core.train.var_vqvae"):
+    with pytest.raises(DraftScopeError, match=r"not found.*python -m core\.train\.var_vqvae"):
         MultiScaleVQVAE.load(tmp_path / "missing.safetensors")
     with pytest.raises(DraftScopeError, match="not a DraftScope VAR tokenizer"):
         MultiScaleVQVAE.load(path)

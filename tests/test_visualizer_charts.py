@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from core.specdec import Session, SessionConfig
 from core.specdec.drafters import build_drafter
 from core.specdec.drafters.model import ModelDrafter
-from core.specdec import Session, SessionConfig
 from core.specdec.lossless import check_lossless
 from core.specdec.records import Candidate, DraftedToken, EmittedToken, StepRecord
 from core.specdec.verify.greedy import GreedyVerifier

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import html
 import math
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots

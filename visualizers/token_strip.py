@@ -76,8 +76,9 @@ def _round_html(record: StepRecord) -> str:
 
 
 def _drafted_span(token: DraftedToken) -> str:
-    return _span(token.decision, token.text, f"draft #{token.position} ({token.decision}): {token.text!r} id {token.id}",
-                 token.p, token.q, token.accept_prob, token.u, token.rank_p, token.rank_q)
+    title = f"draft #{token.position} ({token.decision}): {token.text!r} id {token.id}"
+    return _span(token.decision, token.text, title, token.p, token.q, token.accept_prob, token.u, token.rank_p,
+                 token.rank_q)
 
 
 def _emitted_span(token: EmittedToken) -> str:

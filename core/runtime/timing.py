@@ -4,7 +4,7 @@ it reads the clock (on the CPU this is a no-op)."""
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

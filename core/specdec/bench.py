@@ -9,8 +9,8 @@ output must be token-identical to the plain one (``identical_to_target``).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from tqdm import tqdm

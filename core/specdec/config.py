@@ -47,9 +47,9 @@ class SessionConfig:
             raise DraftScopeError(f"gamma must be in 1..{MAX_GAMMA}, got {self.gamma}")
         if not 0 <= self.topk_alternatives <= 50:
             raise DraftScopeError(f"top-k alternatives must be in 0..50, got {self.topk_alternatives}")
-        self.sampling  # validates temperature / top-k / top-p
+        _ = self.sampling  # building it checks temperature / top-k / top-p
         if self.tree:
-            self.tree_spec  # validates the shape and the verifier / children pairing
+            _ = self.tree_spec  # parsing it checks the shape and the verifier / children pairing
 
     def options(self):
         """The registered drafter's ``Options`` from ``drafter_options`` (unknown drafter or option: an error)."""

@@ -7,7 +7,7 @@ import json
 import math
 import random
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from tqdm import tqdm

@@ -15,9 +15,9 @@ with scales produced by another model (CoDe's refiner continues a drafter's coar
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -102,7 +102,7 @@ def scale_offsets(scales: tuple[int, ...]) -> list[int]:
 def sample_tokens(logits_BlV: torch.Tensor, top_k: int = 0, top_p: float = 0.0,
                   generator: torch.Generator | None = None) -> torch.Tensor:
     """Sample one index per position from logits (B, l, V) at temperature 1 with top-k / top-p (0 = off): (B, l)."""
-    B, l, V = logits_BlV.shape
+    B, l, V = logits_BlV.shape  # noqa: E741 - l is one scale's tokens (the shape legend's letter)
     cfg = SamplingConfig(temperature=1.0, top_k=int(top_k), top_p=float(top_p) if 0.0 < top_p < 1.0 else 1.0)
     probs_nV = warp(logits_BlV.reshape(B * l, V), cfg)
     return torch.multinomial(probs_nV, 1, generator=generator).view(B, l)
@@ -153,7 +153,7 @@ class AdaLNBlock(nn.Module):
 
     def __init__(self, width: int, heads: int, mlp_ratio: float):
         super().__init__()
-        hidden = int(round(width * mlp_ratio))
+        hidden = round(width * mlp_ratio)
         self.norm1 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
         self.attn = SelfAttention(width, heads)
         self.norm2 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)

@@ -10,9 +10,9 @@ import os
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-import pytest  # noqa: E402
+import pytest
 
-from tests.e2e.gradio_ui import (  # noqa: E402
+from tests.e2e.gradio_ui import (
     CHROMIUM,
     CHROMIUM_ARGS,
     TINY_TARGET,
@@ -93,7 +93,7 @@ def new_page(browser, app_url, request):
             for page in context.pages:
                 try:
                     screenshot(page, f"{request.node.name}-failed" + (f"-{k}" if k else ""))
-                except Exception:  # noqa: BLE001 - a screenshot must not hide the real failure
+                except Exception:
                     pass
         context.close()
 

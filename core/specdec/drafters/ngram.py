@@ -36,7 +36,8 @@ class NgramDrafter(Drafter):
 
 
 def lookup(tokens: list[int], max_len: int, ngram_size: int, min_ngram_size: int = 1) -> list[int]:
-    """Continuation (≤ max_len tokens) of the most recent earlier match of the longest suffix n-gram (n ≤ ngram_size)."""
+    """Continuation (≤ max_len tokens) of the most recent earlier match of the longest suffix n-gram
+    (min_ngram_size ≤ n ≤ ngram_size)."""
     if max_len <= 0 or len(tokens) < 2:
         return []
     seq = np.asarray(tokens, dtype=np.int64)

@@ -36,7 +36,8 @@ def without_replacement_qs(q_V: torch.Tensor, drafts: list[int]) -> list[torch.T
 
 def _recursive_step(p_V: torch.Tensor, drafts: list[int], qs: list[torch.Tensor],
                     generator: torch.Generator | None) -> SiblingVerdict:
-    # Accept x_j with probability min(1, r_j(x_j)/q_j(x_j)), r_1 = p; a rejection sets r_{j+1} = norm(max(0, r_j − q_j)).
+    # Accept x_j with probability min(1, r_j(x_j)/q_j(x_j)), r_1 = p;
+    # a rejection sets r_{j+1} = norm(max(0, r_j − q_j)).
     # Each step is one standard speculative-sampling step against the current residual, so the output follows p.
     r_V, probs, us = p_V, [], []
     for j, (x, q_j) in enumerate(zip(drafts, qs)):
