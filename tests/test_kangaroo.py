@@ -12,9 +12,10 @@ from core.specdec import Session, SessionConfig
 from core.specdec.drafters.base import DraftContext
 from core.specdec.drafters.kangaroo import KangarooDrafter, default_adapter_path
 from core.specdec.drafters.kangaroo_adapter import KangarooAdapter
+from core.specdec.drafters.none import NoDrafter
 from core.specdec.sampling import SamplingConfig
 from core.specdec.verify import build_verifier
-from tests.helpers import greedy_acceptance, hf_greedy
+from tests.helpers import assert_follows_target, greedy_acceptance, hf_greedy, sampled_law, vocab6_model
 
 PROMPT = "The quick brown fox jumps over the lazy dog and then the quick brown fox"
 
@@ -92,6 +93,18 @@ def test_shipped_adapter_greedy_identity_and_acceptance(smollm2):
                           ("untrained", KangarooDrafter(smollm2, adapter=untrained_adapter, eta=0.0))):
         alphas[name] = greedy_acceptance(smollm2, drafter, 32)
     assert alphas["trained"] > max(0.1, 5 * alphas["untrained"]), alphas  # measured 0.21 vs 0.016
+
+
+def test_sampled_output_follows_the_target():
+    """Kangaroo under the sampling rule (1200 seeds, γ = 3, T = 1, η = 0): the first two tokens agree with plain
+    sampling and follow the target's exact law (TV < 0.07), with the drafter both accepted and rejected."""
+    target = vocab6_model(0, layers=2)
+    drafter = KangarooDrafter(target, adapter=_noisy_adapter(target, 1, scale=0.5), eta=0.0)
+    settings = dict(temperature=1.0, gamma=3, max_new_tokens=4)
+    law = sampled_law(target, drafter, "sampling", [1, 4, 2], 1200, **settings)
+    plain = sampled_law(target, NoDrafter(target), "sampling", [1, 4, 2], 1200, **settings)
+    assert_follows_target(law, 0.07, plain)
+    assert 0.05 * law.drafted < law.accepted < 0.95 * law.drafted, (law.drafted, law.accepted)
 
 
 def test_adapter_file_round_trip_and_errors(tmp_path, tiny_llama, tiny_gemma):
