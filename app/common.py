@@ -221,7 +221,7 @@ class SessionHandlers:
             session.step()
             self.advanced(session)
             return (state, *self.render(session), self.status(session, note))
-        except Exception as exc:
+        except Exception as exc:  # every failure becomes a message, the page stays usable
             return self._failed(state, exc)
 
     def _reset(self, state, settings: dict, progress) -> tuple:
@@ -265,7 +265,7 @@ class SessionHandlers:
                     last_plot = time.monotonic()
                 yield (state, *self.render(session, figures=figures), "Running… " + self.status(session))
             yield (state, *self.render(session), self.status(session, note))
-        except Exception as exc:
+        except Exception as exc:  # every failure becomes a message, the page stays usable
             yield self._failed(state, exc)
 
     def _session_for(self, state: dict, settings: dict, progress) -> tuple[dict, Session, str]:

@@ -57,7 +57,7 @@ class CompareHandlers:
             if float(shared["temperature"]) == 0.0:
                 verdict += " · outputs identical" if same else " · outputs differ (!)"
             yield (*views[0], *views[1], verdict)
-        except Exception as exc:
+        except Exception as exc:  # one message, the page stays usable
             yield (*empty, *empty, common.warn(exc))
 
 

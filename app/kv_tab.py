@@ -172,7 +172,7 @@ class Handlers:
                     gr.update(choices=list(dict.fromkeys(ran)), value=view),
                     gr.update(maximum=max(L - 1, 1), value=layer), gr.update(maximum=max(H - 1, 1), value=head),
                     gr.update(maximum=max(L - 1, 1)), gr.update(maximum=max(n_heads - 1, 1)))
-        except Exception as exc:
+        except Exception as exc:  # every failure becomes a message, the page stays usable
             return (state, common.warn(_explain(exc)), *[gr.skip()] * 10)
 
     def view(self, state, view_method, show, layer, head) -> tuple:

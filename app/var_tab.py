@@ -174,7 +174,7 @@ def generate(state, class_name, seed, split, n, cfg, image=1, progress=gr.Progre
         new_state = {"runs": runs, "settings": settings, "num_scales": K}
         return (new_state, _code_status(runs, settings, K, seconds), *_code_views(runs, index),
                 gr.update(maximum=max(settings["n"], 2), value=index + 1))
-    except Exception as exc:
+    except Exception as exc:  # every failure becomes a message, the page stays usable
         return (state, common.warn(exc), *[gr.skip()] * 5)
 
 

@@ -93,7 +93,7 @@ def new_page(browser, app_url, request):
             for page in context.pages:
                 try:
                     screenshot(page, f"{request.node.name}-failed" + (f"-{k}" if k else ""))
-                except Exception:
+                except Exception:  # a screenshot must not hide the real failure
                     pass
         context.close()
 
