@@ -203,7 +203,8 @@ class Session:
 
         t1 = time.perf_counter()
         ctx = DraftContext(self.tokens, max_depth, self.config.sampling, self.generator)
-        grown = build_tree(self.drafter, ctx, self.config.tree_spec, max_depth)
+        spec = self.config.tree_spec
+        grown = build_tree(self.drafter, ctx, spec, max_depth)
         tree = grown.tree
         draft_s = elapsed(t1, self.target.device)
 
@@ -228,7 +229,7 @@ class Session:
         stopped_at = path[-1] if path else -1
         has_children = stopped_at in tree.parents
         trace = self._trace(t0, start, logits_nV, p_nV, verdict, new, draft_s, verify_s, prefill_s, grown=grown,
-                            path=path)
+                            path=path, spec=spec)
         return self._end(t0, trace, len(tree), len(path), len(path) + int(len(new) > len(path) and has_children))
 
     def _trace(self, t0: float, start: int, logits_nV, p_nV, verdict, new, draft_s, verify_s, prefill_s,

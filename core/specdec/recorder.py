@@ -22,7 +22,7 @@ from core.specdec.records import (
     TreeStepRecord,
 )
 from core.specdec.sampling import display_probs
-from core.specdec.trees.grow import DraftTree
+from core.specdec.trees.grow import DraftTree, TreeSpec
 from core.specdec.verify import TreeVerdict, Verdict
 
 
@@ -52,6 +52,7 @@ class RoundTrace:
     draft: Draft | None = None  # chain rounds
     grown: DraftTree | None = None  # tree rounds
     path: list[int] = field(default_factory=list)  # tree rounds: accepted node indices, cut at an accepted EOS
+    spec: TreeSpec | None = None  # tree rounds: the shape the tree was grown to
 
 
 class Recorder:
@@ -102,7 +103,7 @@ class Recorder:
 
     # ------------------------------------------------------------------------------------------------ trees
     def tree(self, t: RoundTrace, config: SessionConfig) -> TreeStepRecord:
-        grown, verdict, path, new, spec = t.grown, t.verdict, t.path, t.new, config.tree_spec
+        grown, verdict, path, new, spec = t.grown, t.verdict, t.path, t.new, t.spec
         tree, cfg = grown.tree, config.sampling
         p_show = display_probs(t.logits_nV, t.p_nV, cfg)
         visited = {-1} | set(path)  # the nodes whose children the walk looked at
