@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import importlib.util
 import json
 import os
@@ -204,10 +205,12 @@ class LoadedModel:
         return text
 
     def vocab_fingerprint(self) -> tuple[int, int]:
-        """(size, hash) of the token→id map: two models can share drafts only if these agree."""
+        """(size, digest) of the token→id map: two models can share drafts only if these agree. The digest is stable
+        across processes (files written for one tokenizer record it: corpora, trimmed vocabularies, drafters)."""
         if "fingerprint" not in self._memo:
             vocab = self.tokenizer.get_vocab()
-            self._memo["fingerprint"] = (len(vocab), hash(frozenset(vocab.items())))
+            blob = json.dumps(sorted(vocab.items()), ensure_ascii=False).encode()
+            self._memo["fingerprint"] = (len(vocab), int(hashlib.sha256(blob).hexdigest()[:15], 16))
         return self._memo["fingerprint"]
 
 
