@@ -23,9 +23,12 @@ from core.runtime.models import LoadedModel, has_sliding_layers
 from core.specdec import Session, SessionConfig
 from core.specdec.drafters import DRAFTERS, Drafter, build_drafter
 from core.specdec.drafters.early_exit import default_exit_layer
+from core.specdec.drafters.fastdraft import build_network
 from core.specdec.drafters.kangaroo_adapter import KangarooAdapter
 from core.specdec.sampling import SamplingConfig, warp
 from core.specdec.verify import build_verifier
+from core.specdec.vocab_trim import VocabTrimOptions
+from core.train.corpus import write_counts
 
 
 # ------------------------------------------------------------------------------------------------ references
@@ -66,13 +69,33 @@ def greedy_acceptance(target: LoadedModel, drafter, n: int, gamma: int = 1) -> f
 
 
 # ------------------------------------------------------------------------------------------------ registry tables
-LAYER_SLICING = ("kangaroo", "easyspec", "sorted")  # drafters that slice the target's layers (llama-style only)
+LAYER_SLICING = ("kangaroo", "easyspec", "sorted", "fastdraft")  # drafters built from the target's layers (llama)
+# drafters whose head VocabTrim can trim (their options include VocabTrim's)
+TRIMMABLE = [name for name, cls in DRAFTERS.items() if issubclass(cls.Options, VocabTrimOptions)]
+_COUNTS: dict = {}
 
 
-def table_drafter(name: str, target: LoadedModel, draft_model: LoadedModel | None) -> Drafter:
+def counts_file(target: LoadedModel, favoured: tuple[int, ...] = ()) -> Path:
+    """A token-count file for ``target``'s tokenizer (VocabTrim's calibration) that ranks ``favoured`` first, then
+    every other id by id; written once per (target, favoured) to a temporary folder."""
+    key = (target.name, tuple(favoured))
+    if key not in _COUNTS:
+        import tempfile
+
+        counts = torch.ones(target.vocab_size, dtype=torch.int64)
+        for rank, tok in enumerate(dict.fromkeys(favoured)):
+            counts[tok] = 10_000 - rank
+        folder = Path(tempfile.mkdtemp(prefix="draftscope-counts-"))
+        _COUNTS[key] = write_counts(folder / "counts.safetensors", counts, target, "test")
+    return _COUNTS[key]
+
+
+def table_drafter(name: str, target: LoadedModel, draft_model: LoadedModel | None, trim: int | None = None,
+                  favoured: tuple[int, ...] = ()) -> Drafter:
     """The registered drafter ``name`` for the registry tables: ``draft_model`` where it takes one, 3-grams, EasySpec
-    around the draft model on shallow targets, and for Kangaroo an adapter initialised from the target's middle layer
-    with η = 0 (SmolLM2 uses its shipped adapter).
+    around the draft model on shallow targets, for Kangaroo an adapter initialised from the target's middle layer
+    with η = 0 and for FastDraft an untrained two-layer network from the target's first and last layers (SmolLM2 uses
+    the shipped adapter and drafter). ``trim``: VocabTrim to that many tokens, ``favoured`` ranked first.
     Skips drafters that slice layers on sliding-window targets (they refuse them, with a message)."""
     declared = {f.name for f in option_fields(DRAFTERS[name].Options)}
     options = {k: v for k, v in {"draft_model": draft_model, "ngram_size": 3}.items() if k in declared}
@@ -82,6 +105,11 @@ def table_drafter(name: str, target: LoadedModel, draft_model: LoadedModel | Non
         options["base"] = "model"  # an early exit of under 4 layers has only one-layer groups: nothing would be fuzzy
     if name == "kangaroo" and target.name != "smollm2-135m":
         options.update(adapter=KangarooAdapter.from_target(target.model, target.n_layers // 2), eta=0.0)
+    if name == "fastdraft" and target.name != "smollm2-135m":
+        layers = [0, target.n_layers - 1]
+        options["checkpoint"] = build_network(target, len(layers), torch.arange(target.vocab_size), layers)
+    if trim is not None:
+        options.update(vocab_trim=trim, vocab_counts=str(counts_file(target, favoured)))
     return build_drafter(name, target, options)
 
 

@@ -7,7 +7,7 @@ import pytest
 from core.specdec import Session, SessionConfig
 from core.specdec.drafters import DRAFTERS
 from core.specdec.verify import VERIFIERS, build_verifier
-from tests.helpers import hf_greedy, table_drafter
+from tests.helpers import TRIMMABLE, hf_greedy, table_drafter
 
 TINY_PROMPTS = ["the cat sat on the mat and the cat sat on the", "1 2 3 4 5 6 7 8 9 10 11 12 13"]
 SMOL_PROMPTS = [
@@ -46,6 +46,25 @@ def test_tiny_greedy_identity(request, target_name, drafter, verifier, noisy_tin
         reference = hf_greedy(target, ids, 30)
         session = _run(target, table_drafter(drafter, target, draft_model), verifier, ids, 30)
         _check(session, reference)
+
+
+@pytest.mark.parametrize("verifier", list(VERIFIERS))
+@pytest.mark.parametrize("drafter", TRIMMABLE)
+@pytest.mark.parametrize("target_name", ["tiny_llama", "tiny_gemma"])
+def test_tiny_greedy_identity_vocab_trimmed(request, target_name, drafter, verifier, noisy_tiny_llama):
+    """VocabTrim'd heads: the kept set holds every other token of the reference, so drafts are accepted where the
+    target's token was kept and must be rejected where it was trimmed."""
+    target = request.getfixturevalue(target_name)
+    draft_model = noisy_tiny_llama if target_name == "tiny_llama" else target
+    for text in TINY_PROMPTS:
+        ids = target.encode(text)
+        reference = hf_greedy(target, ids, 30)
+        favoured = tuple(dict.fromkeys(reference[::2]))
+        drafter_ = table_drafter(drafter, target, draft_model, trim=len(favoured), favoured=favoured)
+        session = _run(target, drafter_, verifier, ids, 30)
+        _check(session, reference)
+        drafts = [d.id for r in session.records for d in getattr(r, "drafted", [])]
+        assert drafts and set(drafts) <= set(favoured), "a trimmed head proposed a token outside its kept set"
 
 
 @pytest.mark.slow

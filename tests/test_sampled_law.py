@@ -17,7 +17,7 @@ from core.specdec.sampling import sample
 from core.specdec.verify import VERIFIERS, TreeVerifier
 from core.specdec.verify.greedy import GreedyVerifier
 from core.specdec.verify.sampling import SamplingVerifier
-from tests.helpers import assert_follows_target, sampled_law, table_drafter
+from tests.helpers import TRIMMABLE, assert_follows_target, sampled_law, table_drafter
 
 PLAIN = "none"  # the registry's baseline: plain sampling from the target, the reference of the chi² test
 # every verifier that samples (the greedy ones are the greedy-identity table's)
@@ -25,6 +25,7 @@ SAMPLING = [name for name, cls in VERIFIERS.items() if not issubclass(cls, Greed
 PROMPT = [1, 4, 2, 3, 1, 4, 2]  # repeats itself, so the n-gram drafter drafts too
 SETTINGS = dict(temperature=1.0, top_k=3, gamma=2, max_new_tokens=3)  # 9 pairs; the first round drafts 2 tokens
 TREE = "2,2"
+TRIM = {"trim": 4, "favoured": (0, 1, 2, 3)}
 N_SEEDS = 400
 # Measured: N_SEEDS i.i.d. draws from this exact law have TV 0.045 on average and above 0.107 once in 10⁴; N_SEEDS
 # draws from the resample-from-p control's law (0.19 from the target's) fall below 0.112 once in 10⁴
@@ -37,6 +38,8 @@ def _cases():
             yield pytest.param(drafter, verifier, "", id=f"{drafter}-{verifier}")
             if issubclass(cls, TreeDrafting) and issubclass(VERIFIERS[verifier], TreeVerifier):
                 yield pytest.param(drafter, verifier, TREE, id=f"{drafter}-{verifier}-tree")
+            if drafter in TRIMMABLE:
+                yield pytest.param(drafter, verifier, "trim", id=f"{drafter}-{verifier}-vocabtrim")
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +54,10 @@ def test_sampled_output_follows_the_target(vocab6, noisy_vocab6, plain, drafter,
             vocab6, table_drafter(PLAIN, vocab6, None), verifier, PROMPT, N_SEEDS, **SETTINGS)
         assert law.drafted == 0 and law.tv < BOUND, (law.tv, law.counts, law.exact)
         return
-    law = sampled_law(vocab6, table_drafter(drafter, vocab6, noisy_vocab6), verifier, PROMPT, N_SEEDS, tree=tree,
-                      **SETTINGS)
+    trim = tree == "trim"  # VocabTrim'd head: q = 0 on tokens 4 and 5, which the target still emits
+    tree = "" if trim else tree
+    law = sampled_law(vocab6, table_drafter(drafter, vocab6, noisy_vocab6, **(TRIM if trim else {})), verifier,
+                      PROMPT, N_SEEDS, tree=tree, **SETTINGS)
     assert_follows_target(law, BOUND, plain)
 
 

@@ -128,6 +128,9 @@ def _emitted_row(record: StepRecord, greedy: bool, rejected_id: int | None, k: i
         note = "greedy: the target's argmax is emitted"
     if e.kind == "resampled" and not has_q:
         note += "<br>q is one-hot on the drafted token"
+    if e.outside_draft_vocab:
+        head += " · outside the drafter's trimmed vocabulary (VocabTrim: q = 0, no draft could match it)"
+        note += "<br>VocabTrim: this token is not in the drafter's head"
     keep = [e.id] + ([rejected_id] if rejected_id is not None else [])
     candidates = _cut(_with(e.candidates, Candidate(e.id, e.text, e.p, None)), k, *keep)
     also = rejected_id if rejected_id is not None and any(c.id == rejected_id for c in candidates) else None

@@ -23,6 +23,7 @@ _STYLE = """<style>
 .ds-vis .rejected { background: #fbd5d5; color: #a01919; text-decoration: line-through; }
 .ds-vis .resampled { background: #ffe0b8; color: #8a4b00; }
 .ds-vis .bonus { background: #d4e4ff; color: #123f8c; }
+.ds-vis .trimmed { outline: 2px dashed #7b1fa2; outline-offset: -1px; }
 .ds-vis .round-sep { border-left: 2px solid #9aa0a6; margin-left: 4px; padding-left: 2px; color: #80868b;
   font-size: 0.65em; vertical-align: super; }
 .ds-vis .prompt { color: #80868b; }
@@ -37,6 +38,7 @@ _LEGEND = ('<div class="ds-legend"><span class="key accepted">accepted draft</sp
            '<span class="key rejected">rejected draft</span> '
            '<span class="key resampled">target: resampled</span> '
            '<span class="key bonus">target: bonus</span> '
+           '<span class="key trimmed">outside a trimmed draft vocabulary</span> '
            '<span class="round-sep">n</span> start of round n · hover a token for p, q, U and ranks</div>')
 
 
@@ -82,8 +84,12 @@ def _drafted_span(token: DraftedToken) -> str:
 
 
 def _emitted_span(token: EmittedToken) -> str:
-    return _span(token.kind, token.text, f"target #{token.position} ({token.kind}): {token.text!r} id {token.id}",
-                 token.p, None, None, None, token.rank_p, None)
+    header = f"target #{token.position} ({token.kind}): {token.text!r} id {token.id}"
+    kind = token.kind
+    if token.outside_draft_vocab:
+        header += "\noutside the drafter's trimmed vocabulary (VocabTrim): no draft could have matched it"
+        kind += " trimmed"
+    return _span(kind, token.text, header, token.p, None, None, None, token.rank_p, None)
 
 
 def _span(kind: str, text: str, header: str, p, q, accept_prob, u, rank_p, rank_q) -> str:

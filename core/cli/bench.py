@@ -23,6 +23,7 @@ def add_arguments(bench) -> None:
     bench.add_argument("--forward-cost", action="store_true", help="also time one target forward of 1..32 new "
                                                                    "tokens (the cost of verifying that many)")
     bench.add_argument("--no-chat", action="store_true", help="do not apply the chat template")
+    bench.add_argument("--fastdraft", default=None, help="also bench these FastDraft checkpoints (comma-separated)")
     bench.add_argument("--json", action="store_true")
 
 
@@ -32,7 +33,8 @@ def run(args) -> int:
     rows = run_bench(target=args.target, prompts_path=args.prompts, limit=args.limit, per_category=args.per_category,
                      max_new_tokens=args.max_new_tokens, draft_model=args.draft_model, exit_layer=args.exit_layer,
                      methods=args.methods.split(",") if args.methods else None, chat=not args.no_chat,
-                     tree_exit_layer=args.tree_exit_layer)
+                     tree_exit_layer=args.tree_exit_layer,
+                     fastdraft=args.fastdraft.split(",") if args.fastdraft else None)
     cost = forward_cost(args.target) if args.forward_cost else None
     if args.json:
         print(json.dumps({"rows": rows, "forward_ms": cost} if cost else rows, indent=1))

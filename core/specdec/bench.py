@@ -2,15 +2,18 @@
 
 All methods run in one process on the same prompts, alternating (the order rotates from prompt to prompt), after a
 warm-up. tokens/s = generated tokens / wall time of the whole call (prefill included), summed over prompts;
-speedup is relative to Hugging Face plain greedy measured in the same run. Everything is greedy, so every method's
+speedup is relative to Hugging Face plain greedy measured in the same run, overall and per prompt category
+(``by_category``); ``speedup_avg`` is the mean of the per-category speedups. Everything is greedy, so every method's
 output must be token-identical to the plain one (``identical_to_target``).
 """
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from tqdm import tqdm
@@ -35,6 +38,27 @@ class _Tally:
     drafted: int = 0
     accepted: int = 0
     target_calls: int = 0
+    cost_x_drafted: float = 0.0  # Σ drafted · c (the drafter's cost per token relative to the target's)
+
+    def add(self, out: list[int], info: dict, seconds: float, identical: bool) -> None:
+        self.tokens += len(out)
+        self.seconds += seconds
+        self.identical &= identical
+        self.drafted += info.get("drafted", 0)
+        self.accepted += info.get("accepted", 0)
+        self.target_calls += info.get("target_calls", 0)
+        self.cost_x_drafted += info.get("drafted", 0) * (info.get("cost") or 0.0)
+
+    def summary(self, base_tps: float, ours: bool) -> dict:
+        tps = self.tokens / self.seconds if self.seconds else 0.0
+        tau = self.tokens / self.target_calls if ours and self.target_calls else None
+        mbsu = None
+        if tau is not None and self.drafted and self.cost_x_drafted:
+            mbsu = tau / (1 + self.cost_x_drafted / self.target_calls)  # τ / (1 + γ̄ c)
+        return {"tokens_per_second": round(tps, 2), "speedup": round(tps / base_tps, 3) if base_tps else None,
+                "tau": round(tau, 3) if tau is not None else None,
+                "alpha": round(self.accepted / self.drafted, 3) if ours and self.drafted else None,
+                "mbsu": round(mbsu, 3) if mbsu is not None else None}
 
 
 def _hf(target, **kwargs) -> Callable[[list[int], int], tuple[list[int], dict]]:
@@ -55,7 +79,8 @@ def _ours(target, drafter: str, options: dict | None = None, **settings) -> Call
         for _ in session.run():
             pass
         s = session.stats
-        return session.generated_ids, {"drafted": s.drafted, "accepted": s.accepted, "target_calls": s.target_calls}
+        return session.generated_ids, {"drafted": s.drafted, "accepted": s.accepted, "target_calls": s.target_calls,
+                                       "cost": session.drafter.cost}
     return run
 
 
@@ -64,8 +89,8 @@ def default_tree_exit_layer(n_layers: int) -> int:
     return exit_layer_at(n_layers, DEEP_EXIT)
 
 
-def build_methods(target, draft_model: str | None, exit_layer: int | None,
-                  tree_exit_layer: int | None = None) -> dict[str, Callable]:
+def build_methods(target, draft_model: str | None, exit_layer: int | None, tree_exit_layer: int | None = None,
+                  fastdraft_paths: list[str] | None = None) -> dict[str, Callable]:
     ell = exit_layer or default_exit_layer(target.n_layers)
     methods = {
         "hf-greedy": _hf(target),
@@ -104,6 +129,20 @@ def build_methods(target, draft_model: str | None, exit_layer: int | None,
         methods["ours-sorted-theta1"] = _ours(target, "sorted", {"thresholds": "1"}, gamma=4)
         methods["ours-sorted-g1"] = _ours(target, "sorted", gamma=1)
         methods["ours-sorted-g2-theta0"] = _ours(target, "sorted", {"thresholds": "0"}, gamma=2)  # always exit 1
+    # VocabTrim on the self-drafters' heads (shipped counts of the target's tokenizer) and the trained FastDraft
+    if _has_counts(target):
+        vt = {"vocab_trim": VOCAB_TRIM_K}
+        methods[f"ours-early-exit-{ell}-vt8k"] = _ours(target, "early-exit", {"exit_layer": ell, **vt})
+        methods[f"ours-ee{tl}-chain-g4-vt8k"] = _ours(target, "early-exit", {**ee, **vt}, gamma=4)
+        if default_adapter_path(target.name).is_file():
+            methods["ours-kangaroo-vt8k"] = _ours(target, "kangaroo", vt, gamma=6)
+        if not has_sliding_layers(target):
+            methods["ours-sorted-vt8k"] = _ours(target, "sorted", vt, gamma=4)
+    for stem, path in fastdraft_checkpoints(target.name, fastdraft_paths).items():
+        for gamma in FASTDRAFT_GAMMAS:
+            methods[f"ours-{stem}-g{gamma}"] = _ours(target, "fastdraft", {"checkpoint": str(path)}, gamma=gamma)
+        # Hugging Face assisted generation with the same drafter network (its own default schedule for γ)
+        methods[f"hf-assisted-{stem}"] = _hf_assisted_fastdraft(target, path)
     if draft_model:
         drafter = load_model(draft_model, device=target.device, dtype=target.dtype)
         methods["hf-assisted"] = _hf(target, assistant_model=drafter.model)
@@ -111,10 +150,48 @@ def build_methods(target, draft_model: str | None, exit_layer: int | None,
     return methods
 
 
+VOCAB_TRIM_K = 8192
+FASTDRAFT_GAMMAS = (3, 4, 5)
+
+
+def _has_counts(target) -> bool:
+    from core.specdec.vocab_trim import shipped_counts_path
+
+    try:
+        shipped_counts_path(target)
+    except DraftScopeError:
+        return False
+    return True
+
+
+def fastdraft_checkpoints(target_name: str, extra: list[str] | None = None) -> dict[str, Path]:
+    """FastDraft drafters to bench: ``fastdraft`` (the one shipped for the target) and each of ``extra`` as
+    ``fastdraft-LABEL`` (LABEL: its alignment loss, or ``pretrained`` after stage 1 only)."""
+    from core.runtime import checkpoint
+    from core.specdec.drafters.fastdraft import KIND, TRAIN_HINT, default_checkpoint
+
+    main = default_checkpoint(target_name)
+    found = {"fastdraft": main} if main.is_file() else {}
+    for raw in extra or []:
+        meta = checkpoint.read_meta(raw, KIND, TRAIN_HINT)
+        label = "pretrained" if meta.get("stage") == "pretrain" else meta.get("loss", Path(raw).stem)
+        found[f"fastdraft-{label}"] = Path(raw)
+    return found
+
+
+def _hf_assisted_fastdraft(target, path: Path) -> Callable:
+    """Hugging Face assisted generation (``assistant_model``) with our FastDraft network as the assistant."""
+    from core.specdec.drafters.fastdraft import load as load_fastdraft
+
+    net, _ = load_fastdraft(path, target)
+    net.generation_config = copy.deepcopy(target.model.generation_config)  # HF adapts it (γ schedule) in place
+    return _hf(target, assistant_model=net)
+
+
 def run_bench(target: str = "smollm2-135m", prompts_path: str | None = None, limit: int | None = None,
               per_category: int | None = None, max_new_tokens: int = 128, draft_model: str | None = None,
               exit_layer: int | None = None, methods: list[str] | None = None, chat: bool = True,
-              tree_exit_layer: int | None = None) -> list[dict]:
+              tree_exit_layer: int | None = None, fastdraft: list[str] | None = None) -> list[dict]:
     if not 1 <= max_new_tokens <= 4096:
         raise DraftScopeError(f"max new tokens must be in 1..4096, got {max_new_tokens}")
     model = load_model(target)
@@ -125,7 +202,7 @@ def run_bench(target: str = "smollm2-135m", prompts_path: str | None = None, lim
     prompts = prompts[:limit] if limit else prompts
     use_chat = chat and bool(getattr(model.tokenizer, "chat_template", None))
     encoded = [model.encode(p.prompt, chat=use_chat) for p in prompts]
-    table = build_methods(model, draft_model, exit_layer, tree_exit_layer)
+    table = build_methods(model, draft_model, exit_layer, tree_exit_layer, fastdraft)
     if methods:
         unknown = [m for m in methods if m not in table]
         if unknown:
@@ -135,6 +212,8 @@ def run_bench(target: str = "smollm2-135m", prompts_path: str | None = None, lim
     for name in tqdm(names, desc="warm-up", leave=False):
         table[name](encoded[0], 8)
     tallies = {name: _Tally() for name in names}
+    categories = list(dict.fromkeys(p.category for p in prompts))
+    per_cat = {name: {c: _Tally() for c in categories} for name in names}
     bar = tqdm(total=len(encoded) * len(names), desc="bench")
     for i, ids in enumerate(encoded):
         order = names[i % len(names):] + names[: i % len(names)]
@@ -147,26 +226,22 @@ def run_bench(target: str = "smollm2-135m", prompts_path: str | None = None, lim
             bar.update()
         reference = results["hf-greedy"][0]
         for name, (out, info, seconds) in results.items():
-            tally = tallies[name]
-            tally.tokens += len(out)
-            tally.seconds += seconds
-            tally.identical &= out == reference
-            tally.drafted += info.get("drafted", 0)
-            tally.accepted += info.get("accepted", 0)
-            tally.target_calls += info.get("target_calls", 0)
+            tallies[name].add(out, info, seconds, out == reference)
+            per_cat[name][prompts[i].category].add(out, info, seconds, out == reference)
     bar.close()
     base = tallies["hf-greedy"].tokens / tallies["hf-greedy"].seconds
+    base_cat = {c: t.tokens / t.seconds for c, t in per_cat["hf-greedy"].items()}
     rows = []
     for name in names:
         t = tallies[name]
-        tps = t.tokens / t.seconds
         ours = name.startswith("ours-")
+        by_category = {c: per_cat[name][c].summary(base_cat[c], ours) for c in categories}
         rows.append({
-            "method": name, "tokens_per_second": round(tps, 2), "speedup": round(tps / base, 3),
-            "tau": round(t.tokens / t.target_calls, 3) if ours and t.target_calls else None,
-            "alpha": round(t.accepted / t.drafted, 3) if ours and t.drafted else None,
+            "method": name, **t.summary(base, ours),
+            "speedup_avg": round(sum(v["speedup"] for v in by_category.values()) / len(by_category), 3),
             "identical_to_target": t.identical, "tokens": t.tokens, "seconds": round(t.seconds, 2),
             "prompts": len(encoded), "max_new_tokens": max_new_tokens, "target": target,
+            "by_category": by_category,
         })
     return rows
 
@@ -199,9 +274,14 @@ def format_table(rows: list[dict]) -> str:
     def fmt(v):
         return "—" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
 
-    cols = ["method", "tokens_per_second", "speedup", "tau", "alpha", "identical_to_target"]
+    cols = ["method", "tokens_per_second", "speedup", "tau", "alpha", "mbsu", "identical_to_target"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(fmt(r[c]) for c in cols) + " |" for r in rows]
+    lines += ["| " + " | ".join(fmt(r.get(c)) for c in cols) + " |" for r in rows]
+    categories = list(rows[0].get("by_category", {})) if rows else []
+    if len(categories) > 1:  # speedup over HF greedy per category, and their mean
+        lines += ["", "| method | " + " | ".join(categories) + " | mean |", "|" + "---|" * (len(categories) + 2)]
+        lines += ["| " + " | ".join([r["method"], *(f"{r['by_category'][c]['speedup']:.2f}×" for c in categories),
+                                     f"{r['speedup_avg']:.2f}×"]) + " |" for r in rows]
     by = {r["method"]: r for r in rows}
     notes = []
     for plain, norec in (("ours-none", "ours-none-norecord"), ("ours-ngram", "ours-ngram-norecord")):

@@ -96,6 +96,8 @@ class Recorder:
             q_at_j = q_show[j] if q_show is not None and j < len(draft.tokens) else None
             emitted = self._emitted(t.start + j, verdict, p_show[j], p_top[j], q_at_j,
                                     q_top[j] if q_at_j is not None else [], residual_top)
+            if draft.vocab_V is not None:
+                emitted.outside_draft_vocab = not bool(draft.vocab_V[emitted.id])
         return StepRecord(
             step=t.step, drafter=t.drafter, verifier=t.verifier, start_position=t.start, drafted=drafted,
             emitted=emitted, accepted=n_acc, committed_ids=list(new), committed_text=self.target.decode(new),

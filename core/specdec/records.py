@@ -71,6 +71,7 @@ class EmittedToken:
     residual_topk: list[Alternative] = field(default_factory=list)  # norm(max(0, p - q)) at a sampled rejection
     # p, q (at a rejection) and the residual over the union of their top-k lists and the emitted token
     candidates: list[Candidate] = field(default_factory=list)
+    outside_draft_vocab: bool = False  # the drafter's (VocabTrim'd) head cannot propose this token: q = 0 there
 
 
 @dataclass

@@ -22,10 +22,12 @@ def split_holdout(items: list, holdout: float) -> tuple[list, list]:
 
 
 def fit(params: list[torch.nn.Parameter], train_set: list, loss_of: Callable[[object], torch.Tensor], epochs: int,
-        lr: float, accumulate: int, rng: random.Random, validate: Callable[[], object] | None = None) -> list[dict]:
+        lr: float, accumulate: int, rng: random.Random, validate: Callable[[], object] | None = None,
+        after_item: Callable[[int], None] | None = None) -> list[dict]:
     """``epochs`` shuffled passes over ``train_set``: gradients of ``loss_of(item)`` accumulated over ``accumulate``
     items and clipped at norm 1, AdamW (no weight decay) with a cosine schedule to zero. Returns one dict per epoch:
-    the mean training loss and, with ``validate``, its result. tqdm shows progress."""
+    the mean training loss and, with ``validate``, its result. ``after_item(n)`` is called after each item with
+    the number of items seen so far (after the optimiser step when one was due). tqdm shows progress."""
     optim = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     steps = max(1, epochs * math.ceil(len(train_set) / accumulate))
     sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
@@ -45,6 +47,8 @@ def fit(params: list[torch.nn.Parameter], train_set: list, loss_of: Callable[[ob
                 optim.zero_grad(set_to_none=True)
             bar.update()
             bar.set_postfix(epoch=epoch + 1, loss=f"{total / (i + 1):.3f}")
+            if after_item is not None:
+                after_item(epoch * len(train_set) + i + 1)
         history.append({"epoch": epoch + 1, "train_loss": round(total / len(train_set), 4),
                         **({"val": validate()} if validate else {})})
     bar.close()

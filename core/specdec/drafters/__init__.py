@@ -13,6 +13,7 @@ DRAFTERS: registry.Registry = registry.load(__name__, (
     "kangaroo:KangarooDrafter",
     "easyspec:EasySpecDrafter",
     "sorted:SortedDrafter",
+    "fastdraft:FastDraftDrafter",
 ), "drafter")
 
 drafter_class = DRAFTERS.lookup  # name → class (an unknown name is a DraftScopeError listing the drafters)

@@ -25,6 +25,7 @@ class Draft:
     q_nV: torch.Tensor | None = None  # (γ, V) distributions the tokens were drawn from; None = one-hot (no model)
     q_show_nV: torch.Tensor | None = None  # (γ, V) what the records show as q (model softmax when greedy)
     info: dict = field(default_factory=dict)  # drafter-specific facts for the record (JSON-friendly)
+    vocab_V: torch.Tensor | None = None  # (V,) bool: the tokens the drafter can propose (VocabTrim); None = all
 
 
 @dataclass

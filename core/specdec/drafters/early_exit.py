@@ -11,6 +11,7 @@ from core.runtime.layers import SHALLOW_EXIT, exit_layer_at
 from core.runtime.models import LoadedModel, truncated_view
 from core.specdec.drafters.base import Drafter
 from core.specdec.drafters.model import ModelDrafter
+from core.specdec.vocab_trim import VocabTrimOptions
 
 
 def default_exit_layer(n_layers: int) -> int:
@@ -21,7 +22,7 @@ class EarlyExitDrafter(ModelDrafter):
     name = "early-exit"
 
     @dataclass
-    class Options:
+    class Options(VocabTrimOptions):
         exit_layer: Annotated[int | None, Range(1, 31, 1)] = None  # ℓ: target layers the draft runs (None: a fifth)
 
     def __init__(self, target: LoadedModel, options=None, **kw):

@@ -48,6 +48,7 @@ from core.runtime.timing import timed_ms
 from core.specdec.drafters.base import Draft, DraftContext, Drafter, stack_or_none
 from core.specdec.drafters.early_exit import EarlyExitDrafter
 from core.specdec.drafters.model import ModelDrafter, fit_vocab
+from core.specdec.vocab_trim import VocabTrimOptions
 
 MAX_GROUP_SIZE = 16
 BASES = ("early-exit", "model")
@@ -84,7 +85,7 @@ class EasySpecDrafter(Drafter):
     name = "easyspec"
 
     @dataclass
-    class Options:
+    class Options(VocabTrimOptions):
         base: Annotated[Literal["early-exit", "model"], Flag("--easyspec-base")] = "early-exit"  # drafter run fuzzily
         draft_model: Annotated[str | None, ModelName] = None  # base 'model': the draft model (the target's tokenizer)
         exit_layer: Annotated[int | None, Range(1, 31, 1)] = None  # base 'early-exit': ℓ (None: a fifth of the depth)
@@ -93,6 +94,7 @@ class EasySpecDrafter(Drafter):
         measure: bool = False  # also record the fuzzy vs exact cosine (one more exact forward per round)
 
         def __post_init__(self):
+            super().__post_init__()
             if not isinstance(self.group_size, int) or not 1 <= self.group_size <= MAX_GROUP_SIZE:
                 raise DraftScopeError(f"EasySpec group size must be in 1..{MAX_GROUP_SIZE}, got {self.group_size}")
             if self.base not in BASES:
@@ -105,8 +107,9 @@ class EasySpecDrafter(Drafter):
         super().__init__(target, options, **kw)
         opts = self.options
         # the wrapped drafter builds and validates the network (tokenizer match, exit layer range)
-        self.inner = (ModelDrafter(target, draft_model=opts.draft_model, allow_local=self.allow_local)
-                      if opts.base == "model" else EarlyExitDrafter(target, exit_layer=opts.exit_layer))
+        trim = {"vocab_trim": opts.vocab_trim, "vocab_counts": opts.vocab_counts}
+        self.inner = (ModelDrafter(target, draft_model=opts.draft_model, allow_local=self.allow_local, **trim)
+                      if opts.base == "model" else EarlyExitDrafter(target, exit_layer=opts.exit_layer, **trim))
         self.net = self.inner.network()
         try:
             check_layer_slicing(self.net)
@@ -197,7 +200,8 @@ class EasySpecDrafter(Drafter):
             if measured:
                 info.update(measured, cosine_draft=i + 1)
         info["fuzzy_forwards"] = fuzzy
-        return Draft(tokens, stack_or_none(rows), stack_or_none(shows), info)
+        info.update(self.inner.trim_info())
+        return Draft(tokens, stack_or_none(rows), stack_or_none(shows), info, self.inner.vocab_V)
 
     def observe(self, tokens: list[int], n_accepted: int) -> None:
         if self.calibrate:  # bonus calibration: one exact pass over what is committed but not exactly cached

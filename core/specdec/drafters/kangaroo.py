@@ -27,6 +27,7 @@ from core.runtime.layers import check_layer_slicing, embed, run_layers
 from core.runtime.models import LoadedModel, module_param_bytes
 from core.specdec.drafters.base import Draft, DraftContext, Drafter, SharesTargetCache, stack_or_none
 from core.specdec.drafters.kangaroo_adapter import KangarooAdapter
+from core.specdec.vocab_trim import VocabTrimOptions, draft_head, vocab_mask
 
 ASSETS = ASSETS_DIR / "kangaroo"
 
@@ -46,11 +47,12 @@ class KangarooDrafter(Drafter, SharesTargetCache):
     name = "kangaroo"
 
     @dataclass
-    class Options:
+    class Options(VocabTrimOptions):
         adapter: Annotated[str | None, LocalPath] = None  # trained adapter file (None: the one shipped for the target)
         eta: Annotated[float, Range(0.0, 0.99, 0.05)] = 0.6  # η: stop drafting below this top draft probability
 
         def __post_init__(self):
+            super().__post_init__()
             if not 0.0 <= self.eta < 1.0:
                 raise DraftScopeError(f"η (Kangaroo's early-exit threshold) must be in [0, 1), got {self.eta}")
 
@@ -67,6 +69,8 @@ class KangarooDrafter(Drafter, SharesTargetCache):
             raise DraftScopeError(f"the Kangaroo adapter's exit layer ({ell}) does not fit '{target.name}' "
                                   f"({target.n_layers} layers)")
         self.model, self.exit_layer, self.eta, self.meta = target.model, ell, self.options.eta, meta
+        self.draft_head, self.trim = draft_head(target.model.lm_head, target, self.options)  # verification: full
+        self.vocab_V = vocab_mask(self.draft_head)
         self.adapter_cache = DynamicCache(config=self.adapter.config)
         self.adapter_len = 0
         self._round: _Round | None = None
@@ -80,7 +84,7 @@ class KangarooDrafter(Drafter, SharesTargetCache):
         rotary = self.model.model.rotary_emb(hidden, position_ids=positions)
         out = self.adapter(hidden, rotary, cache=self.adapter_cache)
         self.adapter_len += hidden.shape[1]
-        return self.model.lm_head(out)[0].float()
+        return self.draft_head(out)[0].float()
 
     def _crop_adapter(self, n: int) -> None:
         if self.adapter_len > n:
@@ -135,7 +139,9 @@ class KangarooDrafter(Drafter, SharesTargetCache):
         stopped = "eta" if len(tokens) < ctx.gamma else "gamma"
         info = {"exit_layer": self.exit_layer, "eta": self.eta, "stopped_by": stopped,
                 "confidences": [round(c, 6) for c in self.last_confidences]}
-        return Draft(tokens, stack_or_none(rows), stack_or_none(shows), info)
+        if self.trim is not None:
+            info["vocab_trim"] = self.trim.as_info()
+        return Draft(tokens, stack_or_none(rows), stack_or_none(shows), info, self.vocab_V)
 
     def verify_forward(self, target_kv, tokens: list[int], draft: list[int]) -> torch.Tensor:
         """Deep layers only, on the layer-ℓ states drafting left in the shared cache."""
@@ -176,5 +182,5 @@ class KangarooDrafter(Drafter, SharesTargetCache):
     @property
     def cost(self) -> float:
         shallow = sum(module_param_bytes(layer) for layer in self.model.model.layers[: self.exit_layer])
-        head = module_param_bytes(self.model.lm_head)
+        head = module_param_bytes(self.draft_head)
         return (shallow + module_param_bytes(self.adapter) + head) / self.target.param_bytes

@@ -13,13 +13,14 @@ from core.runtime.cached_lm import CachedLM
 from core.runtime.models import LoadedModel, load_model, module_param_bytes
 from core.specdec.drafters.base import Draft, DraftContext, Drafter, TreeDrafting, stack_or_none
 from core.specdec.trees.tree import TreeCache
+from core.specdec.vocab_trim import VocabTrimOptions, draft_head, vocab_mask, with_head
 
 
 class ModelDrafter(Drafter, TreeDrafting):
     name = "model"
 
     @dataclass
-    class Options:
+    class Options(VocabTrimOptions):
         draft_model: Annotated[str | None, ModelName] = None  # the draft model: a preset with the target's tokenizer
 
     def __init__(self, target: LoadedModel, options=None, **kw):
@@ -33,7 +34,11 @@ class ModelDrafter(Drafter, TreeDrafting):
         self.attach(drafter, drafter.model)
 
     def attach(self, drafter: LoadedModel, network: torch.nn.Module) -> None:
-        """Draft with ``network`` (``drafter``'s model or a view of it) on a cache of its own."""
+        """Draft with ``network`` (``drafter``'s model or a view of it) on a cache of its own; with VocabTrim on, a
+        view of it whose head covers only the kept tokens."""
+        head, self.trim = draft_head(network.lm_head, self.target, self.options)
+        self.vocab_V = vocab_mask(head)
+        network = with_head(network, head)
         self.drafter, self.view = drafter, network
         self.kv = CachedLM(network)
         self._tree_cache: TreeCache | None = None
@@ -57,7 +62,10 @@ class ModelDrafter(Drafter, TreeDrafting):
             rows.append(q_V)
             shows.append(show_V)
             feed = [token]
-        return Draft(tokens, stack_or_none(rows), stack_or_none(shows))
+        return Draft(tokens, stack_or_none(rows), stack_or_none(shows), self.trim_info(), self.vocab_V)
+
+    def trim_info(self) -> dict:
+        return {"vocab_trim": self.trim.as_info()} if self.trim is not None else {}
 
     def tree_begin(self, ctx: DraftContext) -> torch.Tensor:
         logits_V = self.kv.forward(self.kv.sync(ctx.tokens))[-1]
@@ -83,7 +91,13 @@ class ModelDrafter(Drafter, TreeDrafting):
 
     @property
     def cost(self) -> float:
-        return module_param_bytes(self.view) / self.target.param_bytes
+        """Parameter bytes read per drafted token relative to the target's. An input embedding that is not also the
+        head (a VocabTrim'd head, or untied weights) is a gather of one row, so it is not counted."""
+        total = module_param_bytes(self.view)
+        embedding = self.view.get_input_embeddings().weight
+        if embedding is not getattr(self.view.lm_head, "weight", None):
+            total -= embedding.numel() * embedding.element_size()
+        return total / self.target.param_bytes
 
 
 def fit_vocab(logits_V: torch.Tensor, vocab: int) -> torch.Tensor:

@@ -31,6 +31,7 @@ from core.runtime.models import LoadedModel, load_model, module_param_bytes
 from core.specdec.drafters.base import Draft, DraftContext, Drafter, stack_or_none
 from core.specdec.drafters.model import check_same_tokenizer, fit_vocab
 from core.specdec.drafters.sorted_exits import SortedExits, default_exit_layers
+from core.specdec.vocab_trim import VocabTrimOptions, draft_head, vocab_mask
 
 ASSETS = ASSETS_DIR / "sorted"
 DEFAULT_THETA = 0.5
@@ -87,7 +88,7 @@ class SortedDrafter(Drafter):
     name = "sorted"
 
     @dataclass
-    class Options:
+    class Options(VocabTrimOptions):
         draft_model: Annotated[str | None, ModelName] = None  # base model the exits are cut from (None: the target)
         exits: Annotated[str | None, LocalPath] = None  # trained exits file (None: the one shipped for the base model)
         thresholds: str = ""  # θ per exit but the last, "0.5,0.5" ("": 0.5 each; one number: the same for all)
@@ -108,6 +109,8 @@ class SortedDrafter(Drafter):
         else:
             self.exits, self.meta = shared_exits(base, Path(exits) if exits else None)
         self.base, self.model = base, base.model
+        self.draft_head, self.trim = draft_head(base.model.lm_head, target, self.options)
+        self.vocab_V = vocab_mask(self.draft_head)
         self.exit_layers = self.exits.exit_layers
         self.thresholds = parse_thresholds(self.options.thresholds, len(self.exit_layers))
         self.segments = list(zip([0] + self.exit_layers[:-1], self.exit_layers))
@@ -146,7 +149,7 @@ class SortedDrafter(Drafter):
                 x, self.waiting[k] = torch.cat([self.waiting[k], x], dim=1), None
             x = run_layers(self.model, x, lo, hi, self.cache, self.lens[k], layers=self.exits.layers)
             self.lens[k] += x.shape[1]
-            logits_V = self.model.lm_head(self.exits.norms[k](x[:, -1:]))[0, -1].float()
+            logits_V = self.draft_head(self.exits.norms[k](x[:, -1:]))[0, -1].float()
             confidence = float(torch.softmax(logits_V, -1).max())
             confidences.append(confidence)
             if k == len(self.segments) - 1 or confidence >= self.thresholds[k]:
@@ -186,7 +189,9 @@ class SortedDrafter(Drafter):
         info = {"exit_layers": self.exit_layers, "thresholds": self.thresholds, "exits": exits,
                 "confidences": confidences, "lazy_rows": self.lazy_rows, "trained": bool(self.meta.get("trained")),
                 "base": self.base.name}
-        return Draft(tokens, stack_or_none(rows), stack_or_none(shows), info)
+        if self.trim is not None:
+            info["vocab_trim"] = self.trim.as_info()
+        return Draft(tokens, stack_or_none(rows), stack_or_none(shows), info, self.vocab_V)
 
     def observe(self, tokens: list[int], n_accepted: int) -> None:
         self._sync(tokens)  # drop the rejected drafts now, so cache_len reports what is kept
@@ -202,4 +207,4 @@ class SortedDrafter(Drafter):
         per_exit = [sum(module_param_bytes(layer) for layer in self.exits.layers[:e]) for e in self.exit_layers]
         total = sum(self.exit_counts)
         layers = (sum(c * b for c, b in zip(self.exit_counts, per_exit)) / total) if total else per_exit[-1]
-        return (layers + module_param_bytes(self.model.lm_head)) / self.target.param_bytes
+        return (layers + module_param_bytes(self.draft_head)) / self.target.param_bytes

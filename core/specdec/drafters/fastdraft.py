@@ -1,0 +1,133 @@
+"""A small trained drafter with the target's tokenizer (FastDraft, Direct Alignment): a few decoder layers of the
+target's width, the target's input embedding (shared, not stored) and a VocabTrim'd head (the target's rows for the
+k most frequent target tokens, frozen, not stored), on a KV cache of its own.
+
+The layers start as copies of some of the target's layers (our stand-in for the papers' pre-training on web text,
+which cannot be downloaded here), are pre-trained on sampled target text and aligned on target answers with a
+selectable loss (``python -m core.train.fastdraft``). The checkpoint holds the layers, the final norm and the kept
+token ids; the target supplies the rest when it is loaded.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import torch
+from torch import nn
+
+from core import ASSETS_DIR
+from core.errors import DraftScopeError
+from core.options import LocalPath
+from core.runtime import checkpoint
+from core.runtime.layers import check_layer_slicing
+from core.runtime.models import LoadedModel, has_sliding_layers
+from core.specdec.drafters.base import Drafter
+from core.specdec.drafters.model import ModelDrafter
+from core.specdec.vocab_trim import TrimInfo, TrimmedHead, VocabTrimOptions
+
+KIND = "fastdraft"
+checkpoint.KINDS.setdefault(KIND, "FastDraft drafter")
+TRAIN_HINT = "python -m core.train.fastdraft --target TARGET"
+
+
+def default_checkpoint(target_name: str) -> Path:
+    return ASSETS_DIR / "fastdraft" / f"{target_name}.safetensors"
+
+
+def _config_dict(target) -> dict:
+    config = target.model.config.to_dict()
+    config.pop("quantization_config", None)
+    return config
+
+
+def build_network(target: LoadedModel, n_layers: int, keep: torch.Tensor,
+                  init_layers: list[int] | None = None) -> nn.Module:
+    """A causal LM of ``n_layers`` decoder layers of the target's architecture, sharing the target's input embedding,
+    with the target's head rows for ``keep``; layer j copies target layer ``init_layers[j]`` when given."""
+    check_layer_slicing(target.model)
+    if has_sliding_layers(target.model):
+        raise DraftScopeError(f"the FastDraft drafter is built for full-attention targets; '{target.name}' has "
+                              "sliding-window layers")
+    if n_layers < 1:
+        raise DraftScopeError(f"a FastDraft drafter needs at least one layer, got {n_layers}")
+    config = type(target.model.config).from_dict({**_config_dict(target), "num_hidden_layers": n_layers})
+    if getattr(config, "layer_types", None) is not None:
+        config.layer_types = list(config.layer_types[:n_layers])
+    with torch.device("meta"):
+        net = type(target.model)(config)
+    net.model.embed_tokens = target.model.model.embed_tokens  # shared with the target
+    net.model.layers = nn.ModuleList(
+        [type(target.model.model.layers[0])(config, layer_idx=j) for j in range(n_layers)])
+    net.model.norm = copy.deepcopy(target.model.model.norm)
+    net.model.rotary_emb = target.model.model.rotary_emb
+    net.lm_head = TrimmedHead.of(target.model.lm_head, keep)
+    param = next(target.model.parameters())
+    net.model.layers.to(device=param.device, dtype=param.dtype)
+    if init_layers is not None:
+        if len(init_layers) != n_layers or not all(0 <= i < target.n_layers for i in init_layers):
+            raise DraftScopeError(f"--init-layers must name {n_layers} target layers in 0..{target.n_layers - 1}, "
+                                  f"got {init_layers}")
+        for j, i in enumerate(init_layers):
+            net.model.layers[j].load_state_dict(target.model.model.layers[i].state_dict())
+    net.config = config
+    return net.eval()
+
+
+def trained_state(net: nn.Module) -> dict[str, torch.Tensor]:
+    """What a checkpoint stores: the layers, the final norm and the kept token ids."""
+    state = {f"layers.{k}": v for k, v in net.model.layers.state_dict().items()}
+    state.update({f"norm.{k}": v for k, v in net.model.norm.state_dict().items()})
+    state["keep"] = net.lm_head.keep.to(torch.int32)
+    return state
+
+
+def save(path: str | Path, net: nn.Module, target: LoadedModel, meta: dict) -> Path:
+    size, digest = target.vocab_fingerprint()
+    meta = {**meta, "target": target.name, "tokenizer": [size, f"{digest:x}"], "n_layers": len(net.model.layers),
+            "hidden_size": target.model.config.hidden_size, "target_layers": target.n_layers}
+    return checkpoint.save(path, trained_state(net), meta, KIND)
+
+
+def load(path: str | Path, target: LoadedModel) -> tuple[nn.Module, dict]:
+    """The drafter network stored at ``path``, rebuilt on ``target``; a checkpoint for another target (another
+    tokenizer or another width) raises ``DraftScopeError``."""
+    state, meta = checkpoint.load(path, KIND, TRAIN_HINT.replace("TARGET", target.name))
+    size, digest = target.vocab_fingerprint()
+    if meta.get("tokenizer") != [size, f"{digest:x}"] or meta.get("hidden_size") != target.model.config.hidden_size:
+        raise DraftScopeError(f"{path} is a FastDraft drafter for '{meta.get('target')}', not for '{target.name}' "
+                              f"(another tokenizer or width); train one with "
+                              f"{TRAIN_HINT.replace('TARGET', target.name)}")
+    net = build_network(target, int(meta["n_layers"]), state["keep"].long())
+    param = next(target.model.parameters())
+    layers = {k[len("layers."):]: v.to(param.dtype) for k, v in state.items() if k.startswith("layers.")}
+    norm = {k[len("norm."):]: v.to(param.dtype) for k, v in state.items() if k.startswith("norm.")}
+    net.model.layers.load_state_dict(layers)
+    net.model.norm.load_state_dict(norm)
+    return net.eval(), meta
+
+
+class FastDraftDrafter(ModelDrafter):
+    name = "fastdraft"
+
+    @dataclass
+    class Options(VocabTrimOptions):
+        checkpoint: Annotated[str | None, LocalPath] = None  # trained drafter file (None: the shipped one)
+
+    def __init__(self, target: LoadedModel, options=None, **kw):
+        Drafter.__init__(self, target, options, **kw)
+        source = self.options.checkpoint
+        if isinstance(source, nn.Module):  # a network built in memory (tests, the training script)
+            net, self.meta = source, {"trained": False}
+        else:
+            net, self.meta = load(source or default_checkpoint(target.name), target)
+        own = net.lm_head
+        self.attach(LoadedModel(f"fastdraft-{target.name}", net, target.tokenizer, "local"), net)
+        if self.trim is None:  # report the head the drafter was trained with
+            self.trim = TrimInfo(own.k, own.vocab, float(self.meta.get("coverage", float("nan"))), "checkpoint")
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.view.model.layers)
