@@ -12,14 +12,16 @@ import gradio as gr
 
 from app import common, options, widgets
 from core.errors import DraftScopeError
-from core.specdec import MAX_GAMMA, Session
-from core.specdec.drafters import DRAFTERS
+from core.specdec import MAX_GAMMA, MODEL_LOCK, Session
+from core.specdec.cost_model import measure
+from core.specdec.drafters import DRAFTERS, build_drafter
 from core.specdec.lossless import check_lossless
 from core.specdec.verify import VERIFIERS
 from visualizers.compare import lossless_html
 from visualizers.round_inspector import round_inspector_figure
 from visualizers.stats_charts import stats_figure
 from visualizers.token_strip import stats_html, token_strip_html
+from visualizers.train_draft import cost_model_html
 
 # the run settings; the drafters' options follow them (app.options: one per option name, in registry order)
 RUN_SETTINGS = ("prompt", "chat", "target", "drafter", "verifier", "gamma", "temperature", "top_p", "top_k", "seed",
@@ -88,6 +90,25 @@ class Handlers(common.SessionHandlers):
         except Exception as exc:
             return "", common.warn(exc)
 
+    def cost(self, state, progress=gr.Progress()):
+        """Measure this session's drafter (a fresh copy, so the session's caches stay as they are) and the target on
+        this machine: the break-even τ per γ beside the session's τ."""
+        try:
+            session = common.get_session((state or {}).get("sid"))
+            if session is None:
+                raise DraftScopeError("nothing generated yet: press Step or Run first")
+            config = session.config
+            if config.drafter == "none":
+                raise DraftScopeError("plain decoding has no drafter to measure")
+            progress(0.2, desc="Timing the drafter and the target…")
+            with MODEL_LOCK:
+                drafter = build_drafter(config.drafter, session.target, config.drafter_options, self.allow_local)
+                model = measure(session.target, drafter).to_dict()
+            taus = {config.gamma: session.stats.tau} if session.stats.target_calls else None
+            return cost_model_html(model, taus), ""
+        except Exception as exc:
+            return "", common.warn(exc)
+
 
 # ------------------------------------------------------------------------------------------------ layout
 def build(allow_local_models: bool = False) -> dict:
@@ -117,6 +138,8 @@ def build(allow_local_models: bool = False) -> dict:
             stats = gr.HTML(stats_html({}), elem_id="stats")
             lossless_button = gr.Button("Lossless check: decode with the target alone", elem_id="lossless-check")
             lossless_result = gr.HTML("", elem_id="lossless-result")
+            cost_button = gr.Button("Cost model: why this drafter pays or not", elem_id="cost-model")
+            cost_result = gr.HTML("", elem_id="cost-model-result")
         with gr.Column(scale=3):
             stats_chart = gr.Plot(stats_figure({}), show_label=False, elem_id="stats-chart")
     gr.Markdown("### Round inspector\np (target) and q (drafter) over their top tokens at every drafted position; at "
@@ -133,5 +156,6 @@ def build(allow_local_models: bool = False) -> dict:
     round_slider.release(handlers.inspect, [state, round_slider], [inspector], api_name="inspect_round")
     lossless_button.click(handlers.lossless, [state], [lossless_result, status], api_name="lossless_check",
                           concurrency_limit=None)
+    cost_button.click(handlers.cost, [state], [cost_result, status], api_name="cost_model")
     return {"state": state, "prompt": prompt, "target": target, "drafter": drafter, "verifier": verifier,
             "status": status, "token_strip": strip}

@@ -104,13 +104,16 @@ def as_dict(options) -> dict:
 
 @functools.cache
 def option_fields(options_cls: type) -> tuple[OptionField, ...]:
-    """Every field of ``options_cls`` with its base type, default, help comment and control hints."""
+    """Every field of ``options_cls`` with its base type, default, help comment and control hints; the class's own
+    fields first, then those it inherits (shared option sets such as VocabTrim's)."""
     hints = typing.get_type_hints(options_cls, include_extras=True)
     comments = {}
     for klass in reversed(options_cls.__mro__):  # an inherited field keeps its base's comment unless redeclared
         comments.update(_field_comments(klass))
     out = []
-    for f in dataclasses.fields(options_cls):
+    own = set(options_cls.__dict__.get("__annotations__", {}))  # declared in the class itself: listed first
+    fields = dataclasses.fields(options_cls)
+    for f in [f for f in fields if f.name in own] + [f for f in fields if f.name not in own]:
         hint, extras = hints[f.name], ()
         if typing.get_origin(hint) is typing.Annotated:
             hint, *extras = typing.get_args(hint)

@@ -87,3 +87,29 @@ def test_network_shares_the_targets_embedding(tiny_llama):
     assert net.model.embed_tokens is tiny_llama.model.model.embed_tokens
     for a, b in zip(net.model.layers[1].parameters(), tiny_llama.model.model.layers[1].parameters()):
         assert torch.equal(a, b) and a.data_ptr() != b.data_ptr()  # copied, not shared
+
+
+def test_confidence_stop_and_prompt_lookup_stay_lossless(tiny_llama):
+    """η stops drafting at a low top probability (the random tiny drafter is never confident: nothing is drafted);
+    with lookup on, a repeated 3-gram drafts its continuation and the model drafts the rest. Both stay identical to
+    target-only greedy."""
+    from core.specdec import Session, SessionConfig
+    from core.specdec.verify import build_verifier
+    from tests.helpers import hf_greedy
+
+    net = fd.build_network(tiny_llama, 2, torch.arange(tiny_llama.vocab_size), [0, tiny_llama.n_layers - 1])
+    ids = tiny_llama.encode("the cat sat on the mat and the cat sat on the")
+    reference = hf_greedy(tiny_llama, ids, 30)
+    sources = {}
+    for name, extra in (("eta", {"eta": 0.9}), ("lookup", {"lookup": True})):
+        drafter = build_drafter("fastdraft", tiny_llama, {"checkpoint": net, **extra})
+        config = SessionConfig(target=tiny_llama.name, drafter="fastdraft", gamma=4, max_new_tokens=30)
+        session = Session(tiny_llama, drafter, build_verifier("greedy"), ids, config)
+        for _ in session.run():
+            pass
+        assert session.generated_ids == reference, name
+        sources[name] = [r.draft_info.get("source") for r in session.records if r.drafted]
+    assert sources["eta"] == []  # never confident enough
+    assert "lookup" in sources["lookup"] and "model" in sources["lookup"]
+    with pytest.raises(DraftScopeError, match="η"):
+        build_drafter("fastdraft", tiny_llama, {"checkpoint": net, "eta": 1.0})

@@ -50,3 +50,23 @@ def test_loss_table_lists_every_loss():
                "seqkd": {"after": {"top1_agreement": 0.6}}}
     html = loss_table_html(results, {"tvdpp": {"tokens_per_second": 40.0, "speedup": 1.4}})
     assert "TVD++ (Direct Alignment)" in html and "seqKD (FastDraft)" in html and "1.40×" in html
+
+
+def test_main_tab_cost_model_readout(tiny_llama):
+    """The main tab's readout measures a fresh copy of the session's drafter and shows τ* beside the session's τ."""
+    from app import common, generate_tab
+    from core.specdec import Session, SessionConfig
+
+    config = SessionConfig(target="tiny-llama", drafter="early-exit", gamma=3, max_new_tokens=6,
+                           drafter_options={"exit_layer": 2, "vocab_trim": 1024})
+    session = Session.from_config(config, prompt_ids=tiny_llama.encode("the cat sat on the mat"))
+    for _ in session.run():
+        pass
+    sid = common.new_sid()
+    common.put_session(sid, session)
+    before = list(session.drafter.kv.ids)
+    html, status = generate_tab.Handlers().cost({"sid": sid})
+    assert status == "" and "break-even τ" in html and "early-exit" in html
+    assert session.drafter.kv.ids == before  # the session's drafter was not touched
+    _, status = generate_tab.Handlers().cost({"sid": "nope"})
+    assert "press Step or Run first" in status

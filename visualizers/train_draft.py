@@ -15,9 +15,10 @@ from visualizers.format import empty_figure, esc, num
 HEIGHT, EMPTY_HEIGHT = 380, 240
 GAMMAS = (2, 3, 4, 5, 6)
 LOSS_COLORS = {"pretrained": "#9aa0a6", "seqkd": "#1a73e8", "fkl": "#1e8e3e", "tvd": "#e8710a", "tvdpp": "#d93025",
-               "tvdpp-vocab": "#8e24aa"}
+               "tvdpp-vocab": "#8e24aa", "seqkd-176k": "#0b5d1e"}
 LOSS_NAMES = {"pretrained": "stage 1 only (pre-trained)", "seqkd": "seqKD (FastDraft)", "fkl": "forward KL",
-              "tvd": "TVD", "tvdpp": "TVD++ (Direct Alignment)", "tvdpp-vocab": "TVD++, vocabulary-axis variant"}
+              "tvd": "TVD", "tvdpp": "TVD++ (Direct Alignment)", "tvdpp-vocab": "TVD++, vocabulary-axis variant",
+              "seqkd-176k": "seqKD on 176 k tokens (shipped)"}
 
 
 def _color(loss: str) -> str:
@@ -111,7 +112,7 @@ def cost_model_figure(cost: dict | None, taus: dict[int, float] | None = None) -
                          marker_color="#3c4a5c"))
     if taus:
         fig.add_trace(go.Scatter(x=[g for g in gammas if g in taus], y=[taus[g] for g in gammas if g in taus],
-                                 mode="lines+markers", name="this drafter's τ", line={"color": "#1e8e3e"}))
+                                 mode="lines+markers", name="its τ (held-out replay)", line={"color": "#1e8e3e"}))
     fig.update_layout(barmode="stack", height=HEIGHT, xaxis_title="γ", margin={"l": 50, "r": 20, "t": 50, "b": 50},
                       yaxis_title="plain decoding steps", title=(
                           f"break-even τ = stacked bar (draft {draft:.1f} ms/token, target {one:.1f} ms for one "

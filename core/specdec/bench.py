@@ -130,19 +130,25 @@ def build_methods(target, draft_model: str | None, exit_layer: int | None, tree_
         methods["ours-sorted-g1"] = _ours(target, "sorted", gamma=1)
         methods["ours-sorted-g2-theta0"] = _ours(target, "sorted", {"thresholds": "0"}, gamma=2)  # always exit 1
     # VocabTrim on the self-drafters' heads (shipped counts of the target's tokenizer) and the trained FastDraft
-    if _has_counts(target):
-        vt = {"vocab_trim": VOCAB_TRIM_K}
-        methods[f"ours-early-exit-{ell}-vt8k"] = _ours(target, "early-exit", {"exit_layer": ell, **vt})
-        methods[f"ours-ee{tl}-chain-g4-vt8k"] = _ours(target, "early-exit", {**ee, **vt}, gamma=4)
+    for k in VOCAB_TRIM_KS if _has_counts(target) else ():
+        vt, tag = {"vocab_trim": k}, f"vt{k // 1024}k"
+        methods[f"ours-early-exit-{ell}-{tag}"] = _ours(target, "early-exit", {"exit_layer": ell, **vt})
+        methods[f"ours-ee{tl}-chain-g4-{tag}"] = _ours(target, "early-exit", {**ee, **vt}, gamma=4)
         if default_adapter_path(target.name).is_file():
-            methods["ours-kangaroo-vt8k"] = _ours(target, "kangaroo", vt, gamma=6)
+            methods[f"ours-kangaroo-{tag}"] = _ours(target, "kangaroo", vt, gamma=6)
         if not has_sliding_layers(target):
-            methods["ours-sorted-vt8k"] = _ours(target, "sorted", vt, gamma=4)
+            methods[f"ours-sorted-{tag}"] = _ours(target, "sorted", vt, gamma=4)
     for stem, path in fastdraft_checkpoints(target.name, fastdraft_paths).items():
         for gamma in FASTDRAFT_GAMMAS:
             methods[f"ours-{stem}-g{gamma}"] = _ours(target, "fastdraft", {"checkpoint": str(path)}, gamma=gamma)
         # Hugging Face assisted generation with the same drafter network (its own default schedule for γ)
         methods[f"hf-assisted-{stem}"] = _hf_assisted_fastdraft(target, path)
+        if stem == "fastdraft":  # the shipped drafter: its confidence stop, and with prompt lookup first
+            fd = {"checkpoint": str(path)}
+            methods["ours-fastdraft-g5-eta0.4"] = _ours(target, "fastdraft", {**fd, "eta": 0.4}, gamma=5)
+            methods["ours-fastdraft-lookup-g2"] = _ours(target, "fastdraft", {**fd, "lookup": True}, gamma=2)
+            methods["ours-fastdraft-lookup-g5-eta0.4"] = _ours(target, "fastdraft", {**fd, "lookup": True,
+                                                                                   "eta": 0.4}, gamma=5)
     if draft_model:
         drafter = load_model(draft_model, device=target.device, dtype=target.dtype)
         methods["hf-assisted"] = _hf(target, assistant_model=drafter.model)
@@ -150,8 +156,8 @@ def build_methods(target, draft_model: str | None, exit_layer: int | None, tree_
     return methods
 
 
-VOCAB_TRIM_K = 8192
-FASTDRAFT_GAMMAS = (3, 4, 5)
+VOCAB_TRIM_KS = (4096, 8192, 16384)  # VocabTrim's k in the benchmark
+FASTDRAFT_GAMMAS = (2, 3, 4)
 
 
 def _has_counts(target) -> bool:

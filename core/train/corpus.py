@@ -41,17 +41,19 @@ BUILD_HINT = "python -m core.train.corpus --target TARGET"
 
 @dataclass(frozen=True)
 class CorpusSettings:
-    prompts: int  # the first N corpus prompts
+    prompts: int  # N corpus prompts (from ``start``)
     max_new_tokens: int = 160
     batch: int = 32
     temperature: float = 1.0  # of the sampled answers (top-p 1, top-k off: the target's own distribution)
     seed: int = 0
     states: bool = False  # also store last hidden states and last-layer K/V
     modes: tuple[str, ...] = MODES
+    start: int = 0  # the first corpus prompt used (another folder can continue where one ends)
 
     def tag(self) -> str:
         states = "-states" if self.states else ""
-        return (f"p{self.prompts}-n{self.max_new_tokens}-t{self.temperature:g}-s{self.seed}-"
+        first = f"-from{self.start}" if self.start else ""
+        return (f"p{self.prompts}{first}-n{self.max_new_tokens}-t{self.temperature:g}-s{self.seed}-"
                 f"{'+'.join(self.modes)}{states}")
 
 
@@ -158,17 +160,18 @@ def build(target_name: str = "smollm2-135m", settings: CorpusSettings | None = N
     for mode in settings.modes:
         if mode not in MODES:
             raise DraftScopeError(f"unknown corpus mode '{mode}' (choose from {', '.join(MODES)})")
-    if settings.prompts < 1 or settings.max_new_tokens < 1 or settings.batch < 1:
-        raise DraftScopeError("--prompts, --max-new-tokens and --batch must be at least 1")
+    if settings.prompts < 1 or settings.max_new_tokens < 1 or settings.batch < 1 or settings.start < 0:
+        raise DraftScopeError("--prompts, --max-new-tokens and --batch must be at least 1 and --start at least 0")
     if settings.temperature <= 0:
         raise DraftScopeError("--temperature must be above 0")
     t0 = time.perf_counter()
     target = target or load_model(target_name)
     prompts_text = corpus_prompts(settings.seed)
-    if settings.prompts > len(prompts_text):
-        raise DraftScopeError(f"--prompts {settings.prompts}: the project has {len(prompts_text)} corpus prompts")
+    if settings.start + settings.prompts > len(prompts_text):
+        raise DraftScopeError(f"--start {settings.start} --prompts {settings.prompts}: the project has "
+                              f"{len(prompts_text)} corpus prompts")
     prompts = [target.encode(p, chat=bool(getattr(target.tokenizer, "chat_template", None)))
-               for p in prompts_text[:settings.prompts]]
+               for p in prompts_text[settings.start:settings.start + settings.prompts]]
     folder = Path(out) if out else corpus_dir(target.name, settings)
     folder.mkdir(parents=True, exist_ok=True)
     manifest = {"target": target.name, "tokenizer": _fingerprint(target), "settings": asdict(settings),
@@ -293,7 +296,8 @@ def write_counts(path: str | Path, counts: torch.Tensor, target, source: str) ->
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core.train.corpus", description=__doc__.splitlines()[0])
     parser.add_argument("--target", default="smollm2-135m")
-    parser.add_argument("--prompts", type=int, default=1000, help="the first N corpus prompts")
+    parser.add_argument("--prompts", type=int, default=1000, help="N corpus prompts (from --start)")
+    parser.add_argument("--start", type=int, default=0, help="the first corpus prompt (continue another corpus)")
     parser.add_argument("--max-new-tokens", type=int, default=160)
     parser.add_argument("--batch", type=int, default=32, help="generation batch size")
     parser.add_argument("--temperature", type=float, default=1.0, help="of the sampled answers")
@@ -307,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     def body():
         modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
         settings = CorpusSettings(args.prompts, args.max_new_tokens, args.batch, args.temperature, args.seed,
-                                  args.states, modes)
+                                  args.states, modes, args.start)
         summary = build(args.target, settings, args.out, args.stop_after)
         print_summary(summary)
 

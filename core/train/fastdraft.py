@@ -11,7 +11,8 @@ Held-out prompts (both their answers) are never trained on. They give: greedy to
 replay of speculative decoding on the target's own greedy answers (τ and α at γ = 2..6: with greedy decoding a round
 accepts the drafter's run of agreements, capped at γ, plus one token); Σ min(p, q) over the target's top 64 on the
 sampled answers (a lower bound of the sampled acceptance rate at T = 1); and MBSU from the parameter-byte ratio. With
-``--curve N`` stage 2 is evaluated N times along its single pass (α and τ against alignment tokens seen).
+``--curve N`` the run is evaluated N times along training (α and τ against training tokens seen); the curve against
+the alignment-set size comes from separate runs with ``--max-tokens``.
 """
 
 from __future__ import annotations
@@ -143,7 +144,11 @@ def train(target_name: str = "smollm2-135m", stage: str = "pretrain", loss_name:
     if epochs < 1 or batch < 1 or lr <= 0:
         raise DraftScopeError("--epochs and --batch must be at least 1 and --lr above 0")
     target = target or load_model(target_name)
-    corpus = load_corpus(target, corpus_path or default_corpus(target.name))
+    folders = [p for p in (corpus_path or "").split(",") if p] or [default_corpus(target.name)]
+    corpus = load_corpus(target, folders[0])
+    val_prompts, _ = _split(corpus, holdout, seed)  # held out from the first corpus, so runs stay comparable
+    for extra in folders[1:]:  # more training corpora (e.g. one that continues the prompts where the first ends)
+        corpus.sequences += load_corpus(target, extra).sequences
     torch.manual_seed(seed)
     if stage == "pretrain":
         init_layers = init_layers if init_layers is not None else default_init_layers(target.n_layers, n_layers)
@@ -156,7 +161,6 @@ def train(target_name: str = "smollm2-135m", stage: str = "pretrain", loss_name:
         net, meta_in = fastdraft.load(start, target)
         meta_in = {k: meta_in[k] for k in ("init_layers", "vocab_trim", "coverage", "history") if k in meta_in}
     modes = modes or (("sampled",) if stage == "pretrain" else ("greedy",))
-    val_prompts, _ = _split(corpus, holdout, seed)
     held = [s for s in corpus.sequences if tuple(s.prompt) in val_prompts]
     val_greedy = [s for s in held if s.mode == "greedy"]
     val_sampled = [s for s in held if s.mode == "sampled"]
@@ -182,13 +186,14 @@ def train(target_name: str = "smollm2-135m", stage: str = "pretrain", loss_name:
     net.model.embed_tokens.requires_grad_(False)
     before = evaluate(net.eval(), val_greedy, val_sampled)
     points: list[dict] = []
-    marks = sorted({max(1, round(len(batches) * (j + 1) / curve)) for j in range(curve)}) if curve else []
+    total_items = epochs * len(batches)
+    marks = sorted({max(1, round(total_items * (j + 1) / curve)) for j in range(curve)}) if curve else []
 
-    def after(n_items: int) -> None:
+    def after(n_items: int) -> None:  # tokens seen: whole passes plus the share of the current one
         if n_items in marks:
             net.eval()
-            seen = sum(len(s.answer) for g in batches[:n_items] for s in g)
-            points.append({"tokens_seen": seen, **evaluate(net, val_greedy, val_sampled)})
+            points.append({"tokens_seen": round(tokens * n_items / len(batches)),
+                           **evaluate(net, val_greedy, val_sampled)})
             net.train()
 
     def loss_of(group: list) -> torch.Tensor:
@@ -207,7 +212,7 @@ def train(target_name: str = "smollm2-135m", stage: str = "pretrain", loss_name:
     seconds = elapsed(t0, target.device)
     meta = {"method": "fastdraft", "stage": stage, "loss": loss_name if stage == "align" else "seqkd",
             **meta_in, "modes": list(modes), "train_tokens": tokens, "train_sequences": len(train_seqs),
-            "epochs": epochs, "lr": lr, "batch": batch, "seed": seed, "corpus": corpus.folder.name,
+            "epochs": epochs, "lr": lr, "batch": batch, "seed": seed, "corpus": ",".join(Path(f).name for f in folders),
             "before": before, "after": after_eval, "curve": points, "history": history,
             "drafter_ms": ms, "target_ms": target_ms, "cost": round(c, 4), **mbsu,
             "seconds": round(seconds, 1), "device": str(target.device)}
@@ -250,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", default="smollm2-135m")
     parser.add_argument("--stage", choices=("pretrain", "align"), default="pretrain")
     parser.add_argument("--loss", default="seqkd", help=f"stage 2 loss: {', '.join(LOSSES)}")
-    parser.add_argument("--corpus", default=None, help="corpus folder (default: the newest finished one)")
+    parser.add_argument("--corpus", default=None, help="corpus folder(s), comma-separated (default: the newest "
+                                                       "finished one)")
     parser.add_argument("--from", dest="start", default=None, help="stage 2: the stage-1 checkpoint")
     parser.add_argument("--layers", type=int, default=3)
     parser.add_argument("--init-layers", default=None, help="target layers to copy, e.g. 0,1,29")

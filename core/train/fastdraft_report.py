@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -27,6 +28,9 @@ KEPT = ("stage", "loss", "init_layers", "vocab_trim", "coverage", "modes", "trai
         "mbsu_g5", "mbsu_g6", "seconds", "corpus", "command")
 
 
+METHOD = re.compile(r"^ours-fastdraft(?:-(.+))?-g(\d+)$")
+
+
 def _label(meta: dict) -> str:
     return "pretrained" if meta.get("stage") == "pretrain" else str(meta.get("loss"))
 
@@ -34,24 +38,26 @@ def _label(meta: dict) -> str:
 def report(target: str, checkpoints: list[str], bench: str | None, ship: str | None) -> dict:
     losses = {}
     paths = {}
-    for raw in checkpoints:
+    for item in checkpoints:
+        given, _, raw = item.rpartition("=")  # LABEL=PATH, or PATH (labelled by its loss)
         meta = checkpoint.read_meta(raw, fastdraft.KIND, fastdraft.TRAIN_HINT)
         if meta.get("target") != target:
             raise DraftScopeError(f"{raw} was trained for '{meta.get('target')}', not '{target}'")
-        losses[_label(meta)] = {k: meta[k] for k in KEPT if k in meta}
-        paths[_label(meta)] = Path(raw)
+        label = given or _label(meta)
+        losses[label] = {k: meta[k] for k in KEPT if k in meta}
+        paths[label] = Path(raw)
     rows = {}
     if bench:
         data = json.loads(Path(bench).read_text())
         data = data["rows"] if isinstance(data, dict) else data
         base = next((r for r in data if r["method"] == "hf-greedy"), None)
         for r in data:
-            m = r["method"]
-            if not m.startswith("ours-fastdraft-"):
+            match = METHOD.match(r["method"])  # ours-fastdraft[-LABEL]-gN (no LABEL: the shipped drafter)
+            if not match:
                 continue
-            label = m[len("ours-fastdraft-"):].rsplit("-g", 1)[0]
-            if not label.startswith("g") and (label not in rows or r["speedup"] > rows[label]["speedup"]):
-                rows[label] = {**r, "gamma": int(m.rsplit("-g", 1)[1])}
+            label = match.group(1) or ship
+            if label in losses and (label not in rows or r["speedup"] > rows[label]["speedup"]):
+                rows[label] = {**r, "gamma": int(match.group(2))}
         if base:
             rows["hf-greedy"] = base
     out = {"target": target, "losses": losses, "bench": rows, "shipped_loss": ship}
@@ -71,9 +77,10 @@ def report(target: str, checkpoints: list[str], bench: str | None, ship: str | N
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core.train.fastdraft_report", description=__doc__.splitlines()[0])
     parser.add_argument("--target", default="smollm2-135m")
-    parser.add_argument("--checkpoints", required=True, help="comma-separated trained checkpoints")
+    parser.add_argument("--checkpoints", required=True, help="comma-separated trained checkpoints, each PATH or "
+                                                             "LABEL=PATH")
     parser.add_argument("--bench", default=None, help="a `core.cli bench --json` output file")
-    parser.add_argument("--ship", default=None, help="the loss whose drafter becomes the target's default")
+    parser.add_argument("--ship", default=None, help="the label whose drafter becomes the target's default")
     args = parser.parse_args(argv)
     return run_script(lambda: print_summary(report(args.target, args.checkpoints.split(","), args.bench, args.ship)))
 

@@ -20,17 +20,19 @@ from torch import nn
 
 from core import ASSETS_DIR
 from core.errors import DraftScopeError
-from core.options import LocalPath
+from core.options import LocalPath, Range
 from core.runtime import checkpoint
 from core.runtime.layers import check_layer_slicing
 from core.runtime.models import LoadedModel, has_sliding_layers
-from core.specdec.drafters.base import Drafter
+from core.specdec.drafters.base import Draft, DraftContext, Drafter
 from core.specdec.drafters.model import ModelDrafter
+from core.specdec.drafters.ngram import lookup
 from core.specdec.vocab_trim import TrimInfo, TrimmedHead, VocabTrimOptions
 
 KIND = "fastdraft"
 checkpoint.KINDS.setdefault(KIND, "FastDraft drafter")
 TRAIN_HINT = "python -m core.train.fastdraft --target TARGET"
+LOOKUP_NGRAM, LOOKUP_MIN_NGRAM = 3, 2  # the ngram drafter's defaults
 
 
 def default_checkpoint(target_name: str) -> Path:
@@ -115,6 +117,13 @@ class FastDraftDrafter(ModelDrafter):
     @dataclass
     class Options(VocabTrimOptions):
         checkpoint: Annotated[str | None, LocalPath] = None  # trained drafter file (None: the shipped one)
+        eta: Annotated[float, Range(0.0, 0.99, 0.05)] = 0.0  # η: stop drafting below this top draft probability
+        lookup: bool = False  # try prompt lookup (a 3..2-gram match) before the model (our hybrid)
+
+        def __post_init__(self):
+            super().__post_init__()
+            if not 0.0 <= self.eta < 1.0:
+                raise DraftScopeError(f"η (the drafter's confidence stop) must be in [0, 1), got {self.eta}")
 
     def __init__(self, target: LoadedModel, options=None, **kw):
         Drafter.__init__(self, target, options, **kw)
@@ -127,6 +136,18 @@ class FastDraftDrafter(ModelDrafter):
         self.attach(LoadedModel(f"fastdraft-{target.name}", net, target.tokenizer, "local"), net)
         if self.trim is None:  # report the head the drafter was trained with
             self.trim = TrimInfo(own.k, own.vocab, float(self.meta.get("coverage", float("nan"))), "checkpoint")
+
+    def propose(self, ctx: DraftContext) -> Draft:
+        """With ``lookup`` (not in the papers: our hybrid), a suffix 3..2-gram found earlier in the sequence drafts
+        its continuation for free (q one-hot, like the ngram drafter); otherwise, and always without it, the model
+        drafts."""
+        if self.options.lookup:
+            found = lookup(ctx.tokens, ctx.gamma, LOOKUP_NGRAM, LOOKUP_MIN_NGRAM)
+            if found:
+                return Draft(found, info={"source": "lookup", **self.trim_info()})
+        draft = super().propose(ctx)
+        draft.info["source"] = "model"
+        return draft
 
     @property
     def n_layers(self) -> int:

@@ -55,9 +55,12 @@ class ModelDrafter(Drafter, TreeDrafting):
         tokens, rows, shows = [], [], []
         feed = self.kv.sync(ctx.tokens)
         vocab = self.target.vocab_size
+        eta = float(getattr(self.options, "eta", 0.0) or 0.0)  # drafters with a confidence stop (FastDraft)
         for _ in range(ctx.gamma):
             logits_V = self.kv.forward(feed)[-1]
             token, q_V, show_V = ctx.pick(fit_vocab(logits_V, vocab))
+            if eta and float(show_V.max()) < eta:
+                break  # not confident enough to draft this token
             tokens.append(token)
             rows.append(q_V)
             shows.append(show_V)
