@@ -111,7 +111,7 @@ def option_fields(options_cls: type) -> tuple[OptionField, ...]:
     for klass in reversed(options_cls.__mro__):  # an inherited field keeps its base's comment unless redeclared
         comments.update(_field_comments(klass))
     out = []
-    own = set(options_cls.__dict__.get("__annotations__", {}))  # declared in the class itself: listed first
+    own = set(inspect.get_annotations(options_cls))  # declared in the class itself: listed first
     fields = dataclasses.fields(options_cls)
     for f in [f for f in fields if f.name in own] + [f for f in fields if f.name not in own]:
         hint, extras = hints[f.name], ()
