@@ -252,28 +252,13 @@ def run_bench(target: str = "smollm2-135m", prompts_path: str | None = None, lim
     return rows
 
 
-@torch.inference_mode()
 def forward_cost(target: str = "smollm2-135m", prefix_len: int = 200, sizes=(1, 4, 12, 20, 32),
                  repeats: int = 5) -> dict[int, float]:
     """Median ms of one target forward of k new tokens on a cached prefix (what verifying k drafts or tree nodes
-    costs), for each k; the cache is cropped back after each call."""
-    from core.runtime.cached_lm import CachedLM
+    costs), for each k (``core.specdec.cost_model.verify_ms``)."""
+    from core.specdec.cost_model import verify_ms
 
-    model = load_model(target)
-    ids = [int(i) for i in torch.randint(100, 1000, (prefix_len + max(sizes),), generator=torch.Generator()
-                                         .manual_seed(0))]
-    kv = CachedLM(model.model)
-    kv.forward(ids[:prefix_len])
-    out = {}
-    for k in sizes:
-        times = []
-        for _ in range(repeats + 1):
-            t = time.perf_counter()
-            kv.forward(ids[prefix_len:prefix_len + k])
-            times.append(time.perf_counter() - t)
-            kv.rollback(prefix_len)
-        out[k] = round(sorted(times[1:])[len(times[1:]) // 2] * 1e3, 2)
-    return out
+    return dict(zip(sizes, verify_ms(load_model(target), prefix_len, sizes, repeats), strict=True))
 
 
 def format_table(rows: list[dict]) -> str:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -28,7 +27,8 @@ import torch
 
 from core.errors import DraftScopeError
 from core.runtime.models import load_model
-from core.runtime.timing import elapsed, timed_ms
+from core.runtime.timing import elapsed
+from core.specdec.cost_model import drafter_step_ms, verify_ms
 from core.specdec.drafters import fastdraft
 from core.specdec.drafters.fastdraft import FastDraftDrafter
 from core.specdec.vocab_trim import keep_set
@@ -119,16 +119,9 @@ def _split(corpus: Corpus, holdout: float, seed: int) -> tuple[set, set]:
     return set(prompts[:n_val]), set(prompts[n_val:])
 
 
-def drafter_ms(target, net, context: int = 200, repeats: int = 20) -> float:
-    """Median ms of one drafter step (one token on a ``context``-token cache), as decoding runs it."""
-    drafter = FastDraftDrafter(target, checkpoint=net)
-    ids = [int(t) for t in torch.randint(0, target.vocab_size, (context,))]
-    drafter.prefill(ids)
-    times = []
-    for _ in range(repeats + 2):
-        drafter.kv.rollback(context - 1)
-        times.append(timed_ms(lambda: drafter.kv.forward([ids[-1]]), target.device))
-    return round(statistics.median(times[2:]), 3)
+def drafter_ms(target, net) -> float:
+    """Median ms of one drafter step on a 200-token cache, as decoding runs it (``core.specdec.cost_model``)."""
+    return drafter_step_ms(target, FastDraftDrafter(target, checkpoint=net), gamma=1, repeats=20)
 
 
 def train(target_name: str = "smollm2-135m", stage: str = "pretrain", loss_name: str = "seqkd",
@@ -237,17 +230,8 @@ def default_output(target_name: str, stage: str, loss_name: str) -> Path:
         ".safetensors"
 
 
-def _target_ms(target, context: int = 200, repeats: int = 20) -> float:
-    from core.runtime.cached_lm import CachedLM
-
-    kv = CachedLM(target.model)
-    ids = [int(t) for t in torch.randint(0, target.vocab_size, (context,))]
-    kv.forward(ids[:-1])
-    times = []
-    for _ in range(repeats + 2):
-        times.append(timed_ms(lambda: kv.forward([ids[-1]]), target.device))
-        kv.rollback(context - 1)
-    return round(statistics.median(times[2:]), 3)
+def _target_ms(target) -> float:
+    return verify_ms(target, sizes=[1], repeats=20)[0]
 
 
 def main(argv: list[str] | None = None) -> int:
