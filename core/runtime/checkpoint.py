@@ -25,6 +25,8 @@ KINDS = {  # kind → what the user reads in messages
     "var-vqvae": "VAR tokenizer",
     "var": "VAR transformer",
     "var-classifier": "image classifier",
+    "vocab-counts": "token-count file",
+    "fastdraft": "FastDraft drafter",
 }
 
 

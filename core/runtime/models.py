@@ -213,6 +213,11 @@ class LoadedModel:
             self._memo["fingerprint"] = (len(vocab), int(hashlib.sha256(blob).hexdigest()[:15], 16))
         return self._memo["fingerprint"]
 
+    def tokenizer_id(self) -> list:
+        """``vocab_fingerprint`` as files store it: [size, hex digest]."""
+        size, digest = self.vocab_fingerprint()
+        return [size, f"{digest:x}"]
+
 
 _LOADED: dict[tuple, LoadedModel] = {}
 _LOAD_LOCK = threading.Lock()

@@ -25,7 +25,6 @@ from core.options import LocalPath, Range
 from core.runtime import checkpoint
 
 COUNTS_KIND = "vocab-counts"
-checkpoint.KINDS.setdefault(COUNTS_KIND, "token-count file")
 COUNTS_HINT = "python -m core.train.corpus --target TARGET (it writes vocab-counts.safetensors in the corpus folder)"
 SHIPPED_DIR = ASSETS_DIR / "vocab"
 
@@ -77,8 +76,7 @@ class TrimmedHead(nn.Module):
 def read_counts(path: str | Path, target) -> tuple[torch.Tensor, dict]:
     """(counts (V,) int64, meta) of a token-count file written for ``target``'s tokenizer."""
     state, meta = checkpoint.load(path, COUNTS_KIND, COUNTS_HINT.replace("TARGET", target.name))
-    size, digest = target.vocab_fingerprint()
-    if meta.get("tokenizer") != [size, f"{digest:x}"]:
+    if meta.get("tokenizer") != target.tokenizer_id():
         raise DraftScopeError(f"the token counts in {path} were made with another tokenizer ('{meta.get('target')}') "
                               f"than '{target.name}''s; use counts of text this target generated")
     return state["counts"].to(torch.int64), meta
@@ -86,13 +84,12 @@ def read_counts(path: str | Path, target) -> tuple[torch.Tensor, dict]:
 
 def shipped_counts_path(target) -> Path:
     """The shipped count file whose tokenizer is ``target``'s (assets/vocab/)."""
-    size, digest = target.vocab_fingerprint()
     for path in sorted(SHIPPED_DIR.glob("*.safetensors")):
         try:
             meta = checkpoint.read_meta(path, COUNTS_KIND, COUNTS_HINT)
         except DraftScopeError:
             continue
-        if meta.get("tokenizer") == [size, f"{digest:x}"]:
+        if meta.get("tokenizer") == target.tokenizer_id():
             return path
     raise DraftScopeError(f"no shipped token counts for '{target.name}''s tokenizer in {SHIPPED_DIR}; pass "
                           f"--vocab-counts FILE (made by {COUNTS_HINT.replace('TARGET', target.name)})")

@@ -30,7 +30,6 @@ from core.specdec.drafters.ngram import lookup
 from core.specdec.vocab_trim import TrimInfo, TrimmedHead, VocabTrimOptions
 
 KIND = "fastdraft"
-checkpoint.KINDS.setdefault(KIND, "FastDraft drafter")
 TRAIN_HINT = "python -m core.train.fastdraft --target TARGET"
 LOOKUP_NGRAM, LOOKUP_MIN_NGRAM = 3, 2  # the ngram drafter's defaults
 
@@ -87,8 +86,7 @@ def trained_state(net: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save(path: str | Path, net: nn.Module, target: LoadedModel, meta: dict) -> Path:
-    size, digest = target.vocab_fingerprint()
-    meta = {**meta, "target": target.name, "tokenizer": [size, f"{digest:x}"], "n_layers": len(net.model.layers),
+    meta = {**meta, "target": target.name, "tokenizer": target.tokenizer_id(), "n_layers": len(net.model.layers),
             "hidden_size": target.model.config.hidden_size, "target_layers": target.n_layers}
     return checkpoint.save(path, trained_state(net), meta, KIND)
 
@@ -97,8 +95,7 @@ def load(path: str | Path, target: LoadedModel) -> tuple[nn.Module, dict]:
     """The drafter network stored at ``path``, rebuilt on ``target``; a checkpoint for another target (another
     tokenizer or another width) raises ``DraftScopeError``."""
     state, meta = checkpoint.load(path, KIND, TRAIN_HINT.replace("TARGET", target.name))
-    size, digest = target.vocab_fingerprint()
-    if meta.get("tokenizer") != [size, f"{digest:x}"] or meta.get("hidden_size") != target.model.config.hidden_size:
+    if meta.get("tokenizer") != target.tokenizer_id() or meta.get("hidden_size") != target.model.config.hidden_size:
         raise DraftScopeError(f"{path} is a FastDraft drafter for '{meta.get('target')}', not for '{target.name}' "
                               f"(another tokenizer or width); train one with "
                               f"{TRAIN_HINT.replace('TARGET', target.name)}")
