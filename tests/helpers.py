@@ -24,6 +24,7 @@ from core.specdec import Session, SessionConfig
 from core.specdec.drafters import DRAFTERS, Drafter, build_drafter
 from core.specdec.drafters.early_exit import default_exit_layer
 from core.specdec.drafters.fastdraft import build_network
+from core.specdec.drafters.heads import ARCHS, DraftHeads, HeadsConfig, ResBlock
 from core.specdec.drafters.kangaroo_adapter import KangarooAdapter
 from core.specdec.sampling import SamplingConfig, warp
 from core.specdec.verify import build_verifier
@@ -94,9 +95,10 @@ def table_drafter(name: str, target: LoadedModel, draft_model: LoadedModel | Non
                   favoured: tuple[int, ...] = ()) -> Drafter:
     """The registered drafter ``name`` for the registry tables: ``draft_model`` where it takes one, 3-grams, EasySpec
     around the draft model on shallow targets, for Kangaroo an adapter initialised from the target's middle layer
-    with η = 0 and for FastDraft an untrained two-layer network from the target's first and last layers (SmolLM2 uses
-    the shipped adapter and drafter). ``trim``: VocabTrim to that many tokens, ``favoured`` ranked first.
-    Skips drafters that slice layers on sliding-window targets (they refuse them, with a message)."""
+    with η = 0, for FastDraft an untrained two-layer network from the target's first and last layers and for Medusa /
+    Hydra three heads with random blocks (SmolLM2 uses the shipped adapter, drafter and heads). ``trim``: VocabTrim to
+    that many tokens, ``favoured`` ranked first. Skips drafters that slice layers on sliding-window targets (they
+    refuse them, with a message)."""
     declared = {f.name for f in option_fields(DRAFTERS[name].Options)}
     options = {k: v for k, v in {"draft_model": draft_model, "ngram_size": 3}.items() if k in declared}
     if name in LAYER_SLICING and has_sliding_layers(target.model):
@@ -108,9 +110,31 @@ def table_drafter(name: str, target: LoadedModel, draft_model: LoadedModel | Non
     if name == "fastdraft" and target.name != "smollm2-135m":
         layers = [0, target.n_layers - 1]
         options["checkpoint"] = build_network(target, len(layers), torch.arange(target.vocab_size), layers)
+    if name in ARCHS and target.name != "smollm2-135m":
+        options["checkpoint"] = (random_heads(target, name), None)
     if trim is not None:
         options.update(vocab_trim=trim, vocab_counts=str(counts_file(target, favoured)))
     return build_drafter(name, target, options)
+
+
+def random_heads(target: LoadedModel, arch: str, n_heads: int = 3, scale: float = 0.5, seed: int = 0,
+                 identity: bool = False) -> DraftHeads:
+    """Untrained draft heads for ``target``: random blocks (``scale`` × the default init) so they neither copy the
+    target nor ignore it; ``identity``: zero blocks, so every head returns h_t unchanged (the target's own next
+    token, i.e. the last committed one)."""
+    param = next(target.model.parameters())
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        heads = DraftHeads(HeadsConfig(arch, n_heads, 1, target.model.config.hidden_size))
+        with torch.no_grad():
+            for block in heads.modules():
+                if isinstance(block, ResBlock):
+                    if identity:
+                        block.linear.weight.zero_()
+                        block.linear.bias.zero_()
+                    else:
+                        block.linear.weight.normal_(0.0, scale / block.linear.in_features ** 0.5)
+    return heads.to(device=param.device, dtype=param.dtype).eval()
 
 
 # ------------------------------------------------------------------------------------------------ a 6-token model

@@ -27,6 +27,7 @@ KINDS = {  # kind → what the user reads in messages
     "var-classifier": "image classifier",
     "vocab-counts": "token-count file",
     "fastdraft": "FastDraft drafter",
+    "draft-heads": "draft heads file",
 }
 
 

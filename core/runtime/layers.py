@@ -10,6 +10,8 @@ full attention (Llama, SmolLM2, Qwen2-style); other models raise DraftScopeError
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -66,3 +68,15 @@ def run_layers(model: nn.Module, hidden: torch.Tensor, start: int, stop: int, ca
 def head(model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     """Final norm and LM head: (1, n, d) → (n, V) float32 logits."""
     return model.lm_head(model.model.norm(hidden))[0].float()
+
+
+@contextmanager
+def capture_final_hidden(model: nn.Module) -> Iterator[list[torch.Tensor]]:
+    """Record the output of the model's final norm (its last hidden state, (1, n, d): what the LM head reads) during
+    the block: the yielded list gets one tensor per call of the norm. Draft heads read it from verification."""
+    seen: list[torch.Tensor] = []
+    handle = model.model.norm.register_forward_hook(lambda _module, _args, out: seen.append(out.detach()))
+    try:
+        yield seen
+    finally:
+        handle.remove()

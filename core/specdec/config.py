@@ -34,7 +34,7 @@ class SessionConfig:
     topk_alternatives: int = 5  # top-k lists kept in the records
     record: bool = True  # build step records (False: the same loop recording nothing, for overhead measurements)
     stop_at_eos: bool = True
-    tree: str = ""  # "" = a chain of γ drafts; "3,2,1,1" = children per depth; "budget:N" = EAGLE-2 style
+    tree: str = ""  # "" = a chain; "3,2,1,1" = children per depth; "[[0],[1],[0,0]]" = top-k paths; "budget:N"
     tree_branch: int = 4  # budget trees: frontier nodes expanded per depth and children per node (depth ≤ γ)
     children: str = "auto"  # "topk" | "iid" | "without-replacement"; auto: what the verifier needs
     alpha_star: bool = True  # tree rounds with a sampled verifier: record α* per sibling group
@@ -68,12 +68,12 @@ class SessionConfig:
         spec = TreeSpec.parse(self.tree, depth=self.gamma, branch=self.tree_branch, children=self.children_mode)
         verifier = verifier_class(self.verifier)
         if not issubclass(verifier, TreeVerifier):
-            raise DraftScopeError(f"the '{self.verifier}' verifier checks a chain; for a tree use greedy, rrs "
-                                  "(i.i.d. children) or rsd (children without replacement)")
+            raise DraftScopeError(f"the '{self.verifier}' verifier checks a chain; for a tree use greedy, match "
+                                  "(any children), rrs (i.i.d. children) or rsd (children without replacement)")
         if spec.children not in verifier.tree_children:
             raise DraftScopeError(f"the '{self.verifier}' verifier is lossless only with "
                                   f"{' or '.join(verifier.tree_children)} children, not '{spec.children}'")
-        if self.verifier != "greedy" and self.temperature == 0:
+        if self.temperature == 0 and "topk" not in verifier.tree_children:  # rrs / rsd: their children are drawn
             raise DraftScopeError(f"'{self.verifier}' samples: set a temperature above 0 (at 0 use greedy)")
         return spec
 

@@ -9,6 +9,7 @@ that last token plus the drafts in one forward, which yields p at every drafted 
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -18,10 +19,19 @@ import torch
 
 from core.errors import DraftScopeError
 from core.runtime.cached_lm import CachedLM
+from core.runtime.layers import capture_final_hidden
 from core.runtime.models import LoadedModel, has_sliding_layers, load_model
 from core.runtime.timing import elapsed
 from core.specdec.config import SessionConfig
-from core.specdec.drafters import Draft, DraftContext, Drafter, SharesTargetCache, TreeDrafting, build_drafter
+from core.specdec.drafters import (
+    Draft,
+    DraftContext,
+    Drafter,
+    ReadsTargetHidden,
+    SharesTargetCache,
+    TreeDrafting,
+    build_drafter,
+)
 from core.specdec.drafters.base import verify_forward
 from core.specdec.recorder import Recorder, RoundTrace
 from core.specdec.records import Stats, StepRecord, TreeStepRecord
@@ -156,7 +166,9 @@ class Session:
         t = time.perf_counter()
         self.target_kv.reset()
         if len(self.tokens) > 1:
-            self.target_kv.forward(self.tokens[:-1])
+            with self._hidden() as seen:
+                self.target_kv.forward(self.tokens[:-1])
+            self._hand_hidden(seen, 1, 0)
         self.drafter.prefill(self.tokens)
         self._prefilled = True
         return elapsed(t, self.target.device)
@@ -181,13 +193,15 @@ class Session:
 
         t2 = time.perf_counter()
         forward = self.drafter.verify_forward if isinstance(self.drafter, SharesTargetCache) else verify_forward
-        logits_nV = forward(self.target_kv, self.tokens, draft.tokens).cpu()
+        with self._hidden() as seen:
+            logits_nV = forward(self.target_kv, self.tokens, draft.tokens).cpu()
         p_nV = warp(logits_nV, self.config.sampling)
         q_nV = draft.q_nV[: len(draft.tokens)] if draft.q_nV is not None else None
         verdict = self.verifier.verify(draft.tokens, p_nV, q_nV, self.generator)
         new = self._cut(draft.tokens[: verdict.n_accepted] + [verdict.token], budget)
         self.tokens.extend(new)
         self.target_kv.rollback(len(self.tokens) - 1)
+        self._hand_hidden(seen, len(logits_nV), min(verdict.n_accepted, len(new) - 1))
         self.drafter.observe(self.tokens, verdict.n_accepted)
         verify_s = elapsed(t2, self.target.device)
 
@@ -202,7 +216,7 @@ class Session:
         max_depth = max(0, min(budget - 1, self.target.max_context - start - 1))
 
         t1 = time.perf_counter()
-        ctx = DraftContext(self.tokens, max_depth, self.config.sampling, self.generator)
+        ctx = DraftContext(self.tokens, max_depth, self.config.sampling, self.generator, self.target_kv)
         spec = self.config.tree_spec
         grown = build_tree(self.drafter, ctx, spec, max_depth)
         tree = grown.tree
@@ -215,13 +229,16 @@ class Session:
         full = TokenTree(pending + tree.tokens, list(range(-1, m - 1)) + [m - 1 if p < 0 else m + p
                                                                           for p in tree.parents])
         cache = TreeCache(self.target_kv)
-        logits_nV = cache.forward(full)[m - 1:].cpu()  # row 0: after the committed tokens; row i + 1: after node i
+        with self._hidden() as seen:
+            logits_nV = cache.forward(full)[m - 1:].cpu()  # row 0: after the committed tokens; row i + 1: after node i
         p_nV = warp(logits_nV, self.config.sampling)
         verdict = self.verifier.verify_tree(tree, p_nV, grown.q_rows, self.generator)
         new = self._cut([tree.tokens[i] for i in verdict.path] + [verdict.token], budget)
         cache.keep(list(range(m)) + [m + i for i in verdict.path])
         self.tokens.extend(new)
         self.target_kv.rollback(len(self.tokens) - 1)
+        kept = verdict.path[: len(new) - 1]
+        self._hand_hidden(seen, len(logits_nV), kept[-1] + 1 if kept else 0)
         self.drafter.tree_end(self.tokens, [grown.source[i] for i in verdict.path])
         verify_s = elapsed(t2, self.target.device)
 
@@ -231,6 +248,19 @@ class Session:
         trace = self._trace(t0, start, logits_nV, p_nV, verdict, new, draft_s, verify_s, prefill_s, grown=grown,
                             path=path, spec=spec)
         return self._end(t0, trace, len(tree), len(path), len(path) + int(len(new) > len(path) and has_children))
+
+    def _hidden(self):
+        """Capture the target's last hidden states during a forward, for drafters that read them (else nothing)."""
+        if isinstance(self.drafter, ReadsTargetHidden):
+            return capture_final_hidden(self.target.model)
+        return contextlib.nullcontext([])
+
+    def _hand_hidden(self, seen: list[torch.Tensor], n_rows: int, row: int) -> None:
+        """Give a ``ReadsTargetHidden`` drafter the state behind the last committed token: of the forward's last
+        ``n_rows`` positions (those it returned logits for), the one at ``row``."""
+        if seen and isinstance(self.drafter, ReadsTargetHidden):
+            rows_nD = seen[-1][0, -n_rows:]
+            self.drafter.see_hidden(rows_nD[row], len(self.tokens) - 2)
 
     def _trace(self, t0: float, start: int, logits_nV, p_nV, verdict, new, draft_s, verify_s, prefill_s,
                **round_kind) -> RoundTrace:
@@ -283,6 +313,11 @@ def _check_tree(config: SessionConfig, target: LoadedModel, drafter: Drafter) ->
     if has_sliding_layers(target.model):
         raise DraftScopeError(f"draft trees are not available for '{target.name}' yet: its sliding-window layers "
                               "need their own tree mask; use a chain (no tree)")
+    deepest = getattr(drafter, "max_tree_depth", None)
+    depth = config.tree_spec.depth
+    if deepest is not None and depth > deepest:
+        raise DraftScopeError(f"the '{drafter.name}' drafter has {deepest} heads, so its trees are at most {deepest} "
+                              f"deep; the tree '{config.tree}' (with γ = {config.gamma}) is {depth} deep")
 
 
 def generate(config: SessionConfig, prompt: str | None = None, prompt_ids: list[int] | None = None,

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from core import registry
-from core.specdec.drafters.base import Draft, DraftContext, Drafter, SharesTargetCache, TreeDrafting
+from core.specdec.drafters.base import (
+    Draft,
+    DraftContext,
+    Drafter,
+    ReadsTargetHidden,
+    SharesTargetCache,
+    TreeDrafting,
+)
 
 DRAFTERS: registry.Registry = registry.load(__name__, (
     "none:NoDrafter",
@@ -14,6 +21,8 @@ DRAFTERS: registry.Registry = registry.load(__name__, (
     "easyspec:EasySpecDrafter",
     "sorted:SortedDrafter",
     "fastdraft:FastDraftDrafter",
+    "medusa:MedusaDrafter",
+    "hydra:HydraDrafter",
 ), "drafter")
 
 drafter_class = DRAFTERS.lookup  # name → class (an unknown name is a DraftScopeError listing the drafters)
@@ -25,5 +34,5 @@ def build_drafter(name: str, target, options=None, allow_local: bool = False) ->
     return drafter_class(name)(target, drafter_options(name, options), allow_local=allow_local)
 
 
-__all__ = ["DRAFTERS", "Draft", "DraftContext", "Drafter", "SharesTargetCache", "TreeDrafting", "build_drafter",
-           "drafter_class", "drafter_options"]
+__all__ = ["DRAFTERS", "Draft", "DraftContext", "Drafter", "ReadsTargetHidden", "SharesTargetCache", "TreeDrafting",
+           "build_drafter", "drafter_class", "drafter_options"]

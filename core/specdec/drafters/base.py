@@ -4,7 +4,9 @@ A drafter is one class with a ``name``, an ``Options`` dataclass (its settings, 
 ``core.options``) and ``propose``. Two optional protocols, declared by inheriting them:
 - ``TreeDrafting``: the drafter gives probabilities and can grow a draft tree (``core.specdec.trees.grow``);
 - ``SharesTargetCache``: drafting runs inside the target's KV cache (Kangaroo), so the drafter also does the
-  verification forward, on what drafting left there.
+  verification forward, on what drafting left there;
+- ``ReadsTargetHidden``: the drafter reads the target's last hidden state (draft heads: Medusa, Hydra), which the
+  engine hands over after every target forward.
 """
 
 from __future__ import annotations
@@ -106,6 +108,16 @@ class SharesTargetCache(ABC):
     def verify_forward(self, target_kv, tokens: list[int], draft: list[int]) -> torch.Tensor:
         """The verification forward on what drafting left in the cache: the logits (len(draft) + 1, V) at every
         drafted position and the bonus position, as ``verify_forward`` gives them for other drafters."""
+
+
+class ReadsTargetHidden(ABC):
+    """Optional protocol of drafters that draft from the target's last hidden state (the final norm's output, what
+    the LM head reads). After the prefill and after every verification the engine calls ``see_hidden`` with the state
+    at the position whose logits gave the last committed token, i.e. position ``len(tokens) - 2``."""
+
+    @abstractmethod
+    def see_hidden(self, hidden_D: torch.Tensor, position: int) -> None:
+        """The target's last hidden state (d,) at ``position``."""
 
 
 def verify_forward(target_kv, tokens: list[int], draft: list[int]) -> torch.Tensor:

@@ -8,6 +8,8 @@ VERIFIERS: registry.Registry = registry.load(__name__, (
     "sampling:SamplingVerifier",
     "rrs:RRSVerifier",
     "rsd:RSDVerifier",
+    "match:MatchVerifier",
+    "typical:TypicalVerifier",
 ), "verifier")
 
 verifier_class = VERIFIERS.lookup

@@ -38,6 +38,7 @@ class Verifier(ABC):
 
     name: ClassVar[str] = "base"
     Options: ClassVar[type] = NoOptions
+    lossless: ClassVar[bool] = True  # the output follows the target's distribution (False: Medusa's typical acceptance)
 
     def __init__(self, options=None, **values):
         owner = f"the '{self.name}' verifier"

@@ -1,0 +1,189 @@
+"""Draft heads (Medusa, Hydra): the hidden state the engine hands over, trees from heads (Medusa's path format), the
+draw-and-match and typical-acceptance verifiers, checkpoints and bad input, the trainer on a tiny corpus."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from core.errors import DraftScopeError
+from core.specdec import Session, SessionConfig
+from core.specdec.drafters import build_drafter, heads as heads_mod
+from core.specdec.trees.grow import TreeSpec
+from core.specdec.verify import build_verifier
+from core.train import heads as trainer
+from core.train.corpus import CorpusSettings, build
+from tests.helpers import hf_greedy, random_heads, sampled_law, table_drafter
+
+PROMPT = "the cat sat on the mat and the cat sat on the"
+PATHS = "[[0], [1], [0, 0], [0, 1], [1, 0], [0, 0, 0]]"
+
+
+def _session(target, drafter, verifier="greedy", n=24, **config):
+    config = SessionConfig(target=target.name, drafter=drafter.name, verifier=verifier, max_new_tokens=n,
+                           **{"gamma": 3, **config})
+    session = Session(target, drafter, build_verifier(verifier), target.encode(PROMPT), config)
+    for _ in session.run():
+        pass
+    return session
+
+
+@pytest.mark.parametrize("arch", ["medusa", "hydra"])
+@pytest.mark.parametrize("tree", ["", "2,1"])
+def test_heads_read_the_state_behind_the_last_committed_token(tiny_llama, arch, tree):
+    """Identity heads return h_t itself, so through the target's head they propose x_{t+1} — the last committed
+    token, the target's greedy choice there — at the first depth of every round after the first (the prompt's last
+    token is not the target's choice). Any other state (one position late, a stale round) would propose something
+    else."""
+    drafter = build_drafter(arch, tiny_llama, {"checkpoint": (random_heads(tiny_llama, arch, identity=True), None)})
+    session = _session(tiny_llama, drafter, tree=tree)
+    assert len(session.records) > 3
+    for record in session.records[1:]:
+        first = [n.id for n in record.nodes if n.depth == 0] if tree else [d.id for d in record.drafted[:1]]
+        if not first:
+            continue  # the last round of the budget drafts nothing
+        last = session.tokens[record.start_position - 1]
+        assert last in first, (record.step, first, last)
+
+
+def test_a_drafter_switched_in_mid_run_fetches_the_state_itself(tiny_llama):
+    """After ``reconfigure`` to heads no hidden state was handed over: the drafter recomputes it in the target's cache,
+    and the output stays identical to greedy."""
+    ids = tiny_llama.encode(PROMPT)
+    config = SessionConfig(target=tiny_llama.name, drafter="ngram", max_new_tokens=24, gamma=3)
+    session = Session(tiny_llama, build_drafter("ngram", tiny_llama), build_verifier("greedy"), ids, config)
+    for _ in session.run(6):
+        pass
+    heads = random_heads(tiny_llama, "medusa", identity=True)
+    session.reconfigure(SessionConfig(target=tiny_llama.name, drafter="medusa", max_new_tokens=24, gamma=3,
+                                      drafter_options={"checkpoint": (heads, None)}))
+    record = session.step()
+    assert record.drafted[0].id == session.tokens[record.start_position - 1]
+    for _ in session.run():
+        pass
+    assert session.generated_ids == hf_greedy(tiny_llama, ids, 24)
+
+
+@pytest.mark.parametrize("arch", ["medusa", "hydra"])
+def test_medusa_paths_tree_is_identical_to_greedy(tiny_llama, arch):
+    session = _session(tiny_llama, table_drafter(arch, tiny_llama, None), tree=PATHS)
+    assert session.generated_ids == hf_greedy(tiny_llama, tiny_llama.encode(PROMPT), 24)
+    shape = [(n.depth, n.parent) for n in session.records[0].nodes]
+    assert len(shape) == 6 and [d for d, _ in shape].count(0) == 2
+
+
+def test_medusa_heads_ignore_the_branch_hydra_heads_read_it(tiny_llama):
+    """At one depth Medusa gives every node the same candidates; Hydra's depend on the node's branch."""
+    tokens = tiny_llama.encode(PROMPT)
+    seen = {}
+    for arch in ("medusa", "hydra"):
+        session = _session(tiny_llama, table_drafter(arch, tiny_llama, None), n=8, tree="3,2")
+        nodes = session.records[0].nodes
+        seen[arch] = [tuple(n.id for n in nodes if n.parent == p) for p in (0, 1, 2)]
+    assert len(set(seen["medusa"])) == 1
+    assert len(set(seen["hydra"])) > 1, seen
+    assert tokens
+
+
+def test_tree_paths_parse_and_refuse_bad_specs():
+    spec = TreeSpec.parse(PATHS)
+    assert spec.depth == 3 and spec.max_nodes == 6 and spec.branch == 2
+    for bad, message in [("[[0], [0, 1, 2]]", "parent path"), ("[[0], [0]]", "twice"), ("[[0], []]", "non-empty"),
+                         ("[[0], [x]]", "list of lists"), ("[[0], [99]]", r"0\.\.15"), ("[[1]]", None)]:
+        if message is None:
+            assert TreeSpec.parse(bad).max_nodes == 1  # the second-best root child alone is allowed
+            with pytest.raises(DraftScopeError, match=r"0\.\.n−1"):
+                TreeSpec.parse(bad, children="iid")
+            continue
+        with pytest.raises(DraftScopeError, match=message):
+            TreeSpec.parse(bad)
+
+
+def test_trees_deeper_than_the_heads_are_refused(tiny_llama):
+    drafter = table_drafter("hydra", tiny_llama, None)  # three heads
+    for tree in ("[[0], [0, 0], [0, 0, 0], [0, 0, 0, 0]]", "1,1,1,1"):
+        with pytest.raises(DraftScopeError, match="3 heads"):
+            _session(tiny_llama, drafter, tree=tree, gamma=4)
+    chain = _session(tiny_llama, drafter, gamma=8)  # a chain just drafts K tokens
+    assert max(len(r.drafted) for r in chain.records) == 3
+
+
+def test_bad_head_files(tiny_llama, tiny_gemma, smollm2, tmp_path):
+    keep = torch.arange(tiny_llama.vocab_size)
+    path = heads_mod.save(tmp_path / "h.safetensors", random_heads(tiny_llama, "medusa"), keep, tiny_llama, {})
+    assert build_drafter("medusa", tiny_llama, {"checkpoint": str(path)}).n_heads == 3
+    with pytest.raises(DraftScopeError, match="medusa heads, not hydra"):
+        build_drafter("hydra", tiny_llama, {"checkpoint": str(path)})
+    with pytest.raises(DraftScopeError, match="not for 'tiny-gemma'"):
+        build_drafter("medusa", tiny_gemma, {"checkpoint": str(path)})
+    with pytest.raises(DraftScopeError, match="not found"):
+        build_drafter("medusa", tiny_llama, {"checkpoint": str(tmp_path / "missing.safetensors")})
+    (tmp_path / "junk.safetensors").write_bytes(b"not a checkpoint")
+    with pytest.raises(DraftScopeError):
+        build_drafter("medusa", tiny_llama, {"checkpoint": str(tmp_path / "junk.safetensors")})
+    assert build_drafter("hydra", smollm2).n_heads >= 3  # the shipped heads load
+
+
+# ------------------------------------------------------------------------------------------------ verifiers
+def test_match_verifier_is_greedy_at_temperature_zero(tiny_llama):
+    ids = tiny_llama.encode(PROMPT)
+    for tree in ("", PATHS):
+        session = _session(tiny_llama, table_drafter("medusa", tiny_llama, None), verifier="match", tree=tree)
+        assert session.generated_ids == hf_greedy(tiny_llama, ids, 24)
+
+
+def test_typical_acceptance_drifts_from_the_target(vocab6, noisy_vocab6):
+    """Typical acceptance is not lossless: on the 6-token model at T = 1 it accepts drafts the target would reject
+    often enough that the two-token law moves well past the sampled-law table's bound (0.11), where draw-and-match
+    with the same drafts stays inside it."""
+    prompt = [1, 4, 2, 3, 1, 4, 2]
+    settings = dict(temperature=1.0, top_k=3, gamma=2, max_new_tokens=3)
+    drafter = table_drafter("model", vocab6, noisy_vocab6)
+    typical = sampled_law(vocab6, drafter, "typical", prompt, 400, **settings)
+    match = sampled_law(vocab6, drafter, "match", prompt, 400, **settings)
+    assert match.tv < 0.11 < typical.tv, (match.tv, typical.tv)
+
+
+# ------------------------------------------------------------------------------------------------ training
+@pytest.fixture(scope="module")
+def states_corpus(tiny_llama, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("heads-corpus")
+    build("tiny-llama", CorpusSettings(prompts=12, max_new_tokens=24, batch=6, modes=("greedy",), states=True),
+          out=folder, target=tiny_llama)
+    return folder
+
+
+@pytest.mark.parametrize("arch, loss", [("medusa", "ce"), ("hydra", "ce"), ("hydra", "teacher")])
+def test_training_lowers_the_loss_and_the_heads_load(tiny_llama, states_corpus, tmp_path, arch, loss):
+    out = tmp_path / f"{arch}.safetensors"
+    summary = trainer.train("tiny-llama", arch, n_heads=2, loss=loss, epochs=3, lr=3e-3, batch=32, vocab_trim=2048,
+                            corpus=str(states_corpus), out=str(out), target=tiny_llama, holdout=0.2,
+                            state_dir=tmp_path)
+    losses = [h["train_loss"] for h in summary["history"]]
+    assert losses[-1] < losses[0], losses
+    val = summary["val"]
+    assert len(val["top1"]) == 2 and all(0 <= a <= b <= 1 for a, b in zip(val["top1"], val["top5"]))
+    assert 1.0 <= val["chain_tau"] <= 3.0
+    drafter = build_drafter(arch, tiny_llama, {"checkpoint": str(out)})
+    assert drafter.trim is not None and drafter.trim.k == 2048
+    session = _session(tiny_llama, drafter, tree="2,1")
+    assert session.generated_ids == hf_greedy(tiny_llama, tiny_llama.encode(PROMPT), 24)
+
+
+def test_training_resumes_after_the_last_epoch(tiny_llama, states_corpus, tmp_path):
+    args = dict(n_heads=2, epochs=2, batch=32, vocab_trim=2048, corpus=str(states_corpus), target=tiny_llama,
+                out=str(tmp_path / "m.safetensors"), holdout=0.2, state_dir=tmp_path)
+    first = trainer.train("tiny-llama", "medusa", **args)
+    again = trainer.train("tiny-llama", "medusa", **args)  # both epochs stored: nothing left to train
+    assert again["history"] == first["history"]
+
+
+def test_trainer_cli_errors(states_corpus, tiny_llama, tmp_path, capsys):
+    assert trainer.main(["--target", "tiny-llama", "--corpus", "/nonexistent/corpus"]) == 2
+    assert "error:" in capsys.readouterr().err
+    assert trainer.main(["--target", "tiny-llama", "--corpus", str(states_corpus), "--epochs", "0"]) == 2
+    plain = tmp_path / "plain"
+    build("tiny-llama", CorpusSettings(prompts=2, max_new_tokens=4, batch=2, modes=("greedy",)), out=plain,
+          target=tiny_llama)
+    assert trainer.main(["--target", "tiny-llama", "--corpus", str(plain)]) == 2
+    assert "no hidden states" in capsys.readouterr().err
