@@ -39,7 +39,7 @@ TREE_SETTINGS = ("shape", "tree_branch", "max_depth", "children", "verifier", "t
                  "compare")
 # ℓ = 0 means four fifths of the depth here (tree_config), not early exit's own default
 EXIT_LAYER_LABEL = "ℓ: early-exit layer (0 = auto: 4/5 of the depth, 24 of SmolLM2's 30)"
-TREE_VERIFIERS = ("greedy", "rrs", "rsd")
+TREE_VERIFIERS = ("greedy", "match", "rrs", "rsd", "typical")
 
 # The chain run compared with each tree session; it lives as long as its tree session (dropped with it).
 _CHAINS: weakref.WeakKeyDictionary[Session, Session] = weakref.WeakKeyDictionary()
@@ -65,7 +65,7 @@ def tree_config(settings: dict, allow_local: bool = False) -> SessionConfig:
 def chain_config(config: SessionConfig) -> SessionConfig:
     """A chain with the tree's node budget: γ = its node count (at most 64), the chain form of its verifier."""
     gamma = min(MAX_GAMMA, config.tree_spec.max_nodes)
-    verifier = "greedy" if config.verifier == "greedy" else "sampling"
+    verifier = config.verifier if config.verifier in ("greedy", "match", "typical") else "sampling"  # rrs, rsd
     return dataclasses.replace(config, tree="", gamma=gamma, verifier=verifier, children="auto")
 
 

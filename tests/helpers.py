@@ -24,7 +24,7 @@ from core.specdec import Session, SessionConfig
 from core.specdec.drafters import DRAFTERS, Drafter, build_drafter
 from core.specdec.drafters.early_exit import default_exit_layer
 from core.specdec.drafters.fastdraft import build_network
-from core.specdec.drafters.heads import ARCHS, DraftHeads, HeadsConfig, ResBlock
+from core.specdec.drafters.heads import ARCHS, DraftHeads, HeadsConfig, ResBlock, prefix_layer
 from core.specdec.drafters.kangaroo_adapter import KangarooAdapter
 from core.specdec.sampling import SamplingConfig, warp
 from core.specdec.verify import build_verifier
@@ -118,14 +118,15 @@ def table_drafter(name: str, target: LoadedModel, draft_model: LoadedModel | Non
 
 
 def random_heads(target: LoadedModel, arch: str, n_heads: int = 3, scale: float = 0.5, seed: int = 0,
-                 identity: bool = False) -> DraftHeads:
+                 identity: bool = False, prefix: bool = False) -> DraftHeads:
     """Untrained draft heads for ``target``: random blocks (``scale`` × the default init) so they neither copy the
     target nor ignore it; ``identity``: zero blocks, so every head returns h_t unchanged (the target's own next
-    token, i.e. the last committed one)."""
+    token, i.e. the last committed one; with ``prefix`` Hydra++'s prefix layer starts as the identity too)."""
     param = next(target.model.parameters())
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        heads = DraftHeads(HeadsConfig(arch, n_heads, 1, target.model.config.hidden_size))
+        heads = DraftHeads(HeadsConfig(arch, n_heads, 1, target.model.config.hidden_size, prefix),
+                           prefix_layer(target) if prefix else None)
         with torch.no_grad():
             for block in heads.modules():
                 if isinstance(block, ResBlock):
@@ -134,6 +135,9 @@ def random_heads(target: LoadedModel, arch: str, n_heads: int = 3, scale: float 
                         block.linear.bias.zero_()
                     else:
                         block.linear.weight.normal_(0.0, scale / block.linear.in_features ** 0.5)
+            if prefix and not identity:  # let the prefix layer's attention and MLP count (its cache then matters)
+                for proj in (heads.prefix.self_attn.o_proj, heads.prefix.mlp.down_proj):
+                    proj.weight.normal_(0.0, scale / proj.in_features ** 0.5)
     return heads.to(device=param.device, dtype=param.dtype).eval()
 
 

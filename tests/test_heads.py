@@ -187,3 +187,80 @@ def test_trainer_cli_errors(states_corpus, tiny_llama, tmp_path, capsys):
           target=tiny_llama)
     assert trainer.main(["--target", "tiny-llama", "--corpus", str(plain)]) == 2
     assert "no hidden states" in capsys.readouterr().err
+
+
+def test_suggested_paths_follow_the_accuracies():
+    from core.specdec.drafters.heads import suggested_paths
+
+    acc = [[0.6, 0.2, 0.05], [0.5, 0.1, 0.05], [0.4, 0.1, 0.0]]
+    # expected acceptances: (0,) .6, (0,0) .3, (1,) .2, (0,0,0) .12, (1,0) .1, (0,0,1) .03 … (2,) .05
+    paths = suggested_paths(acc, 5)
+    assert paths == [(0,), (1,), (0, 0), (1, 0), (0, 0, 0)]
+    spec = TreeSpec.parse(str([list(p) for p in paths]))
+    assert spec.max_nodes == 5 and spec.depth == 3
+    every = suggested_paths(acc, 100)  # capped by the candidates with a non-zero value
+    assert len(every) == len(set(every)) and all(p[:-1] in set(every) | {()} for p in every)
+
+
+# ------------------------------------------------------------------------------------------------ Hydra++
+def _plus(target, identity=False):
+    return build_drafter("hydra", target, {"checkpoint": (random_heads(target, "hydra", identity=identity,
+                                                                       prefix=True), None)})
+
+
+@pytest.mark.parametrize("tree", ["", "2,1"])
+def test_hydra_plus_prefix_layer_matches_a_full_recompute(tiny_llama, tree):
+    """The prefix layer's cache is fed the committed positions round by round (rejected drafts dropped); its output
+    behind the last committed token must equal the layer run from scratch over the target's states of the whole
+    sequence. The output stays identical to greedy."""
+    from core.runtime.layers import capture_final_hidden, run_layers
+
+    drafter = _plus(tiny_llama)
+    session = _session(tiny_llama, drafter, tree=tree, n=20)
+    assert session.generated_ids == hf_greedy(tiny_llama, tiny_llama.encode(PROMPT), 20)
+    tokens = session.tokens
+    drafter._hidden(type("Ctx", (), {"tokens": tokens, "target_kv": session.target_kv})())
+    with torch.inference_mode(), capture_final_hidden(tiny_llama.model) as seen:
+        tiny_llama.model(torch.tensor([tokens[:-1]]), logits_to_keep=1)
+        full = run_layers(tiny_llama.model, seen[-1], 0, 1, None, 0, layers=[drafter.heads.prefix])[0, -1]
+    position, g = drafter._h
+    assert position == len(tokens) - 2
+    torch.testing.assert_close(g[0], full, atol=1e-4, rtol=1e-4)
+
+
+def test_hydra_plus_identity_heads_and_a_mid_run_switch(tiny_llama):
+    ids = tiny_llama.encode(PROMPT)
+    session = _session(tiny_llama, _plus(tiny_llama, identity=True))
+    for record in session.records[1:]:
+        if record.drafted:
+            assert record.drafted[0].id == session.tokens[record.start_position - 1]
+    config = SessionConfig(target=tiny_llama.name, drafter="ngram", max_new_tokens=24, gamma=3)
+    switched = Session(tiny_llama, build_drafter("ngram", tiny_llama), build_verifier("greedy"), ids, config)
+    for _ in switched.run(5):
+        pass
+    heads = random_heads(tiny_llama, "hydra", prefix=True)
+    switched.reconfigure(SessionConfig(target=tiny_llama.name, drafter="hydra", max_new_tokens=24, gamma=3,
+                                       drafter_options={"checkpoint": (heads, None)}))
+    for _ in switched.run():
+        pass
+    assert switched.generated_ids == hf_greedy(tiny_llama, ids, 24)
+
+
+@pytest.mark.parametrize("verifier, tree", [("sampling", ""), ("rrs", "2,2"), ("match", "2,2")])
+def test_hydra_plus_sampled_output_follows_the_target(vocab6, verifier, tree):
+    from tests.helpers import assert_follows_target
+
+    drafter = build_drafter("hydra", vocab6, {"checkpoint": (random_heads(vocab6, "hydra", prefix=True),
+                                                             None)})
+    law = sampled_law(vocab6, drafter, verifier, [1, 4, 2, 3, 1, 4, 2], 400, temperature=1.0, top_k=3, gamma=2,
+                      tree=tree, max_new_tokens=3)
+    assert_follows_target(law, 0.11)
+
+
+def test_hydra_plus_needs_a_prefix_layer(tiny_llama, tiny_gemma):
+    with pytest.raises(DraftScopeError, match="prefix layer"):
+        build_drafter("hydra", tiny_llama, {"plus": True, "checkpoint": (random_heads(tiny_llama, "hydra"), None)})
+    with pytest.raises(DraftScopeError, match="sliding-window"):
+        random_heads(tiny_gemma, "hydra", prefix=True)
+    with pytest.raises(DraftScopeError, match="Hydra"):
+        heads_mod.HeadsConfig("medusa", 2, 1, 64, prefix=True).check()

@@ -168,7 +168,7 @@ class Session:
         if len(self.tokens) > 1:
             with self._hidden() as seen:
                 self.target_kv.forward(self.tokens[:-1])
-            self._hand_hidden(seen, 1, 0)
+            self._hand_hidden(seen, 0, len(self.tokens) - 1)
         self.drafter.prefill(self.tokens)
         self._prefilled = True
         return elapsed(t, self.target.device)
@@ -193,6 +193,7 @@ class Session:
 
         t2 = time.perf_counter()
         forward = self.drafter.verify_forward if isinstance(self.drafter, SharesTargetCache) else verify_forward
+        end = len(self.tokens) + len(draft.tokens)  # the forward's positions end here
         with self._hidden() as seen:
             logits_nV = forward(self.target_kv, self.tokens, draft.tokens).cpu()
         p_nV = warp(logits_nV, self.config.sampling)
@@ -201,7 +202,9 @@ class Session:
         new = self._cut(draft.tokens[: verdict.n_accepted] + [verdict.token], budget)
         self.tokens.extend(new)
         self.target_kv.rollback(len(self.tokens) - 1)
-        self._hand_hidden(seen, len(logits_nV), min(verdict.n_accepted, len(new) - 1))
+        if seen:  # the committed positions among those the forward computed: up to the last committed token's
+            first = end - seen[-1].shape[1]
+            self._hand_hidden(seen, first, len(self.tokens) - 1 - first)
         self.drafter.observe(self.tokens, verdict.n_accepted)
         verify_s = elapsed(t2, self.target.device)
 
@@ -237,8 +240,9 @@ class Session:
         cache.keep(list(range(m)) + [m + i for i in verdict.path])
         self.tokens.extend(new)
         self.target_kv.rollback(len(self.tokens) - 1)
-        kept = verdict.path[: len(new) - 1]
-        self._hand_hidden(seen, len(logits_nV), kept[-1] + 1 if kept else 0)
+        if seen:  # the pending tokens and the accepted nodes but the last committed token
+            kept = verdict.path[: len(new) - 1]
+            self._hand_hidden(seen, start - m, m + len(kept), rows=list(range(m)) + [m + i for i in kept])
         self.drafter.tree_end(self.tokens, [grown.source[i] for i in verdict.path])
         verify_s = elapsed(t2, self.target.device)
 
@@ -255,12 +259,12 @@ class Session:
             return capture_final_hidden(self.target.model)
         return contextlib.nullcontext([])
 
-    def _hand_hidden(self, seen: list[torch.Tensor], n_rows: int, row: int) -> None:
-        """Give a ``ReadsTargetHidden`` drafter the state behind the last committed token: of the forward's last
-        ``n_rows`` positions (those it returned logits for), the one at ``row``."""
-        if seen and isinstance(self.drafter, ReadsTargetHidden):
-            rows_nD = seen[-1][0, -n_rows:]
-            self.drafter.see_hidden(rows_nD[row], len(self.tokens) - 2)
+    def _hand_hidden(self, seen: list[torch.Tensor], first: int, n: int, rows: list[int] | None = None) -> None:
+        """Give a ``ReadsTargetHidden`` drafter the states of the committed positions ``first`` .. ``first + n - 1``
+        (the last one behind the last committed token): the forward's first ``n`` rows, or ``rows`` of it."""
+        if seen and n > 0 and isinstance(self.drafter, ReadsTargetHidden):
+            states_nD = seen[-1][0]
+            self.drafter.see_hidden(states_nD[rows] if rows is not None else states_nD[:n], first)
 
     def _trace(self, t0: float, start: int, logits_nV, p_nV, verdict, new, draft_s, verify_s, prefill_s,
                **round_kind) -> RoundTrace:

@@ -29,9 +29,10 @@ import torch
 from tqdm import tqdm
 
 from core.errors import DraftScopeError
+from core.runtime.layers import capture_final_hidden, run_layers
 from core.runtime.models import cache_dir, load_model
 from core.specdec.drafters import heads as heads_mod
-from core.specdec.drafters.heads import ARCHS, DraftHeads, HeadsConfig
+from core.specdec.drafters.heads import ARCHS, DraftHeads, HeadsConfig, prefix_layer
 from core.specdec.vocab_trim import keep_set
 from core.train.corpus import default_corpus, load_corpus
 from core.train.loop import print_summary, run_script
@@ -39,6 +40,7 @@ from core.train.loop import print_summary, run_script
 LOSSES = ("ce", "teacher")
 HEAD_DECAY = 0.8  # Medusa's λ_k = 0.8^k
 TOPK_ACC = 5
+RANKS = 8  # per-rank accuracies kept for choosing a static tree (core.specdec.drafters.heads.suggested_paths)
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -61,6 +63,9 @@ class HeadRows:
                 t_ids.append(torch.stack([ids[j:j + n] for j in range(1, n_heads + 1)], dim=1))
                 t_p.append(torch.stack([p[j:j + n] for j in range(1, n_heads + 1)], dim=1))
         self.h = torch.cat(hs)  # (N, d)
+        self.offsets = [0]  # sequence j's rows are offsets[j] .. offsets[j + 1] − 1
+        for h in hs:
+            self.offsets.append(self.offsets[-1] + h.shape[0])
         self.window = torch.cat(windows)  # (N, K + 1): a_i … a_{i+K}
         self.teacher_ids = torch.cat(t_ids) if teacher else None  # (N, K, 64): the target's top ids for head k
         self.teacher_p = torch.cat(t_p) if teacher else None
@@ -106,8 +111,11 @@ class Trainable:
         return self.heads.features(k, h_nD, emb) @ self.weight_kD.T
 
 
-def batch_loss(model: Trainable, rows: HeadRows, idx: torch.Tensor, loss: str) -> torch.Tensor:
-    h, window = rows.h[idx], rows.window[idx]
+def batch_loss(model: Trainable, rows: HeadRows, idx: torch.Tensor, loss: str,
+               h: torch.Tensor | None = None) -> torch.Tensor:
+    """Σ_k 0.8^k · (head k's loss) over the rows ``idx``; ``h`` replaces their stored states (Hydra++: the prefix
+    layer's outputs)."""
+    h, window = (rows.h[idx] if h is None else h), rows.window[idx]
     total = h.new_zeros(())
     for k in range(model.heads.config.n_heads):
         label = window[:, k + 1]
@@ -132,26 +140,30 @@ def batch_loss(model: Trainable, rows: HeadRows, idx: torch.Tensor, loss: str) -
 
 
 @torch.no_grad()
-def evaluate(model: Trainable, rows: HeadRows, batch: int = 2048) -> dict:
+def evaluate(model: Trainable, rows: HeadRows, batch: int = 2048, h: torch.Tensor | None = None) -> dict:
     """Per head: teacher-forced top-1 / top-5 accuracy on kept and unkept labels alike (an unkept label is a miss);
     the greedy chain's mean accepted run (each head after the heads' own earlier picks) and τ = 1 + that run."""
     n_heads = model.heads.config.n_heads
     top1, top5, seen = [0] * n_heads, [0] * n_heads, [0] * n_heads
+    at_rank = [[0] * RANKS for _ in range(n_heads)]  # label = the head's r-th candidate
     run_total, run_rows = 0, 0
     for lo in range(0, len(rows), batch):
-        h, window = rows.h[lo:lo + batch], rows.window[lo:lo + batch]
-        alive = torch.ones(h.shape[0], dtype=torch.bool)
+        h_nD, window = (rows.h if h is None else h)[lo:lo + batch], rows.window[lo:lo + batch]
+        alive = torch.ones(h_nD.shape[0], dtype=torch.bool)
         own = window.clone()  # the branch the greedy chain feeds: the heads' own picks
-        run = torch.zeros(h.shape[0], dtype=torch.long)
+        run = torch.zeros(h_nD.shape[0], dtype=torch.long)
         for k in range(n_heads):
             label = window[:, k + 1]
             valid = label >= 0
-            logits = model.logits(k, h, window)
-            top = model.keep[logits.topk(TOPK_ACC, -1).indices]  # (n, 5) token ids
-            top1[k] += int(((top[:, 0] == label) & valid).sum())
-            top5[k] += int(((top == label[:, None]).any(-1) & valid).sum())
+            logits = model.logits(k, h_nD, window)
+            top = model.keep[logits.topk(RANKS, -1).indices]  # (n, RANKS) token ids, best first
+            hits = (top == label[:, None]) & valid[:, None]
+            top1[k] += int(hits[:, 0].sum())
+            top5[k] += int(hits[:, :TOPK_ACC].any(-1).sum())
+            for r in range(RANKS):
+                at_rank[k][r] += int(hits[:, r].sum())
             seen[k] += int(valid.sum())
-            pick = model.keep[model.logits(k, h, own).argmax(-1)] if model.heads.grounded else top[:, 0]
+            pick = model.keep[model.logits(k, h_nD, own).argmax(-1)] if model.heads.grounded else top[:, 0]  # (n,)
             alive &= (pick == label) & valid
             run += alive.long()
             own[:, k + 1] = pick
@@ -161,7 +173,36 @@ def evaluate(model: Trainable, rows: HeadRows, batch: int = 2048) -> dict:
     mean_run = run_total / max(1, run_rows)
     return {"top1": [round(a / max(1, s), 4) for a, s in zip(top1, seen)],
             "top5": [round(a / max(1, s), 4) for a, s in zip(top5, seen)],
+            "rank_acc": [[round(a / max(1, s), 4) for a in row] for row, s in zip(at_rank, seen)],
             "chain_accepted": round(mean_run, 4), "chain_tau": round(1 + mean_run, 4), "rows": run_rows}
+
+
+# ------------------------------------------------------------------------------------------------ Hydra++
+@torch.no_grad()
+def full_states(target, sequences: list) -> list[torch.Tensor]:
+    """The target's last hidden state at every position but the last of each sequence (prompt included: the prefix
+    layer attends to all of them), fp16, one teacher-forced forward each."""
+    out = []
+    for s in tqdm(sequences, desc="target states", unit="seq"):
+        with capture_final_hidden(target.model) as seen:
+            target.model(torch.tensor([s.tokens[:-1]], device=target.device), logits_to_keep=1)
+        out.append(seen[-1][0].to(torch.float16).cpu())
+    return out
+
+
+def prefix_rows(model: Trainable, target, states: list[torch.Tensor], sequences: list, which: list[int]) -> torch.Tensor:
+    """The prefix layer over sequences ``which`` (causal, no cache); its outputs at their answer rows, stacked in
+    HeadRows order (n, d)."""
+    out = []
+    for j in which:
+        g = run_layers(target.model, states[j].float()[None], 0, 1, None, 0, layers=[model.heads.prefix])[0]
+        first = len(sequences[j].prompt) - 1
+        out.append(g[first:first + len(sequences[j].answer)])
+    return torch.cat(out)
+
+
+def _rows_of(rows: HeadRows, which: list[int]) -> torch.Tensor:
+    return torch.cat([torch.arange(rows.offsets[j], rows.offsets[j + 1]) for j in which])
 
 
 # ------------------------------------------------------------------------------------------------ training
@@ -172,9 +213,11 @@ def _state_path(tag: str, state_dir: str | Path | None = None) -> Path:
 def train(target_name: str = "smollm2-135m", arch: str = "medusa", n_heads: int = 4, n_layers: int = 1,
           loss: str = "ce", epochs: int = 2, lr: float = 1e-3, batch: int = 256, vocab_trim: int = 8192,
           corpus: str | None = None, holdout: float = 0.05, seed: int = 0, max_rows: int | None = None,
-          out: str | None = None, target=None, corpus_obj=None, state_dir: str | Path | None = None) -> dict:
+          out: str | None = None, target=None, corpus_obj=None, state_dir: str | Path | None = None,
+          prefix: bool = False) -> dict:
     """Train heads and save them (``out``, default the shipped path); the JSON summary. ``state_dir`` holds the
-    per-epoch training state a rerun resumes from (default: the user cache)."""
+    per-epoch training state a rerun resumes from (default: the user cache). ``prefix``: Hydra++'s prefix layer
+    (trained with the heads, on whole sequences: a step takes about ``batch`` answer positions' worth of them)."""
     if arch not in ARCHS:
         raise DraftScopeError(f"unknown head architecture '{arch}' (choose from {', '.join(ARCHS)})")
     if loss not in LOSSES:
@@ -187,13 +230,20 @@ def train(target_name: str = "smollm2-135m", arch: str = "medusa", n_heads: int 
     _check_corpus(corpus_obj)
     val_seqs, train_seqs = split_sequences(corpus_obj.sequences, holdout, seed)
     keep, trim = keep_set(target, min(vocab_trim, target.vocab_size))
-    config = HeadsConfig(arch, n_heads, n_layers, target.model.config.hidden_size)
+    config = HeadsConfig(arch, n_heads, n_layers, target.model.config.hidden_size, prefix)
+    config.check()
     torch.manual_seed(seed)
-    heads = DraftHeads(config).float().train()
+    heads = DraftHeads(config, prefix_layer(target).float() if prefix else None).float().train()
     model = Trainable(target, heads, keep)
     rows, val_rows = HeadRows(train_seqs, n_heads, loss == "teacher"), HeadRows(val_seqs, n_heads, False)
     n_rows = min(len(rows), max_rows) if max_rows else len(rows)
-    steps_per_epoch = math.ceil(n_rows / batch)
+    states = val_states = None
+    if prefix:
+        states, val_states = full_states(target, train_seqs), full_states(target, val_seqs)
+        per_step = max(1, round(batch * len(train_seqs) / len(rows)))  # sequences per step
+        steps_per_epoch = math.ceil(len(train_seqs) * n_rows / len(rows) / per_step)
+    else:
+        steps_per_epoch = math.ceil(n_rows / batch)
     steps = epochs * steps_per_epoch
     optim = torch.optim.AdamW(heads.parameters(), lr=lr, weight_decay=0.0)
     warmup = max(1, steps // 10)  # Medusa's scripts: 10 % warm-up, then cosine
@@ -201,7 +251,7 @@ def train(target_name: str = "smollm2-135m", arch: str = "medusa", n_heads: int 
         optim, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
     settings = {"target": target.name, "arch": arch, "n_heads": n_heads, "n_layers": n_layers, "loss": loss,
                 "epochs": epochs, "lr": lr, "batch": batch, "vocab_trim": int(keep.numel()), "holdout": holdout,
-                "seed": seed, "max_rows": max_rows, "corpus": corpus_obj.folder.name}
+                "seed": seed, "max_rows": max_rows, "corpus": corpus_obj.folder.name, "prefix": prefix}
     tag = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     state_path = _state_path(tag, state_dir)
     history, start_epoch = [], 0
@@ -212,13 +262,28 @@ def train(target_name: str = "smollm2-135m", arch: str = "medusa", n_heads: int 
         sched.load_state_dict(state["sched"])
         history, start_epoch = json.loads(state["history"]), int(state["epoch"])
     gen = torch.Generator().manual_seed(seed)
-    order_all = [torch.randperm(len(rows), generator=gen)[:n_rows] for _ in range(epochs)]
+    order_all = [torch.randperm(len(train_seqs) if prefix else len(rows), generator=gen) for _ in range(epochs)]
+
+    def step_loss(order: torch.Tensor, s: int) -> torch.Tensor:
+        if not prefix:
+            return batch_loss(model, rows, order[:n_rows][s * batch:(s + 1) * batch], loss)
+        which = order[s * per_step:(s + 1) * per_step].tolist()
+        return batch_loss(model, rows, _rows_of(rows, which), loss, prefix_rows(model, target, states, train_seqs,
+                                                                             which))
+
+    def validate() -> dict:
+        if not prefix:
+            return evaluate(model, val_rows)
+        with torch.no_grad():
+            g = prefix_rows(model, target, val_states, val_seqs, list(range(len(val_seqs))))
+        return evaluate(model, val_rows, h=g)
+
     bar = tqdm(total=steps, initial=start_epoch * steps_per_epoch, desc=f"{arch} heads", unit="batch")
     for epoch in range(start_epoch, epochs):
         t_epoch, total = time.perf_counter(), 0.0
         order = order_all[epoch]
         for s in range(steps_per_epoch):
-            value = batch_loss(model, rows, order[s * batch:(s + 1) * batch], loss)
+            value = step_loss(order, s)
             optim.zero_grad(set_to_none=True)
             if value.requires_grad:  # else no label of the batch is in the kept vocabulary
                 value.backward()
@@ -230,7 +295,7 @@ def train(target_name: str = "smollm2-135m", arch: str = "medusa", n_heads: int 
             bar.set_postfix(epoch=epoch + 1, loss=f"{total / (s + 1):.3f}")
         heads.eval()
         history.append({"epoch": epoch + 1, "train_loss": round(total / steps_per_epoch, 4),
-                        "seconds": round(time.perf_counter() - t_epoch, 1), "val": evaluate(model, val_rows)})
+                        "seconds": round(time.perf_counter() - t_epoch, 1), "val": validate()})
         heads.train()
         state_path.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"heads": heads.state_dict(), "optim": optim.state_dict(), "sched": sched.state_dict(),
@@ -257,6 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--prefix", action="store_true", help="Hydra++: a decoder layer before the heads")
     parser.add_argument("--vocab-trim", type=int, default=8192, help="rows of the target's LM head the heads use")
     parser.add_argument("--corpus", default=None, help="corpus folder (default: the newest finished one)")
     parser.add_argument("--max-rows", type=int, default=None, help="train on at most N positions per epoch")
@@ -267,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     def body():
         print_summary(train(args.target, args.arch, args.heads, args.layers, args.loss, args.epochs, args.lr,
                             args.batch, args.vocab_trim, args.corpus, seed=args.seed, max_rows=args.max_rows,
-                            out=args.out))
+                            out=args.out, prefix=args.prefix))
 
     return run_script(body)
 

@@ -112,12 +112,13 @@ class SharesTargetCache(ABC):
 
 class ReadsTargetHidden(ABC):
     """Optional protocol of drafters that draft from the target's last hidden state (the final norm's output, what
-    the LM head reads). After the prefill and after every verification the engine calls ``see_hidden`` with the state
-    at the position whose logits gave the last committed token, i.e. position ``len(tokens) - 2``."""
+    the LM head reads). After the prefill and after every verification the engine calls ``see_hidden`` with the states
+    of the committed positions that forward computed; the last row is the state whose logits gave the last committed
+    token, at position ``len(tokens) - 2``."""
 
     @abstractmethod
-    def see_hidden(self, hidden_D: torch.Tensor, position: int) -> None:
-        """The target's last hidden state (d,) at ``position``."""
+    def see_hidden(self, hidden_nD: torch.Tensor, first_position: int) -> None:
+        """The target's last hidden states (n, d) at positions ``first_position`` .. ``first_position + n - 1``."""
 
 
 def verify_forward(target_kv, tokens: list[int], draft: list[int]) -> torch.Tensor:

@@ -17,17 +17,20 @@ the same top-k (the heads do not see the branch); for Hydra each expanded node f
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, ClassVar
 
 import torch
 from torch import nn
+from transformers import DynamicCache
 
 from core import ASSETS_DIR
 from core.errors import DraftScopeError
 from core.options import LocalPath
 from core.runtime import checkpoint
+from core.runtime.layers import capture_final_hidden, check_layer_slicing, run_layers
 from core.runtime.models import LoadedModel, module_param_bytes
 from core.specdec.drafters.base import (
     Draft,
@@ -76,12 +79,37 @@ class HeadsConfig:
     n_heads: int  # K: head k proposes the token k + 2 ahead of h_t
     n_layers: int = 1  # residual blocks per head
     hidden_size: int = 576  # d, the target's width
+    prefix: bool = False  # Hydra++: one decoder layer over the target's hidden states before the heads
 
     def check(self) -> None:
         if self.arch not in ARCHS:
             raise DraftScopeError(f"unknown head architecture '{self.arch}' (choose from {', '.join(ARCHS)})")
         if not 1 <= self.n_heads <= 16 or not 1 <= self.n_layers <= 8:
             raise DraftScopeError(f"draft heads: 1..16 heads of 1..8 blocks, got {self.n_heads} × {self.n_layers}")
+        if self.prefix and self.arch != "hydra":
+            raise DraftScopeError("the prefix layer is Hydra++'s: use it with hydra heads")
+
+
+def prefix_layer(target: LoadedModel) -> nn.Module:
+    """Hydra++'s prefix layer: one decoder layer of the target's kind over the target's last hidden states (its own
+    KV cache, the target's rotary embedding). It starts as a copy of the target's last layer with its two output
+    projections zeroed, i.e. as the identity (g_t = h_t)."""
+    check_layer_slicing(target.model)
+    layer = copy.deepcopy(target.model.model.layers[-1])
+    layer.self_attn.layer_idx = 0
+    with torch.no_grad():
+        layer.self_attn.o_proj.weight.zero_()
+        layer.mlp.down_proj.weight.zero_()
+    return layer
+
+
+def prefix_config(target: LoadedModel):
+    """A one-layer copy of the target's config: what the prefix layer's cache is built from."""
+    config = copy.deepcopy(target.model.config)
+    config.num_hidden_layers = 1
+    if getattr(config, "layer_types", None) is not None:
+        config.layer_types = list(config.layer_types[:1])
+    return config
 
 
 class DraftHeads(nn.Module):
@@ -91,10 +119,13 @@ class DraftHeads(nn.Module):
     Hydra's deeper heads repeat one block instance after the first (its reference code builds the stack by list
     multiplication, which shares the module); we do the same, so a Hydra head of L blocks has 2 distinct ones."""
 
-    def __init__(self, config: HeadsConfig):
+    def __init__(self, config: HeadsConfig, prefix: nn.Module | None = None):
         super().__init__()
         config.check()
+        if config.prefix and prefix is None:
+            raise ValueError("Hydra++ heads need their prefix layer (prefix_layer(target))")
         self.config = config
+        self.prefix = prefix if config.prefix else None
         d, heads = config.hidden_size, []
         for k in range(config.n_heads):
             if config.arch == "medusa":
@@ -122,7 +153,7 @@ class DraftHeads(nn.Module):
 def save(path: str | Path, heads: DraftHeads, keep: torch.Tensor, target: LoadedModel, meta: dict) -> Path:
     c = heads.config
     meta = {**meta, "arch": c.arch, "n_heads": c.n_heads, "n_layers": c.n_layers, "hidden_size": c.hidden_size,
-            "target": target.name, "tokenizer": target.tokenizer_id()}
+            "prefix": c.prefix, "target": target.name, "tokenizer": target.tokenizer_id()}
     state = {f"heads.{k}": v for k, v in heads.state_dict().items()}
     state["keep"] = keep.to(torch.int32)
     return checkpoint.save(path, state, meta, KIND)
@@ -138,13 +169,53 @@ def load(path: str | Path, target: LoadedModel, arch: str) -> tuple[DraftHeads, 
     if meta.get("tokenizer") != target.tokenizer_id() or meta.get("hidden_size") != target.model.config.hidden_size:
         raise DraftScopeError(f"{path} holds draft heads for '{meta.get('target')}', not for '{target.name}' "
                               f"(another vocabulary or width); train heads for it with {hint}")
-    heads = DraftHeads(HeadsConfig(arch, int(meta["n_heads"]), int(meta["n_layers"]), int(meta["hidden_size"])))
+    config = HeadsConfig(arch, int(meta["n_heads"]), int(meta["n_layers"]), int(meta["hidden_size"]),
+                         bool(meta.get("prefix")))
+    heads = DraftHeads(config, prefix_layer(target) if config.prefix else None)
     param = next(target.model.parameters())
     heads.load_state_dict({k[len("heads."):]: v.float() for k, v in state.items() if k.startswith("heads.")})
     keep = state["keep"].long()
     if keep.numel() and int(keep.max()) >= target.vocab_size:
         raise DraftScopeError(f"{path}: its kept token ids exceed '{target.name}''s vocabulary")
     return heads.to(device=param.device, dtype=param.dtype).eval(), keep, meta
+
+
+def shipped_meta(target_name: str) -> dict[str, dict]:
+    """arch → the meta of the heads shipped for ``target_name`` (their held-out evaluation under ``val``)."""
+    found = {}
+    for arch in (*ARCHS, "hydra++"):
+        path = default_checkpoint(arch, target_name)
+        if path.is_file():
+            try:
+                found[arch] = checkpoint.read_meta(path, KIND, TRAIN_HINT)
+            except DraftScopeError:
+                continue
+    return found
+
+
+# ------------------------------------------------------------------------------------------------ static trees
+def suggested_paths(rank_acc: list[list[float]], nodes: int) -> list[tuple[int, ...]]:
+    """A static tree of ``nodes`` nodes in Medusa's path format, built as Medusa built its trees: starting from the
+    root, repeatedly add the node with the largest expected acceptance — the product of the per-head accuracies of
+    the ranks along its path (``rank_acc[k][r]``: how often head k's r-th candidate was right, held out) — whose
+    parent is already in the tree. The expected accepted length of the tree is the sum over its nodes."""
+    value = {(): 1.0}
+    chosen: list[tuple[int, ...]] = []
+    while len(chosen) < nodes:
+        best, best_value = None, 0.0
+        for parent in [(), *chosen]:
+            k = len(parent)
+            if k >= len(rank_acc):
+                continue
+            for r, acc in enumerate(rank_acc[k]):
+                path = (*parent, r)
+                if path not in value and value[parent] * acc > best_value:
+                    best, best_value = path, value[parent] * acc
+        if best is None:
+            break
+        value[best] = best_value
+        chosen.append(best)
+    return sorted(chosen, key=lambda p: (len(p), p))
 
 
 # ------------------------------------------------------------------------------------------------ the drafter
@@ -164,8 +235,7 @@ class HeadsDrafter(Drafter, TreeDrafting, ReadsTargetHidden):
         if isinstance(source, tuple):  # (heads, kept ids) built in memory (tests, the training script)
             (self.heads, keep), self.meta = source, {"trained": False}
         else:
-            self.heads, keep, self.meta = load(source or default_checkpoint(self.arch, target.name), target,
-                                               self.arch)
+            self.heads, keep, self.meta = load(source or self.default_path(target.name), target, self.arch)
         if self.heads.config.arch != self.arch:
             raise DraftScopeError(f"the '{self.name}' drafter needs {self.arch} heads, got {self.heads.config.arch}")
         if self.heads.config.hidden_size != target.model.config.hidden_size:
@@ -179,8 +249,14 @@ class HeadsDrafter(Drafter, TreeDrafting, ReadsTargetHidden):
         self.vocab_V = vocab_mask(self.head)
         self.embed = target.model.get_input_embeddings()
         self._h: tuple[int, torch.Tensor] | None = None  # (position, h (1, d)) handed over by the engine
+        self._prefix_config = prefix_config(target) if self.heads.prefix is not None else None
+        self._prefix_cache: DynamicCache | None = None  # Hydra++: the prefix layer's cache and its length
+        self._prefix_len = 0
         self._tree_h: torch.Tensor | None = None
         self.last_round: dict = {}
+
+    def default_path(self, target_name: str) -> Path:
+        return default_checkpoint(self.arch, target_name)
 
     @property
     def n_heads(self) -> int:
@@ -191,8 +267,28 @@ class HeadsDrafter(Drafter, TreeDrafting, ReadsTargetHidden):
         return self.n_heads
 
     # ------------------------------------------------------------------------------------------ h_t
-    def see_hidden(self, hidden_D: torch.Tensor, position: int) -> None:
-        self._h = (position, hidden_D.reshape(1, -1))
+    def see_hidden(self, hidden_nD: torch.Tensor, first_position: int) -> None:
+        last = first_position + hidden_nD.shape[0] - 1
+        if self.heads.prefix is None:
+            self._h = (last, hidden_nD[-1:].clone())
+            return
+        if self._prefix_len < first_position:  # a gap in the prefix layer's input: recompute when drafting
+            self._h = None
+            return
+        self._h = (last, self._run_prefix(hidden_nD, first_position)[-1:])
+
+    def _run_prefix(self, hidden_nD: torch.Tensor, first_position: int) -> torch.Tensor:
+        """Hydra++: feed the target's states at ``first_position``.. to the prefix layer (dropping what its cache
+        held from there on); its outputs (n, d)."""
+        if self._prefix_cache is None or first_position == 0:
+            self._prefix_cache, self._prefix_len = DynamicCache(config=self._prefix_config), 0
+        if self._prefix_len > first_position:
+            self._prefix_cache.crop(first_position - self._prefix_len)
+            self._prefix_len = first_position
+        out = run_layers(self.target.model, hidden_nD[None], 0, 1, self._prefix_cache, first_position,
+                         layers=[self.heads.prefix])
+        self._prefix_len += hidden_nD.shape[0]
+        return out[0]
 
     def prefill(self, tokens: list[int]) -> None:
         """Nothing to fill: h_t comes from the target's forwards (a drafter switched in mid-run fetches it once)."""
@@ -200,16 +296,21 @@ class HeadsDrafter(Drafter, TreeDrafting, ReadsTargetHidden):
             self._h = None
 
     def _hidden(self, ctx: DraftContext) -> torch.Tensor:
-        """h at position len(tokens) − 2; when the engine has not handed it over (a drafter switched in mid-run), one
-        target forward of the token there recomputes it in the target's own cache."""
+        """h (Hydra++: the prefix layer's output) at position len(tokens) − 2. When the engine has not handed it
+        over (a drafter switched in mid-run), target forwards recompute it: of the token there in the target's own
+        cache, or for Hydra++ of every committed token but the last on a scratch cache (the prefix layer reads them
+        all)."""
         position = len(ctx.tokens) - 2
         if self._h is not None and self._h[0] == position:
             return self._h[1]
         kv = ctx.target_kv
         if kv is None or position < 0:
             raise DraftScopeError(f"the '{self.name}' drafter reads the target's hidden state, which this round lacks")
-        from core.runtime.layers import capture_final_hidden
-
+        if self.heads.prefix is not None:
+            with capture_final_hidden(self.target.model) as seen:
+                self.target.model(torch.tensor([ctx.tokens[:-1]], device=kv.device), logits_to_keep=1)
+            self.see_hidden(seen[-1][0], 0)
+            return self._h[1]
         kv.sync(ctx.tokens)
         kv.rollback(min(len(kv), position))
         with capture_final_hidden(self.target.model) as seen:
@@ -275,5 +376,6 @@ class HeadsDrafter(Drafter, TreeDrafting, ReadsTargetHidden):
     @property
     def cost(self) -> float:
         """Bytes read per drafted token relative to the target's: one head's blocks and the (trimmed) LM head."""
-        blocks = module_param_bytes(self.heads) / self.n_heads
+        prefix = module_param_bytes(self.heads.prefix) if self.heads.prefix is not None else 0
+        blocks = (module_param_bytes(self.heads) - prefix) / self.n_heads  # the prefix layer runs at verification
         return (blocks + module_param_bytes(self.head)) / self.target.param_bytes
