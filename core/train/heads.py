@@ -190,7 +190,8 @@ def full_states(target, sequences: list) -> list[torch.Tensor]:
     return out
 
 
-def prefix_rows(model: Trainable, target, states: list[torch.Tensor], sequences: list, which: list[int]) -> torch.Tensor:
+def prefix_rows(model: Trainable, target, states: list[torch.Tensor], sequences: list,
+                which: list[int]) -> torch.Tensor:
     """The prefix layer over sequences ``which`` (causal, no cache); its outputs at their answer rows, stacked in
     HeadRows order (n, d)."""
     out = []
