@@ -23,6 +23,7 @@ from core.runtime.models import LoadedModel, has_sliding_layers
 from core.specdec import Session, SessionConfig
 from core.specdec.drafters import DRAFTERS, Drafter, build_drafter
 from core.specdec.drafters.early_exit import default_exit_layer
+from core.specdec.drafters.falcon import FalconNet
 from core.specdec.drafters.fastdraft import build_network
 from core.specdec.drafters.heads import ARCHS, DraftHeads, HeadsConfig, ResBlock, prefix_layer
 from core.specdec.drafters.kangaroo_adapter import KangarooAdapter
@@ -70,7 +71,8 @@ def greedy_acceptance(target: LoadedModel, drafter, n: int, gamma: int = 1) -> f
 
 
 # ------------------------------------------------------------------------------------------------ registry tables
-LAYER_SLICING = ("kangaroo", "easyspec", "sorted", "fastdraft")  # drafters built from the target's layers (llama)
+# drafters built from the target's layers (llama)
+LAYER_SLICING = ("kangaroo", "easyspec", "sorted", "fastdraft", "falcon")
 # drafters whose head VocabTrim can trim (their options include VocabTrim's)
 TRIMMABLE = [name for name, cls in DRAFTERS.items() if issubclass(cls.Options, VocabTrimOptions)]
 _COUNTS: dict = {}
@@ -110,6 +112,8 @@ def table_drafter(name: str, target: LoadedModel, draft_model: LoadedModel | Non
     if name == "fastdraft" and target.name != "smollm2-135m":
         layers = [0, target.n_layers - 1]
         options["checkpoint"] = build_network(target, len(layers), torch.arange(target.vocab_size), layers)
+    if name == "falcon" and target.name != "smollm2-135m":
+        options["checkpoint"] = (random_falcon(target), None)
     if name in ARCHS and target.name != "smollm2-135m":
         options["checkpoint"] = (random_heads(target, name), None)
     if trim is not None:
@@ -139,6 +143,19 @@ def random_heads(target: LoadedModel, arch: str, n_heads: int = 3, scale: float 
                 for proj in (heads.prefix.self_attn.o_proj, heads.prefix.mlp.down_proj):
                     proj.weight.normal_(0.0, scale / proj.in_features ** 0.5)
     return heads.to(device=param.device, dtype=param.dtype).eval()
+
+
+def random_falcon(target: LoadedModel, scale: float = 0.5, seed: int = 0) -> FalconNet:
+    """An untrained Falcon drafter for ``target`` with random fusion and output projections (so its predictions
+    depend on the inputs, the block partner and the cache)."""
+    param = next(target.model.parameters())
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = FalconNet(target)
+        with torch.no_grad():
+            for proj in (net.fuse, net.layer.self_attn.o_proj, net.layer.mlp.down_proj):
+                proj.weight.add_(torch.randn_like(proj.weight) * scale / proj.in_features ** 0.5)
+    return net.to(device=param.device, dtype=param.dtype).eval()
 
 
 # ------------------------------------------------------------------------------------------------ a 6-token model

@@ -264,3 +264,75 @@ def test_hydra_plus_needs_a_prefix_layer(tiny_llama, tiny_gemma):
         random_heads(tiny_gemma, "hydra", prefix=True)
     with pytest.raises(DraftScopeError, match="Hydra"):
         heads_mod.HeadsConfig("medusa", 2, 1, 64, prefix=True).check()
+
+
+# ------------------------------------------------------------------------------------------------ Falcon
+def _falcon(target):
+    from tests.helpers import random_falcon
+
+    return build_drafter("falcon", target, {"checkpoint": (random_falcon(target), None)})
+
+
+@pytest.mark.parametrize("tree", ["", "2,2,1", PATHS])
+def test_falcon_block_matches_a_full_recompute(tiny_llama, tree):
+    """Round after round the drafter keeps the committed positions in its cache (fed with the target's real states)
+    and feeds the last block again; its block output must equal one relaxed-mask pass over the whole sequence from
+    scratch. The output stays identical to greedy."""
+    from core.runtime.layers import capture_final_hidden
+
+    drafter = _falcon(tiny_llama)
+    session = _session(tiny_llama, drafter, tree=tree, n=20, gamma=5)
+    assert session.generated_ids == hf_greedy(tiny_llama, tiny_llama.encode(PROMPT), 20)
+    tokens = session.tokens
+    ctx = type("Ctx", (), {"tokens": tokens, "target_kv": session.target_kv})()
+    drafter._states(ctx)
+    with torch.inference_mode():
+        pred, _ = drafter._root(tokens)
+        with capture_final_hidden(tiny_llama.model) as seen:
+            tiny_llama.model(torch.tensor([tokens[:-1]]), logits_to_keep=1)
+        n = len(tokens) - 1
+        allowed = torch.ones(n, n, dtype=torch.bool).tril()
+        allowed[-2, -1] = True
+        x = drafter.net.inputs(seen[-1][0], drafter._embed(tokens[1:]))
+        full = drafter.net.run(tiny_llama.model, x, None, torch.arange(n), allowed)[-2:]
+    torch.testing.assert_close(pred, full, atol=1e-4, rtol=1e-4)
+
+
+def test_falcon_drafts_two_tokens_per_forward(tiny_llama):
+    session = _session(tiny_llama, _falcon(tiny_llama), gamma=5, n=12)
+    drafted = [r for r in session.records if len(r.drafted) == 5]
+    assert drafted and all(r.draft_info["forwards"] == 3 for r in drafted)
+
+
+def test_falcon_bad_input(tiny_llama, tiny_gemma, tmp_path):
+    from core.specdec.drafters import falcon as falcon_mod
+    from tests.helpers import random_falcon
+
+    path = falcon_mod.save(tmp_path / "f.safetensors", random_falcon(tiny_llama), torch.arange(100), tiny_llama, {})
+    assert build_drafter("falcon", tiny_llama, {"checkpoint": str(path)}).trim.k == 100
+    with pytest.raises(DraftScopeError, match="sliding-window"):
+        random_falcon(tiny_gemma)
+    with pytest.raises(DraftScopeError, match="not found"):
+        build_drafter("falcon", tiny_llama, {"checkpoint": str(tmp_path / "none.safetensors")})
+    heads = heads_mod.save(tmp_path / "h.safetensors", random_heads(tiny_llama, "medusa"), torch.arange(10),
+                           tiny_llama, {})
+    with pytest.raises(DraftScopeError):
+        build_drafter("falcon", tiny_llama, {"checkpoint": str(heads)})
+
+
+@pytest.mark.parametrize("csgd", [True, False])
+def test_falcon_training_lowers_the_loss(tiny_llama, states_corpus, tmp_path, csgd):
+    from core.train import falcon as falcon_trainer
+
+    out = tmp_path / "falcon.safetensors"
+    summary = falcon_trainer.train("tiny-llama", csgd=csgd, epochs=3, lr=3e-3, accumulate=2, vocab_trim=2048,
+                                   corpus=str(states_corpus), out=str(out), target=tiny_llama, holdout=0.2,
+                                   state_dir=tmp_path)
+    losses = [h["train_loss"] for h in summary["history"]]
+    assert losses[-1] < losses[0], losses
+    assert [h["glance_lambda"] > 0 for h in summary["history"]] == [csgd] * 3
+    val = summary["val"]
+    assert 0 <= val["top1_pos1"] <= 1 and 1 <= val["tau_g2"] <= 3
+    drafter = build_drafter("falcon", tiny_llama, {"checkpoint": str(out)})
+    session = _session(tiny_llama, drafter, tree="2,1,1")
+    assert session.generated_ids == hf_greedy(tiny_llama, tiny_llama.encode(PROMPT), 24)

@@ -50,14 +50,17 @@ def embed(model: nn.Module, ids: list[int]) -> torch.Tensor:
 
 
 def run_layers(model: nn.Module, hidden: torch.Tensor, start: int, stop: int, cache, position0: int,
-               layers=None) -> torch.Tensor:
+               layers=None, mask: torch.Tensor | None = None, positions: torch.Tensor | None = None) -> torch.Tensor:
     """Layers [start, stop) on ``hidden`` (1, n, d) at positions position0.., appending to ``cache``'s layers
     (``cache`` None: no cache, a plain causal pass). ``layers`` replaces the model's own layer list (tuned copies of
-    them, as S2D's exits use); the model still gives the rotary embedding."""
+    them, as S2D's exits use); the model still gives the rotary embedding. ``mask`` (an additive (1, 1, n, cache + n)
+    mask) and ``positions`` (1, n) replace the causal mask and the consecutive positions (Falcon's block mask)."""
     inner = model.model
     n = hidden.shape[1]
-    positions = torch.arange(position0, position0 + n, device=hidden.device)[None]
-    mask = causal_mask(n, layer_cache_len(cache, start), hidden.dtype, hidden.device)
+    if positions is None:
+        positions = torch.arange(position0, position0 + n, device=hidden.device)[None]
+    if mask is None:
+        mask = causal_mask(n, layer_cache_len(cache, start), hidden.dtype, hidden.device)
     rotary = inner.rotary_emb(hidden, position_ids=positions)
     for layer in (inner.layers if layers is None else layers)[start:stop]:
         hidden = layer(hidden, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True,

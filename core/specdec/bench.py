@@ -149,11 +149,44 @@ def build_methods(target, draft_model: str | None, exit_layer: int | None, tree_
             methods["ours-fastdraft-lookup-g2"] = _ours(target, "fastdraft", {**fd, "lookup": True}, gamma=2)
             methods["ours-fastdraft-lookup-g5-eta0.4"] = _ours(target, "fastdraft", {**fd, "lookup": True,
                                                                                    "eta": 0.4}, gamma=5)
+    methods.update(head_methods(target))
     if draft_model:
         drafter = load_model(draft_model, device=target.device, dtype=target.dtype)
         methods["hf-assisted"] = _hf(target, assistant_model=drafter.model)
         methods["ours-model"] = _ours(target, "model", {"draft_model": draft_model})
     return methods
+
+
+HEAD_TREE_NODES = (4, 6, 8, 12, 16)  # node budgets of the heads' static trees (verification is not free here)
+
+
+def head_methods(target) -> dict[str, Callable]:
+    """The draft heads shipped for the target (Medusa, Hydra, Hydra++): a chain of K, and the static trees Medusa's
+    recipe picks from their held-out per-rank accuracies at each node budget; and Falcon's chains and trees."""
+    import json
+
+    from core.specdec.drafters.heads import shipped_meta, suggested_paths
+
+    methods = {}
+    for arch, meta in shipped_meta(target.name).items():
+        drafter, options = ("hydra", {"plus": True}) if arch == "hydra++" else (arch, {})
+        k = int(meta["n_heads"])
+        methods[f"ours-{arch}-chain"] = _ours(target, drafter, options, gamma=k)
+        rank_acc = (meta.get("val") or {}).get("rank_acc")
+        for nodes in HEAD_TREE_NODES if rank_acc else ():
+            tree = json.dumps([list(p) for p in suggested_paths(rank_acc, nodes)], separators=(",", ":"))
+            methods[f"ours-{arch}-tree{nodes}"] = _ours(target, drafter, options, gamma=k, tree=tree)
+    from core.specdec.drafters.falcon import default_checkpoint as falcon_checkpoint
+
+    if falcon_checkpoint(target.name).is_file():  # two tokens per drafter forward: chains of 2 and 4, two trees
+        for gamma in (2, 4):
+            methods[f"ours-falcon-g{gamma}"] = _ours(target, "falcon", gamma=gamma)
+        for tree in FALCON_TREES:
+            methods[f"ours-falcon-tree-{tree.replace(',', '.')}"] = _ours(target, "falcon", tree=tree)
+    return methods
+
+
+FALCON_TREES = ("3,1", "3,2", "2,2,1,1")  # one drafter forward, one, two (the second per expanded branch)
 
 
 VOCAB_TRIM_KS = (4096, 8192, 16384)  # VocabTrim's k in the benchmark
@@ -252,7 +285,10 @@ def run_bench(target: str = "smollm2-135m", prompts_path: str | None = None, lim
     return rows
 
 
-def forward_cost(target: str = "smollm2-135m", prefix_len: int = 200, sizes=(1, 4, 12, 20, 32),
+FORWARD_SIZES = (1, 2, 3, 4, 5, 7, 9, 13, 17, 20, 32)  # up to 16 tree nodes + the bonus row, then larger
+
+
+def forward_cost(target: str = "smollm2-135m", prefix_len: int = 200, sizes=FORWARD_SIZES,
                  repeats: int = 5) -> dict[int, float]:
     """Median ms of one target forward of k new tokens on a cached prefix (what verifying k drafts or tree nodes
     costs), for each k (``core.specdec.cost_model.verify_ms``)."""

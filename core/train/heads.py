@@ -179,15 +179,32 @@ def evaluate(model: Trainable, rows: HeadRows, batch: int = 2048, h: torch.Tenso
 
 # ------------------------------------------------------------------------------------------------ Hydra++
 @torch.no_grad()
-def full_states(target, sequences: list) -> list[torch.Tensor]:
+def full_states(target, sequences: list, cache: str | Path | None = None) -> list[torch.Tensor]:
     """The target's last hidden state at every position but the last of each sequence (prompt included: the prefix
-    layer attends to all of them), fp16, one teacher-forced forward each."""
+    layer and Falcon attend to all of them), fp16, one teacher-forced forward each; kept in ``cache`` (a file) when
+    given, so a rerun or another trainer reads them back."""
+    cache = Path(cache) if cache else None
+    if cache is not None and cache.is_file():
+        stored = torch.load(cache, weights_only=True)
+        if len(stored) == len(sequences) and all(len(h) == len(s.tokens) - 1 for h, s in zip(stored, sequences)):
+            return stored
     out = []
     for s in tqdm(sequences, desc="target states", unit="seq"):
         with capture_final_hidden(target.model) as seen:
             target.model(torch.tensor([s.tokens[:-1]], device=target.device), logits_to_keep=1)
         out.append(seen[-1][0].to(torch.float16).cpu())
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(f".{cache.name}.tmp")
+        torch.save(out, tmp)
+        tmp.replace(cache)
     return out
+
+
+def states_cache(corpus_folder: Path, part: str, holdout: float, seed: int, state_dir=None) -> Path:
+    """Where the full states of one split of a corpus are kept (the heads and Falcon trainers share them)."""
+    root = Path(state_dir) if state_dir else cache_dir() / "heads-train"
+    return root / f"states-{corpus_folder.name}-{part}-h{holdout:g}-s{seed}.pt"
 
 
 def prefix_rows(model: Trainable, target, states: list[torch.Tensor], sequences: list,
@@ -240,7 +257,9 @@ def train(target_name: str = "smollm2-135m", arch: str = "medusa", n_heads: int 
     n_rows = min(len(rows), max_rows) if max_rows else len(rows)
     states = val_states = None
     if prefix:
-        states, val_states = full_states(target, train_seqs), full_states(target, val_seqs)
+        where = corpus_obj.folder
+        states = full_states(target, train_seqs, states_cache(where, "train", holdout, seed, state_dir))
+        val_states = full_states(target, val_seqs, states_cache(where, "val", holdout, seed, state_dir))
         per_step = max(1, round(batch * len(train_seqs) / len(rows)))  # sequences per step
         steps_per_epoch = math.ceil(len(train_seqs) * n_rows / len(rows) / per_step)
     else:

@@ -23,6 +23,7 @@ DRAFTERS: registry.Registry = registry.load(__name__, (
     "fastdraft:FastDraftDrafter",
     "medusa:MedusaDrafter",
     "hydra:HydraDrafter",
+    "falcon:FalconDrafter",
 ), "drafter")
 
 drafter_class = DRAFTERS.lookup  # name → class (an unknown name is a DraftScopeError listing the drafters)
