@@ -45,6 +45,16 @@ def test_generate_tree_json_and_alpha_star_line(capsys):
     assert code == 0 and "sibling groups" in err and "α* with replacement" in err
 
 
+def test_generate_with_typical_acceptance_and_its_options(capsys):
+    code, out, err = _run(capsys, "generate", "--target", "tiny-llama", "--drafter", "early-exit", "--exit-layer", "2",
+                          "--tree", "[[0],[1],[0,0]]", "--verifier", "typical", "--epsilon", "0.2", "--delta", "0.5",
+                          "--temperature", "1", "--prompt", "a b a b", "--max-new-tokens", "8", "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["config"]["verifier_options"] == {"epsilon": 0.2, "delta": 0.5}
+    assert data["steps"][0]["verifier"] == "typical" and len(data["steps"][0]["nodes"]) == 3
+
+
 def test_generate_text_streams(capsys):
     code, out, err = _run(capsys, "generate", "--target", "tiny-llama", "--drafter", "none", "--prompt", "hello",
                           "--max-new-tokens", "5")
@@ -72,6 +82,12 @@ def test_generate_text_streams(capsys):
     (["--prompt", "hi", "--target", "tiny-gemma", "--drafter", "kangaroo"], "sliding-window"),
     (["--prompt", "hi", "--drafter", "early-exit", "--tree", "2,x"], "tree shape must be"),
     (["--prompt", "hi", "--drafter", "early-exit", "--tree", "2,2", "--verifier", "rsd"], "temperature above 0"),
+    (["--prompt", "hi", "--drafter", "medusa", "--checkpoint", "/nonexistent.safetensors"], "heads file not found"),
+    (["--prompt", "hi", "--drafter", "falcon", "--checkpoint", "/nonexistent.safetensors"], "drafter not found"),
+    (["--prompt", "hi", "--drafter", "early-exit", "--tree", "[[0],[0,1,2]]"], "needs its parent path"),
+    (["--prompt", "hi", "--drafter", "early-exit", "--tree", "[[0],[0,"], "list of lists of top-k indices"),
+    (["--prompt", "hi", "--epsilon", "0.2"], "--epsilon is not an option of 'greedy'"),
+    (["--prompt", "hi", "--verifier", "typical", "--epsilon", "2"], "typical acceptance: ε and δ"),
 ])
 def test_bad_input_is_one_line(capsys, argv, message):
     code, _out, err = _run(capsys, "generate", "--target", "tiny-llama", *argv) if "--target" not in argv else \

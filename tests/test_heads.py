@@ -336,3 +336,19 @@ def test_falcon_training_lowers_the_loss(tiny_llama, states_corpus, tmp_path, cs
     drafter = build_drafter("falcon", tiny_llama, {"checkpoint": str(out)})
     session = _session(tiny_llama, drafter, tree="2,1,1")
     assert session.generated_ids == hf_greedy(tiny_llama, tiny_llama.encode(PROMPT), 24)
+
+
+def test_training_on_every_position_with_the_targets_distribution(tiny_llama, states_corpus, tmp_path):
+    """--positions all: every position, prompt included, against softmax(W f) of the target's own state there."""
+    rows_seen = {}
+    for positions in ("answers", "all"):
+        summary = trainer.train("tiny-llama", "hydra", n_heads=2, loss="teacher", epochs=2, lr=3e-3, batch=32,
+                                vocab_trim=2048, corpus=str(states_corpus), out=str(tmp_path / f"{positions}.st"),
+                                target=tiny_llama, holdout=0.2, state_dir=tmp_path, positions=positions)
+        losses = [h["train_loss"] for h in summary["history"]]
+        assert losses[-1] < losses[0], losses
+        rows_seen[positions] = summary["train_rows"]
+    assert rows_seen["all"] > 2 * rows_seen["answers"]  # the prompts' positions count too
+    with pytest.raises(DraftScopeError, match="--positions all"):
+        trainer.train("tiny-llama", "hydra", loss="ce", positions="all", corpus=str(states_corpus),
+                      target=tiny_llama, state_dir=tmp_path)

@@ -27,8 +27,9 @@ def add_arguments(gen) -> None:
     gen.add_argument("--top-p", type=float, default=1.0)
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--max-new-tokens", type=int, default=128)
-    gen.add_argument("--tree", default="", help="draft a tree: children per depth (3,2,1,1) or budget:N (EAGLE-2 "
-                                                 "style, depth ≤ --gamma); needs a model or early-exit drafter")
+    gen.add_argument("--tree", default="", help="draft a tree: children per depth (3,2,1,1), paths of top-k indices "
+                                                 "([[0],[1],[0,0]], Medusa's format) or budget:N (EAGLE-2 style, "
+                                                 "depth ≤ --gamma); needs a drafter with probabilities")
     gen.add_argument("--tree-branch", type=int, default=4, help="budget trees: nodes expanded per depth and "
                                                                  "children per node")
     gen.add_argument("--children", default="auto", help="tree children: topk, iid or without-replacement (auto: "
@@ -39,7 +40,9 @@ def add_arguments(gen) -> None:
     gen.add_argument("--chat", action="store_true", help="apply the model's chat template")
     gen.add_argument("--json", action="store_true", help="print one JSON object (token_ids, text, steps, stats)")
     flags = add_option_flags(gen, DRAFTERS, "drafter options (each applies to the drafters named in its help)")
-    gen.set_defaults(drafter_flags=flags)
+    verifier_flags = add_option_flags(gen, VERIFIERS, "verifier options (each applies to the verifiers named in its "
+                                                      "help)")
+    gen.set_defaults(drafter_flags=flags, verifier_flags=verifier_flags)
 
 
 def run(args) -> int:
@@ -59,7 +62,8 @@ def run(args) -> int:
     config = SessionConfig(target=args.target, drafter=args.drafter, verifier=verifier, gamma=args.gamma,
                            temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
                            max_new_tokens=args.max_new_tokens, tree=args.tree, tree_branch=args.tree_branch,
-                           children=args.children, drafter_options=args.drafter_flags.values(args, args.drafter))
+                           children=args.children, drafter_options=args.drafter_flags.values(args, args.drafter),
+                           verifier_options=args.verifier_flags.values(args, verifier))
     session = Session.from_config(config, prompt=prompt, chat=args.chat, allow_local=True)
     if args.json:
         for _ in session.run():

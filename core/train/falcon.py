@@ -131,7 +131,7 @@ def evaluate(net: FalconNet, frozen: Batchless, states: list[torch.Tensor], sequ
             "blocks": blocks}
 
 
-def train(target_name: str = "smollm2-135m", csgd: bool = True, epochs: int = 2, lr: float = 3e-4,
+def train(target_name: str = "smollm2-135m", csgd: bool = True, epochs: int = 4, lr: float = 1e-3,
           accumulate: int = 4, vocab_trim: int = 8192, corpus: str | None = None, holdout: float = 0.05,
           seed: int = 0, max_sequences: int | None = None, out: str | None = None, target=None, corpus_obj=None,
           state_dir: str | Path | None = None) -> dict:
@@ -209,8 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core.train.falcon", description=__doc__.splitlines()[0])
     parser.add_argument("--target", default="smollm2-135m")
     parser.add_argument("--no-csgd", action="store_true", help="train without glancing (the paper's ablation)")
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--accumulate", type=int, default=4, help="sequences per optimiser step")
     parser.add_argument("--vocab-trim", type=int, default=8192)
     parser.add_argument("--corpus", default=None)

@@ -74,6 +74,28 @@ class HeadRows:
         return self.h.shape[0]
 
 
+class AllRows(HeadRows):
+    """Every position of some sequences, prompt included (``--positions all``): h = the target's state f_j (fp16),
+    the window x_{j+1} … x_{j+K+1}, and for head k the row of f_{j+k+1}, whose distribution softmax(W f) is the
+    teacher (the target's own, given the true prefix); −1 past a sequence's end."""
+
+    def __init__(self, states: list[torch.Tensor], sequences: list, n_heads: int):
+        windows, nexts, base = [], [], 0
+        self.offsets = [0]
+        for h, s in zip(states, sequences):
+            n = h.shape[0]
+            tokens = torch.tensor(s.tokens[1:] + [-1] * (n_heads + 1), dtype=torch.long)
+            windows.append(torch.stack([tokens[i:i + n] for i in range(n_heads + 1)], dim=1))
+            j = torch.arange(n)
+            nexts.append(torch.stack([torch.where(j + k + 1 < n, base + j + k + 1, -1) for k in range(n_heads)], 1))
+            base += n
+            self.offsets.append(base)
+        self.h = torch.cat(states)  # (N, d) fp16
+        self.window = torch.cat(windows)
+        self.next_row = torch.cat(nexts)  # (N, K)
+        self.teacher_ids = self.teacher_p = None
+
+
 def _check_corpus(corpus) -> None:
     if not corpus.sequences or "hidden" not in corpus.sequences[0].extra:
         raise DraftScopeError(f"the corpus at {corpus.folder} has no hidden states; build one with "
@@ -115,7 +137,7 @@ def batch_loss(model: Trainable, rows: HeadRows, idx: torch.Tensor, loss: str,
                h: torch.Tensor | None = None) -> torch.Tensor:
     """Σ_k 0.8^k · (head k's loss) over the rows ``idx``; ``h`` replaces their stored states (Hydra++: the prefix
     layer's outputs)."""
-    h, window = (rows.h[idx] if h is None else h), rows.window[idx]
+    h, window = (rows.h[idx].float() if h is None else h), rows.window[idx]
     total = h.new_zeros(())
     for k in range(model.heads.config.n_heads):
         label = window[:, k + 1]
@@ -128,6 +150,12 @@ def batch_loss(model: Trainable, rows: HeadRows, idx: torch.Tensor, loss: str,
         logits = model.logits(k, h[valid], window[valid])
         if loss == "ce":
             term = torch.nn.functional.cross_entropy(logits, mapped[valid])
+        elif isinstance(rows, AllRows):  # the target's distribution from its own state at that position
+            nxt = rows.next_row[idx][valid, k]
+            ok = nxt >= 0
+            with torch.no_grad():
+                p = torch.softmax(rows.h[nxt.clamp_min(0)].float() @ model.weight_kD.T, -1)
+            term = -(p[ok] * torch.log_softmax(logits[ok], -1)).sum(-1).mean() if ok.any() else logits.sum() * 0
         else:  # the target's top-64 at that position, restricted to the kept rows and renormalised
             ids, p = rows.teacher_ids[idx][valid, k], rows.teacher_p[idx][valid, k]
             cols = model.where[ids]
@@ -232,16 +260,20 @@ def train(target_name: str = "smollm2-135m", arch: str = "medusa", n_heads: int 
           loss: str = "ce", epochs: int = 2, lr: float = 1e-3, batch: int = 256, vocab_trim: int = 8192,
           corpus: str | None = None, holdout: float = 0.05, seed: int = 0, max_rows: int | None = None,
           out: str | None = None, target=None, corpus_obj=None, state_dir: str | Path | None = None,
-          prefix: bool = False) -> dict:
+          prefix: bool = False, positions: str = "answers") -> dict:
     """Train heads and save them (``out``, default the shipped path); the JSON summary. ``state_dir`` holds the
     per-epoch training state a rerun resumes from (default: the user cache). ``prefix``: Hydra++'s prefix layer
-    (trained with the heads, on whole sequences: a step takes about ``batch`` answer positions' worth of them)."""
+    (trained with the heads, on whole sequences: a step takes about ``batch`` answer positions' worth of them).
+    ``positions="all"``: train on every position, prompt included, against the target's own distribution there (the
+    teacher loss, from the target's states; no prefix layer)."""
     if arch not in ARCHS:
         raise DraftScopeError(f"unknown head architecture '{arch}' (choose from {', '.join(ARCHS)})")
     if loss not in LOSSES:
         raise DraftScopeError(f"unknown loss '{loss}' (choose from {', '.join(LOSSES)})")
     if epochs < 1 or batch < 1 or lr <= 0:
         raise DraftScopeError("--epochs and --batch must be at least 1 and --lr above 0")
+    if positions not in ("answers", "all") or (positions == "all" and (loss != "teacher" or prefix)):
+        raise DraftScopeError("--positions all trains with --loss teacher and without --prefix")
     t0 = time.perf_counter()
     target = target or load_model(target_name)
     corpus_obj = corpus_obj or load_corpus(target, corpus or default_corpus(target.name), modes=("greedy",))
@@ -253,7 +285,13 @@ def train(target_name: str = "smollm2-135m", arch: str = "medusa", n_heads: int 
     torch.manual_seed(seed)
     heads = DraftHeads(config, prefix_layer(target).float() if prefix else None).float().train()
     model = Trainable(target, heads, keep)
-    rows, val_rows = HeadRows(train_seqs, n_heads, loss == "teacher"), HeadRows(val_seqs, n_heads, False)
+    if positions == "all":
+        train_states = full_states(target, train_seqs,
+                                   states_cache(corpus_obj.folder, "train", holdout, seed, state_dir))
+        rows = AllRows(train_states, train_seqs, n_heads)
+    else:
+        rows = HeadRows(train_seqs, n_heads, loss == "teacher")
+    val_rows = HeadRows(val_seqs, n_heads, False)
     n_rows = min(len(rows), max_rows) if max_rows else len(rows)
     states = val_states = None
     if prefix:
@@ -271,7 +309,8 @@ def train(target_name: str = "smollm2-135m", arch: str = "medusa", n_heads: int 
         optim, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
     settings = {"target": target.name, "arch": arch, "n_heads": n_heads, "n_layers": n_layers, "loss": loss,
                 "epochs": epochs, "lr": lr, "batch": batch, "vocab_trim": int(keep.numel()), "holdout": holdout,
-                "seed": seed, "max_rows": max_rows, "corpus": corpus_obj.folder.name, "prefix": prefix}
+                "seed": seed, "max_rows": max_rows, "corpus": corpus_obj.folder.name, "prefix": prefix,
+                "positions": positions}
     tag = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     state_path = _state_path(tag, state_dir)
     history, start_epoch = [], 0
@@ -323,7 +362,8 @@ def train(target_name: str = "smollm2-135m", arch: str = "medusa", n_heads: int 
     bar.close()
     heads.eval()
     final = history[-1]["val"]
-    meta = {"trained": True, "loss": loss, "epochs": epochs, "train_rows": n_rows, "coverage": trim.coverage,
+    meta = {"trained": True, "loss": loss, "positions": positions, "epochs": epochs, "train_rows": n_rows,
+            "coverage": trim.coverage,
             "val": final, "corpus": corpus_obj.folder.name}
     path = Path(out) if out else heads_mod.default_checkpoint(arch, target.name)
     heads_mod.save(path, heads, keep, target, meta)
@@ -343,6 +383,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--prefix", action="store_true", help="Hydra++: a decoder layer before the heads")
+    parser.add_argument("--positions", default="answers", choices=("answers", "all"),
+                        help="all: every position, prompt included, with the teacher loss")
     parser.add_argument("--vocab-trim", type=int, default=8192, help="rows of the target's LM head the heads use")
     parser.add_argument("--corpus", default=None, help="corpus folder (default: the newest finished one)")
     parser.add_argument("--max-rows", type=int, default=None, help="train on at most N positions per epoch")
@@ -353,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     def body():
         print_summary(train(args.target, args.arch, args.heads, args.layers, args.loss, args.epochs, args.lr,
                             args.batch, args.vocab_trim, args.corpus, seed=args.seed, max_rows=args.max_rows,
-                            out=args.out, prefix=args.prefix))
+                            out=args.out, prefix=args.prefix, positions=args.positions))
 
     return run_script(body)
 

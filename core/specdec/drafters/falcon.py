@@ -60,7 +60,8 @@ def default_checkpoint(target_name: str) -> Path:
 
 # ------------------------------------------------------------------------------------------------ the network
 class FalconNet(nn.Module):
-    """fuse: (f_j, E(x_{j+1})) (2d) → d; then one decoder layer (a copy of the target's last layer to start).
+    """fuse: (f_j, E(x_{j+1})) (2d) → d; then one decoder layer (a copy of the target's last layer whose output
+    projections start at zero: the copied layer's own output on these inputs is far off, a 100-nat KL at the start).
     ``forward`` returns the predicted features (n, d) — read them with the target's LM head."""
 
     def __init__(self, target: LoadedModel):
@@ -74,6 +75,9 @@ class FalconNet(nn.Module):
             self.fuse.bias.zero_()
         self.layer = copy.deepcopy(target.model.model.layers[-1])
         self.layer.self_attn.layer_idx = 0
+        with torch.no_grad():  # and its output projections zeroed: the layer starts as the identity (f̂ = f_j)
+            self.layer.self_attn.o_proj.weight.zero_()
+            self.layer.mlp.down_proj.weight.zero_()
         self.block = BLOCK
 
     def inputs(self, feats_nD: torch.Tensor, emb_nD: torch.Tensor) -> torch.Tensor:
