@@ -24,11 +24,19 @@ def add_arguments(bench) -> None:
                                                                    "tokens (the cost of verifying that many)")
     bench.add_argument("--no-chat", action="store_true", help="do not apply the chat template")
     bench.add_argument("--fastdraft", default=None, help="also bench these FastDraft checkpoints (comma-separated)")
+    bench.add_argument("--typical-drift", action="store_true", help="only: typical acceptance vs draw-and-match with "
+                                                                    "the shipped Hydra heads at T = 0.7 (speed, τ, "
+                                                                    "TV drift per token)")
     bench.add_argument("--json", action="store_true")
 
 
 def run(args) -> int:
-    from core.specdec.bench import format_table, forward_cost, run_bench
+    from core.specdec.bench import format_table, forward_cost, run_bench, typical_drift
+
+    if args.typical_drift:
+        print(json.dumps(typical_drift(args.target, per_category=args.per_category or 1,
+                                       max_new_tokens=args.max_new_tokens), indent=1))
+        return 0
 
     rows = run_bench(target=args.target, prompts_path=args.prompts, limit=args.limit, per_category=args.per_category,
                      max_new_tokens=args.max_new_tokens, draft_model=args.draft_model, exit_layer=args.exit_layer,

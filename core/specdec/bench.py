@@ -370,3 +370,47 @@ def easyspec_report(target: str = "smollm2-135m", exit_layer: int | None = None,
             "max_new_tokens": max_new_tokens, "rows": rows, "layer_times": times,
             "modelled_latency": {n: {k: v for k, v in lat.items() if k in ("sequential_ms", "parallel_ms", "speedup")}
                                  for n, lat in latency.items()}}
+
+
+def typical_drift(target: str = "smollm2-135m", drafter: str = "hydra", tree: str | None = None,
+                  temperature: float = 0.7, per_category: int = 1, max_new_tokens: int = 96, seeds: int = 2) -> dict:
+    """Typical acceptance against the lossless draw-and-match rule with the same drafter and static tree, sampled at
+    ``temperature``: tokens/s, τ and the total-variation drift of typical acceptance's output.
+
+    With deterministic drafts (top-k children) typical acceptance emits an accepted draft x with certainty, where the
+    target would emit it with probability p(x): that token's law is δ_x, at TV 1 − p(x) from the target's law given
+    the same prefix; its own token after the path is drawn from p (TV 0). The drift is the mean of that TV over every
+    generated token — exact per token, no sampling error. ``match`` is lossless: its drift is 0 by construction."""
+    from core.specdec.drafters.heads import shipped_meta, suggested_paths
+
+    model = load_model(target)
+    if tree is None:
+        import json
+
+        meta = shipped_meta(model.name).get(drafter) or {}
+        rank_acc = (meta.get("val") or {}).get("rank_acc")
+        if not rank_acc:
+            raise DraftScopeError(f"no shipped {drafter} heads for '{model.name}' to choose a tree from")
+        tree = json.dumps([list(p) for p in suggested_paths(rank_acc, 8)], separators=(",", ":"))
+    prompts = load_prompts()
+    prompts = [p for i, p in enumerate(prompts) if sum(q.category == p.category for q in prompts[:i]) < per_category]
+    encoded = [model.encode(p.prompt, chat=True) for p in prompts]
+    out = {"drafter": drafter, "tree": tree, "temperature": temperature, "prompts": len(encoded), "seeds": seeds}
+    for verifier in ("match", "typical"):
+        tokens = seconds = calls = 0
+        drift = 0.0
+        for seed in range(seeds):
+            for ids in encoded:
+                config = SessionConfig(target=model.name, drafter=drafter, verifier=verifier, tree=tree,
+                                       temperature=temperature, seed=seed, max_new_tokens=max_new_tokens, gamma=4)
+                session = Session.from_config(config, prompt_ids=ids)
+                t = time.perf_counter()
+                for _ in session.run():
+                    pass
+                seconds += time.perf_counter() - t
+                tokens += len(session.generated_ids)
+                calls += session.stats.target_calls
+                drift += sum(1.0 - n.p for r in session.records for n in r.nodes if n.decision == "accepted")
+        out[verifier] = {"tokens_per_second": round(tokens / seconds, 2), "tau": round(tokens / calls, 3),
+                         "tv_per_token": round(drift / tokens, 4) if verifier == "typical" else 0.0}
+    return out

@@ -145,6 +145,19 @@ def draft_head(head: nn.Module, target, options: VocabTrimOptions) -> tuple[nn.M
     return TrimmedHead.of(head, keep.to(head.weight.device)), info
 
 
+def stored_head(target, keep: torch.Tensor | None, options: VocabTrimOptions,
+                coverage: float = float("nan")) -> tuple[nn.Module, TrimInfo | None]:
+    """The head of a drafter whose checkpoint stores the ids it was trained with (draft heads, Falcon): the target's
+    LM head restricted to ``keep`` (None or the whole vocabulary: the full head), trimmed further by the VocabTrim
+    options; the trim it reports is the checkpoint's when the options ask for none."""
+    lm_head = target.model.lm_head
+    own = TrimmedHead.of(lm_head, keep) if keep is not None and keep.numel() < target.vocab_size else lm_head
+    head, trim = draft_head(own, target, options)
+    if trim is None and isinstance(own, TrimmedHead):
+        trim = TrimInfo(own.k, own.vocab, coverage, "checkpoint")
+    return head, trim
+
+
 def vocab_mask(head: nn.Module) -> torch.Tensor | None:
     """(V,) bool on the CPU: the tokens a trimmed head can propose; None for a full head."""
     if not isinstance(head, TrimmedHead):

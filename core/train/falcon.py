@@ -21,8 +21,6 @@ is saved, a rerun resumes.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import math
 import random
 import sys
@@ -39,7 +37,7 @@ from core.specdec.drafters.falcon import BLOCK, FalconNet, relaxed_allowed
 from core.specdec.vocab_trim import keep_set
 from core.train.corpus import default_corpus, load_corpus
 from core.train.heads import _check_corpus, full_states, split_sequences, states_cache
-from core.train.loop import print_summary, run_script
+from core.train.loop import EpochState, print_summary, run_script
 
 DIST_WEIGHT, KL_BETA = 0.1, 0.9  # ω_dist and β (the paper's)
 GLANCE_LAMBDA = 0.4  # λ at the first epoch
@@ -157,15 +155,8 @@ def train(target_name: str = "smollm2-135m", csgd: bool = True, epochs: int = 4,
     settings = {"target": target.name, "csgd": csgd, "epochs": epochs, "lr": lr, "accumulate": accumulate,
                 "vocab_trim": int(keep.numel()), "holdout": holdout, "seed": seed, "max_sequences": max_sequences,
                 "corpus": corpus_obj.folder.name}
-    tag = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-    state_path = (Path(state_dir) if state_dir else cache_dir() / "heads-train") / f"falcon-{tag}.pt"
-    history, start = [], 0
-    if state_path.is_file():
-        saved = torch.load(state_path, weights_only=True)
-        net.load_state_dict(saved["net"])
-        optim.load_state_dict(saved["optim"])
-        sched.load_state_dict(saved["sched"])
-        history, start = json.loads(saved["history"]), int(saved["epoch"])
+    state = EpochState(Path(state_dir) if state_dir else cache_dir() / "heads-train", "falcon", settings)
+    history, start = state.resume(net, optim, sched)
     rng = random.Random(seed)
     orders = [rng.sample(range(len(train_seqs)), order_n) for _ in range(epochs)]
     bar = tqdm(total=epochs * order_n, initial=start * order_n, desc="falcon" + (" csgd" if csgd else ""),
@@ -192,9 +183,7 @@ def train(target_name: str = "smollm2-135m", csgd: bool = True, epochs: int = 4,
                         "seconds": round(time.perf_counter() - t_epoch, 1),
                         "val": evaluate(net, frozen, val_states, val_seqs)})
         net.train()
-        state_path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"net": net.state_dict(), "optim": optim.state_dict(), "sched": sched.state_dict(),
-                    "history": json.dumps(history), "epoch": epoch + 1}, state_path)
+        state.save(net, optim, sched, history)
     bar.close()
     net.eval()
     final = history[-1]["val"]

@@ -17,8 +17,6 @@ rerun of the same command resumes after the last finished epoch. Ends with one J
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import math
 import random
 import sys
@@ -35,7 +33,7 @@ from core.specdec.drafters import heads as heads_mod
 from core.specdec.drafters.heads import ARCHS, DraftHeads, HeadsConfig, prefix_layer
 from core.specdec.vocab_trim import keep_set
 from core.train.corpus import default_corpus, load_corpus
-from core.train.loop import print_summary, run_script
+from core.train.loop import EpochState, print_summary, run_script
 
 LOSSES = ("ce", "teacher")
 HEAD_DECAY = 0.8  # Medusa's λ_k = 0.8^k
@@ -252,10 +250,6 @@ def _rows_of(rows: HeadRows, which: list[int]) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------------ training
-def _state_path(tag: str, state_dir: str | Path | None = None) -> Path:
-    return (Path(state_dir) if state_dir else cache_dir() / "heads-train") / f"{tag}.pt"
-
-
 def train(target_name: str = "smollm2-135m", arch: str = "medusa", n_heads: int = 4, n_layers: int = 1,
           loss: str = "ce", epochs: int = 2, lr: float = 1e-3, batch: int = 256, vocab_trim: int = 8192,
           corpus: str | None = None, holdout: float = 0.05, seed: int = 0, max_rows: int | None = None,
@@ -311,15 +305,8 @@ def train(target_name: str = "smollm2-135m", arch: str = "medusa", n_heads: int 
                 "epochs": epochs, "lr": lr, "batch": batch, "vocab_trim": int(keep.numel()), "holdout": holdout,
                 "seed": seed, "max_rows": max_rows, "corpus": corpus_obj.folder.name, "prefix": prefix,
                 "positions": positions}
-    tag = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-    state_path = _state_path(tag, state_dir)
-    history, start_epoch = [], 0
-    if state_path.is_file():  # resume after the last finished epoch
-        state = torch.load(state_path, weights_only=True)
-        heads.load_state_dict(state["heads"])
-        optim.load_state_dict(state["optim"])
-        sched.load_state_dict(state["sched"])
-        history, start_epoch = json.loads(state["history"]), int(state["epoch"])
+    state = EpochState(Path(state_dir) if state_dir else cache_dir() / "heads-train", "heads", settings)
+    history, start_epoch = state.resume(heads, optim, sched)
     gen = torch.Generator().manual_seed(seed)
     order_all = [torch.randperm(len(train_seqs) if prefix else len(rows), generator=gen) for _ in range(epochs)]
 
@@ -356,9 +343,7 @@ def train(target_name: str = "smollm2-135m", arch: str = "medusa", n_heads: int 
         history.append({"epoch": epoch + 1, "train_loss": round(total / steps_per_epoch, 4),
                         "seconds": round(time.perf_counter() - t_epoch, 1), "val": validate()})
         heads.train()
-        state_path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"heads": heads.state_dict(), "optim": optim.state_dict(), "sched": sched.state_dict(),
-                    "history": json.dumps(history), "epoch": epoch + 1}, state_path)
+        state.save(heads, optim, sched, history)
     bar.close()
     heads.eval()
     final = history[-1]["val"]

@@ -1,13 +1,16 @@
-"""What the training scripts share: a held-out split, AdamW with a cosine schedule (the self-drafters), and the
-command-line tail (a JSON summary on stdout; an ``error:`` line on stderr and exit status 2)."""
+"""What the training scripts share: a held-out split, AdamW with a cosine schedule (the self-drafters), the per-epoch
+state a rerun resumes from (the heads and Falcon), and the command-line tail (a JSON summary on stdout; an ``error:``
+line on stderr and exit status 2)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from tqdm import tqdm
@@ -53,6 +56,31 @@ def fit(params: list[torch.nn.Parameter], train_set: list, loss_of: Callable[[ob
                         **({"val": validate()} if validate else {})})
     bar.close()
     return history
+
+
+class EpochState:
+    """A resumable run's state after each finished epoch, in one file named by the run's settings: the network, the
+    optimiser, the schedule and the history. ``resume`` returns (history, epochs done); ``save`` writes atomically."""
+
+    def __init__(self, folder: Path, name: str, settings: dict):
+        tag = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+        self.path = Path(folder) / f"{name}-{tag}.pt"
+
+    def resume(self, net: torch.nn.Module, optim, sched) -> tuple[list[dict], int]:
+        if not self.path.is_file():
+            return [], 0
+        state = torch.load(self.path, weights_only=True)
+        net.load_state_dict(state["net"])
+        optim.load_state_dict(state["optim"])
+        sched.load_state_dict(state["sched"])
+        return json.loads(state["history"]), int(state["epoch"])
+
+    def save(self, net: torch.nn.Module, optim, sched, history: list[dict]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        torch.save({"net": net.state_dict(), "optim": optim.state_dict(), "sched": sched.state_dict(),
+                    "history": json.dumps(history), "epoch": len(history)}, tmp)
+        tmp.replace(self.path)
 
 
 def print_summary(summary: dict, indent: int | None = None) -> None:

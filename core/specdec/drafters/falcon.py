@@ -47,7 +47,7 @@ from core.specdec.drafters.base import (
     stack_or_none,
 )
 from core.specdec.drafters.heads import prefix_config
-from core.specdec.vocab_trim import TrimInfo, TrimmedHead, VocabTrimOptions, draft_head, vocab_mask
+from core.specdec.vocab_trim import VocabTrimOptions, stored_head, vocab_mask
 
 KIND = "falcon"
 BLOCK = 2  # k: tokens per drafter forward (the paper's default)
@@ -133,11 +133,7 @@ class FalconDrafter(Drafter, TreeDrafting, ReadsTargetHidden):
             (self.net, keep), self.meta = source, {"trained": False}
         else:
             self.net, keep, self.meta = load(source or default_checkpoint(target.name), target)
-        lm_head = target.model.lm_head
-        own = TrimmedHead.of(lm_head, keep) if keep is not None and keep.numel() < target.vocab_size else lm_head
-        self.head, self.trim = draft_head(own, target, self.options)
-        if self.trim is None and isinstance(own, TrimmedHead):
-            self.trim = TrimInfo(own.k, own.vocab, float(self.meta.get("coverage", float("nan"))), "checkpoint")
+        self.head, self.trim = stored_head(target, keep, self.options, float(self.meta.get("coverage", "nan")))
         self.vocab_V = vocab_mask(self.head)
         self.embed = target.model.get_input_embeddings()
         self._config = prefix_config(target)

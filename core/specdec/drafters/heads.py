@@ -40,7 +40,7 @@ from core.specdec.drafters.base import (
     TreeDrafting,
     stack_or_none,
 )
-from core.specdec.vocab_trim import TrimInfo, TrimmedHead, VocabTrimOptions, draft_head, vocab_mask
+from core.specdec.vocab_trim import VocabTrimOptions, stored_head, vocab_mask
 
 KIND = "draft-heads"
 ARCHS = ("medusa", "hydra")
@@ -241,11 +241,7 @@ class HeadsDrafter(Drafter, TreeDrafting, ReadsTargetHidden):
         if self.heads.config.hidden_size != target.model.config.hidden_size:
             raise DraftScopeError(f"draft heads of width {self.heads.config.hidden_size} do not fit '{target.name}' "
                                   f"(width {target.model.config.hidden_size})")
-        lm_head = target.model.lm_head
-        own = TrimmedHead.of(lm_head, keep) if keep is not None and keep.numel() < target.vocab_size else lm_head
-        self.head, self.trim = draft_head(own, target, self.options)
-        if self.trim is None and isinstance(own, TrimmedHead):
-            self.trim = TrimInfo(own.k, own.vocab, float(self.meta.get("coverage", float("nan"))), "checkpoint")
+        self.head, self.trim = stored_head(target, keep, self.options, float(self.meta.get("coverage", "nan")))
         self.vocab_V = vocab_mask(self.head)
         self.embed = target.model.get_input_embeddings()
         self._h: tuple[int, torch.Tensor] | None = None  # (position, h (1, d)) handed over by the engine
