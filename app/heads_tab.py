@@ -17,24 +17,34 @@ from core.errors import DraftScopeError
 from core.runtime.models import load_model
 from core.specdec import Session, SessionConfig
 from core.specdec.drafters import build_drafter
-from core.specdec.drafters.heads import ARCHS, shipped_meta, suggested_paths
+from core.specdec.drafters.falcon import shipped_meta as falcon_meta
+from core.specdec.drafters.heads import shipped_meta, suggested_paths
 from core.specdec.verify import build_verifier
 from visualizers.heads import head_accuracy_figure, head_round_html, time_split_figure
 from visualizers.tree_graph import tree_figure
 
 VERIFIERS = ("greedy", "match", "typical")
+CHOICES = {"medusa": ("medusa", {}), "hydra": ("hydra", {}), "hydra++": ("hydra", {"plus": True}),
+           "falcon": ("falcon", {})}  # the tab's choice → (drafter, options)
+FALCON_GAMMA = 4  # Falcon's chain: two forwards of two tokens
 DEFAULT_NODES = 8
 MAX_RUN_TOKENS = 256
 
 
 def accuracy_results(target: str) -> dict[str, dict]:
-    return {arch: meta.get("val") or {} for arch, meta in shipped_meta((target or "").strip()).items()}
+    """Held-out accuracies of the heads (and of Falcon's two block positions) shipped for ``target``."""
+    target = (target or "").strip()
+    results = {arch: meta.get("val") or {} for arch, meta in shipped_meta(target).items()}
+    falcon = falcon_meta(target).get("val") or {}
+    if falcon:
+        results["falcon"] = {"top1": [falcon["top1_pos1"], falcon["top1_pos2"]], "chain_tau": falcon.get("tau_g2")}
+    return results
 
 
 def default_tree(target: str, arch: str, nodes: int = DEFAULT_NODES) -> str:
     """The static tree Medusa's recipe picks from the shipped heads' held-out accuracies ("" without them)."""
     val = accuracy_results(target).get(arch) or {}
-    if not val.get("rank_acc"):
+    if not val.get("rank_acc"):  # Falcon: no per-rank accuracies; its tree is written by hand (e.g. 3,2)
         return ""
     return json.dumps([list(p) for p in suggested_paths(val["rank_acc"], nodes)], separators=(",", ":"))
 
@@ -57,16 +67,18 @@ def run_heads(target: str, arch: str, tree: str, verifier: str, temperature, pro
     """Run the heads on the prompt to the end; the records go to the round viewer."""
     try:
         prompt = common.check_prompt(prompt)
-        if arch not in ARCHS:
-            raise DraftScopeError(f"pick a head architecture: {', '.join(ARCHS)}")
+        if arch not in CHOICES:
+            raise DraftScopeError(f"pick a drafter: {', '.join(CHOICES)}")
         n = int(max_new_tokens)
         if not 1 <= n <= MAX_RUN_TOKENS:
             raise DraftScopeError(f"max new tokens must be in 1..{MAX_RUN_TOKENS} here")
         progress(0.05, desc="loading")
         model = load_model((target or "").strip())
-        drafter = build_drafter(arch, model)
-        config = SessionConfig(target=model.name, drafter=arch, verifier=verifier, gamma=drafter.n_heads,
-                               temperature=float(temperature), max_new_tokens=n, tree=(tree or "").strip())
+        name, options = CHOICES[arch]
+        drafter = build_drafter(name, model, options)
+        config = SessionConfig(target=model.name, drafter=name, verifier=verifier, drafter_options=options,
+                               gamma=getattr(drafter, "n_heads", FALCON_GAMMA), temperature=float(temperature),
+                               max_new_tokens=n, tree=(tree or "").strip())
         session = Session(model, drafter, build_verifier(verifier), model.encode(prompt, chat=bool(chat)), config)
         for record in progress.tqdm(session.run(), total=None, desc="rounds"):
             del record
@@ -84,7 +96,7 @@ def _show(records: list, session: Session, arch: str, model) -> tuple:
             f"of a target step ({arch}, {session.verifier.name}"
             f"{', NOT lossless' if not session.verifier.lossless else ''}).")
     before = [_last_token_text(session, r) for r in records]
-    return (_state(records, before, arch), head_round_html(first, before[0] if before else "", arch == "hydra"),
+    return (_state(records, before, arch), head_round_html(first, before[0] if before else "", arch),
             tree_figure(first) if _is_tree(first) else tree_figure(None), time_split_figure(records),
             gr.update(value=0, maximum=max(len(records) - 1, 1), interactive=len(records) > 1), note)
 
@@ -108,7 +120,7 @@ def show_round(state, index) -> tuple:
     records, before, arch = state
     i = max(0, min(int(index or 0), len(records) - 1))
     record = records[i]
-    return (head_round_html(record, before[i], arch == "hydra"),
+    return (head_round_html(record, before[i], arch),
             tree_figure(record) if _is_tree(record) else tree_figure(None))
 
 
@@ -121,7 +133,7 @@ def build(allow_local_models: bool = False) -> dict:
                 "`typical` is Medusa's typical acceptance — faster, **not lossless**.")
     with gr.Row():
         target = widgets.target_picker("heads-", allow_local_models)
-        arch = gr.Dropdown(list(ARCHS), value="hydra", label="Heads", elem_id="heads-arch")
+        arch = gr.Dropdown(list(CHOICES), value="hydra", label="Drafter", elem_id="heads-arch")
         verifier = gr.Dropdown(list(VERIFIERS), value="greedy", label="Verifier", elem_id="heads-verifier")
         temperature = gr.Slider(0.0, 2.0, value=0.0, step=0.05, label="Temperature", elem_id="heads-temperature")
     accuracy = gr.Plot(head_accuracy_figure({}), show_label=False, elem_id="heads-accuracy")

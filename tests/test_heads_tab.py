@@ -16,7 +16,7 @@ PROMPT = "Give me three tips for staying focused while studying at home."
 def test_accuracy_view_for_shipped_and_missing_heads():
     fig, note = tab.show_accuracy("smollm2-135m")
     names = {t.name.split(" ")[0] for t in fig.data}
-    assert {"medusa", "hydra"} <= names and "Held-out accuracy" in note
+    assert {"medusa", "hydra", "hydra++", "falcon"} <= names and "Held-out accuracy" in note
     fig, note = tab.show_accuracy("tiny-llama")
     assert not fig.data and "No trained heads" in note
 
@@ -42,6 +42,11 @@ def test_run_shows_each_nodes_head_and_what_it_read():
     assert "<table>" in table2
     _, medusa_table, *_ = tab.run_heads("smollm2-135m", "medusa", "", "typical", 0.7, PROMPT, True, 8)
     assert "h<sub>t</sub></td>" in medusa_table  # Medusa's read h_t only (a chain: no tree)
+    _, falcon_table, falcon_graph, *_, status = tab.run_heads("smollm2-135m", "falcon", "3,2", "match", 0.7, PROMPT,
+                                                              True, 8)
+    assert "f, f̂ + " in falcon_table and falcon_graph.data and "Error" not in status, status
+    _, plus_table, *_, status = tab.run_heads("smollm2-135m", "hydra++", "", "greedy", 0.0, PROMPT, True, 8)
+    assert "prefix layer" in plus_table and "Error" not in status, status
 
 
 def test_run_refuses_bad_input_with_one_line():

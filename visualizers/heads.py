@@ -21,7 +21,8 @@ DECISION_COLORS = {"accepted": "#1e8e3e", "rejected": "#d93025", "skipped": "#9a
 
 def head_accuracy_figure(results: dict[str, dict]) -> go.Figure:
     """Held-out top-1 and top-5 accuracy of each head against its depth (head k proposes the token k + 2 ahead of
-    the hidden state), one line per head architecture. ``results``: name → the trainer's ``val`` dict."""
+    the hidden state), one line per head architecture. ``results``: name → the trainer's ``val`` dict (Falcon: the
+    two positions of a block as depths 1 and 2, top-1 only)."""
     results = {name: r for name, r in results.items() if r and r.get("top1")}
     if not results:
         return empty_figure("No trained heads yet: python -m core.train.heads --arch medusa (and --arch hydra)",
@@ -30,6 +31,8 @@ def head_accuracy_figure(results: dict[str, dict]) -> go.Figure:
     for name, r in results.items():
         depths = [k + 1 for k in range(len(r["top1"]))]
         for col, key in ((1, "top1"), (2, "top5")):
+            if not r.get(key):
+                continue
             fig.add_trace(go.Scatter(
                 x=depths, y=r[key], mode="lines+markers", name=f"{name} (chain τ {num(r.get('chain_tau'), 2)})",
                 legendgroup=name, showlegend=col == 1, line={"color": ARCH_COLORS.get(name, "#3c4a5c")},
@@ -41,11 +44,16 @@ def head_accuracy_figure(results: dict[str, dict]) -> go.Figure:
     return fig
 
 
+READS = {"medusa": "h<sub>t</sub>", "hydra": "h<sub>t</sub> + ", "hydra++": "g<sub>t</sub> (prefix layer) + ",
+         "falcon": "f, f̂ + "}
+
+
 def head_round_html(record: StepRecord | TreeStepRecord | None, committed_before: str = "",
-                    grounded: bool = False) -> str:
-    """One round as a table: each drafted token (chain) or node (tree), the head that proposed it, what that head
-    read (h_t only for Medusa; h_t and the branch's tokens for Hydra), its q and p and the target's decision.
-    ``committed_before``: the text of the last committed token, x_{t+1}, which every branch starts from."""
+                    arch: str = "medusa") -> str:
+    """One round as a table: each drafted token (chain) or node (tree), the head (depth) that proposed it, what it
+    read (Medusa: h_t only; Hydra: h_t and the branch's tokens; Hydra++: its prefix layer's output and the branch;
+    Falcon: the target's states, then its own predicted features, with the branch) and its q and p and the
+    target's decision. ``committed_before``: the text of the last committed token, x_{t+1}, every branch's start."""
     if record is None:
         return "<div class='heads-round'>Run the heads to see a round.</div>"
     rows = _rows(record)
@@ -53,8 +61,9 @@ def head_round_html(record: StepRecord | TreeStepRecord | None, committed_before
     out = ["<div class='heads-round'><table><tr><th>node</th><th>head</th><th>token</th><th>read</th>"
            "<th>q</th><th>p</th><th>decision</th></tr>"]
     for index, depth, text, branch, q, p, decision in rows:
-        reads = "h<sub>t</sub>" if not grounded else (
-            "h<sub>t</sub> + " + " ".join([x_next, *[esc(repr(t)) for t in branch]]))
+        reads = READS.get(arch, READS["medusa"])
+        if arch != "medusa":
+            reads += " ".join([x_next, *[esc(repr(t)) for t in branch]])
         color = DECISION_COLORS.get(decision, "#3c4a5c")
         out.append(f"<tr><td>{index}</td><td>{depth}</td><td><code>{esc(repr(text))}</code></td><td>{reads}</td>"
                    f"<td>{num(q)}</td><td>{num(p)}</td><td style='color:{color}'>{esc(decision)}</td></tr>")

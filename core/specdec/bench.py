@@ -157,7 +157,7 @@ def build_methods(target, draft_model: str | None, exit_layer: int | None, tree_
     return methods
 
 
-HEAD_TREE_NODES = (4, 6, 8, 12, 16)  # node budgets of the heads' static trees (verification is not free here)
+HEAD_TREE_NODES = (2, 3, 4, 6, 8, 12, 16)  # node budgets of the heads' static trees (verification is not free here)
 
 
 def head_methods(target) -> dict[str, Callable]:
@@ -172,6 +172,8 @@ def head_methods(target) -> dict[str, Callable]:
         drafter, options = ("hydra", {"plus": True}) if arch == "hydra++" else (arch, {})
         k = int(meta["n_heads"])
         methods[f"ours-{arch}-chain"] = _ours(target, drafter, options, gamma=k)
+        for gamma in range(1, min(k, 3)):  # short chains: a forward of 4+ new tokens costs ~1.5 steps here
+            methods[f"ours-{arch}-g{gamma}"] = _ours(target, drafter, options, gamma=gamma)
         rank_acc = (meta.get("val") or {}).get("rank_acc")
         for nodes in HEAD_TREE_NODES if rank_acc else ():
             tree = json.dumps([list(p) for p in suggested_paths(rank_acc, nodes)], separators=(",", ":"))
@@ -402,7 +404,8 @@ def typical_drift(target: str = "smollm2-135m", drafter: str = "hydra", tree: st
         for seed in range(seeds):
             for ids in encoded:
                 config = SessionConfig(target=model.name, drafter=drafter, verifier=verifier, tree=tree,
-                                       temperature=temperature, seed=seed, max_new_tokens=max_new_tokens, gamma=4)
+                                       temperature=temperature, seed=seed, max_new_tokens=max_new_tokens, gamma=4,
+                                       alpha_star=False)  # the α* LPs would dominate the round time
                 session = Session.from_config(config, prompt_ids=ids)
                 t = time.perf_counter()
                 for _ in session.run():

@@ -98,6 +98,15 @@ def relaxed_allowed(n: int, block: int = BLOCK, device=None) -> torch.Tensor:
     return (idx[None, :] <= idx[:, None]) | (idx[None, :] // block == idx[:, None] // block)
 
 
+def shipped_meta(target_name: str) -> dict:
+    """The meta of the Falcon drafter shipped for ``target_name`` (its held-out evaluation under ``val``), or {}."""
+    path = default_checkpoint(target_name)
+    try:
+        return checkpoint.read_meta(path, KIND, TRAIN_HINT) if path.is_file() else {}
+    except DraftScopeError:
+        return {}
+
+
 def save(path: str | Path, net: FalconNet, keep: torch.Tensor, target: LoadedModel, meta: dict) -> Path:
     meta = {**meta, "block": net.block, "hidden_size": target.model.config.hidden_size, "target": target.name,
             "tokenizer": target.tokenizer_id()}
