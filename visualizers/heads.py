@@ -34,7 +34,8 @@ def head_accuracy_figure(results: dict[str, dict]) -> go.Figure:
             if not r.get(key):
                 continue
             fig.add_trace(go.Scatter(
-                x=depths, y=r[key], mode="lines+markers", name=f"{name} (chain τ {num(r.get('chain_tau'), 2)})",
+                x=depths, y=r[key], mode="lines+markers", meta=name,
+                name=f"{name} (chain τ {num(r.get('chain_tau'), 2)})",
                 legendgroup=name, showlegend=col == 1, line={"color": ARCH_COLORS.get(name, "#3c4a5c")},
                 hovertemplate=f"{esc(name)} head %{{x}}<br>{key} %{{y:.3f}}<extra></extra>"), row=1, col=col)
     fig.update_xaxes(title_text="head = draft depth (tokens past the target's own)", dtick=1)
@@ -100,7 +101,7 @@ def time_split_figure(records: list) -> go.Figure:
     fig = go.Figure()
     for name, ys, color in (("heads (drafting)", draft, "#e8710a"), ("target forward + verification", verify,
                                                                       "#1a73e8"), ("other", other, "#9aa0a6")):
-        fig.add_trace(go.Bar(x=steps, y=ys, name=name, marker_color=color,
+        fig.add_trace(go.Bar(x=steps, y=ys, name=name, meta=name.split(" ")[0], marker_color=color,
                              hovertemplate=f"round %{{x}}<br>{name}: %{{y:.2f}} ms<extra></extra>"))
     total = sum(draft) + sum(verify) + sum(other)
     share = 100 * sum(draft) / total if total else 0.0

@@ -28,6 +28,7 @@ KINDS = {  # kind → what the user reads in messages
     "vocab-counts": "token-count file",
     "fastdraft": "FastDraft drafter",
     "draft-heads": "draft heads file",
+    "falcon": "Falcon drafter",
 }
 
 
