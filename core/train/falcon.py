@@ -36,26 +36,14 @@ from core.specdec.drafters import falcon as falcon_mod
 from core.specdec.drafters.falcon import BLOCK, FalconNet, relaxed_allowed
 from core.specdec.vocab_trim import keep_set
 from core.train.corpus import default_corpus, load_corpus
-from core.train.heads import _check_corpus, full_states, split_sequences, states_cache
+from core.train.heads import FrozenPieces, _check_corpus, full_states, split_sequences, states_cache
 from core.train.loop import EpochState, print_summary, run_script
 
 DIST_WEIGHT, KL_BETA = 0.1, 0.9  # ω_dist and β (the paper's)
 GLANCE_LAMBDA = 0.4  # λ at the first epoch
 
 
-class Batchless:
-    """The frozen pieces: the kept rows of the target's head, the embedding, the kept-id map."""
-
-    def __init__(self, target, keep: torch.Tensor):
-        self.target = target
-        self.keep = keep
-        self.weight_kD = target.model.lm_head.weight.detach()[keep].float()
-        self.embed = target.model.get_input_embeddings()
-        self.where = torch.full((target.vocab_size,), -1, dtype=torch.long)
-        self.where[keep] = torch.arange(keep.numel())
-
-
-def _sequence_tensors(frozen: Batchless, states: torch.Tensor, tokens: list[int]):
+def _sequence_tensors(frozen: FrozenPieces, states: torch.Tensor, tokens: list[int]):
     """(f_j (n, d), E(x_{j+1}) (n, d), target features f_{j+2} (n, d), labels x_{j+3} as kept indices (n,))."""
     n = len(tokens) - 3
     f = states.float()
@@ -65,12 +53,12 @@ def _sequence_tensors(frozen: Batchless, states: torch.Tensor, tokens: list[int]
     return f[:n], emb, f[2:n + 2], frozen.where[ids[3:n + 3]]
 
 
-def _forward(net: FalconNet, frozen: Batchless, feats, emb, allowed) -> torch.Tensor:
+def _forward(net: FalconNet, frozen: FrozenPieces, feats, emb, allowed) -> torch.Tensor:
     x = net.inputs(feats, emb)
     return net.run(frozen.target.model, x, None, torch.arange(x.shape[0]), allowed)
 
 
-def sequence_loss(net: FalconNet, frozen: Batchless, states: torch.Tensor, tokens: list[int], glance: float,
+def sequence_loss(net: FalconNet, frozen: FrozenPieces, states: torch.Tensor, tokens: list[int], glance: float,
                   rng: random.Random) -> torch.Tensor | None:
     if len(tokens) < 5:
         return None
@@ -104,7 +92,7 @@ def sequence_loss(net: FalconNet, frozen: Batchless, states: torch.Tensor, token
 
 
 @torch.no_grad()
-def evaluate(net: FalconNet, frozen: Batchless, states: list[torch.Tensor], sequences: list) -> dict:
+def evaluate(net: FalconNet, frozen: FrozenPieces, states: list[torch.Tensor], sequences: list) -> dict:
     """Teacher-forced held-out top-1 accuracy of the first and second position of a block, on answer positions;
     τ of a γ = 2 round = 1 + P(first right) + P(first and second right), averaged over the blocks."""
     first = second = both = blocks = 0
@@ -145,7 +133,7 @@ def train(target_name: str = "smollm2-135m", csgd: bool = True, epochs: int = 4,
     keep, trim = keep_set(target, min(vocab_trim, target.vocab_size))
     torch.manual_seed(seed)
     net = FalconNet(target).float().train()
-    frozen = Batchless(target, keep)
+    frozen = FrozenPieces(target, keep)
     order_n = min(len(train_seqs), max_sequences) if max_sequences else len(train_seqs)
     steps = epochs * math.ceil(order_n / accumulate)
     optim = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=0.0, betas=(0.9, 0.95))

@@ -111,16 +111,25 @@ def split_sequences(sequences: list, holdout: float, seed: int) -> tuple[list, l
 
 
 # ------------------------------------------------------------------------------------------------ model pieces
-class Trainable:
-    """Heads + the frozen kept rows of the target's LM head + the frozen input embedding."""
+class FrozenPieces:
+    """What a trainer on the target's states keeps frozen: the kept rows of the target's LM head (kept, d) float32,
+    its input embedding, and the map token id → kept index (−1 outside). The heads and Falcon trainers share it."""
 
-    def __init__(self, target, heads: DraftHeads, keep: torch.Tensor):
-        self.heads = heads
+    def __init__(self, target, keep: torch.Tensor):
+        self.target = target
         self.keep = keep
         self.weight_kD = target.model.lm_head.weight.detach()[keep].float()
         self.embed = target.model.get_input_embeddings()
         self.where = torch.full((target.vocab_size,), -1, dtype=torch.long)
         self.where[keep] = torch.arange(keep.numel())
+
+
+class Trainable(FrozenPieces):
+    """Heads on the frozen pieces."""
+
+    def __init__(self, target, heads: DraftHeads, keep: torch.Tensor):
+        super().__init__(target, keep)
+        self.heads = heads
 
     def logits(self, k: int, h_nD: torch.Tensor, window_nX: torch.Tensor) -> torch.Tensor:
         """Head k's trimmed logits (n, kept) with the branch a_i … a_{i+k} (teacher-forced)."""
