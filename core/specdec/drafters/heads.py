@@ -249,7 +249,6 @@ class HeadsDrafter(Drafter, TreeDrafting, ReadsTargetHidden):
         self._prefix_cache: DynamicCache | None = None  # Hydra++: the prefix layer's cache and its length
         self._prefix_len = 0
         self._tree_h: torch.Tensor | None = None
-        self.last_round: dict = {}
 
     def default_path(self, target_name: str) -> Path:
         return default_checkpoint(self.arch, target_name)
