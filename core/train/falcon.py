@@ -37,7 +37,7 @@ from core.specdec.drafters.falcon import BLOCK, FalconNet, relaxed_allowed
 from core.specdec.vocab_trim import keep_set
 from core.train.corpus import default_corpus, load_corpus
 from core.train.heads import FrozenPieces, _check_corpus, full_states, split_sequences, states_cache
-from core.train.loop import EpochState, print_summary, run_script
+from core.train.loop import EpochState, print_summary, run_script, warmup_cosine
 
 DIST_WEIGHT, KL_BETA = 0.1, 0.9  # ω_dist and β (the paper's)
 GLANCE_LAMBDA = 0.4  # λ at the first epoch
@@ -138,8 +138,7 @@ def train(target_name: str = "smollm2-135m", csgd: bool = True, epochs: int = 4,
     steps = epochs * math.ceil(order_n / accumulate)
     optim = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=0.0, betas=(0.9, 0.95))
     warmup = max(1, steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        optim, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    sched = warmup_cosine(optim, steps, warmup)
     settings = {"target": target.name, "csgd": csgd, "epochs": epochs, "lr": lr, "accumulate": accumulate,
                 "vocab_trim": int(keep.numel()), "holdout": holdout, "seed": seed, "max_sequences": max_sequences,
                 "corpus": corpus_obj.folder.name}

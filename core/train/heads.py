@@ -33,7 +33,7 @@ from core.specdec.drafters import heads as heads_mod
 from core.specdec.drafters.heads import ARCHS, DraftHeads, HeadsConfig, prefix_layer
 from core.specdec.vocab_trim import keep_set
 from core.train.corpus import default_corpus, load_corpus
-from core.train.loop import EpochState, print_summary, run_script
+from core.train.loop import EpochState, print_summary, run_script, warmup_cosine
 
 LOSSES = ("ce", "teacher")
 HEAD_DECAY = 0.8  # Medusa's λ_k = 0.8^k
@@ -308,8 +308,7 @@ def train(target_name: str = "smollm2-135m", arch: str = "medusa", n_heads: int 
     steps = epochs * steps_per_epoch
     optim = torch.optim.AdamW(heads.parameters(), lr=lr, weight_decay=0.0)
     warmup = max(1, steps // 10)  # Medusa's scripts: 10 % warm-up, then cosine
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        optim, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    sched = warmup_cosine(optim, steps, warmup)
     settings = {"target": target.name, "arch": arch, "n_heads": n_heads, "n_layers": n_layers, "loss": loss,
                 "epochs": epochs, "lr": lr, "batch": batch, "vocab_trim": int(keep.numel()), "holdout": holdout,
                 "seed": seed, "max_rows": max_rows, "corpus": corpus_obj.folder.name, "prefix": prefix,

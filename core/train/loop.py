@@ -58,6 +58,12 @@ def fit(params: list[torch.nn.Parameter], train_set: list, loss_of: Callable[[ob
     return history
 
 
+def warmup_cosine(optim, steps: int, warmup: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """A linear warm-up over ``warmup`` steps, then a cosine to zero at ``steps`` (the heads and Falcon trainers)."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optim, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+
+
 class EpochState:
     """A resumable run's state after each finished epoch, in one file named by the run's settings: the network, the
     optimiser, the schedule and the history. ``resume`` returns (history, epochs done); ``save`` writes atomically."""
