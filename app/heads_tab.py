@@ -96,7 +96,7 @@ def _show(records: list, session: Session, arch: str, model) -> tuple:
             f"of a target step ({arch}, {session.verifier.name}"
             f"{', NOT lossless' if not session.verifier.lossless else ''}).")
     before = [_last_token_text(session, r) for r in records]
-    return (_state(records, before, arch), head_round_html(first, before[0] if before else "", arch),
+    return ([records, before, arch], head_round_html(first, before[0] if before else "", arch),
             tree_figure(first) if _is_tree(first) else tree_figure(None), time_split_figure(records),
             gr.update(value=0, maximum=max(len(records) - 1, 1), interactive=len(records) > 1), note)
 
@@ -107,10 +107,6 @@ def _last_token_text(session: Session, record) -> str:
 
 def _is_tree(record) -> bool:
     return record is not None and hasattr(record, "nodes")
-
-
-def _state(records: list, before: list[str], arch: str) -> list:
-    return [records, before, arch]
 
 
 def show_round(state, index) -> tuple:
