@@ -24,6 +24,7 @@ from core.runtime.models import LoadedModel, has_sliding_layers, load_model
 from core.runtime.timing import elapsed
 from core.specdec.config import SessionConfig
 from core.specdec.drafters import (
+    BuildsTree,
     Draft,
     DraftContext,
     Drafter,
@@ -128,6 +129,7 @@ class Session:
         self.records: list[StepRecord | TreeStepRecord] = []
         self.finish_reason: str | None = None
         self._prefilled = False
+        self.drafter.restart()
 
     @property
     def done(self) -> bool:
@@ -183,12 +185,15 @@ class Session:
     def _chain_round(self) -> StepRecord | None:
         """Draft a chain of up to γ tokens, verify them in one target forward, commit the accepted prefix + one."""
         t0, prefill_s, start, budget = self._begin()
-        gamma = max(0, min(self.config.gamma, budget - 1, self.target.max_context - start - 1))
+        room = max(0, min(budget - 1, self.target.max_context - start - 1))
 
         t1 = time.perf_counter()
-        ctx = DraftContext(self.tokens, gamma, self.config.sampling, self.generator, self.target_kv)
-        draft = self.drafter.propose(ctx) if gamma > 0 else Draft(tokens=[])
-        draft.tokens = draft.tokens[:gamma]
+        ctx = self.drafter.plan(DraftContext(self.tokens, min(self.config.gamma, room), self.config.sampling,
+                                             self.generator, self.target_kv, room=room))
+        draft = self.drafter.propose(ctx) if ctx.gamma > 0 else Draft(tokens=[])
+        draft.tokens = draft.tokens[:ctx.gamma]
+        if getattr(self.drafter.options, "schedule", "constant") != "constant" or ctx.stop_below:
+            draft.info = {**draft.info, "gamma": ctx.gamma}  # this round's γ under an adaptive length
         draft_s = elapsed(t1, self.target.device)
 
         t2 = time.perf_counter()
@@ -206,6 +211,7 @@ class Session:
             first = end - seen[-1].shape[1]
             self._hand_hidden(seen, first, len(self.tokens) - 1 - first)
         self.drafter.observe(self.tokens, verdict.n_accepted)
+        self.drafter.adapt(len(draft.tokens), verdict.n_accepted)
         verify_s = elapsed(t2, self.target.device)
 
         trace = self._trace(t0, start, logits_nV, p_nV, verdict, new, draft_s, verify_s, prefill_s, draft=draft)
@@ -311,7 +317,11 @@ class Session:
 def _check_tree(config: SessionConfig, target: LoadedModel, drafter: Drafter) -> None:
     if not config.tree:
         return
-    if not isinstance(drafter, TreeDrafting):
+    if isinstance(drafter, BuildsTree):
+        if config.tree_spec.children != "topk":
+            raise DraftScopeError(f"the '{drafter.name}' drafter builds a deterministic tree: verify it with greedy "
+                                  "or match, not with drawn children")
+    elif not isinstance(drafter, TreeDrafting):
         raise DraftScopeError(f"the '{drafter.name}' drafter gives no probabilities, so it cannot grow a tree; "
                               "use 'model' or 'early-exit', or a chain (no tree)")
     if has_sliding_layers(target.model):

@@ -127,7 +127,8 @@ class Recorder:
             step=t.step, drafter=t.drafter, verifier=t.verifier, shape=spec.label, children_mode=spec.children,
             start_position=t.start, nodes=nodes, groups=groups, path=list(path), emitted=emitted,
             accepted=len(path), committed_ids=list(new), committed_text=self.target.decode(new), **self._common(t),
-            settings={**_settings(config), "tree": spec.label, "tree_branch": config.tree_branch})
+            settings={**_settings(config), "tree": spec.label, "tree_branch": config.tree_branch},
+            draft_info=dict(grown.info))
 
     def _tree_nodes(self, grown: DraftTree, verdict: TreeVerdict, on_path: set[int], visited: set[int],
                     p_show: torch.Tensor) -> list[TreeNode]:

@@ -242,6 +242,7 @@ class TreeStepRecord(Record):
     finished: bool
     finish_reason: str | None = None
     settings: dict = field(default_factory=dict)
+    draft_info: dict = field(default_factory=dict)  # drafter-specific (ADED: its search's visits and values)
 
 
 

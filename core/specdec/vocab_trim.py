@@ -38,6 +38,9 @@ class VocabTrimOptions:
         k = self.vocab_trim
         if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
             raise DraftScopeError(f"VocabTrim k must be a whole number of at least 1, got {k!r}")
+        parent = super()
+        if hasattr(parent, "__post_init__"):  # cooperative: drafters mix these options with others
+            parent.__post_init__()
 
 
 class TrimmedHead(nn.Module):

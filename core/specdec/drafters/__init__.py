@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from core import registry
 from core.specdec.drafters.base import (
+    BuildsTree,
     Draft,
     DraftContext,
     Drafter,
@@ -24,6 +25,7 @@ DRAFTERS: registry.Registry = registry.load(__name__, (
     "medusa:MedusaDrafter",
     "hydra:HydraDrafter",
     "falcon:FalconDrafter",
+    "aded:ADEDDrafter",
 ), "drafter")
 
 drafter_class = DRAFTERS.lookup  # name → class (an unknown name is a DraftScopeError listing the drafters)
@@ -35,5 +37,5 @@ def build_drafter(name: str, target, options=None, allow_local: bool = False) ->
     return drafter_class(name)(target, drafter_options(name, options), allow_local=allow_local)
 
 
-__all__ = ["DRAFTERS", "Draft", "DraftContext", "Drafter", "ReadsTargetHidden", "SharesTargetCache", "TreeDrafting",
+__all__ = ["DRAFTERS", "BuildsTree", "Draft", "DraftContext", "Drafter", "ReadsTargetHidden", "SharesTargetCache", "TreeDrafting",
            "build_drafter", "drafter_class", "drafter_options"]

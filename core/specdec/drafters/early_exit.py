@@ -9,7 +9,7 @@ from core.errors import DraftScopeError
 from core.options import Range
 from core.runtime.layers import SHALLOW_EXIT, exit_layer_at
 from core.runtime.models import LoadedModel, truncated_view
-from core.specdec.drafters.base import Drafter
+from core.specdec.drafters.base import ConfidenceOptions, Drafter
 from core.specdec.drafters.model import ModelDrafter
 from core.specdec.vocab_trim import VocabTrimOptions
 
@@ -22,7 +22,7 @@ class EarlyExitDrafter(ModelDrafter):
     name = "early-exit"
 
     @dataclass
-    class Options(VocabTrimOptions):
+    class Options(VocabTrimOptions, ConfidenceOptions):
         exit_layer: Annotated[int | None, Range(1, 31, 1)] = None  # ℓ: target layers the draft runs (None: a fifth)
 
     def __init__(self, target: LoadedModel, options=None, **kw):

@@ -45,7 +45,7 @@ from core.runtime.layers import check_layer_slicing, embed, head, layer_cache_le
 from core.runtime.masks import causal_mask
 from core.runtime.models import LoadedModel
 from core.runtime.timing import timed_ms
-from core.specdec.drafters.base import Draft, DraftContext, Drafter, stack_or_none
+from core.specdec.drafters.base import ConfidenceOptions, Draft, DraftContext, Drafter, stack_or_none
 from core.specdec.drafters.early_exit import EarlyExitDrafter
 from core.specdec.drafters.model import ModelDrafter, fit_vocab
 from core.specdec.vocab_trim import VocabTrimOptions
@@ -85,7 +85,7 @@ class EasySpecDrafter(Drafter):
     name = "easyspec"
 
     @dataclass
-    class Options(VocabTrimOptions):
+    class Options(VocabTrimOptions, ConfidenceOptions):
         base: Annotated[Literal["early-exit", "model"], Flag("--easyspec-base")] = "early-exit"  # drafter run fuzzily
         draft_model: Annotated[str | None, ModelName] = None  # base 'model': the draft model (the target's tokenizer)
         exit_layer: Annotated[int | None, Range(1, 31, 1)] = None  # base 'early-exit': ℓ (None: a fifth of the depth)
@@ -189,6 +189,8 @@ class EasySpecDrafter(Drafter):
         tokens, rows, shows, fuzzy = [], [], [], 0
         for i in range(ctx.gamma):
             token, q_V, show_V = ctx.pick(fit_vocab(logits_V, self.target.vocab_size))
+            if ctx.unsure(show_V):
+                break
             tokens.append(token)
             rows.append(q_V)
             shows.append(show_V)

@@ -39,6 +39,7 @@ from core.runtime.layers import capture_final_hidden, check_layer_slicing, run_l
 from core.runtime.masks import additive
 from core.runtime.models import LoadedModel, module_param_bytes
 from core.specdec.drafters.base import (
+    ConfidenceOptions,
     Draft,
     DraftContext,
     Drafter,
@@ -132,7 +133,7 @@ class FalconDrafter(Drafter, TreeDrafting, ReadsTargetHidden):
     name = "falcon"
 
     @dataclass
-    class Options(VocabTrimOptions):
+    class Options(VocabTrimOptions, ConfidenceOptions):
         checkpoint: Annotated[str | None, LocalPath] = None  # trained Falcon drafter (None: the shipped one)
 
     def __init__(self, target: LoadedModel, options=None, **kw):
@@ -245,6 +246,8 @@ class FalconDrafter(Drafter, TreeDrafting, ReadsTargetHidden):
                     if len(tokens) >= ctx.gamma:
                         break
                     token, q_V, show_V = ctx.pick(logits[i])
+                    if ctx.unsure(show_V):
+                        break
                     tokens.append(token)
                     picked.append(token)
                     rows.append(q_V)

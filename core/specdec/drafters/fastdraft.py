@@ -24,7 +24,7 @@ from core.options import LocalPath, Range
 from core.runtime import checkpoint
 from core.runtime.layers import check_layer_slicing
 from core.runtime.models import LoadedModel, has_sliding_layers
-from core.specdec.drafters.base import Draft, DraftContext, Drafter
+from core.specdec.drafters.base import ConfidenceOptions, Draft, DraftContext, Drafter
 from core.specdec.drafters.model import ModelDrafter
 from core.specdec.drafters.ngram import lookup
 from core.specdec.vocab_trim import TrimInfo, TrimmedHead, VocabTrimOptions
@@ -112,7 +112,7 @@ class FastDraftDrafter(ModelDrafter):
     name = "fastdraft"
 
     @dataclass
-    class Options(VocabTrimOptions):
+    class Options(VocabTrimOptions, ConfidenceOptions):
         checkpoint: Annotated[str | None, LocalPath] = None  # trained drafter file (None: the shipped one)
         eta: Annotated[float, Range(0.0, 0.99, 0.05)] = 0.0  # η: stop drafting below this top draft probability
         lookup: bool = False  # try prompt lookup (a 3..2-gram match) before the model (our hybrid)

@@ -33,6 +33,7 @@ from core.runtime import checkpoint
 from core.runtime.layers import capture_final_hidden, check_layer_slicing, run_layers
 from core.runtime.models import LoadedModel, module_param_bytes
 from core.specdec.drafters.base import (
+    ConfidenceOptions,
     Draft,
     DraftContext,
     Drafter,
@@ -226,7 +227,7 @@ class HeadsDrafter(Drafter, TreeDrafting, ReadsTargetHidden):
     arch: ClassVar[str] = ""
 
     @dataclass
-    class Options(VocabTrimOptions):
+    class Options(VocabTrimOptions, ConfidenceOptions):
         checkpoint: Annotated[str | None, LocalPath] = None  # trained heads file (None: the shipped ones)
 
     def __init__(self, target: LoadedModel, options=None, **kw):
@@ -337,6 +338,8 @@ class HeadsDrafter(Drafter, TreeDrafting, ReadsTargetHidden):
         for k in range(n):
             logits_V = medusa_logits[k] if medusa_logits is not None else self._logits(k, h, [branch])[0]
             token, q_V, show_V = ctx.pick(logits_V)
+            if ctx.unsure(show_V):
+                break
             branch.append(token)
             rows.append(q_V)
             shows.append(show_V)

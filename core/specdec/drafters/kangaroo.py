@@ -25,7 +25,7 @@ from core.errors import DraftScopeError
 from core.options import LocalPath, Range
 from core.runtime.layers import check_layer_slicing, embed, run_layers
 from core.runtime.models import LoadedModel, module_param_bytes
-from core.specdec.drafters.base import Draft, DraftContext, Drafter, SharesTargetCache, stack_or_none
+from core.specdec.drafters.base import ConfidenceOptions, Draft, DraftContext, Drafter, SharesTargetCache, stack_or_none
 from core.specdec.drafters.kangaroo_adapter import KangarooAdapter
 from core.specdec.vocab_trim import VocabTrimOptions, draft_head, vocab_mask
 
@@ -47,7 +47,7 @@ class KangarooDrafter(Drafter, SharesTargetCache):
     name = "kangaroo"
 
     @dataclass
-    class Options(VocabTrimOptions):
+    class Options(VocabTrimOptions, ConfidenceOptions):
         adapter: Annotated[str | None, LocalPath] = None  # trained adapter file (None: the one shipped for the target)
         eta: Annotated[float, Range(0.0, 0.99, 0.05)] = 0.6  # η: stop drafting below this top draft probability
 
@@ -123,7 +123,7 @@ class KangarooDrafter(Drafter, SharesTargetCache):
             token, q_V, show_V = ctx.pick(logits_V)
             confidence = float(show_V.max())
             self.last_confidences.append(confidence)
-            if confidence < self.eta:  # second early exit: not confident enough to draft this token
+            if confidence < self.eta or ctx.unsure(show_V):  # second early exit: not confident enough
                 break
             tokens.append(token)
             rows.append(q_V)

@@ -11,7 +11,7 @@ from core.errors import DraftScopeError
 from core.options import ModelName
 from core.runtime.cached_lm import CachedLM
 from core.runtime.models import LoadedModel, load_model, module_param_bytes
-from core.specdec.drafters.base import Draft, DraftContext, Drafter, TreeDrafting, stack_or_none
+from core.specdec.drafters.base import ConfidenceOptions, Draft, DraftContext, Drafter, TreeDrafting, stack_or_none
 from core.specdec.trees.tree import TreeCache
 from core.specdec.vocab_trim import VocabTrimOptions, draft_head, vocab_mask, with_head
 
@@ -20,7 +20,7 @@ class ModelDrafter(Drafter, TreeDrafting):
     name = "model"
 
     @dataclass
-    class Options(VocabTrimOptions):
+    class Options(VocabTrimOptions, ConfidenceOptions):
         draft_model: Annotated[str | None, ModelName] = None  # the draft model: a preset with the target's tokenizer
 
     def __init__(self, target: LoadedModel, options=None, **kw):
@@ -55,11 +55,11 @@ class ModelDrafter(Drafter, TreeDrafting):
         tokens, rows, shows = [], [], []
         feed = self.kv.sync(ctx.tokens)
         vocab = self.target.vocab_size
-        eta = float(getattr(self.options, "eta", 0.0) or 0.0)  # drafters with a confidence stop (FastDraft)
+        eta = float(getattr(self.options, "eta", 0.0) or 0.0)  # FastDraft's own η
         for _ in range(ctx.gamma):
             logits_V = self.kv.forward(feed)[-1]
             token, q_V, show_V = ctx.pick(fit_vocab(logits_V, vocab))
-            if eta and float(show_V.max()) < eta:
+            if ctx.unsure(show_V, eta):
                 break  # not confident enough to draft this token
             tokens.append(token)
             rows.append(q_V)

@@ -15,14 +15,14 @@ import numpy as np
 
 from core.errors import DraftScopeError
 from core.options import Range
-from core.specdec.drafters.base import Draft, DraftContext, Drafter
+from core.specdec.drafters.base import Draft, DraftContext, Drafter, LengthOptions
 
 
 class NgramDrafter(Drafter):
     name = "ngram"
 
     @dataclass
-    class Options:
+    class Options(LengthOptions):
         ngram_size: Annotated[int, Range(1, 16, 1)] = 3  # longest suffix n-gram the prompt lookup matches
         min_ngram_size: Annotated[int, Range(1, 16, 1)] = 2  # shortest one (1: single tokens too, as Hugging Face)
 
@@ -30,6 +30,7 @@ class NgramDrafter(Drafter):
             n, low = self.ngram_size, self.min_ngram_size
             if not 1 <= low <= n <= 16:
                 raise DraftScopeError(f"n-gram size must satisfy 1 <= min ({low}) <= n ({n}) <= 16")
+            super().__post_init__()
 
     def propose(self, ctx: DraftContext) -> Draft:
         return Draft(tokens=lookup(ctx.tokens, ctx.gamma, self.options.ngram_size, self.options.min_ngram_size))

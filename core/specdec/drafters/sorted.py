@@ -28,7 +28,7 @@ from core.errors import DraftScopeError
 from core.options import LocalPath, ModelName
 from core.runtime.layers import check_layer_slicing, embed, run_layers
 from core.runtime.models import LoadedModel, load_model, module_param_bytes
-from core.specdec.drafters.base import Draft, DraftContext, Drafter, stack_or_none
+from core.specdec.drafters.base import ConfidenceOptions, Draft, DraftContext, Drafter, stack_or_none
 from core.specdec.drafters.model import check_same_tokenizer, fit_vocab
 from core.specdec.drafters.sorted_exits import SortedExits, default_exit_layers
 from core.specdec.vocab_trim import VocabTrimOptions, draft_head, vocab_mask
@@ -88,7 +88,7 @@ class SortedDrafter(Drafter):
     name = "sorted"
 
     @dataclass
-    class Options(VocabTrimOptions):
+    class Options(VocabTrimOptions, ConfidenceOptions):
         draft_model: Annotated[str | None, ModelName] = None  # base model the exits are cut from (None: the target)
         exits: Annotated[str | None, LocalPath] = None  # trained exits file (None: the one shipped for the base model)
         thresholds: str = ""  # θ per exit but the last, "0.5,0.5" ("": 0.5 each; one number: the same for all)
@@ -179,6 +179,8 @@ class SortedDrafter(Drafter):
         for _ in range(ctx.gamma):
             logits_V, k, seen = self._advance(feed)
             token, q_V, show_V = ctx.pick(fit_vocab(logits_V, vocab))
+            if ctx.unsure(show_V):
+                break
             tokens.append(token)
             rows.append(q_V)
             shows.append(show_V)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import torch
 
 from core.errors import DraftScopeError
-from core.specdec.drafters.base import DraftContext, Drafter, TreeDrafting
+from core.specdec.drafters.base import BuildsTree, DraftContext, Drafter, TreeDrafting
 from core.specdec.sampling import display_probs, sample, warp
 from core.specdec.trees.tree import TokenTree
 
@@ -136,10 +136,16 @@ class DraftTree:
     q_rows: dict[int, torch.Tensor]  # node (-1: the root) → the distribution its children were drawn from (V,)
     q_show: dict[int, torch.Tensor]  # node → what the records show as q there (model softmax when greedy)
     source: list[int] = field(default_factory=list)  # node → its index while the drafter grew the tree
+    info: dict = field(default_factory=dict)  # drafter-specific facts for the record (JSON-friendly; ADED's search)
 
 
 def build_tree(drafter: Drafter, ctx: DraftContext, spec: TreeSpec, max_depth: int) -> DraftTree:
-    """Grow a tree of depth ≤ ``max_depth`` (≤ spec depth) from the drafter's distributions."""
+    """Grow a tree of depth ≤ ``max_depth`` (≤ spec depth) from the drafter's distributions (a ``BuildsTree``
+    drafter builds its own, with at most the spec's number of nodes)."""
+    if isinstance(drafter, BuildsTree):
+        if min(spec.depth, max_depth) <= 0:
+            return DraftTree(TokenTree([], []), {}, {}, [])
+        return drafter.draft_tree(ctx, spec.max_nodes, min(spec.depth, max_depth))
     if not isinstance(drafter, TreeDrafting):
         raise DraftScopeError(f"the '{drafter.name}' drafter gives no probabilities, so it cannot grow a tree; "
                               "use 'model' or 'early-exit', or a chain")
