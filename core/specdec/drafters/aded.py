@@ -9,9 +9,11 @@ nothing and learns from the answer only (with ``learn_prompt``, from the prompt 
 Adaptation (``adapt``, the paper's online part). Before every draft the trigrams of the last 16 committed tokens are
 boosted by +0.04 (capped at 3.0), without renormalising: the scores drift towards what this run has produced. A
 trigram the store lacks is added at 0.04 (the reference only boosts stored entries; without this the empty store
-could never learn). The boosts belong to this drafter (one session), never to the shared store. ``learn_prompt`` (ours, off by
-default) adds +1.0 for every trigram of the prompt before the first draft, so ADED can copy from the prompt as prompt
-lookup does.
+could never learn). The boosts belong to this drafter (one session), never to the shared store.
+
+Ours, off by default: ``learn_prompt`` adds +1.0 for every trigram of the prompt before the first draft, so ADED can
+copy from the prompt as prompt lookup does; ``min_share`` ends a chain at a child with less than that share of its
+parent's visits (a rejected draft token is not free on a CPU: verifying 6 tokens costs ~1.5 single-token forwards).
 
 Search (from the last committed bigram): a node is a bigram state, its children are the store's successors with
 their scores as priors. Each of ``iterations`` simulations selects down the tree by
@@ -250,7 +252,8 @@ def mcts(store: AdaptiveStore, a: int, b: int, iterations: int, max_depth: int, 
     return s
 
 
-def extract_tree(search: Search, store: AdaptiveStore, budget: int, max_depth: int) -> tuple[list[int], list[int], list[int]]:
+def extract_tree(search: Search, store: AdaptiveStore, budget: int,
+                 max_depth: int) -> tuple[list[int], list[int], list[int]]:
     """(tokens, parents, search node or -1 for a greedy extension) of the draft tree: the ``TOP_PATHS`` most visited
     paths, each extended by its best successor, merged while the node budget lasts."""
     ranked = sorted((n for n in range(1, len(search.token)) if search.visits[n] > 0),
@@ -317,7 +320,7 @@ class ADEDDrafter(Drafter, BuildsTree):
         store_file: Annotated[str | None, LocalPath] = None  # a trigram store file (None: the shipped one)
         adapt: bool = True  # boost the trigrams of the last 16 tokens before every draft (the online part)
         iterations: Annotated[int, Range(1, 500, 1)] = 150  # MCTS simulations per draft
-        min_share: Annotated[float, Range(0.0, 0.95, 0.05)] = 0.0  # chain: stop at a child with less than this share of its parent's visits (ours)
+        min_share: Annotated[float, Range(0.0, 0.95, 0.05)] = 0.0  # chain: stop below this share of the parent's visits
         learn_prompt: bool = False  # also boost every trigram of the prompt once (ours; the paper's store skips it)
 
         def __post_init__(self):
