@@ -98,13 +98,16 @@ def table_drafter(name: str, target: LoadedModel, draft_model: LoadedModel | Non
     """The registered drafter ``name`` for the registry tables: ``draft_model`` where it takes one, 3-grams, EasySpec
     around the draft model on shallow targets, for Kangaroo an adapter initialised from the target's middle layer
     with η = 0, for FastDraft an untrained two-layer network from the target's first and last layers and for Medusa /
-    Hydra three heads with random blocks (SmolLM2 uses the shipped adapter, drafter and heads). ``trim``: VocabTrim to
+    Hydra three heads with random blocks, ADED from an empty store that learns the prompt, PEARL around the early exit on
+two threads (SmolLM2 uses the shipped adapter, drafter, heads, trigram store and PEARL around FastDraft). ``trim``: VocabTrim to
     that many tokens, ``favoured`` ranked first. Skips drafters that slice layers on sliding-window targets (they
     refuse them, with a message)."""
     declared = {f.name for f in option_fields(DRAFTERS[name].Options)}
     options = {k: v for k, v in {"draft_model": draft_model, "ngram_size": 3}.items() if k in declared}
     if name in LAYER_SLICING and has_sliding_layers(target.model):
         pytest.skip(f"{name}'s layer slicing is not available for sliding-window models (it says so)")
+    if name == "pearl" and has_sliding_layers(target.model):
+        pytest.skip("PEARL's cross-round rollback is not available for sliding-window models (it says so)")
     if name == "easyspec" and draft_model is not None and default_exit_layer(target.n_layers) < 4:
         options["base"] = "model"  # an early exit of under 4 layers has only one-layer groups: nothing would be fuzzy
     if name == "kangaroo" and target.name != "smollm2-135m":
@@ -116,6 +119,10 @@ def table_drafter(name: str, target: LoadedModel, draft_model: LoadedModel | Non
         options["checkpoint"] = (random_falcon(target), None)
     if name in ARCHS and target.name != "smollm2-135m":
         options["checkpoint"] = (random_heads(target, name), None)
+    if name == "aded" and target.name != "smollm2-135m":  # the shipped store is SmolLM2's: learn from the prompt
+        options.update(store="empty", learn_prompt=True)
+    if name == "pearl" and target.name != "smollm2-135m":  # around an early exit, really on two threads
+        options.update(base=table_drafter("early-exit", target, draft_model), parallel=True)
     if trim is not None:
         options.update(vocab_trim=trim, vocab_counts=str(counts_file(target, favoured)))
     return build_drafter(name, target, options)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.specdec.drafters import DRAFTERS, TreeDrafting
+from core.specdec.drafters import DRAFTERS, BuildsTree, TreeDrafting
 from core.specdec.sampling import sample
 from core.specdec.verify import VERIFIERS, TreeVerifier
 from core.specdec.verify.greedy import GreedyVerifier
@@ -37,7 +37,10 @@ def _cases():
     for drafter, cls in DRAFTERS.items():
         for verifier in SAMPLING:
             yield pytest.param(drafter, verifier, "", id=f"{drafter}-{verifier}")
-            if issubclass(cls, TreeDrafting) and issubclass(VERIFIERS[verifier], TreeVerifier):
+            tree_verifier = issubclass(VERIFIERS[verifier], TreeVerifier)
+            if issubclass(cls, BuildsTree) and tree_verifier and "topk" in VERIFIERS[verifier].tree_children:
+                yield pytest.param(drafter, verifier, TREE, id=f"{drafter}-{verifier}-tree")  # deterministic tree
+            if issubclass(cls, TreeDrafting) and tree_verifier:
                 yield pytest.param(drafter, verifier, TREE, id=f"{drafter}-{verifier}-tree")
             if drafter in TRIMMABLE:
                 yield pytest.param(drafter, verifier, "trim", id=f"{drafter}-{verifier}-vocabtrim")

@@ -28,6 +28,7 @@ from core.specdec.drafters import (
     Draft,
     DraftContext,
     Drafter,
+    Pipelined,
     ReadsTargetHidden,
     SharesTargetCache,
     TreeDrafting,
@@ -162,7 +163,9 @@ class Session:
         if self.done:
             return None
         with MODEL_LOCK, torch.inference_mode():
-            return self._tree_round() if self.config.tree else self._chain_round()
+            if self.config.tree:
+                return self._tree_round()
+            return self._pipelined_round() if isinstance(self.drafter, Pipelined) else self._chain_round()
 
     def _prefill(self) -> float:
         t = time.perf_counter()
@@ -217,6 +220,42 @@ class Session:
         trace = self._trace(t0, start, logits_nV, p_nV, verdict, new, draft_s, verify_s, prefill_s, draft=draft)
         # An EOS among the accepted drafts ends the round there: later positions count as never reached.
         return self._end(t0, trace, len(draft.tokens), min(verdict.n_accepted, len(new)),
+                         min(verdict.n_verified, len(new)))
+
+    def _pipelined_round(self) -> StepRecord | None:
+        """PEARL's round: verify the pending drafts (none in pre-verify mode) while the drafter drafts the next ones;
+        check the pending drafts and the first new one (whose p is the forward's last row); commit. When all of them
+        pass there is no bonus token (the target never saw past the first new draft): the rest stays pending."""
+        t0, prefill_s, start, budget = self._begin()
+        room = max(0, min(budget - 1, self.target.max_context - start - 1))
+        ctx = DraftContext(self.tokens, min(self.config.gamma, room), self.config.sampling, self.generator,
+                           self.target_kv, room=room)
+        t1 = time.perf_counter()
+        pending = self.drafter.propose(ctx)
+        draft_s = elapsed(t1, self.target.device)
+
+        t2 = time.perf_counter()
+        logits_nV, ahead, info = self.drafter.overlap(self.target_kv, self.tokens, pending.tokens, ctx, t0)
+        logits_nV = logits_nV.cpu()
+        look = ahead.tokens[:1] if len(pending.tokens) < room else []
+        checked = Draft(pending.tokens + look, _q_rows(pending, ahead, len(look), self.target.vocab_size),
+                        _q_rows(pending, ahead, len(look), self.target.vocab_size, show=True), info, pending.vocab_V)
+        # The verifier wants a bonus row after the last checked draft; when a look-ahead draft is checked there is
+        # none (the target did not see it), so the last row stands in and a bonus drawn from it is never committed.
+        rows_nV = torch.cat([logits_nV, logits_nV[-1:]]) if look else logits_nV
+        p_nV = warp(rows_nV, self.config.sampling)
+        verdict = self.verifier.verify(checked.tokens, p_nV, checked.q_nV, self.generator)
+        all_accepted = bool(look) and verdict.n_accepted == len(checked.tokens)
+        committed = checked.tokens[: verdict.n_accepted] + ([] if all_accepted else [verdict.token])
+        new = self._cut(committed, budget)
+        self.tokens.extend(new)
+        self.target_kv.rollback(min(len(self.tokens) - 1, len(self.target_kv)))
+        self.drafter.settle(self.tokens, ahead, len(look), all_accepted and not self.done)
+        verify_s = elapsed(t2, self.target.device)
+        info["verify_end"] = round((time.perf_counter() - t0) * 1e3, 3)
+
+        trace = self._trace(t0, start, rows_nV, p_nV, verdict, new, draft_s, verify_s, prefill_s, draft=checked)
+        return self._end(t0, trace, len(checked.tokens), min(verdict.n_accepted, len(new)),
                          min(verdict.n_verified, len(new)))
 
     def _tree_round(self) -> TreeStepRecord | None:
@@ -312,6 +351,21 @@ class Session:
         return {"config": asdict(self.config), "prompt_tokens": len(self.prompt_ids),
                 "token_ids": self.generated_ids, "text": self.text, "finish_reason": self.finish_reason,
                 "stats": self.stats.summary()}
+
+
+def _q_rows(pending: Draft, ahead: Draft, n_look: int, vocab: int, show: bool = False) -> torch.Tensor | None:
+    """The q rows of the pending drafts then the first ``n_look`` new ones (one-hot where a drafter has none)."""
+    parts = []
+    for draft, n in ((pending, len(pending.tokens)), (ahead, n_look)):
+        rows = draft.q_show_nV if show else draft.q_nV
+        if n == 0:
+            continue
+        if rows is None:
+            rows = torch.nn.functional.one_hot(torch.tensor(draft.tokens[:n]), vocab).float()
+        parts.append(rows[:n].float().cpu())
+    if not parts or (pending.q_nV is None and (ahead.q_nV is None or n_look == 0)):
+        return None
+    return torch.cat(parts)
 
 
 def _check_tree(config: SessionConfig, target: LoadedModel, drafter: Drafter) -> None:

@@ -4,6 +4,7 @@ A drafter is one class with a ``name``, an ``Options`` dataclass (its settings, 
 ``core.options``) and ``propose``. Two optional protocols, declared by inheriting them:
 - ``TreeDrafting``: the drafter gives probabilities and can grow a draft tree (``core.specdec.trees.grow``);
 - ``BuildsTree``: a drafter without probabilities builds its whole draft tree itself (ADED);
+- ``Pipelined``: the next draft is made while the target verifies this one (PEARL);
 - ``SharesTargetCache``: drafting runs inside the target's KV cache (Kangaroo), so the drafter also does the
   verification forward, on what drafting left there;
 - ``ReadsTargetHidden``: the drafter reads the target's last hidden state (draft heads: Medusa, Hydra), which the
@@ -187,6 +188,20 @@ class BuildsTree(ABC):
     @abstractmethod
     def tree_end(self, tokens: list[int], path: list[int]) -> None:
         """After a tree round: the new committed sequence and the accepted path (node indices)."""
+
+
+class Pipelined(ABC):
+    """Optional protocol of drafters whose next draft is made while the target verifies this one (PEARL): the engine
+    runs a pipelined round (``Session._pipelined_round``) instead of draft-then-verify."""
+
+    @abstractmethod
+    def overlap(self, target_kv, tokens: list[int], draft: list[int], ctx: DraftContext, t0: float):
+        """The verification forward of ``draft`` and, alongside it, the next draft: (logits (len(draft) + 1, V), the
+        next Draft, the round's facts for the record)."""
+
+    @abstractmethod
+    def settle(self, tokens: list[int], ahead, n_checked: int, all_accepted: bool) -> None:
+        """After the checks: what stays pending for the next round."""
 
 
 class SharesTargetCache(ABC):
