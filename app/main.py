@@ -7,10 +7,21 @@ import os
 
 import gradio as gr
 
-from app import compare_tab, generate_tab, heads_tab, kv_tab, self_draft_tab, train_draft_tab, trees_tab, var_tab
+from app import (
+    adaptive_tab,
+    compare_tab,
+    generate_tab,
+    heads_tab,
+    kv_tab,
+    self_draft_tab,
+    train_draft_tab,
+    trees_tab,
+    var_tab,
+)
 
 TABS = (("Speculative decoding", "generate", generate_tab), ("Compare", "compare", compare_tab),
         ("Draft trees", "trees", trees_tab), ("Draft heads", "heads", heads_tab),
+        ("Adaptive & parallel", "adaptive", adaptive_tab),
         ("Self-drafting", "self-draft", self_draft_tab),
         ("Train your draft", "train", train_draft_tab), ("KV importance", "kv", kv_tab),
         ("VAR", "var", var_tab))  # (title, id, module with build)

@@ -96,24 +96,26 @@ def label(option: Option, drafter: str | None = None) -> str:
 
 
 def control(f: OptionField, *, elem_id: str, label: str, allow_local: bool = False, **kw) -> gr.components.Component:
-    """The control for one field, in the current Blocks context (``kw``: more component arguments, e.g. visible)."""
+    """The control for one field, in the current Blocks context (``kw``: more component arguments, e.g. visible, or
+    a ``value`` to start from instead of the field's default)."""
     kw.update(label=label, elem_id=elem_id)
+    default = kw.pop("value", f.default)
     if f.choices:
-        return gr.Dropdown(list(f.choices), value=f.default, **kw)
+        return gr.Dropdown(list(f.choices), value=default, **kw)
     if f.model_name:
         info = "a preset" + (", a Hugging Face id or a local directory" if allow_local else "")
-        return gr.Dropdown(preset_names(), value=f.default or MODEL_NAME_START, allow_custom_value=allow_local,
+        return gr.Dropdown(preset_names(), value=default or MODEL_NAME_START, allow_custom_value=allow_local,
                            info=info, **kw)
     if f.kind is bool:
-        return gr.Checkbox(value=bool(f.default), **kw)
+        return gr.Checkbox(value=bool(default), **kw)
     if f.kind in (int, float) and f.range is not None:
         low = none_at(f)
         low = f.range.lo if low is None else low
         step = f.range.step or (1 if f.kind is int else None)
-        return gr.Slider(low, f.range.hi, value=low if f.default is None else f.default, step=step, **kw)
+        return gr.Slider(low, f.range.hi, value=low if default is None else default, step=step, **kw)
     if f.kind in (int, float):
-        return gr.Number(value=f.default, precision=0 if f.kind is int else None, **kw)
-    return gr.Textbox(value=f.default or "", **kw)
+        return gr.Number(value=default, precision=0 if f.kind is int else None, **kw)
+    return gr.Textbox(value=default or "", **kw)
 
 
 def field_control(drafter: str, name: str, *, elem_id: str, label: str, **kw) -> gr.components.Component:

@@ -20,14 +20,17 @@ def api_prefix(prefix: str) -> str:
     return prefix.replace("-", "_")
 
 
-def prompt_row(prefix: str = "") -> tuple[gr.Textbox, gr.Checkbox]:
-    """A row with the prompt box, the Spec-Bench example picker (it fills the prompt) and the chat-template box."""
+def prompt_row(prefix: str = "", start_with: str | None = None) -> tuple[gr.Textbox, gr.Checkbox]:
+    """A row with the prompt box, the Spec-Bench example picker (it fills the prompt) and the chat-template box;
+    ``start_with`` (an example id) fills the box with that example."""
     examples = load_prompts()
+    start = next((e for e in examples if e.id == start_with), None)
     with gr.Row():
-        prompt = gr.Textbox(label="Prompt", lines=3, scale=3, elem_id=f"{prefix}prompt",
-                            placeholder="Type a prompt, or pick an example")
+        prompt = gr.Textbox(value=start.prompt if start else "", label="Prompt", lines=3, scale=3,
+                            elem_id=f"{prefix}prompt", placeholder="Type a prompt, or pick an example")
         with gr.Column(scale=1):
-            example = gr.Dropdown([(f"{e.category} · {e.id}", e.id) for e in examples], value=None,
+            example = gr.Dropdown([(f"{e.category} · {e.id}", e.id) for e in examples],
+                                  value=start.id if start else None,
                                   label="Example prompts (Spec-Bench categories)", elem_id=f"{prefix}examples")
             chat = gr.Checkbox(value=True, label="Chat template", elem_id=f"{prefix}chat")
     example.input(lambda example_id: next((e.prompt for e in examples if e.id == example_id), gr.skip()),

@@ -98,10 +98,10 @@ def table_drafter(name: str, target: LoadedModel, draft_model: LoadedModel | Non
     """The registered drafter ``name`` for the registry tables: ``draft_model`` where it takes one, 3-grams, EasySpec
     around the draft model on shallow targets, for Kangaroo an adapter initialised from the target's middle layer
     with η = 0, for FastDraft an untrained two-layer network from the target's first and last layers and for Medusa /
-    Hydra three heads with random blocks, ADED from an empty store that learns the prompt, PEARL around the early exit on
-two threads (SmolLM2 uses the shipped adapter, drafter, heads, trigram store and PEARL around FastDraft). ``trim``: VocabTrim to
-    that many tokens, ``favoured`` ranked first. Skips drafters that slice layers on sliding-window targets (they
-    refuse them, with a message)."""
+    Hydra three heads with random blocks, ADED from an empty store that learns the prompt, PEARL around the early
+    exit on two threads (SmolLM2 uses the shipped adapter, drafter, heads, trigram store and PEARL around FastDraft).
+    ``trim``: VocabTrim to that many tokens, ``favoured`` ranked first. Skips drafters that slice layers on
+    sliding-window targets, and PEARL there (they refuse them, with a message)."""
     declared = {f.name for f in option_fields(DRAFTERS[name].Options)}
     options = {k: v for k, v in {"draft_model": draft_model, "ngram_size": 3}.items() if k in declared}
     if name in LAYER_SLICING and has_sliding_layers(target.model):

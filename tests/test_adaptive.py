@@ -3,6 +3,7 @@ tables (greedy identity and sampled law cover every drafter there)."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 
 import pytest
@@ -36,7 +37,7 @@ def test_heuristic_schedule_moves_gamma_by_the_rule(tiny_llama, noisy_tiny_llama
     records = [r for r in session.records if r.drafted]
     gammas = [r.draft_info["gamma"] for r in records]
     assert gammas[0] == 3
-    for before, after in zip(records, records[1:]):
+    for before, after in itertools.pairwise(records):
         full = before.accepted == len(before.drafted)
         expected = before.draft_info["gamma"] + 2 if full else max(1, before.draft_info["gamma"] - 1)
         room = 60 - (after.start_position - len(session.prompt_ids)) - 1  # the budget may cut the last rounds

@@ -161,14 +161,16 @@ def test_option_controls_follow_the_drafter():
     with gr.Blocks():
         picker = gr.Dropdown(["ngram", "early-exit", "easyspec"], value="ngram")
         controls = options.build(["ngram", "early-exit", "easyspec"], "ngram", picker, prefix="t-")
-    assert list(controls.components) == ["ngram_size", "min_ngram_size", "exit_layer", "vocab_trim", "base",
-                                         "draft_model", "group_size", "calibrate", "measure"]  # vocab_counts: local
-    assert [c.visible for c in controls.components.values()] == [True, True] + [False] * 7
+    assert list(controls.components) == ["ngram_size", "min_ngram_size", "schedule", "exit_layer", "confidence",
+                                         "greedy_draft", "vocab_trim", "base", "draft_model", "group_size",
+                                         "calibrate", "measure"]  # vocab_counts: local
+    assert [c.visible for c in controls.components.values()] == [True, True, True] + [False] * 9
     exit_layer = controls.components["exit_layer"]
     assert (exit_layer.elem_id, exit_layer.minimum, exit_layer.value) == ("t-exit-layer", 0, 0)  # 0: the default
     assert "early-exit, easyspec" in exit_layer.label
     shown = dict(zip(controls.components, controls.show("early-exit"), strict=True))
-    assert [name for name, update in shown.items() if update["visible"]] == ["exit_layer", "vocab_trim"]
+    assert [name for name, update in shown.items() if update["visible"]] == ["schedule", "exit_layer", "confidence",
+                                                                             "greedy_draft", "vocab_trim"]
     assert options.drafter_values("early-exit", {"exit_layer": 0, "eta": 0.2}) == {"exit_layer": None}
     assert options.drafter_values("early-exit", {"exit_layer": 5.0}) == {"exit_layer": 5}
     assert options.drafter_values("sorted", {"draft_model": " ", "thresholds": ""}) == {"draft_model": None,

@@ -88,6 +88,16 @@ def test_generate_text_streams(capsys):
     (["--prompt", "hi", "--drafter", "early-exit", "--tree", "[[0],[0,"], "list of lists of top-k indices"),
     (["--prompt", "hi", "--epsilon", "0.2"], "--epsilon is not an option of 'greedy'"),
     (["--prompt", "hi", "--verifier", "typical", "--epsilon", "2"], "typical acceptance: ε and δ"),
+    (["--prompt", "hi", "--drafter", "early-exit", "--confidence", "1.5"], "confidence threshold must be in [0, 1)"),
+    (["--prompt", "hi", "--schedule", "sometimes"], "invalid choice"),
+    (["--prompt", "hi", "--drafter", "pearl", "--threads", "99"], "threads must be in 1.."),
+    (["--prompt", "hi", "--drafter", "pearl", "--base", "kangaroo"], "invalid choice"),
+    (["--prompt", "hi", "--drafter", "pearl", "--base", "ngram", "--base-options", "{x"], "JSON object"),
+    (["--prompt", "hi", "--target", "tiny-gemma", "--drafter", "pearl", "--base", "ngram"], "sliding-window"),
+    (["--prompt", "hi", "--drafter", "aded"], "no ADED trigram store for 'tiny-llama'"),
+    (["--prompt", "hi", "--drafter", "aded", "--iterations", "0"], "iterations must be in 1..500"),
+    (["--prompt", "hi", "--drafter", "aded", "--store", "empty", "--tree", "2,2", "--verifier", "rrs",
+      "--temperature", "1"], "deterministic tree"),
 ])
 def test_bad_input_is_one_line(capsys, argv, message):
     code, _out, err = _run(capsys, "generate", "--target", "tiny-llama", *argv) if "--target" not in argv else \

@@ -27,11 +27,18 @@ def add_arguments(bench) -> None:
     bench.add_argument("--typical-drift", action="store_true", help="only: typical acceptance vs draw-and-match with "
                                                                     "the shipped Hydra heads at T = 0.7 (speed, τ, "
                                                                     "TV drift per token)")
+    bench.add_argument("--pearl-timeline", action="store_true", help="only: where PEARL's time goes (two threads vs "
+                                                                      "serial, per mode, and a two-device model)")
     bench.add_argument("--json", action="store_true")
 
 
 def run(args) -> int:
-    from core.specdec.bench import format_table, forward_cost, run_bench, typical_drift
+    from core.specdec.bench import format_table, forward_cost, pearl_timeline, run_bench, typical_drift
+
+    if args.pearl_timeline:
+        print(json.dumps(pearl_timeline(args.target, per_category=args.per_category or 1,
+                                        max_new_tokens=args.max_new_tokens), indent=1))
+        return 0
 
     if args.typical_drift:
         print(json.dumps(typical_drift(args.target, per_category=args.per_category or 1,

@@ -150,6 +150,7 @@ def build_methods(target, draft_model: str | None, exit_layer: int | None, tree_
             methods["ours-fastdraft-lookup-g5-eta0.4"] = _ours(target, "fastdraft", {**fd, "lookup": True,
                                                                                    "eta": 0.4}, gamma=5)
     methods.update(head_methods(target))
+    methods.update(adaptive_methods(target))
     if draft_model:
         drafter = load_model(draft_model, device=target.device, dtype=target.dtype)
         methods["hf-assisted"] = _hf(target, assistant_model=drafter.model)
@@ -188,7 +189,40 @@ def head_methods(target) -> dict[str, Callable]:
     return methods
 
 
-FALCON_TREES = ("3,1", "3,2", "2,2,1,1")  # one drafter forward, one, two (the second per expanded branch)
+FALCON_TREES = ("3,1", "3,2", "2,2,1,1")
+NGRAM_GAMMAS = (1, 2, 3, 5, 8)  # the n-gram drafter's γ × n sweep
+NGRAM_SIZES = (1, 2, 3, 4)  # n = 1 matches single tokens; larger n match n down to 2
+
+
+def adaptive_methods(target) -> dict[str, Callable]:
+    """Issue 18: ADED (chains and small trees), PEARL around FastDraft (two threads and serial, vs FastDraft's own
+    serial speculative decoding), the adaptive draft lengths, and the n-gram drafter's γ × n grid."""
+    from core.specdec.drafters.aded import default_store
+    from core.specdec.drafters.fastdraft import default_checkpoint as fastdraft_checkpoint
+
+    methods = {}
+    for gamma in NGRAM_GAMMAS:
+        for n in NGRAM_SIZES:
+            options = {"ngram_size": n, "min_ngram_size": 1 if n == 1 else 2}
+            methods[f"ours-ngram-g{gamma}-n{n}"] = _ours(target, "ngram", options, gamma=gamma)
+    methods["ours-ngram-heuristic"] = _ours(target, "ngram", {"schedule": "heuristic"})
+    if default_store(target.name).is_file():
+        methods["ours-aded"] = _ours(target, "aded")  # the paper's settings: 150 simulations, γ = 5
+        methods["ours-aded-it50"] = _ours(target, "aded", {"iterations": 50})
+        methods["ours-aded-noadapt"] = _ours(target, "aded", {"adapt": False})
+        methods["ours-aded-prompt"] = _ours(target, "aded", {"learn_prompt": True})
+        methods["ours-aded-prompt-share0.5"] = _ours(target, "aded", {"learn_prompt": True, "min_share": 0.5})
+        methods["ours-aded-prompt-tree8"] = _ours(target, "aded", {"learn_prompt": True}, tree="budget:8", gamma=4)
+    methods["ours-aded-empty-prompt"] = _ours(target, "aded", {"store": "empty", "learn_prompt": True})
+    if fastdraft_checkpoint(target.name).is_file() and not has_sliding_layers(target):
+        for gamma in (3, 4, 6):
+            methods[f"ours-pearl-fastdraft-g{gamma}"] = _ours(target, "pearl", {"parallel": True}, gamma=gamma)
+            methods[f"ours-pearl-fastdraft-g{gamma}-serial"] = _ours(target, "pearl", {"parallel": False},
+                                                                     gamma=gamma)
+        methods["ours-fastdraft-g6"] = _ours(target, "fastdraft", gamma=6)
+        methods["ours-fastdraft-g4-heuristic"] = _ours(target, "fastdraft", {"schedule": "heuristic"}, gamma=4)
+        methods["ours-fastdraft-g4-conf0.4"] = _ours(target, "fastdraft", {"confidence": 0.4}, gamma=4)
+    return methods  # one drafter forward, one, two (the second per expanded branch)
 
 
 VOCAB_TRIM_KS = (4096, 8192, 16384)  # VocabTrim's k in the benchmark
@@ -417,3 +451,76 @@ def typical_drift(target: str = "smollm2-135m", drafter: str = "hydra", tree: st
         out[verifier] = {"tokens_per_second": round(tokens / seconds, 2), "tau": round(tokens / calls, 3),
                          "tv_per_token": round(drift / tokens, 4) if verifier == "typical" else 0.0}
     return out
+
+
+def pearl_timeline(target: str = "smollm2-135m", gamma: int = 4, per_category: int = 1,
+                   max_new_tokens: int = 96) -> dict:
+    """Where PEARL's time goes on this machine: PEARL around the shipped FastDraft, on two threads and serially, on
+    one prompt per category. Per mode (pre / post): rounds, mean lane times (ms) and how long each lane waits for the
+    other; the target's one-token forward at the machine's threads and at one thread alone; and the modelled
+    two-device clock (each round max(draft lane, target lane) of the serial run + its checks), labelled as a model."""
+    import statistics
+
+    from core.specdec.drafters import build_drafter
+    from core.specdec.verify import build_verifier
+
+    model = load_model(target)
+    prompts = [p for i, p in enumerate(load_prompts())
+               if sum(q.category == p.category for q in load_prompts()[:i]) < per_category]
+    runs: dict[str, dict] = {}
+    for parallel in (True, False):
+        rounds, wall, tokens = [], 0.0, 0
+        for p in tqdm(prompts, desc=f"pearl parallel={parallel}"):
+            drafter = build_drafter("pearl", model, {"parallel": parallel})
+            config = SessionConfig(target=model.name, drafter="pearl", gamma=gamma, max_new_tokens=max_new_tokens)
+            session = Session(model, drafter, build_verifier("greedy"), model.encode(p.prompt, chat=True), config)
+            t = time.perf_counter()
+            rounds += [r for r in session.run() if r is not None]
+            wall += time.perf_counter() - t
+            tokens += len(session.generated_ids)
+        by_mode = {}
+        for mode in ("pre", "post"):
+            rs = [r for r in rounds if r.draft_info["mode"] == mode]
+            if not rs:
+                continue
+            d = [r.draft_info["draft_lane"][1] - r.draft_info["draft_lane"][0] for r in rs]
+            tt = [r.draft_info["target_lane"][1] - r.draft_info["target_lane"][0] for r in rs]
+            ends = [r.draft_info["verify_end"] - max(r.draft_info["draft_lane"][1], r.draft_info["target_lane"][1])
+                    for r in rs]
+            by_mode[mode] = {"rounds": len(rs), "draft_ms": round(statistics.mean(d), 2),
+                             "target_ms": round(statistics.mean(tt), 2), "checks_ms": round(statistics.mean(ends), 2),
+                             "tokens_per_round": round(statistics.mean(len(r.committed_ids) for r in rs), 3)}
+        modelled = sum(max(r.draft_info["draft_lane"][1] - r.draft_info["draft_lane"][0],
+                           r.draft_info["target_lane"][1] - r.draft_info["target_lane"][0]) +
+                       r.draft_info["verify_end"] - max(r.draft_info["draft_lane"][1], r.draft_info["target_lane"][1])
+                       for r in rounds) / 1e3
+        runs["parallel" if parallel else "serial"] = {
+            "tokens": tokens, "seconds": round(wall, 2), "tokens_per_second": round(tokens / wall, 2),
+            "rounds": len(rounds), "by_mode": by_mode,
+            "modelled_two_devices_tokens_per_second": None if parallel else round(tokens / modelled, 2)}
+    ids = model.encode(prompts[0].prompt, chat=True)
+    one_token = {}
+    before = torch.get_num_threads()
+    for threads in (before, 1):
+        torch.set_num_threads(threads)
+        try:
+            one_token[threads] = round(_forward_ms(model, ids), 2)
+        finally:
+            torch.set_num_threads(before)
+    return {"target": model.name, "gamma": gamma, "prompts": len(prompts), "max_new_tokens": max_new_tokens,
+            "runs": runs, "target_one_token_ms_by_threads": one_token}
+
+
+def _forward_ms(model, ids: list[int], repeats: int = 20) -> float:
+    from core.runtime.cached_lm import CachedLM
+
+    kv = CachedLM(model.model)
+    with torch.inference_mode():
+        kv.forward(ids[:-1])
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            kv.forward(ids[-1:])
+            times.append((time.perf_counter() - t) * 1e3)
+            kv.rollback(len(ids) - 1)
+    return sorted(times)[len(times) // 2]

@@ -39,5 +39,5 @@ def build_drafter(name: str, target, options=None, allow_local: bool = False) ->
     return drafter_class(name)(target, drafter_options(name, options), allow_local=allow_local)
 
 
-__all__ = ["DRAFTERS", "BuildsTree", "Draft", "DraftContext", "Drafter", "Pipelined", "ReadsTargetHidden", "SharesTargetCache",
-           "TreeDrafting", "build_drafter", "drafter_class", "drafter_options"]
+__all__ = ["DRAFTERS", "BuildsTree", "Draft", "DraftContext", "Drafter", "Pipelined", "ReadsTargetHidden",
+           "SharesTargetCache", "TreeDrafting", "build_drafter", "drafter_class", "drafter_options"]

@@ -274,6 +274,8 @@ def extract_tree(search: Search, store: AdaptiveStore, budget: int,
         if len(tokens) + missing > budget:
             continue
         for key, (tok, origin_node) in zip(keys, steps):
+            if key in index and origin[index[key]] < 0 <= origin_node:
+                origin[index[key]] = origin_node  # an earlier path's extension that the search also visited
             if key not in index:
                 index[key] = len(tokens)
                 tokens.append(tok)
@@ -370,17 +372,16 @@ class ADEDDrafter(Drafter, BuildsTree):
         t = time.perf_counter()
         if self.options.adapt:
             self.store.boost(ctx.tokens)
-        boost_ms = (time.perf_counter() - t) * 1e3
+        info = {"boost_ms": round((time.perf_counter() - t) * 1e3, 3), "boosted_keys": len(self.store.rows),
+                "boosts": self.store.boosts, "added": self.store.added, "store_keys": len(self.store.base)}
         if len(ctx.tokens) < 2 or depth <= 0:
-            return None, {}
+            return None, info
         a, b = ctx.tokens[-2], ctx.tokens[-1]
         t = time.perf_counter()
         search = mcts(self.store, a, b, self.options.iterations, depth, self.rng)
         self.last_search = search
-        info = {"search_ms": round((time.perf_counter() - t) * 1e3, 3), "boost_ms": round(boost_ms, 3),
-                "iterations": self.options.iterations, "root_successors": len(search.kids[0] or []),
-                "search_nodes": len(search.token), "boosted_keys": len(self.store.rows),
-                "boosts": self.store.boosts, "added": self.store.added, "store_keys": len(self.store.base)}
+        info.update(search_ms=round((time.perf_counter() - t) * 1e3, 3), iterations=self.options.iterations,
+                    root_successors=len(search.kids[0] or []), search_nodes=len(search.token))
         return search, info
 
     def propose(self, ctx: DraftContext) -> Draft:

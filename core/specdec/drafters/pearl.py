@@ -74,7 +74,7 @@ class PearlDrafter(Drafter, Pipelined):
 
     @dataclass
     class Options:
-        base: Literal["fastdraft", "early-exit", "model", "sorted", "easyspec", "ngram", "aded"] = "fastdraft"  # the wrapped chain drafter
+        base: Literal[BASES] = "fastdraft"  # the wrapped chain drafter
         base_options: str = ""  # the wrapped drafter's options as JSON, e.g. {"exit_layer": 6}
         parallel: bool = True  # drafter and target on two threads at once (False: one after the other)
         threads: int = 2  # cores in all: one per lane in parallel mode (at most this machine's cores)
