@@ -222,6 +222,18 @@ def adaptive_methods(target) -> dict[str, Callable]:
         methods["ours-fastdraft-g6"] = _ours(target, "fastdraft", gamma=6)
         methods["ours-fastdraft-g4-heuristic"] = _ours(target, "fastdraft", {"schedule": "heuristic"}, gamma=4)
         methods["ours-fastdraft-g4-conf0.4"] = _ours(target, "fastdraft", {"confidence": 0.4}, gamma=4)
+        # Hugging Face's own: the same network as its assistant, γ = 4 with its heuristic schedule (reset every call,
+        # as ours is every session) or its confidence threshold (which it also tunes online; ours stays fixed)
+        path = fastdraft_checkpoint(target.name)
+        methods["hf-assisted-fastdraft-g4"] = _hf_assisted_fastdraft(
+            target, path, num_assistant_tokens=4, num_assistant_tokens_schedule="constant",
+            assistant_confidence_threshold=0.0)
+        methods["hf-assisted-fastdraft-g4-heuristic"] = _hf_assisted_fastdraft(
+            target, path, num_assistant_tokens=4, num_assistant_tokens_schedule="heuristic_transient",
+            assistant_confidence_threshold=0.0)
+        methods["hf-assisted-fastdraft-g4-conf0.4"] = _hf_assisted_fastdraft(
+            target, path, num_assistant_tokens=4, num_assistant_tokens_schedule="constant",
+            assistant_confidence_threshold=0.4)
     return methods  # one drafter forward, one, two (the second per expanded branch)
 
 
@@ -254,12 +266,16 @@ def fastdraft_checkpoints(target_name: str, extra: list[str] | None = None) -> d
     return found
 
 
-def _hf_assisted_fastdraft(target, path: Path) -> Callable:
-    """Hugging Face assisted generation (``assistant_model``) with our FastDraft network as the assistant."""
+def _hf_assisted_fastdraft(target, path: Path, **assistant) -> Callable:
+    """Hugging Face assisted generation (``assistant_model``) with our FastDraft network as the assistant;
+    ``assistant``: its generation settings (``num_assistant_tokens``, ``num_assistant_tokens_schedule``,
+    ``assistant_confidence_threshold``), on a copy of the network of its own."""
     from core.specdec.drafters.fastdraft import load as load_fastdraft
 
     net, _ = load_fastdraft(path, target)
     net.generation_config = copy.deepcopy(target.model.generation_config)  # HF adapts it (γ schedule) in place
+    for key, value in assistant.items():
+        setattr(net.generation_config, key, value)
     return _hf(target, assistant_model=net)
 
 
