@@ -17,9 +17,10 @@ random draws, for comparison):
 Every committed token passed the standard speculative check against the target's own distribution at its position,
 so the output is the target's: token-identical to greedy decoding at T = 0, the target's law when sampling.
 
-How the threads share this machine: ``threads`` cores in all (the machine's cores at most); in parallel mode torch's
-intra-op pool is set to one thread for the round and each lane runs on its own core (``sched_setaffinity``), both lanes
-inside this process (torch releases the GIL inside its kernels; the Python between them does not run in parallel).
+How the threads share this machine: ``threads`` cores in all (the machine's cores at most). In parallel mode torch's
+intra-op pool is set to ``threads // 2`` for the round and each lane's thread is pinned to its own half of the cores
+(``sched_setaffinity``; on this 2-core machine one core each), both lanes inside this process (torch releases the
+GIL inside its kernels; the Python between them does not run in parallel). In serial mode the pool has ``threads``.
 The drafter's thread is started and joined within the round, so a failed or stopped round never leaves it running.
 The reference runs the two models on separate GPUs (two processes); here both share one CPU's memory bandwidth.
 
@@ -77,7 +78,7 @@ class PearlDrafter(Drafter, Pipelined):
         base: Literal[BASES] = "fastdraft"  # the wrapped chain drafter
         base_options: str = ""  # the wrapped drafter's options as JSON, e.g. {"exit_layer": 6}
         parallel: bool = True  # drafter and target on two threads at once (False: one after the other)
-        threads: int = 2  # cores in all: one per lane in parallel mode (at most this machine's cores)
+        threads: int = 2  # cores in all: half per lane in parallel mode (at most this machine's cores)
 
         def __post_init__(self):
             if isinstance(self.base, str) and self.base not in BASES:  # (tests pass a built drafter)
@@ -159,17 +160,22 @@ class PearlDrafter(Drafter, Pipelined):
             box["logits"] = verify_forward(target_kv, tokens, draft)
             lanes["target"].end_ms = (time.perf_counter() - t0) * 1e3
 
+        threads = self.options.threads
         if self.options.parallel:
-            with one_thread_each():
-                worker = threading.Thread(target=_pinned(draft_lane, 1), name="pearl-draft", daemon=True)
+            per_lane = threads // 2
+            cores = usable_cores()[: 2 * per_lane]
+            with intra_op_threads(per_lane):
+                worker = threading.Thread(target=_pinned(draft_lane, cores[per_lane:]), name="pearl-draft",
+                                          daemon=True)
                 worker.start()
                 try:
-                    _pinned(target_lane, 0)()
+                    _pinned(target_lane, cores[:per_lane])()
                 finally:
                     worker.join()  # never leave the drafter's thread running, even when the target failed
         else:
-            target_lane()
-            draft_lane()
+            with intra_op_threads(threads):
+                target_lane()
+                draft_lane()
         if "error" in box:
             raise box["error"]
         ahead = box["draft"]
@@ -212,31 +218,41 @@ def _parse_base_options(text) -> dict:
 _THREADS_LOCK = threading.Lock()
 
 
-class one_thread_each:
-    """torch's intra-op pool at one thread for the parallel section (each lane computes on its own thread)."""
+class intra_op_threads:
+    """torch's intra-op pool at ``n`` threads for the section (each lane's thread computes with its own team)."""
+
+    def __init__(self, n: int):
+        self.n = n
 
     def __enter__(self):
         _THREADS_LOCK.acquire()
         self.before = torch.get_num_threads()
-        torch.set_num_threads(1)
+        if self.before != self.n:
+            torch.set_num_threads(self.n)
         return self
 
     def __exit__(self, *exc):
-        torch.set_num_threads(self.before)
+        if self.before != self.n:
+            torch.set_num_threads(self.before)
         _THREADS_LOCK.release()
         return False
 
 
-def _pinned(fn, core_index: int):
-    """``fn`` run on one core (the ``core_index``-th this process may use), its thread's affinity restored after."""
+def usable_cores() -> list[int]:
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux: no pinning
+        return []
+
+
+def _pinned(fn, cores: list[int]):
+    """``fn`` run with its thread on ``cores`` (where the platform can pin), its affinity restored after."""
     def run():
-        try:
-            cores = sorted(os.sched_getaffinity(0))
-        except AttributeError:
+        if not cores or not hasattr(os, "sched_setaffinity"):
             return fn()
         tid = threading.get_native_id()
         before = os.sched_getaffinity(tid)
-        os.sched_setaffinity(tid, {cores[core_index % len(cores)]})
+        os.sched_setaffinity(tid, set(cores))
         try:
             return fn()
         finally:
