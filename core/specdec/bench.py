@@ -279,6 +279,17 @@ def _hf_assisted_fastdraft(target, path: Path, **assistant) -> Callable:
     return _hf(target, assistant_model=net)
 
 
+def first_per_category(prompts: list, n: int) -> list:
+    """The first ``n`` prompts of each category, in their order."""
+    seen: dict[str, int] = {}
+    out = []
+    for p in prompts:
+        seen[p.category] = seen.get(p.category, 0) + 1
+        if seen[p.category] <= n:
+            out.append(p)
+    return out
+
+
 def run_bench(target: str = "smollm2-135m", prompts_path: str | None = None, limit: int | None = None,
               per_category: int | None = None, max_new_tokens: int = 128, draft_model: str | None = None,
               exit_layer: int | None = None, methods: list[str] | None = None, chat: bool = True,
@@ -288,8 +299,7 @@ def run_bench(target: str = "smollm2-135m", prompts_path: str | None = None, lim
     model = load_model(target)
     prompts = load_prompts(prompts_path)
     if per_category:
-        prompts = [p for i, p in enumerate(prompts)
-                   if sum(q.category == p.category for q in prompts[:i]) < per_category]
+        prompts = first_per_category(prompts, per_category)
     prompts = prompts[:limit] if limit else prompts
     use_chat = chat and bool(getattr(model.tokenizer, "chat_template", None))
     encoded = [model.encode(p.prompt, chat=use_chat) for p in prompts]
@@ -392,8 +402,7 @@ def easyspec_report(target: str = "smollm2-135m", exit_layer: int | None = None,
 
     model = load_model(target)
     ell = exit_layer or default_tree_exit_layer(model.n_layers)
-    prompts = [p for i, p in enumerate(load_prompts())
-               if sum(q.category == p.category for q in load_prompts()[:i]) < per_category]
+    prompts = first_per_category(load_prompts(), per_category)
     variants = {"exact early exit": lambda: EarlyExitDrafter(model, exit_layer=ell),
                 "easyspec, calibrated": lambda: EasySpecDrafter(model, exit_layer=ell, group_size=group_size,
                                                                 measure=True),
@@ -444,8 +453,7 @@ def typical_drift(target: str = "smollm2-135m", drafter: str = "hydra", tree: st
         if not rank_acc:
             raise DraftScopeError(f"no shipped {drafter} heads for '{model.name}' to choose a tree from")
         tree = json.dumps([list(p) for p in suggested_paths(rank_acc, 8)], separators=(",", ":"))
-    prompts = load_prompts()
-    prompts = [p for i, p in enumerate(prompts) if sum(q.category == p.category for q in prompts[:i]) < per_category]
+    prompts = first_per_category(load_prompts(), per_category)
     encoded = [model.encode(p.prompt, chat=True) for p in prompts]
     out = {"drafter": drafter, "tree": tree, "temperature": temperature, "prompts": len(encoded), "seeds": seeds}
     for verifier in ("match", "typical"):
@@ -481,8 +489,7 @@ def pearl_timeline(target: str = "smollm2-135m", gamma: int = 4, per_category: i
     from core.specdec.verify import build_verifier
 
     model = load_model(target)
-    prompts = [p for i, p in enumerate(load_prompts())
-               if sum(q.category == p.category for q in load_prompts()[:i]) < per_category]
+    prompts = first_per_category(load_prompts(), per_category)
     runs: dict[str, dict] = {}
     for parallel in (True, False):
         rounds, wall, tokens = [], 0.0, 0
@@ -494,49 +501,38 @@ def pearl_timeline(target: str = "smollm2-135m", gamma: int = 4, per_category: i
             rounds += [r for r in session.run() if r is not None]
             wall += time.perf_counter() - t
             tokens += len(session.generated_ids)
+        lanes = [_lane_ms(r.draft_info) for r in rounds]  # (draft, target, checks) per round
         by_mode = {}
         for mode in ("pre", "post"):
-            rs = [r for r in rounds if r.draft_info["mode"] == mode]
-            if not rs:
+            picked = [(r, lane) for r, lane in zip(rounds, lanes, strict=True) if r.draft_info["mode"] == mode]
+            if not picked:
                 continue
-            d = [r.draft_info["draft_lane"][1] - r.draft_info["draft_lane"][0] for r in rs]
-            tt = [r.draft_info["target_lane"][1] - r.draft_info["target_lane"][0] for r in rs]
-            ends = [r.draft_info["verify_end"] - max(r.draft_info["draft_lane"][1], r.draft_info["target_lane"][1])
-                    for r in rs]
-            by_mode[mode] = {"rounds": len(rs), "draft_ms": round(statistics.mean(d), 2),
-                             "target_ms": round(statistics.mean(tt), 2), "checks_ms": round(statistics.mean(ends), 2),
-                             "tokens_per_round": round(statistics.mean(len(r.committed_ids) for r in rs), 3)}
-        modelled = sum(max(r.draft_info["draft_lane"][1] - r.draft_info["draft_lane"][0],
-                           r.draft_info["target_lane"][1] - r.draft_info["target_lane"][0]) +
-                       r.draft_info["verify_end"] - max(r.draft_info["draft_lane"][1], r.draft_info["target_lane"][1])
-                       for r in rounds) / 1e3
+            draft_ms, target_ms, checks_ms = zip(*(lane for _, lane in picked), strict=True)
+            by_mode[mode] = {"rounds": len(picked), "draft_ms": round(statistics.mean(draft_ms), 2),
+                             "target_ms": round(statistics.mean(target_ms), 2),
+                             "checks_ms": round(statistics.mean(checks_ms), 2),
+                             "tokens_per_round": round(statistics.mean(len(r.committed_ids) for r, _ in picked), 3)}
+        modelled = sum(max(d, t) + checks for d, t, checks in lanes) / 1e3
         runs["parallel" if parallel else "serial"] = {
             "tokens": tokens, "seconds": round(wall, 2), "tokens_per_second": round(tokens / wall, 2),
             "rounds": len(rounds), "by_mode": by_mode,
             "modelled_two_devices_tokens_per_second": None if parallel else round(tokens / modelled, 2)}
-    ids = model.encode(prompts[0].prompt, chat=True)
+    from core.specdec.cost_model import verify_ms
+
+    prefix = len(model.encode(prompts[0].prompt, chat=True))  # the first prompt's length, as the runs above
     one_token = {}
     before = torch.get_num_threads()
     for threads in (before, 1):
         torch.set_num_threads(threads)
         try:
-            one_token[threads] = round(_forward_ms(model, ids), 2)
+            one_token[threads] = round(verify_ms(model, prefix - 1, sizes=(1,), repeats=20)[0], 2)
         finally:
             torch.set_num_threads(before)
     return {"target": model.name, "gamma": gamma, "prompts": len(prompts), "max_new_tokens": max_new_tokens,
             "runs": runs, "target_one_token_ms_by_threads": one_token}
 
 
-def _forward_ms(model, ids: list[int], repeats: int = 20) -> float:
-    from core.runtime.cached_lm import CachedLM
-
-    kv = CachedLM(model.model)
-    with torch.inference_mode():
-        kv.forward(ids[:-1])
-        times = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            kv.forward(ids[-1:])
-            times.append((time.perf_counter() - t) * 1e3)
-            kv.rollback(len(ids) - 1)
-    return sorted(times)[len(times) // 2]
+def _lane_ms(info: dict) -> tuple[float, float, float]:
+    """A PEARL round's (draft lane, target lane, checks after the later lane) in ms, from its record."""
+    draft, target = info["draft_lane"], info["target_lane"]
+    return draft[1] - draft[0], target[1] - target[0], info["verify_end"] - max(draft[1], target[1])

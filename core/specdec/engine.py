@@ -178,17 +178,18 @@ class Session:
         self._prefilled = True
         return elapsed(t, self.target.device)
 
-    def _begin(self) -> tuple[float, float, int, int]:
-        """(round start time, prefill seconds (first round only), sequence length, tokens left in the budget)."""
+    def _begin(self) -> tuple[float, float, int, int, int]:
+        """(round start time, prefill seconds (first round only), sequence length, tokens left in the budget, the most
+        drafts the budget and the context leave room for: the target adds one token after them)."""
         t0 = time.perf_counter()
         prefill_s = 0.0 if self._prefilled else self._prefill()
         self.stats.prefill_s += prefill_s
-        return t0, prefill_s, len(self.tokens), self.config.max_new_tokens - len(self.generated_ids)
+        start, budget = len(self.tokens), self.config.max_new_tokens - len(self.generated_ids)
+        return t0, prefill_s, start, budget, max(0, min(budget - 1, self.target.max_context - start - 1))
 
     def _chain_round(self) -> StepRecord | None:
         """Draft a chain of up to γ tokens, verify them in one target forward, commit the accepted prefix + one."""
-        t0, prefill_s, start, budget = self._begin()
-        room = max(0, min(budget - 1, self.target.max_context - start - 1))
+        t0, prefill_s, start, budget, room = self._begin()
 
         t1 = time.perf_counter()
         ctx = self.drafter.plan(DraftContext(self.tokens, min(self.config.gamma, room), self.config.sampling,
@@ -226,8 +227,7 @@ class Session:
         """PEARL's round: verify the pending drafts (none in pre-verify mode) while the drafter drafts the next ones;
         check the pending drafts and the first new one (whose p is the forward's last row); commit. When all of them
         pass there is no bonus token (the target never saw past the first new draft): the rest stays pending."""
-        t0, prefill_s, start, budget = self._begin()
-        room = max(0, min(budget - 1, self.target.max_context - start - 1))
+        t0, prefill_s, start, budget, room = self._begin()
         ctx = DraftContext(self.tokens, min(self.config.gamma, room), self.config.sampling, self.generator,
                            self.target_kv, room=room)
         t1 = time.perf_counter()
@@ -260,8 +260,7 @@ class Session:
 
     def _tree_round(self) -> TreeStepRecord | None:
         """Grow a tree with the drafter, verify every node in one target forward, walk it, commit the path + one."""
-        t0, prefill_s, start, budget = self._begin()
-        max_depth = max(0, min(budget - 1, self.target.max_context - start - 1))
+        t0, prefill_s, start, budget, max_depth = self._begin()
 
         t1 = time.perf_counter()
         ctx = DraftContext(self.tokens, max_depth, self.config.sampling, self.generator, self.target_kv)

@@ -33,6 +33,7 @@ fixed token.
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import threading
@@ -90,12 +91,11 @@ class TrigramStore:
 
     def save(self, path: str | Path) -> Path:
         """One .npz: keys (K, 2), offsets (K + 1), successors, fp16 probabilities, and the meta as JSON."""
-        import json
+        rows = list(self.table.values())
         keys = np.array(list(self.table), dtype=np.int32).reshape(-1, 2)
-        lengths = [len(self.table[tuple(k)][0]) for k in keys.tolist()]
-        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        succ = np.array([c for k in keys.tolist() for c in self.table[tuple(k)][0]], dtype=np.int32)
-        prob = np.array([p for k in keys.tolist() for p in self.table[tuple(k)][1]], dtype=np.float16)
+        offsets = np.concatenate([[0], np.cumsum([len(ids) for ids, _ in rows])]).astype(np.int64)
+        succ = np.array([c for ids, _ in rows for c in ids], dtype=np.int32)
+        prob = np.array([p for _, scores in rows for p in scores], dtype=np.float16)
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp.npz")
@@ -106,7 +106,6 @@ class TrigramStore:
 
     @classmethod
     def load(cls, path: str | Path) -> TrigramStore:
-        import json
         try:
             with np.load(path, allow_pickle=False) as z:
                 keys, offsets, succ, prob = z["keys"], z["offsets"], z["succ"], z["prob"].astype(np.float32)

@@ -55,10 +55,7 @@ BASES = ("fastdraft", "early-exit", "model", "sorted", "easyspec", "ngram", "ade
 
 
 def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+    return len(usable_cores()) or os.cpu_count() or 1
 
 
 @dataclass
