@@ -322,7 +322,7 @@ class ADEDDrafter(Drafter, BuildsTree):
         adapt: bool = True  # boost the trigrams of the last 16 tokens before every draft (the online part)
         iterations: Annotated[int, Range(1, 500, 1)] = 150  # MCTS simulations per draft
         min_share: Annotated[float, Range(0.0, 0.95, 0.05)] = 0.0  # chain: stop below this share of the parent's visits
-        learn_prompt: bool = False  # also boost every trigram of the prompt once (ours; the paper's store skips it)
+        learn_prompt: bool = False  # add +1.0 per prompt trigram before the first draft (ours; the paper skips it)
 
         def __post_init__(self):
             if self.store not in ("corpus", "empty"):
@@ -357,7 +357,6 @@ class ADEDDrafter(Drafter, BuildsTree):
         super().restart()
         self.store = AdaptiveStore(self.base)
         self.rng = random.Random(0)
-        self.last_search: Search | None = None
 
     def prefill(self, tokens: list[int]) -> None:
         if self.options.learn_prompt:
@@ -378,7 +377,6 @@ class ADEDDrafter(Drafter, BuildsTree):
         a, b = ctx.tokens[-2], ctx.tokens[-1]
         t = time.perf_counter()
         search = mcts(self.store, a, b, self.options.iterations, depth, self.rng)
-        self.last_search = search
         info.update(search_ms=round((time.perf_counter() - t) * 1e3, 3), iterations=self.options.iterations,
                     root_successors=len(search.kids[0] or []), search_nodes=len(search.token))
         return search, info

@@ -120,11 +120,8 @@ class PearlDrafter(Drafter, Pipelined):
 
     def propose(self, ctx: DraftContext) -> Draft:
         """The drafts pending from the previous round (none in pre-verify mode), cut to what the budget allows."""
-        draft = self.pending
-        n = min(len(draft.tokens), ctx.room if ctx.room is not None else ctx.gamma)
-        q = draft.q_nV[:n] if draft.q_nV is not None else None
-        show = draft.q_show_nV[:n] if draft.q_show_nV is not None else None
-        return Draft(draft.tokens[:n], q, show, {}, draft.vocab_V)
+        n = min(len(self.pending.tokens), ctx.room if ctx.room is not None else ctx.gamma)
+        return _part(self.pending, slice(0, n), info={})
 
     @property
     def cache_len(self) -> int | None:
@@ -186,15 +183,20 @@ class PearlDrafter(Drafter, Pipelined):
         """After the checks: keep e_2..e_γ pending when everything (e_1 included) was accepted, else drop them and
         roll the wrapped drafter back to the committed tokens."""
         if all_accepted and n_checked and len(ahead.tokens) > 1:
-            q = ahead.q_nV[1:] if ahead.q_nV is not None else None
-            show = ahead.q_show_nV[1:] if ahead.q_show_nV is not None else None
-            self.pending = Draft(ahead.tokens[1:], q, show, dict(ahead.info), ahead.vocab_V)
-            # the wrapped drafter keeps what it drafted (the pending drafts are its next context); observing that
-            # sequence drops nothing but lets its cache do its once-a-round upkeep (sliding windows)
+            self.pending = _part(ahead, slice(1, None), info=dict(ahead.info))
+            # the wrapped drafter keeps what it drafted (the pending drafts are its next context): it observes the
+            # sequence as after a full acceptance, which drops nothing from its cache
             self.inner.observe(tokens + self.pending.tokens, len(ahead.tokens))
         else:
             self.pending = Draft(tokens=[])
             self.inner.observe(tokens, 0)
+
+
+def _part(draft: Draft, part: slice, info: dict) -> Draft:
+    """The tokens ``part`` of a draft with their q rows."""
+    q = draft.q_nV[part] if draft.q_nV is not None else None
+    show = draft.q_show_nV[part] if draft.q_show_nV is not None else None
+    return Draft(draft.tokens[part], q, show, info, draft.vocab_V)
 
 
 def _parse_base_options(text) -> dict:

@@ -142,22 +142,20 @@ class DraftTree:
 def build_tree(drafter: Drafter, ctx: DraftContext, spec: TreeSpec, max_depth: int) -> DraftTree:
     """Grow a tree of depth ≤ ``max_depth`` (≤ spec depth) from the drafter's distributions (a ``BuildsTree``
     drafter builds its own, with at most the spec's number of nodes)."""
-    if isinstance(drafter, BuildsTree):
-        if min(spec.depth, max_depth) <= 0:
-            return DraftTree(TokenTree([], []), {}, {}, [])
-        return drafter.draft_tree(ctx, spec.max_nodes, min(spec.depth, max_depth))
-    if not isinstance(drafter, TreeDrafting):
+    if not isinstance(drafter, (TreeDrafting, BuildsTree)):
         raise DraftScopeError(f"the '{drafter.name}' drafter gives no probabilities, so it cannot grow a tree; "
                               "use 'model' or 'early-exit', or a chain")
     depth_limit = min(spec.depth, max_depth)
+    if depth_limit <= 0:
+        return DraftTree(TokenTree([], []), {}, {}, [])
+    if isinstance(drafter, BuildsTree):
+        return drafter.draft_tree(ctx, spec.max_nodes, depth_limit)
     tokens: list[int] = []
     parents: list[int] = []
     ranks: dict[int, tuple[int, ...]] = {-1: ()}  # node → its path as ranks among siblings (paths mode)
     score: list[float] = []  # cumulative probability along the path (by the shown q)
     q_rows: dict[int, torch.Tensor] = {}
     q_show: dict[int, torch.Tensor] = {}
-    if depth_limit <= 0:
-        return DraftTree(TokenTree([], []), {}, {}, [])
     root_logits = drafter.tree_begin(ctx)
     frontier = [-1]
     logits_of = {-1: root_logits}
