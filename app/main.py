@@ -10,6 +10,7 @@ import gradio as gr
 from app import (
     adaptive_tab,
     compare_tab,
+    crossvocab_tab,
     generate_tab,
     heads_tab,
     kv_tab,
@@ -22,6 +23,7 @@ from app import (
 TABS = (("Speculative decoding", "generate", generate_tab), ("Compare", "compare", compare_tab),
         ("Draft trees", "trees", trees_tab), ("Draft heads", "heads", heads_tab),
         ("Adaptive & parallel", "adaptive", adaptive_tab),
+        ("Across tokenizers", "crossvocab", crossvocab_tab),
         ("Self-drafting", "self-draft", self_draft_tab),
         ("Train your draft", "train", train_draft_tab), ("KV importance", "kv", kv_tab),
         ("VAR", "var", var_tab))  # (title, id, module with build)

@@ -19,7 +19,7 @@ import torch
 from scipy.stats import chi2_contingency
 
 from core.options import option_fields
-from core.runtime.models import LoadedModel, has_sliding_layers
+from core.runtime.models import LoadedModel, has_sliding_layers, load_model
 from core.specdec import Session, SessionConfig
 from core.specdec.drafters import DRAFTERS, Drafter, build_drafter
 from core.specdec.drafters.early_exit import default_exit_layer
@@ -27,6 +27,7 @@ from core.specdec.drafters.falcon import FalconNet
 from core.specdec.drafters.fastdraft import build_network
 from core.specdec.drafters.heads import ARCHS, DraftHeads, HeadsConfig, ResBlock, prefix_layer
 from core.specdec.drafters.kangaroo_adapter import KangarooAdapter
+from core.specdec.drafters.longspec import LongSpecNet, default_checkpoint as longspec_checkpoint, random_outputs
 from core.specdec.sampling import SamplingConfig, warp
 from core.specdec.verify import build_verifier
 from core.specdec.vocab_trim import VocabTrimOptions
@@ -99,7 +100,8 @@ def table_drafter(name: str, target: LoadedModel, draft_model: LoadedModel | Non
     around the draft model on shallow targets, for Kangaroo an adapter initialised from the target's middle layer
     with η = 0, for FastDraft an untrained two-layer network from the target's first and last layers and for Medusa /
     Hydra three heads with random blocks, ADED from an empty store that learns the prompt, PEARL around the early
-    exit on two threads (SmolLM2 uses the shipped adapter, drafter, heads, trigram store and PEARL around FastDraft).
+    exit on two threads, OmniDraft with a tiny model of the other family (another tokenizer) (SmolLM2 uses the
+    shipped adapter, drafter, heads, trigram store and PEARL around FastDraft, and OmniDraft tiny-gemma).
     ``trim``: VocabTrim to that many tokens, ``favoured`` ranked first. Skips drafters that slice layers on
     sliding-window targets, and PEARL there (they refuse them, with a message)."""
     declared = {f.name for f in option_fields(DRAFTERS[name].Options)}
@@ -121,8 +123,20 @@ def table_drafter(name: str, target: LoadedModel, draft_model: LoadedModel | Non
         options["checkpoint"] = (random_heads(target, name), None)
     if name == "aded" and target.name != "smollm2-135m":  # the shipped store is SmolLM2's: learn from the prompt
         options.update(store="empty", learn_prompt=True)
+    if name == "omnidraft":  # another tokenizer where there is one: the tiny models draft for each other's family
+        other = {"tiny-llama": "tiny-gemma", "tiny-gemma": "tiny-llama", "smollm2-135m": "tiny-gemma"}
+        if target.name in other:
+            options["draft_model"] = load_model(other[target.name], device="cpu")
     if name == "pearl" and target.name != "smollm2-135m":  # around an early exit, really on two threads
         options.update(base=table_drafter("early-exit", target, draft_model), parallel=True)
+    if name == "longspec":  # LongSpec: an untrained block built in memory (SmolLM2: the shipped one, once trained)
+        if has_sliding_layers(target.model):
+            pytest.skip("LongSpec reads a full-attention last layer's cache; it refuses sliding-window models "
+                        "(it says so)")
+        if target.name != "smollm2-135m":
+            options["checkpoint"] = random_longspec(target)
+        elif not longspec_checkpoint(target.name).is_file():
+            pytest.skip("no LongSpec drafter ships for smollm2-135m yet (python -m core.train.longspec)")
     if trim is not None:
         options.update(vocab_trim=trim, vocab_counts=str(counts_file(target, favoured)))
     return build_drafter(name, target, options)
@@ -152,6 +166,12 @@ def random_heads(target: LoadedModel, arch: str, n_heads: int = 3, scale: float 
     return heads.to(device=param.device, dtype=param.dtype).eval()
 
 
+def random_longspec(target: LoadedModel, scale: float = 0.5, seed: int = 0) -> LongSpecNet:
+    """An untrained LongSpec block for ``target``: copied from its last layer, with random output projections (so its
+    drafts depend on its own ring and on the target's cache)."""
+    return random_outputs(LongSpecNet.from_target(target), scale, seed).eval()
+
+
 def random_falcon(target: LoadedModel, scale: float = 0.5, seed: int = 0) -> FalconNet:
     """An untrained Falcon drafter for ``target`` with random fusion and output projections (so its predictions
     depend on the inputs, the block partner and the cache)."""
@@ -178,20 +198,31 @@ class DigitTokenizer:
     def decode(self, ids, skip_special_tokens=False):
         return " ".join(str(i) for i in ids)
 
+    def __call__(self, text, add_special_tokens=True):
+        return {"input_ids": [int(c) for c in text.split()]}
 
-def vocab6_model(seed: int = 0, layers: int = 4) -> LoadedModel:
+
+def vocab6_model(seed: int = 0, layers: int = 4, window: int | None = None) -> LoadedModel:
     """A random llama with a 6-token vocabulary (no EOS): its whole two-token law has 36 cells, so a few hundred
-    samples measure it, and every forward is cheap."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+    samples measure it, and every forward is cheap. ``window``: a Gemma 3 instead, its layers alternating sliding
+    window (of that many positions) and full attention."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(vocab_size=6, hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64,
-                         initializer_range=0.2, bos_token_id=None, eos_token_id=None, pad_token_id=None)
+    shape = dict(vocab_size=6, hidden_size=32, intermediate_size=64, num_hidden_layers=layers, num_attention_heads=2,
+                 num_key_value_heads=1, max_position_embeddings=64, initializer_range=0.2, bos_token_id=None,
+                 eos_token_id=None, pad_token_id=None)
+    if window is None:
+        config, cls, name = LlamaConfig(**shape), LlamaForCausalLM, f"vocab6-{layers}l-{seed}"
+    else:
+        types = (["sliding_attention", "full_attention"] * layers)[:layers]
+        config = Gemma3TextConfig(**shape, head_dim=16, sliding_window=window, layer_types=types)
+        config._attn_implementation = "sdpa"
+        cls, name = Gemma3ForCausalLM, f"vocab6-gemma-w{window}-{layers}l-{seed}"
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = LlamaForCausalLM(config).eval()
+        model = cls(config).eval()
     model.generation_config.eos_token_id = None
-    return LoadedModel(name=f"vocab6-{layers}l-{seed}", model=model, tokenizer=DigitTokenizer(), source="test")
+    return LoadedModel(name=name, model=model, tokenizer=DigitTokenizer(), source="test")
 
 
 # ------------------------------------------------------------------------------------------------ two-token law

@@ -196,7 +196,6 @@ def test_tree_spec_parsing():
     ({"verifier": "rrs"}, "temperature above 0"),
     ({"verifier": "sampling", "temperature": 1.0}, "checks a chain"),
     ({"verifier": "rsd", "children": "iid", "temperature": 1.0}, "lossless only with"),
-    ({"target": "tiny-gemma", "drafter": "early-exit"}, "sliding-window"),
 ])
 def test_invalid_tree_settings(kw, message):
     config = SessionConfig(**{"target": "tiny-llama", "drafter": "early-exit", "drafter_options": {"exit_layer": 2},

@@ -65,9 +65,15 @@ def test_greedy_tree_and_chain(handlers):
     assert "sampled verifiers" in out["alpha"].layout.annotations[0].text.replace("<br>", " ")
 
 
+def test_a_sliding_window_target_grows_trees(handlers):
+    """Gemma 3's sliding-window layers get their own tree mask: the tab steps on tiny-gemma like on any target."""
+    out = _step(handlers, target="tiny-gemma")
+    assert not out["status"].startswith("**Error"), out["status"]
+    assert len(tab_session(out).records) == 1 and tab_session(out).config.target == "tiny-gemma"
+
+
 @pytest.mark.parametrize("kw, message", [
     ({"verifier": "rrs", "temperature": 0.0}, "set a temperature above 0"),
-    ({"target": "tiny-gemma"}, "sliding-window"),
     ({"drafter": "ngram"}, "no probabilities"),
     ({"shape": "4,x"}, "tree shape"),
     ({"shape": " "}, "tree shape is empty"),

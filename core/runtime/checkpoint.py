@@ -29,6 +29,7 @@ KINDS = {  # kind → what the user reads in messages
     "fastdraft": "FastDraft drafter",
     "draft-heads": "draft heads file",
     "falcon": "Falcon drafter",
+    "longspec": "LongSpec drafter",
 }
 
 

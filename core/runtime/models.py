@@ -350,7 +350,7 @@ def _load_tiny(preset: Preset, device, dtype) -> LoadedModel:
 # --------------------------------------------------------------------------------------------- model surgery
 def has_sliding_layers(model) -> bool:
     """True for models (or configs) with sliding-window attention layers (Gemma 3): their cache keeps only the
-    window's tail, which tree masks, layer slicing and KV eviction cannot index yet."""
+    window's tail, which layer slicing and KV eviction cannot index yet (tree masks window it: specdec/trees)."""
     config = getattr(model, "config", model)
     return "sliding_attention" in (getattr(config, "layer_types", None) or [])
 

@@ -151,6 +151,7 @@ def build_methods(target, draft_model: str | None, exit_layer: int | None, tree_
                                                                                    "eta": 0.4}, gamma=5)
     methods.update(head_methods(target))
     methods.update(adaptive_methods(target))
+    methods.update(crossvocab_methods(target))
     if draft_model:
         drafter = load_model(draft_model, device=target.device, dtype=target.dtype)
         methods["hf-assisted"] = _hf(target, assistant_model=drafter.model)
@@ -235,6 +236,57 @@ def adaptive_methods(target) -> dict[str, Callable]:
             target, path, num_assistant_tokens=4, num_assistant_tokens_schedule="constant",
             assistant_confidence_threshold=0.4)
     return methods  # one drafter forward, one, two (the second per expanded branch)
+
+
+CROSS_FAMILY = {"gemma3-270m": "smollm2-135m", "smollm2-135m": "gemma3-270m"}  # a draft model with another tokenizer
+# direct string matches only (≈ UAG, the vocabulary-intersection drafting HF's universal assisted decoding also does)
+OMNIDRAFT_PLAIN = {"ngram_cache": False, "distill": False, "accept_stop": 0.0, "backoff": False}
+
+
+def crossvocab_methods(target) -> dict[str, Callable]:
+    """Issue 19: OmniDraft with a draft model of the other family (another tokenizer) against Hugging Face's universal
+    assisted decoding (``assistant_model`` + ``assistant_tokenizer``) with the same draft model; on Gemma also with
+    SmolLM2's trained FastDraft network as the draft model, in both engines. Ours: the paper's three mechanisms on,
+    each one off, our backoff off, with Hugging Face's default confidence stop (0.4), and all off (``direct``)."""
+    from core.specdec.drafters.fastdraft import default_checkpoint as fastdraft_checkpoint
+
+    other = CROSS_FAMILY.get(target.name)
+    if other is None:
+        return {}
+    short = other.split("-")[0]
+    variants = [(short, {"draft_model": other})]
+    if fastdraft_checkpoint(other).is_file() and target.name == "gemma3-270m":
+        variants.append((f"{short}-fastdraft", {"draft_model": other, "fastdraft": True}))
+    methods = {}
+    for label, base in variants:
+        methods[f"hf-uad-{label}"] = _hf_universal(target, other, bool(base.get("fastdraft")))
+        methods[f"ours-omnidraft-{label}"] = _ours(target, "omnidraft", base)
+        methods[f"ours-omnidraft-{label}-nocache"] = _ours(target, "omnidraft", {**base, "ngram_cache": False})
+        methods[f"ours-omnidraft-{label}-nodistill"] = _ours(target, "omnidraft", {**base, "distill": False})
+        methods[f"ours-omnidraft-{label}-nohead"] = _ours(target, "omnidraft", {**base, "accept_stop": 0.0})
+        methods[f"ours-omnidraft-{label}-nobackoff"] = _ours(target, "omnidraft", {**base, "backoff": False})
+        methods[f"ours-omnidraft-{label}-conf0.4"] = _ours(target, "omnidraft", {**base, "confidence": 0.4})
+        methods[f"ours-omnidraft-{label}-direct"] = _ours(target, "omnidraft", {**base, **OMNIDRAFT_PLAIN})
+    return methods
+
+
+def _hf_universal(target, draft_name: str, fastdraft: bool) -> Callable:
+    """Hugging Face's universal assisted decoding with ``draft_name`` (or its FastDraft network) as the assistant, at
+    Hugging Face's defaults for the assistant; loaded at the first call."""
+    loaded: dict = {}
+
+    def run(ids: list[int], n: int):
+        if not loaded:
+            draft = load_model(draft_name, device=target.device, dtype=target.dtype)
+            net = draft.model
+            if fastdraft:
+                from core.specdec.drafters.fastdraft import default_checkpoint, load
+
+                net, _ = load(default_checkpoint(draft_name), draft)
+                net.generation_config = copy.deepcopy(draft.model.generation_config)
+            loaded.update(assistant_model=net, tokenizer=target.tokenizer, assistant_tokenizer=draft.tokenizer)
+        return _hf(target, **loaded)(ids, n)
+    return run
 
 
 VOCAB_TRIM_KS = (4096, 8192, 16384)  # VocabTrim's k in the benchmark

@@ -20,7 +20,7 @@ import torch
 from core.errors import DraftScopeError
 from core.runtime.cached_lm import CachedLM
 from core.runtime.layers import capture_final_hidden
-from core.runtime.models import LoadedModel, has_sliding_layers, load_model
+from core.runtime.models import LoadedModel, load_model
 from core.runtime.timing import elapsed
 from core.specdec.config import SessionConfig
 from core.specdec.drafters import (
@@ -28,6 +28,7 @@ from core.specdec.drafters import (
     Draft,
     DraftContext,
     Drafter,
+    LearnsFromTarget,
     Pipelined,
     ReadsTargetHidden,
     SharesTargetCache,
@@ -62,7 +63,7 @@ class Session:
         if len(prompt_ids) + config.max_new_tokens > limit:
             raise DraftScopeError(f"prompt ({len(prompt_ids)} tokens) + max new tokens ({config.max_new_tokens}) "
                                   f"exceeds the context of '{target.name}' ({limit} tokens)")
-        _check_tree(config, target, drafter)
+        _check_tree(config, drafter)
         self.target, self.drafter, self.verifier, self.config = target, drafter, verifier, config
         self.allow_local = allow_local
         self.recorder = Recorder(target)
@@ -102,7 +103,7 @@ class Session:
         drafter = verifier = None
         if config.drafter != self.config.drafter or config.drafter_options != self.config.drafter_options:
             drafter = build_drafter(config.drafter, self.target, config.options(), allow_local=self.allow_local)
-        _check_tree(config, self.target, drafter or self.drafter)
+        _check_tree(config, drafter or self.drafter)
         if config.verifier != self.config.verifier or config.verifier_options != self.config.verifier_options:
             verifier = build_verifier(config.verifier, config.verifier_options)
         self.config = config
@@ -216,6 +217,8 @@ class Session:
             self._hand_hidden(seen, first, len(self.tokens) - 1 - first)
         self.drafter.observe(self.tokens, verdict.n_accepted)
         self.drafter.adapt(len(draft.tokens), verdict.n_accepted)
+        if isinstance(self.drafter, LearnsFromTarget) and new:
+            self.drafter.learn(self.tokens, len(new), logits_nV[: len(new)], min(verdict.n_accepted, len(new)))
         verify_s = elapsed(t2, self.target.device)
 
         trace = self._trace(t0, start, logits_nV, p_nV, verdict, new, draft_s, verify_s, prefill_s, draft=draft)
@@ -367,7 +370,7 @@ def _q_rows(pending: Draft, ahead: Draft, n_look: int, vocab: int, show: bool = 
     return torch.cat(parts)
 
 
-def _check_tree(config: SessionConfig, target: LoadedModel, drafter: Drafter) -> None:
+def _check_tree(config: SessionConfig, drafter: Drafter) -> None:
     if not config.tree:
         return
     if isinstance(drafter, BuildsTree):
@@ -377,9 +380,6 @@ def _check_tree(config: SessionConfig, target: LoadedModel, drafter: Drafter) ->
     elif not isinstance(drafter, TreeDrafting):
         raise DraftScopeError(f"the '{drafter.name}' drafter gives no probabilities, so it cannot grow a tree; "
                               "use 'model' or 'early-exit', or a chain (no tree)")
-    if has_sliding_layers(target.model):
-        raise DraftScopeError(f"draft trees are not available for '{target.name}' yet: its sliding-window layers "
-                              "need their own tree mask; use a chain (no tree)")
     deepest = getattr(drafter, "max_tree_depth", None)
     depth = config.tree_spec.depth
     if deepest is not None and depth > deepest:

@@ -8,6 +8,7 @@ from core.specdec.drafters.base import (
     Draft,
     DraftContext,
     Drafter,
+    LearnsFromTarget,
     Pipelined,
     ReadsTargetHidden,
     SharesTargetCache,
@@ -28,6 +29,8 @@ DRAFTERS: registry.Registry = registry.load(__name__, (
     "falcon:FalconDrafter",
     "aded:ADEDDrafter",
     "pearl:PearlDrafter",
+    "omnidraft:OmniDraftDrafter",
+    "longspec:LongSpecDrafter",
 ), "drafter")
 
 drafter_class = DRAFTERS.lookup  # name → class (an unknown name is a DraftScopeError listing the drafters)
@@ -39,5 +42,6 @@ def build_drafter(name: str, target, options=None, allow_local: bool = False) ->
     return drafter_class(name)(target, drafter_options(name, options), allow_local=allow_local)
 
 
-__all__ = ["DRAFTERS", "BuildsTree", "Draft", "DraftContext", "Drafter", "Pipelined", "ReadsTargetHidden",
-           "SharesTargetCache", "TreeDrafting", "build_drafter", "drafter_class", "drafter_options"]
+__all__ = ["DRAFTERS", "BuildsTree", "Draft", "DraftContext", "Drafter", "LearnsFromTarget", "Pipelined",
+           "ReadsTargetHidden", "SharesTargetCache", "TreeDrafting", "build_drafter", "drafter_class",
+           "drafter_options"]

@@ -7,6 +7,7 @@ A drafter is one class with a ``name``, an ``Options`` dataclass (its settings, 
 - ``Pipelined``: the next draft is made while the target verifies this one (PEARL);
 - ``SharesTargetCache``: drafting runs inside the target's KV cache (Kangaroo), so the drafter also does the
   verification forward, on what drafting left there;
+- ``LearnsFromTarget``: the drafter learns from each chain round's verification (OmniDraft);
 - ``ReadsTargetHidden``: the drafter reads the target's last hidden state (draft heads: Medusa, Hydra), which the
   engine hands over after every target forward.
 """
@@ -211,6 +212,16 @@ class SharesTargetCache(ABC):
     def verify_forward(self, target_kv, tokens: list[int], draft: list[int]) -> torch.Tensor:
         """The verification forward on what drafting left in the cache: the logits (len(draft) + 1, V) at every
         drafted position and the bonus position, as ``verify_forward`` gives them for other drafters."""
+
+
+class LearnsFromTarget(ABC):
+    """Optional protocol of drafters that learn online from verification (OmniDraft): after every chain round the
+    engine hands over the target's logits at the committed positions."""
+
+    @abstractmethod
+    def learn(self, tokens: list[int], n_new: int, logits_nV: torch.Tensor, n_accepted: int) -> None:
+        """``tokens``: the committed sequence, whose last ``n_new`` tokens this round added; ``logits_nV``: the
+        target's logits (n_new, V) at their positions; ``n_accepted``: how many of them were accepted drafts."""
 
 
 class ReadsTargetHidden(ABC):

@@ -4,6 +4,11 @@ keeping only the accepted path in the KV cache.
 A tree is a list of nodes in topological order (every parent before its children); ``parents[i]`` is the index of
 node i's parent, or -1 for children of the last committed token. Node i sits at position ``prefix_len + depth(i)``
 and attends to the whole cached prefix plus its ancestors and itself (SpecInfer's tree attention).
+
+On a model with sliding-window layers (Gemma 3) those layers attend, as in a plain decode of the node's path, only
+to the prefix positions and ancestors within the window of the node's position; they hold only the prefix's tail, so
+the forward gets one mask per layer type and a cache view that hands them every key they hold (tree nodes fed in
+earlier forwards included), and ``keep`` leaves them the tail of the kept sequence.
 """
 
 from __future__ import annotations
@@ -12,10 +17,9 @@ from dataclasses import dataclass
 
 import torch
 
-from core.errors import DraftScopeError
-from core.runtime.cache import keep_positions
+from core.runtime.cache import WholeStatesView, keep_positions, sliding_state
 from core.runtime.cached_lm import CachedLM
-from core.runtime.masks import additive
+from core.runtime.masks import additive, layer_type_masks
 
 
 @dataclass
@@ -65,42 +69,57 @@ def ancestor_matrix(parents: list[int]) -> torch.Tensor:
 
 
 def tree_attention_inputs(tree: TokenTree, prefix_len: int, dtype: torch.dtype, device: torch.device | str = "cpu",
-                          nodes: list[int] | None = None,
-                          slots: dict[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                          nodes: list[int] | None = None, slots: dict[int, int] | None = None,
+                          sliding: tuple[int, int] | None = None) -> tuple[torch.Tensor | dict, torch.Tensor]:
     """The 4-D additive mask (1, 1, n, cache_len + n) — 0 where attention is allowed, the dtype's minimum elsewhere —
     and the position ids (1, n) for a forward of ``nodes`` (default: all, in order) on top of the cache.
 
     The cache holds ``prefix_len`` committed tokens followed by tree nodes fed earlier; ``slots`` maps each of those
     nodes to its cache index. Every ancestor of a node in ``nodes`` must be cached already or come earlier in
-    ``nodes``."""
+    ``nodes``. ``sliding``: (window, positions held) of the model's sliding-window layers (``sliding_state``); the
+    mask is then a dict by layer type whose sliding mask covers the held positions and the new ones."""
     nodes = list(range(len(tree))) if nodes is None else nodes
-    slots = slots or {}
+    allowed_nm, key_positions_m = _tree_allowed(tree, prefix_len, nodes, slots or {})
+    positions_n = key_positions_m[len(key_positions_m) - len(nodes):]  # the new nodes' columns come last
+    if sliding is None:
+        mask = additive(allowed_nm, dtype)[None, None].to(device)
+    else:
+        window, held = sliding
+        masks = layer_type_masks(allowed_nm, positions_n, key_positions_m, window, held + len(nodes), dtype)
+        mask = {kind: m.to(device) for kind, m in masks.items()}
+    return mask, positions_n[None].to(device)
+
+
+def _tree_allowed(tree: TokenTree, prefix_len: int, nodes: list[int],
+                  slots: dict[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n, m) bool: which of the m keys (the cache, then ``nodes``) each of ``nodes`` may see — the prefix, its
+    ancestors and itself — and (m,) the keys' positions (a node's: prefix_len + its depth)."""
     cache_len = prefix_len + len(slots)
     column = dict(slots)
     column.update({node: cache_len + j for j, node in enumerate(nodes)})
-    allowed = torch.zeros(len(nodes), cache_len + len(nodes), dtype=torch.bool)
-    allowed[:, :prefix_len] = True
+    allowed_nm = torch.zeros(len(nodes), cache_len + len(nodes), dtype=torch.bool)
+    allowed_nm[:, :prefix_len] = True
     for j, node in enumerate(nodes):
         for ancestor in tree.path(node):
             if ancestor not in column:
                 raise ValueError(f"node {node}: ancestor {ancestor} is neither cached nor fed before it")
-            allowed[j, column[ancestor]] = True
-    mask = additive(allowed, dtype)
+            allowed_nm[j, column[ancestor]] = True
     depths = tree.depths()
-    positions = torch.tensor([prefix_len + depths[node] for node in nodes], dtype=torch.long)
-    return mask[None, None].to(device), positions[None].to(device)
+    key_positions_m = torch.arange(cache_len + len(nodes))
+    for node, col in column.items():
+        key_positions_m[col] = prefix_len + depths[node]
+    return allowed_nm, key_positions_m
 
 
 class TreeCache:
     """A model's cache while a tree is fed into it, possibly over several forwards (a drafter expands it depth by
-    depth): the committed prefix, then tree nodes in the order they were fed. ``keep`` leaves prefix + one path."""
+    depth): the committed prefix, then tree nodes in the order they were fed. ``keep`` leaves prefix + one path.
+    Sliding-window layers hold the prefix's tail and every node fed (they record their past until the next crop,
+    which ``CachedLM.rollback`` does)."""
 
     def __init__(self, kv: CachedLM):
         if kv.cache is None:
             kv.reset()
-        if kv.has_sliding_layers:  # their cache keeps only the window's tail: the slot indices would not apply
-            raise DraftScopeError("draft trees are not available for models with sliding-window layers "
-                                  "(Gemma 3) yet; use a chain (no tree)")
         self.kv = kv
         self.prefix_len = len(kv)
         self.slots: dict[int, int] = {}
@@ -112,9 +131,11 @@ class TreeCache:
         nodes = [i for i in range(len(tree)) if i not in self.slots] if nodes is None else nodes
         kv = self.kv
         dtype = next(kv.model.parameters()).dtype
-        mask, positions = tree_attention_inputs(tree, self.prefix_len, dtype, kv.device, nodes, self.slots)
+        sliding = sliding_state(kv.cache)
+        mask, positions = tree_attention_inputs(tree, self.prefix_len, dtype, kv.device, nodes, self.slots, sliding)
         out = kv.model(input_ids=torch.tensor([[tree.tokens[i] for i in nodes]], device=kv.device),
-                       attention_mask=mask, position_ids=positions, past_key_values=kv.cache, use_cache=True)
+                       attention_mask=mask, position_ids=positions, use_cache=True,
+                       past_key_values=kv.cache if sliding is None else WholeStatesView(kv.cache))
         for node in nodes:
             self.slots[node] = len(kv.ids)
             kv.ids.append(tree.tokens[node])
