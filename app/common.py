@@ -13,6 +13,7 @@ import os
 import threading
 import time
 import uuid
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import ClassVar
@@ -291,3 +292,47 @@ class SessionHandlers:
         put_session(sid, session)
         clear_stop(sid)
         return {**state, **settings, "sid": sid}, session
+
+
+class CompanionRuns:
+    """A second, real session kept beside each user session to compare with it (the trees tab's chain, the
+    cross-vocabulary tab's learning-off run): ``sync`` creates, reconfigures or drops it to follow the settings,
+    ``advance`` steps it once per round of its session and to the same budget once that one is done. It lives as
+    long as its session."""
+
+    def __init__(self, config_of: Callable[[SessionConfig], SessionConfig]):
+        self.config_of = config_of  # the companion's settings from its session's
+        self._runs: weakref.WeakKeyDictionary[Session, Session] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    def get(self, session: Session) -> Session | None:
+        with self._lock:
+            return self._runs.get(session)
+
+    def drop(self, session: Session) -> None:
+        with self._lock:
+            self._runs.pop(session, None)
+
+    def sync(self, session: Session, enabled: bool, allow_local: bool) -> None:
+        """Follow the settings (without stepping): none when ``enabled`` is off, else reconfigured, or started over
+        when it cannot be (e.g. a budget below what it already generated)."""
+        if not enabled:
+            self.drop(session)
+            return
+        config = self.config_of(session.config)
+        run = self.get(session)
+        if run is not None:
+            try:
+                run.reconfigure(config)
+                return
+            except DraftScopeError:
+                self.drop(session)
+        run = Session.from_config(config, prompt_ids=session.prompt_ids, allow_local=allow_local)
+        with self._lock:
+            self._runs[session] = run
+
+    def advance(self, session: Session) -> None:
+        """One round per round of ``session``; once that one is done, to the end of the same budget."""
+        run = self.get(session)
+        while run is not None and not run.done and (len(run.records) < len(session.records) or session.done):
+            run.step()

@@ -15,14 +15,11 @@ session stepped once per round and run to the same token budget when the first o
 from __future__ import annotations
 
 import dataclasses
-import threading
-import weakref
 from typing import ClassVar
 
 import gradio as gr
 
 from app import common, options, widgets
-from core.errors import DraftScopeError
 from core.runtime.models import preset_names
 from core.specdec import Session, SessionConfig
 from visualizers.crossvocab import acceptance_figure, alignment_html, cache_figure, cache_table_html, omni_info
@@ -46,10 +43,6 @@ OPTION_LABELS = {  # shorter labels than the options' help texts where the tab h
     "keep_learning": "Keep what was learned for later runs of this pair",
 }
 
-# The learning-off run compared with each session; it lives as long as its session (dropped with it).
-_BASELINES: weakref.WeakKeyDictionary[Session, Session] = weakref.WeakKeyDictionary()
-_BASELINES_LOCK = threading.Lock()
-
 
 # ------------------------------------------------------------------------------------------------ configuration
 def crossvocab_config(settings: dict) -> SessionConfig:
@@ -65,40 +58,9 @@ def learning_off_config(config: SessionConfig) -> SessionConfig:
 
 
 # ------------------------------------------------------------------------------------------------ the learning-off run
-def _baseline_of(session: Session) -> Session | None:
-    with _BASELINES_LOCK:
-        return _BASELINES.get(session)
-
-
-def _drop_baseline(session: Session) -> None:
-    with _BASELINES_LOCK:
-        _BASELINES.pop(session, None)
-
-
-def _sync_baseline(session: Session, settings: dict, allow_local: bool) -> None:
-    """Create, reconfigure or drop the learning-off run of ``session`` to follow the settings (it does not step it)."""
-    if not settings["compare"]:
-        _drop_baseline(session)
-        return
-    config = learning_off_config(session.config)
-    baseline = _baseline_of(session)
-    if baseline is not None:
-        try:
-            baseline.reconfigure(config)
-            return
-        except DraftScopeError:  # e.g. a budget below what it already generated: start it over
-            _drop_baseline(session)
-    baseline = Session.from_config(config, prompt_ids=session.prompt_ids, allow_local=allow_local)
-    with _BASELINES_LOCK:
-        _BASELINES[session] = baseline
-
-
-def _advance_baseline(session: Session) -> None:
-    """One learning-off round per round; once the session is done, the learning-off run goes to the same budget."""
-    baseline = _baseline_of(session)
-    while baseline is not None and not baseline.done and (len(baseline.records) < len(session.records)
-                                                           or session.done):
-        baseline.step()
+# The learning-off run compared with each session: a second session that lives as long as its session.
+_BASELINES = common.CompanionRuns(learning_off_config)
+_baseline_of = _BASELINES.get
 
 
 # ------------------------------------------------------------------------------------------------ rendering
@@ -170,7 +132,7 @@ class Handlers(common.SessionHandlers):
         return crossvocab_config(settings)
 
     def prepared(self, session: Session, settings: dict) -> None:
-        _sync_baseline(session, settings, self.allow_local)  # the learning-off run follows the settings
+        _BASELINES.sync(session, settings["compare"], self.allow_local)  # the learning-off run follows the settings
 
     def render(self, session, figures: bool = True) -> tuple:
         return render(session, figures=figures)
@@ -179,7 +141,7 @@ class Handlers(common.SessionHandlers):
         return _status(session, note)
 
     def advanced(self, session) -> None:
-        _advance_baseline(session)
+        _BASELINES.advance(session)
 
     @staticmethod
     def show_round(state, round_index):

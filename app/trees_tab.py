@@ -10,8 +10,6 @@ token budget when the tree finishes.
 from __future__ import annotations
 
 import dataclasses
-import threading
-import weakref
 from typing import ClassVar
 
 import gradio as gr
@@ -40,10 +38,6 @@ TREE_SETTINGS = ("shape", "tree_branch", "max_depth", "children", "verifier", "t
 # ℓ = 0 means four fifths of the depth here (tree_config), not early exit's own default
 EXIT_LAYER_LABEL = "ℓ: early-exit layer (0 = auto: 4/5 of the depth, 24 of SmolLM2's 30)"
 TREE_VERIFIERS = ("greedy", "match", "rrs", "rsd", "typical")
-
-# The chain run compared with each tree session; it lives as long as its tree session (dropped with it).
-_CHAINS: weakref.WeakKeyDictionary[Session, Session] = weakref.WeakKeyDictionary()
-_CHAINS_LOCK = threading.Lock()
 
 
 # ------------------------------------------------------------------------------------------------ configuration
@@ -111,39 +105,9 @@ def _status(session: Session, note: str = "") -> str:
 
 
 # ------------------------------------------------------------------------------------------------ the chain
-def _chain_of(session: Session) -> Session | None:
-    with _CHAINS_LOCK:
-        return _CHAINS.get(session)
-
-
-def _drop_chain(session: Session) -> None:
-    with _CHAINS_LOCK:
-        _CHAINS.pop(session, None)
-
-
-def _sync_chain(session: Session, settings: dict, allow_local: bool) -> None:
-    """Create, reconfigure or drop the chain run of ``session`` to follow the settings (it does not step it)."""
-    if not settings["compare"]:
-        _drop_chain(session)
-        return
-    config = chain_config(session.config)
-    chain = _chain_of(session)
-    if chain is not None:
-        try:
-            chain.reconfigure(config)
-            return
-        except DraftScopeError:  # e.g. a budget below what the chain already generated: start the chain over
-            _drop_chain(session)
-    chain = Session.from_config(config, prompt_ids=session.prompt_ids, allow_local=allow_local)
-    with _CHAINS_LOCK:
-        _CHAINS[session] = chain
-
-
-def _advance_chain(session: Session) -> None:
-    """One chain round per tree round; once the tree is done, the chain runs to the end of the same budget."""
-    chain = _chain_of(session)
-    while chain is not None and not chain.done and (len(chain.records) < len(session.records) or session.done):
-        chain.step()
+# The chain compared with each session: a second session that lives as long as its session.
+_CHAINS = common.CompanionRuns(chain_config)
+_chain_of = _CHAINS.get
 
 
 # ------------------------------------------------------------------------------------------------ handlers
@@ -166,7 +130,7 @@ class Handlers(common.SessionHandlers):
         return tree_config(settings, self.allow_local)
 
     def prepared(self, session: Session, settings: dict) -> None:
-        _sync_chain(session, settings, self.allow_local)  # the chain comparison follows the settings
+        _CHAINS.sync(session, settings["compare"], self.allow_local)  # the chain comparison follows the settings
 
     def render(self, session, figures: bool = True) -> tuple:
         return render(session, figures=figures)
@@ -175,7 +139,7 @@ class Handlers(common.SessionHandlers):
         return _status(session, note)
 
     def advanced(self, session) -> None:
-        _advance_chain(session)  # one chain round per tree round (and catching up once the tree is finished)
+        _CHAINS.advance(session)  # one chain round per tree round (and catching up once the tree is finished)
 
     def show_round(self, state, round_index):
         """Show another round's tree, mask and summary."""
