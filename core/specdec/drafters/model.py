@@ -94,13 +94,17 @@ class ModelDrafter(Drafter, TreeDrafting):
 
     @property
     def cost(self) -> float:
-        """Parameter bytes read per drafted token relative to the target's. An input embedding that is not also the
-        head (a VocabTrim'd head, or untied weights) is a gather of one row, so it is not counted."""
-        total = module_param_bytes(self.view)
-        embedding = self.view.get_input_embeddings().weight
-        if embedding is not getattr(self.view.lm_head, "weight", None):
-            total -= embedding.numel() * embedding.element_size()
-        return total / self.target.param_bytes
+        return network_cost(self.view, self.target)
+
+
+def network_cost(network: torch.nn.Module, target: LoadedModel) -> float:
+    """Parameter bytes a draft network reads per drafted token relative to the target's. An input embedding that is
+    not also the head (a VocabTrim'd head, or untied weights) is a gather of one row, so it is not counted."""
+    total = module_param_bytes(network)
+    embedding = network.get_input_embeddings().weight
+    if embedding is not getattr(network.lm_head, "weight", None):
+        total -= embedding.numel() * embedding.element_size()
+    return total / target.param_bytes
 
 
 def fit_vocab(logits_V: torch.Tensor, vocab: int) -> torch.Tensor:

@@ -20,7 +20,7 @@ Online, after every round (all three reset at every run unless ``keep_learning``
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated
 
 import torch
@@ -29,9 +29,10 @@ from torch import nn
 from core.errors import DraftScopeError
 from core.options import ModelName, Range
 from core.runtime.cached_lm import CachedLM
-from core.runtime.models import LoadedModel, has_sliding_layers, load_model, module_param_bytes
+from core.runtime.models import LoadedModel, has_sliding_layers, load_model
 from core.specdec.crossvocab import NgramCache, VocabMap, decode_text, encode_text, translate
 from core.specdec.drafters.base import ConfidenceOptions, Draft, DraftContext, Drafter, LearnsFromTarget
+from core.specdec.drafters.model import network_cost
 
 MIN_COVERAGE = 0.05  # below this share of directly mapped drafter tokens the pair has no usable mapping
 KD_TOP = 32  # the target's top tokens kept per committed position for distillation
@@ -70,7 +71,6 @@ class Learned:
     head: nn.Linear
     optimizer: torch.optim.Optimizer
     distill_steps: int = 0
-    losses: list[float] = field(default_factory=list)
     head_steps: int = 0
 
     @classmethod
@@ -158,15 +158,12 @@ class OmniDraftDrafter(Drafter, LearnsFromTarget):
                 f"{MIN_COVERAGE:.0%} needed)")
         self.can_distill = not has_sliding_layers(net)  # a re-fed window must roll back across rounds
         self.kv = _HiddenLM(net)
-        self.learned = self._learned(fresh=True)
         self.n_prompt, self.prompt_ids = 0, []
-        self.pending: list[tuple[int, int, torch.Tensor, torch.Tensor]] = []  # (start, end, top ids, top p)
-        self.round: dict | None = None  # the last draft: groups, drafter hidden states, head predictions
-        self.cache_new: list = []  # the cache entries the last round added
-        self.backoff = self.rest = 0  # the backoff's current length and the rounds it still skips
+        self.restart()  # the learned state and the per-run state
 
     # --------------------------------------------------------------------------------------------- learned state
-    def _learned(self, fresh: bool) -> Learned:
+    def _learned(self) -> Learned:
+        """A fresh learned state, or (``keep_learning``) the one kept for this pair and these settings."""
         o = self.options
         param = next(self.net.parameters())
         make = lambda: Learned.fresh(self.net.config.hidden_size, int(o.rank), float(o.lr), param.device,  # noqa: E731
@@ -180,9 +177,10 @@ class OmniDraftDrafter(Drafter, LearnsFromTarget):
 
     def restart(self) -> None:
         super().restart()
-        if hasattr(self, "learned") and not self.options.keep_learning:
-            self.learned = self._learned(fresh=True)
-        self.pending, self.round, self.cache_new = [], None, []
+        self.learned = self._learned()
+        self.pending: list[tuple[int, int, torch.Tensor, torch.Tensor]] = []  # (start, end, top ids, top p)
+        self.round: dict | None = None  # the last draft: groups, drafter hidden states, head predictions
+        self.cache_new: list = []  # the cache entries the last round added
         self.backoff = self.rest = 0  # the backoff's current length and the rounds it still skips
 
     # --------------------------------------------------------------------------------------------- text ↔ tokens
@@ -249,7 +247,7 @@ class OmniDraftDrafter(Drafter, LearnsFromTarget):
             if len(drafted) < longest:
                 h = self.kv.hidden([token])[-1]
         groups = groups[: ctx.gamma]
-        self.round = {"groups": groups, "hs": hs, "drafted": drafted, "chances": chances}
+        self.round = {"groups": groups, "hs": hs, "chances": chances}
         info = self._info(drafted, q_sub, chances, groups, stop, learn, time.perf_counter() - t0)
         return Draft([g.target for g in groups], info=info)
 
@@ -406,7 +404,6 @@ class OmniDraftDrafter(Drafter, LearnsFromTarget):
             loss.backward()
             learned.optimizer.step()
         learned.distill_steps += 1
-        learned.losses.append(float(loss))
         return round(float(loss), 4)
 
     # --------------------------------------------------------------------------------------------- bookkeeping
@@ -419,10 +416,4 @@ class OmniDraftDrafter(Drafter, LearnsFromTarget):
 
     @property
     def cost(self) -> float:
-        """Parameter bytes the drafter reads per drafted token, relative to the target's (an input embedding that is
-        not the head is a gather of one row, so it is not counted)."""
-        total = module_param_bytes(self.net)
-        embedding = self.net.get_input_embeddings().weight
-        if embedding is not getattr(self.net.lm_head, "weight", None):
-            total -= embedding.numel() * embedding.element_size()
-        return total / self.target.param_bytes
+        return network_cost(self.net, self.target)
