@@ -4,6 +4,8 @@ Run computes a ``KVReport`` (``core.kv.run.kv_report``): the target's full-cache
 of every prompt token, then each ticked method at the budget. The report stays in the user's ``gr.State``, so picking
 another method to view, another layer or KV head re-renders from it without recomputing. DraftAttention runs
 separately on the same prompt: one layer / head's full attention map, its pooled draft map and the blocks selected.
+The long-context section drafts the task's prompt at several lengths with LongSpec and a normal drafter
+(``core.specdec.longctx.context_sweep``): drafter memory, α and speed-up against the context length.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from core.kv.run import DEFAULT_METHODS, guide_model, kv_report
 from core.kv.tasks import TASKS, Task, make_task
 from core.runtime.models import load_model, preset_names
 from core.specdec import MODEL_LOCK
+from core.specdec.longctx import DEFAULT_DRAFTERS as LONG_DRAFTERS, context_sweep
 from visualizers.kv_importance import (
     correlation_figure,
     find_run,
@@ -28,6 +31,7 @@ from visualizers.kv_importance import (
     outputs_html,
     prompt_heatmap_html,
 )
+from visualizers.longctx import acceptance_figure, memory_figure, rows_frame
 
 CUSTOM = "custom"  # the task choice that takes the custom prompt (a non-empty custom prompt overrides any task)
 LENGTH_TASKS = ("passkey", "multikey")  # the tasks whose prompt length follows the length slider
@@ -49,6 +53,18 @@ INTRO = (
 SELF_GUIDE = "self:"  # drafter values naming a self-drafter of the target (core.kv.run.guide_model)
 GUIDES = (("the target's S2D exit (trained, its first 10 of 30 layers)", SELF_GUIDE + "sorted"),
           ("the target's early exit (a quarter of its layers, untrained)", SELF_GUIDE + "early-exit"))
+
+
+LONG_LENGTHS = [("1k", 1024), ("2k", 2048), ("4k", 4096), ("8k", 8000)]  # 8000 + new tokens fits SmolLM2's 8192
+DEFAULT_LONG_LENGTHS, DEFAULT_LONG_NEW, DEFAULT_LONG_GAMMA = [1024, 2048], 32, 4
+LONG_INTRO = (
+    "LongSpec's drafter is one block that cross-attends to the target's own KV cache and keeps only a ring of its "
+    "last *window* positions (256 by default), so its memory does not grow with the context. A normal drafter "
+    "(FastDraft, a small model of its own) keeps keys and values for every position. Run drafts the task's prompt "
+    "(passkey or multikey; the target, task and seed above) at each ticked length with both, and once with the "
+    "target alone: drafter memory, α and the speed-up per length (decode tokens/s; the prefill is timed apart). "
+    "Everything is greedy, so every output must match the target alone's. Each length runs three prefills: on "
+    "smollm2-135m here, about a minute for 1k–2k, several more with 4k and 8k.")
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -125,6 +141,28 @@ def _draft_attention_placeholder():
     return draft_attention_figure(None)
 
 
+def _long_status(rows: list, seconds: float) -> str:
+    """One paragraph on a context sweep: how each drafter's memory and α moved from the shortest length to the
+    longest, and whether every output matched the target alone."""
+    if not rows:
+        return "No runs."
+    lengths = sorted({r.length for r in rows})
+    parts = [f"Done in {seconds:.1f} s: {len(lengths)} context length{'s' * (len(lengths) != 1)} from "
+             f"{lengths[0]:,} to {lengths[-1]:,} prompt tokens."]
+    for name in dict.fromkeys(r.drafter for r in rows):
+        mine = sorted((r for r in rows if r.drafter == name), key=lambda r: r.length)
+        first, last = mine[0], mine[-1]
+        memory = ("keeps no cache" if first.drafter_kv_bytes is None else
+                  f"KV {first.drafter_kv_bytes / 2 ** 20:.2f} → {last.drafter_kv_bytes / 2 ** 20:.2f} MiB")
+        alpha = " → ".join("—" if r.alpha is None else f"{r.alpha:.2f}" for r in mine)
+        speed = " → ".join("—" if r.speedup is None else f"{r.speedup:.2f}×" for r in mine)
+        parts.append(f"**{name}**: {memory}; α {alpha}; speed-up {speed}.")
+    differ = [f"{r.drafter} at {r.length:,}" for r in rows if not r.identical_to_target]
+    parts.append("Every output matched the target alone." if not differ else
+                 f"Outputs differing from the target alone (a bug): {', '.join(differ)}.")
+    return " ".join(parts)
+
+
 def _explain(exc: Exception) -> Exception:
     """ValueErrors from the DraftAttention code read as plain messages."""
     return DraftScopeError(str(exc)) if isinstance(exc, ValueError) else exc
@@ -193,6 +231,24 @@ class Handlers:
         except Exception as exc:
             common.warn(exc)
             return gr.skip()
+
+    def long_context(self, target, task, seed, lengths, new_tokens, gamma, progress=gr.Progress()) -> tuple:
+        """LongSpec and a normal drafter (FastDraft) on the task's prompt at each ticked length, beside the target
+        alone: (memory figure, α and speed-up figure, table, status). A failure is a gr.Error with one line (a missing
+        LongSpec drafter names the command that trains one)."""
+        try:
+            def report(done: int, total: int, label: str) -> None:
+                progress(done / max(total, 1), desc=f"{label} ({done + 1} of {total})…" if done < total else "Done")
+
+            t0 = time.perf_counter()
+            with MODEL_LOCK:
+                rows = context_sweep((target or "").strip(), LONG_DRAFTERS, task, [int(n) for n in lengths or []],
+                                     int(new_tokens), int(gamma), int(seed or 0), progress=report,
+                                     allow_local=self.allow_local)
+            seconds = time.perf_counter() - t0
+            return memory_figure(rows), acceptance_figure(rows), rows_frame(rows), _long_status(rows, seconds)
+        except Exception as exc:
+            raise gr.Error(common.error_text(exc), print_exception=not isinstance(exc, DraftScopeError)) from None
 
     def draft_attention(self, target, task, prompt, length, seed, layer, head, sparsity, block,
                         progress=gr.Progress()) -> tuple:
@@ -306,6 +362,22 @@ def build(allow_local_models: bool = False) -> dict:
     da_status = gr.Markdown("", elem_id="kv-da-status")
     da_plot = gr.Plot(_draft_attention_placeholder(), show_label=False, elem_id="kv-da-plot")
 
+    with gr.Accordion("Drafting at long context: LongSpec vs a normal drafter", open=False, elem_id="kv-long"):
+        gr.Markdown(LONG_INTRO)
+        with gr.Row():
+            long_lengths = gr.CheckboxGroup(LONG_LENGTHS, value=DEFAULT_LONG_LENGTHS,
+                                            label="Context lengths (prompt tokens)", elem_id="kv-long-lengths")
+            long_new_tokens = gr.Slider(8, 128, value=DEFAULT_LONG_NEW, step=8, label="New tokens",
+                                        elem_id="kv-long-new-tokens")
+            long_gamma = gr.Slider(1, 8, value=DEFAULT_LONG_GAMMA, step=1, label="γ: tokens drafted per round",
+                                   elem_id="kv-long-gamma")
+            long_run = gr.Button("Run at each length", elem_id="kv-long-run")
+        long_status = gr.Markdown("", elem_id="kv-long-status")
+        long_memory = gr.Plot(memory_figure([]), show_label=False, elem_id="kv-long-memory")
+        long_acceptance = gr.Plot(acceptance_figure([]), show_label=False, elem_id="kv-long-acceptance")
+        long_table = gr.Dataframe(rows_frame([]), label="Per drafter and length", interactive=False, wrap=True,
+                                  elem_id="kv-long-table")
+
     run.click(handlers.run, [state, target, drafter, task, prompt, length, methods, budget, max_new_tokens, seed,
                              view_method, show, layer, head],
               [state, status, heatmap, grid, head_map, correlation, outputs, view_method, layer, head, da_layer,
@@ -318,7 +390,12 @@ def build(allow_local_models: bool = False) -> dict:
     head.input(handlers.head_view, [state, view_method, layer, head], head_map, api_name=False, queue=False)
     da_run.click(handlers.draft_attention, [target, task, prompt, length, seed, da_layer, da_head, sparsity, block],
                  [da_plot, da_status], api_name="kv_draft_attention", concurrency_limit=None)
+    long_run.click(handlers.long_context, [target, task, seed, long_lengths, long_new_tokens, long_gamma],
+                   [long_memory, long_acceptance, long_table, long_status], api_name="kv_long_context",
+                   concurrency_limit=None)
     return {"state": state, "target": target, "drafter": drafter, "task": task, "prompt": prompt, "length": length,
             "methods": methods, "budget": budget, "status": status, "heatmap": heatmap, "grid": grid,
             "head_map": head_map, "correlation": correlation, "outputs": outputs, "layer": layer, "head": head,
-            "da_plot": da_plot, "da_status": da_status}
+            "da_plot": da_plot, "da_status": da_status, "long_lengths": long_lengths, "long_run": long_run,
+            "long_memory": long_memory, "long_acceptance": long_acceptance, "long_table": long_table,
+            "long_status": long_status}

@@ -114,6 +114,7 @@ def calibration_ms(drafter: EasySpecDrafter, repeats: int = TIMING_REPEATS) -> f
     net = drafter.net
     vocab = net.get_input_embeddings().weight.shape[0]
     cache = DynamicCache(config=net.config)
+    cache.activate_past_recording()  # sliding-window layers keep their past, so the crop below can cut back to it
     run_layers(net, embed(net, [i % vocab for i in range(1, SCRATCH_CONTEXT + 1)]), 0, drafter.n_layers, cache, 0)
     ids = [(SCRATCH_CONTEXT + i) % vocab for i in range(CALIBRATION_TOKENS)]
     device = next(net.parameters()).device

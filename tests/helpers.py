@@ -72,8 +72,6 @@ def greedy_acceptance(target: LoadedModel, drafter, n: int, gamma: int = 1) -> f
 
 
 # ------------------------------------------------------------------------------------------------ registry tables
-# drafters built from the target's layers (llama)
-LAYER_SLICING = ("kangaroo", "easyspec", "sorted", "fastdraft", "falcon")
 # drafters whose head VocabTrim can trim (their options include VocabTrim's)
 TRIMMABLE = [name for name, cls in DRAFTERS.items() if issubclass(cls.Options, VocabTrimOptions)]
 _COUNTS: dict = {}
@@ -102,12 +100,10 @@ def table_drafter(name: str, target: LoadedModel, draft_model: LoadedModel | Non
     Hydra three heads with random blocks, ADED from an empty store that learns the prompt, PEARL around the early
     exit on two threads, OmniDraft with a tiny model of the other family (another tokenizer) (SmolLM2 uses the
     shipped adapter, drafter, heads, trigram store and PEARL around FastDraft, and OmniDraft tiny-gemma).
-    ``trim``: VocabTrim to that many tokens, ``favoured`` ranked first. Skips drafters that slice layers on
-    sliding-window targets, and PEARL there (they refuse them, with a message)."""
+    ``trim``: VocabTrim to that many tokens, ``favoured`` ranked first. Skips PEARL and LongSpec on sliding-window
+    targets (they refuse them, with a message)."""
     declared = {f.name for f in option_fields(DRAFTERS[name].Options)}
     options = {k: v for k, v in {"draft_model": draft_model, "ngram_size": 3}.items() if k in declared}
-    if name in LAYER_SLICING and has_sliding_layers(target.model):
-        pytest.skip(f"{name}'s layer slicing is not available for sliding-window models (it says so)")
     if name == "pearl" and has_sliding_layers(target.model):
         pytest.skip("PEARL's cross-round rollback is not available for sliding-window models (it says so)")
     if name == "easyspec" and draft_model is not None and default_exit_layer(target.n_layers) < 4:

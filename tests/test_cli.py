@@ -79,7 +79,7 @@ def test_generate_text_streams(capsys):
     (["--prompt", "hi", "--tree", "2,2"], "cannot grow a tree"),
     (["--prompt", "hi", "--drafter", "kangaroo", "--adapter", "/nonexistent.safetensors"], "adapter not found"),
     (["--prompt", "hi", "--drafter", "kangaroo", "--eta", "2"], "η (Kangaroo's early-exit threshold)"),
-    (["--prompt", "hi", "--target", "tiny-gemma", "--drafter", "kangaroo"], "sliding-window"),
+    (["--prompt", "hi", "--target", "tiny-gemma", "--drafter", "kangaroo"], "Kangaroo adapter not found"),
     (["--prompt", "hi", "--drafter", "early-exit", "--tree", "2,x"], "tree shape must be"),
     (["--prompt", "hi", "--drafter", "early-exit", "--tree", "2,2", "--verifier", "rsd"], "temperature above 0"),
     (["--prompt", "hi", "--drafter", "medusa", "--checkpoint", "/nonexistent.safetensors"], "heads file not found"),
@@ -128,3 +128,31 @@ def test_real_process_exit_code_and_no_traceback():
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: unknown model 'nope'")
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--lengths", "64,4000"], "context length 4000 + 8 new tokens exceeds the context of 'tiny-llama' (2048 tokens)"),
+    (["--lengths", "1k,2k"], "lengths must be comma-separated whole numbers"),
+    (["--lengths", "64", "--task", "rag"], "a task whose length can be set: passkey, multikey"),
+    (["--lengths", "64"], "python -m core.train.longspec --target tiny-llama"),  # no LongSpec drafter ships for it
+])
+def test_bench_long_context_bad_input_is_one_line(capsys, argv, message):
+    code, _out, err = _run(capsys, "bench", "--long-context", "--target", "tiny-llama", "--max-new-tokens", "8", *argv)
+    assert code == 2, err
+    assert message in err, err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_bench_long_context_table_and_json(capsys):
+    argv = ("bench", "--long-context", "--target", "tiny-llama", "--drafters", "ngram", "--lengths", "128,64",
+            "--max-new-tokens", "4")
+    code, out, err = _run(capsys, *argv)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith("| drafter | prompt tokens | drafter KV bytes |") and len(lines) >= 4
+    assert lines[2].startswith("| ngram |") and "| — |" in lines[2]  # the n-gram drafter keeps no KV cache
+    code, out, err = _run(capsys, *argv, "--json")
+    assert code == 0, err
+    rows = json.loads(out)
+    assert [r["requested"] for r in rows] == [64, 128] and all(r["identical_to_target"] for r in rows)
+    assert rows[0]["drafter_kv_kind"] == "none" and rows[0]["target_kv_bytes"] < rows[1]["target_kv_bytes"]

@@ -310,8 +310,7 @@ def test_falcon_bad_input(tiny_llama, tiny_gemma, tmp_path):
 
     path = falcon_mod.save(tmp_path / "f.safetensors", random_falcon(tiny_llama), torch.arange(100), tiny_llama, {})
     assert build_drafter("falcon", tiny_llama, {"checkpoint": str(path)}).trim.k == 100
-    with pytest.raises(DraftScopeError, match="sliding-window"):
-        random_falcon(tiny_gemma)
+    random_falcon(tiny_gemma)  # Gemma 3's last layer is full attention: Falcon builds on it
     with pytest.raises(DraftScopeError, match="not found"):
         build_drafter("falcon", tiny_llama, {"checkpoint": str(tmp_path / "none.safetensors")})
     heads = heads_mod.save(tmp_path / "h.safetensors", random_heads(tiny_llama, "medusa"), torch.arange(10),

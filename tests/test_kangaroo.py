@@ -117,7 +117,7 @@ def test_adapter_file_round_trip_and_errors(tmp_path, tiny_llama, tiny_gemma):
         assert k == k2 and torch.allclose(v.half().float(), v2.float())
     with pytest.raises(DraftScopeError, match="not found"):
         KangarooDrafter(tiny_llama, adapter=tmp_path / "missing.safetensors")
-    with pytest.raises(DraftScopeError, match="sliding-window"):
+    with pytest.raises(DraftScopeError, match="does not fit 'tiny-llama' shapes"):  # Gemma's attention differs
         KangarooDrafter(tiny_gemma, adapter=path)
     with pytest.raises(DraftScopeError, match="η"):
         KangarooDrafter(tiny_llama, adapter=path, eta=1.5)

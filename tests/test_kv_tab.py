@@ -145,3 +145,56 @@ def test_self_drafter_guides(tmp_path):
                        "speckv", "both", 0, 0, progress=lambda *a, **k: None)
     report = out[0]["report"]
     assert report.drafter == "tiny-llama@sorted3" and report.runs[0].method == "speckv"
+
+
+# ------------------------------------------------------------------------------------------------ long context
+LONG = {"target": "tiny-llama", "task": "passkey", "seed": 0, "lengths": [64, 128], "new_tokens": 8, "gamma": 3}
+
+
+def test_long_context_plots_and_table(handlers, monkeypatch):
+    """With in-memory networks for tiny-llama (an untrained LongSpec block, a FastDraft copy of the target's layers):
+    the memory plot shows LongSpec flat and FastDraft growing, the α / speed-up plot and the table one entry each."""
+    import functools
+
+    import torch
+
+    from core.runtime.models import load_model
+    from core.specdec.drafters.fastdraft import build_network
+    from tests.helpers import random_longspec
+
+    target = load_model("tiny-llama")
+    layers = list(range(target.n_layers))
+    options = {"longspec": {"checkpoint": random_longspec(target), "window": 16},
+               "fastdraft": {"checkpoint": build_network(target, len(layers), torch.arange(target.vocab_size), layers)}}
+    monkeypatch.setattr(kv_tab, "context_sweep", functools.partial(kv_tab.context_sweep, options=options))
+    memory, acceptance, table, status = handlers.long_context(**LONG, progress=_progress)
+    longspec, fastdraft, reference = memory.data
+    assert (longspec.meta, fastdraft.meta, reference.meta) == ("drafter:longspec", "drafter:fastdraft", "target")
+    assert longspec.y[0] == longspec.y[1] and fastdraft.y[1] > fastdraft.y[0]
+    assert [t.meta for t in acceptance.data][-1] == "parity" and len(acceptance.data) == 5
+    assert len(table) == 4 and list(table["identical"]) == ["yes"] * 4
+    assert status.startswith("Done in") and "**longspec**" in status and "Every output matched" in status, status
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({}, "python -m core.train.longspec --target tiny-llama"),  # no LongSpec drafter ships for the tiny model
+    ({"task": "rag"}, "a task whose length can be set"),
+    ({"lengths": []}, "choose at least one context length"),
+    ({"lengths": [64, 4096]}, "exceeds the context of 'tiny-llama'"),
+])
+def test_long_context_errors_are_gr_errors(handlers, kw, message):
+    import gradio as gr
+
+    with pytest.raises(gr.Error) as raised:
+        handlers.long_context(**{**LONG, **kw}, progress=_progress)
+    assert message in str(raised.value.message), raised.value.message
+
+
+def test_long_context_endpoint_and_element_ids():
+    demo = build_demo()
+    assert "kv_long_context" in {fn.api_name for fn in demo.fns.values()}
+    ids = {c["props"].get("elem_id") for c in demo.config["components"]}
+    assert {"kv-long", "kv-long-lengths", "kv-long-new-tokens", "kv-long-gamma", "kv-long-run", "kv-long-status",
+            "kv-long-memory", "kv-long-acceptance", "kv-long-table"} <= ids
+    lengths = next(c for c in demo.config["components"] if c["props"].get("elem_id") == "kv-long-lengths")
+    assert [choice[1] for choice in lengths["props"]["choices"]] == [1024, 2048, 4096, 8000]

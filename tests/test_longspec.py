@@ -16,6 +16,7 @@ from core.specdec import Session, SessionConfig
 from core.specdec.drafters import build_drafter, drafter_options, longspec as ls
 from core.specdec.drafters.base import DraftContext
 from core.specdec.sampling import SamplingConfig
+from core.specdec.trees.tree import TokenTree
 from core.specdec.verify import build_verifier
 from core.train import longspec as trainer
 from core.train.corpus import CorpusSettings, build
@@ -24,6 +25,9 @@ from tests.helpers import hf_greedy, random_longspec
 
 def _drafter(target, window: int = 8, **options) -> ls.LongSpecDrafter:
     return build_drafter("longspec", target, {"checkpoint": random_longspec(target), "window": window, **options})
+
+
+PROMPT6 = [1, 4, 2, 3, 1, 4, 2]  # for the 6-token model
 
 
 def _tokens(n: int, seed: int = 0) -> list[int]:
@@ -169,6 +173,127 @@ def test_the_ring_is_refilled_for_another_sequence(tiny_llama):
     fresh.prefill(other)
     _round(fresh, tiny_llama, other)
     torch.testing.assert_close(drafter.last_logits_nV, fresh.last_logits_nV, atol=1e-5, rtol=0)
+
+
+# ------------------------------------------------------------------------------------------------ trees
+def _random_tree(n: int, seed: int) -> TokenTree:
+    """n nodes, each under one of the three nodes before it or a root (so some paths run deep)."""
+    gen = torch.Generator().manual_seed(seed)
+    parents = [-1] + [int(torch.randint(max(-1, i - 3), i, (1,), generator=gen)) for i in range(1, n)]
+    return TokenTree(_tokens(n, seed=seed + 100), parents)
+
+
+def _chain_logits(drafter, tokens: list[int], kv, path_tokens: list[int]) -> list[torch.Tensor]:
+    """The chain path's logits after x_{T−1} and after each of ``path_tokens`` drafted as a chain."""
+    target_k, target_v, _ = drafter.target_cache(kv, tokens)
+    T, round_ = len(tokens), ls._Round(base=len(tokens))
+    rows = [drafter._logits(tokens[-1], T - 1, round_, target_k, target_v)]
+    return rows + [drafter._extend(round_, tok, T + i, target_k, target_v) for i, tok in enumerate(path_tokens)]
+
+
+def _masked_reference(drafter, tokens: list[int], kv, tree: TokenTree) -> torch.Tensor:
+    """Every node's logits (N, V) from one masked self-attention over the ring and the whole tree's rows (no merge),
+    the rows recomputed from scratch at positions T + depth."""
+    ring, W, n = drafter.ring, drafter.ring.window, len(tree)
+    pos_n = torch.tensor([len(tokens) + d for d in tree.depths()])
+    x, cos, sin = drafter._inputs(tree.tokens, pos_n.tolist())
+    k, v = drafter.net.own_kv(x, cos, sin)
+    key_pos = torch.cat([ring.pos_k, pos_n])[None]
+    window = (key_pos >= 0) & (key_pos <= pos_n[:, None]) & (key_pos > pos_n[:, None] - W)
+    allowed = window & torch.cat([torch.ones(n, W, dtype=torch.bool), tree.ancestor_matrix()], dim=1)
+    target_k, target_v, m = drafter.target_cache(kv, tokens)
+    h = drafter.net(x, cos, sin, torch.cat([ring.k_Hkd, k[0]], 1)[None], torch.cat([ring.v_Hkd, v[0]], 1)[None],
+                    allowed[None], target_k, target_v, torch.ones(1, n, m, dtype=torch.bool))
+    return drafter._head(h)
+
+
+def _tree_ctx(target, tokens: list[int]) -> DraftContext:
+    kv = CachedLM(target.model)
+    kv.forward(tokens[:-1])
+    return DraftContext(tokens, 4, SamplingConfig(temperature=0.0), torch.Generator().manual_seed(0), kv)
+
+
+@pytest.mark.parametrize("window, n_ctx, seed", [(4, 11, 0), (16, 30, 1), (8, 40, 2)])
+def test_tree_node_logits_equal_the_chain_and_one_masked_attention(tiny_llama, window, n_ctx, seed):
+    """Random trees, each depth fed in two expansions: every node's logits (the ring and the tree merged by
+    log-sum-exp) equal its root-to-node path drafted as a chain, and one masked attention over the ring and the whole
+    tree; window 4 cuts into both parts."""
+    tokens, tree = _tokens(n_ctx, seed=seed), _random_tree(12, seed)
+    depths = tree.depths()
+    assert max(depths) >= 4
+    drafter = _drafter(tiny_llama, window=window)
+    drafter.prefill(tokens)
+    ctx = _tree_ctx(tiny_llama, tokens)
+    root = drafter.tree_begin(ctx)
+    rows = {}
+    for depth in range(max(depths) + 1):
+        level = [i for i in range(len(tree)) if depths[i] == depth]
+        for nodes in (level[1::2], level[::2]):
+            if nodes:
+                rows.update(zip(nodes, drafter.tree_expand(tree, nodes)))
+    assert drafter.ring.length == n_ctx  # the tree never entered the ring
+    with torch.inference_mode():
+        torch.testing.assert_close(torch.stack([rows[i] for i in range(len(tree))]),
+                                   _masked_reference(drafter, tokens, ctx.target_kv, tree), atol=1e-5, rtol=1e-5)
+        for node in range(len(tree)):
+            chain = _chain_logits(drafter, tokens, ctx.target_kv, [tree.tokens[i] for i in tree.path(node)])
+            torch.testing.assert_close(rows[node], chain[-1], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(root, chain[0], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("accepted", [0, 2, 4])
+def test_tree_end_moves_the_accepted_path_into_the_ring(tiny_llama, accepted):
+    """After a tree round the ring equals a fresh drafter's on the new sequence (the accepted path's fed rows moved
+    in; its unfed leaf and the rest of the tree dropped), and the next round drafts the same."""
+    window, tokens = 8, _tokens(21, seed=2)
+    tree = TokenTree(_tokens(6, seed=9), [-1, -1, 0, 2, 3, 0])  # the path 0 → 2 → 3 → 4
+    drafter = _drafter(tiny_llama, window=window)
+    drafter.prefill(tokens)
+    drafter.tree_begin(_tree_ctx(tiny_llama, tokens))
+    for nodes in ([0, 1], [2, 5], [3]):  # the leaf 4 is never fed
+        drafter.tree_expand(tree, nodes)
+    path = [0, 2, 3, 4][:accepted]
+    new = tokens + [tree.tokens[i] for i in path] + [77]
+    drafter.tree_end(new, path)
+    assert drafter.ring.length == len(tokens) + min(accepted, 3) and drafter._tree is None
+    again = _round(drafter, tiny_llama, new, gamma=4)
+
+    fresh = _drafter(tiny_llama, window=window)
+    fresh.net = drafter.net
+    fresh.prefill(new)
+    reference = _round(fresh, tiny_llama, new, gamma=4)
+    assert again.tokens == reference.tokens
+    torch.testing.assert_close(drafter.last_logits_nV, fresh.last_logits_nV, atol=1e-5, rtol=0)
+    rows, rows_ref = _ring_rows(drafter.ring), _ring_rows(fresh.ring)
+    assert rows.keys() == rows_ref.keys()
+    for p in rows:
+        torch.testing.assert_close(rows[p], rows_ref[p], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("tree", ["2,2,1", "budget:6"])
+@pytest.mark.parametrize("target_name", ["tiny_llama", "vocab6"])
+def test_greedy_trees_give_the_target_output(request, target_name, tree):
+    """Tree rounds with LongSpec: token-identical to target-only greedy, verified with the hybrid attention (the
+    default; the records say so and carry the drafter's constant memory). On the 6-token model nodes are accepted
+    (their rows move into the ring), and the masked verification gives the same run."""
+    target = request.getfixturevalue(target_name)
+    ids = target.encode("the cat sat on the mat and the cat sat on the") if target_name == "tiny_llama" else PROMPT6
+    reference = hf_greedy(target, ids, 20)
+    runs = {}
+    for attention in ("hybrid", "masked") if target_name == "vocab6" else ("hybrid",):
+        drafter = _drafter(target, window=8, tree_attention=attention)
+        config = SessionConfig(target=target.name, drafter="longspec", tree=tree, gamma=4, max_new_tokens=20,
+                               temperature=0.0)
+        session = Session(target, drafter, build_verifier("greedy"), ids, config)
+        records = list(session.run())
+        assert session.generated_ids == reference
+        assert {r.draft_info["tree_attention"] for r in records} == {attention}
+        drafted = [r for r in records if r.nodes]
+        assert drafted and {r.draft_info["drafter_cache_bytes"] for r in drafted} == {drafter.memory_bytes}
+        assert all(r.drafter_cache_len <= 8 for r in records) and records[-1].drafter_cache_len == 8
+        runs[attention] = (session.stats.accepted, [r.path for r in records])
+    if target_name == "vocab6":
+        assert runs["hybrid"][0] > 0 and runs["hybrid"] == runs["masked"]
 
 
 # ------------------------------------------------------------------------------------------------ positions and lag

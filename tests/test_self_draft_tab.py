@@ -60,7 +60,7 @@ def test_step_plots_the_confidence_and_eta_applies_live(handlers):
 
 
 @pytest.mark.parametrize("kw, message", [
-    ({"target": "tiny-gemma"}, "sliding-window"),
+    ({"target": "tiny-gemma"}, "Kangaroo adapter not found"),
     ({"prompt": ""}, "prompt is empty"),
     ({"gamma": 0}, "gamma must be in"),
 ])
@@ -90,7 +90,7 @@ def test_sweep_runs_every_eta_and_plain_decoding(handlers):
 
 def test_sweep_errors_are_a_message(handlers):
     _figure, status = handlers.sweep({}, **{**SETTINGS, "target": "tiny-gemma"}, progress=no_progress)
-    assert status.startswith("**Error:**") and "sliding-window" in status
+    assert status.startswith("**Error:**") and "Kangaroo adapter not found" in status
 
 
 def test_reset_starts_over(handlers):
@@ -117,8 +117,8 @@ def test_easyspec_timeline(handlers):
     assert status.startswith("EasySpec timeline for tiny-llama: early exit at ℓ = 3"), status
     assert {t.meta for t in figure.data} == {"attention", "mlp", "head", "calibration"}
     assert "2 devices" in figure.layout.title.text
-    figure, status = handlers.easyspec("tiny-gemma", 0, 2, 2, progress=no_progress)
-    assert status.startswith("**Error:**") and "sliding-window" in status, status
+    figure, status = handlers.easyspec("tiny-gemma", 0, 2, 2, progress=no_progress)  # sliding-window layers
+    assert status.startswith("EasySpec timeline for tiny-gemma"), status
 
 
 def test_endpoints_and_element_ids():

@@ -17,7 +17,7 @@ from visualizers.tree_graph import DECISIONS
 SETTINGS = {"prompt": "the cat sat on the mat. the cat sat on the", "chat": False, "target": "tiny-llama",
             "drafter": "early-exit", "draft_model": "tiny-llama", "exit_layer": 0, "vocab_trim": 0,
             "eta": 0.0, "lookup": False, "plus": False, "schedule": "constant", "confidence": 0.0,
-            "greedy_draft": False, "shape": "4,2,1",
+            "greedy_draft": False, "shape": "4,2,1", "window": 256, "tree_attention": "hybrid",
             "tree_branch": 4, "max_depth": 5, "children": "auto", "verifier": "rsd", "temperature": 1.0, "seed": 0,
             "max_new_tokens": 12, "compare": True}
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # gr.Warning outside a request warns instead

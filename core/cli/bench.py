@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 
+from core.cli.table import markdown_table
 from core.runtime.models import DEFAULT_TARGET
+from core.specdec.longctx import DEFAULT_DRAFTERS, DEFAULT_LENGTHS, SWEEP_TASKS
 
 NAME, HELP = "bench", "tokens/s of Hugging Face generate vs our drafters, side by side"
 
@@ -29,11 +31,24 @@ def add_arguments(bench) -> None:
                                                                     "TV drift per token)")
     bench.add_argument("--pearl-timeline", action="store_true", help="only: where PEARL's time goes (two threads vs "
                                                                       "serial, per mode, and a two-device model)")
+    bench.add_argument("--long-context", action="store_true",
+                       help="only: each --drafters drafter on --task at each of --lengths beside the target alone "
+                            "(drafter KV bytes, α, τ, tokens/s per length; --max-new-tokens new tokens each)")
+    bench.add_argument("--lengths", default=",".join(map(str, DEFAULT_LENGTHS)),
+                       help="--long-context: comma-separated prompt lengths in tokens")
+    bench.add_argument("--task", default="passkey", help=f"--long-context: {' or '.join(SWEEP_TASKS)}")
+    bench.add_argument("--drafters", default=",".join(DEFAULT_DRAFTERS), help="--long-context: drafters to compare")
+    bench.add_argument("--gamma", type=int, default=4, help="--long-context: γ of the drafters' chains")
+    bench.add_argument("--longspec-checkpoint", default=None, help="--long-context: a LongSpec drafter file (default: "
+                                                                   "the shipped one)")
     bench.add_argument("--json", action="store_true")
 
 
 def run(args) -> int:
     from core.specdec.bench import format_table, forward_cost, pearl_timeline, run_bench, typical_drift
+
+    if args.long_context:
+        return long_context(args)
 
     if args.pearl_timeline:
         print(json.dumps(pearl_timeline(args.target, per_category=args.per_category or 1,
@@ -60,3 +75,52 @@ def run(args) -> int:
         print("target forward of k new tokens (ms, × one token): " +
               ", ".join(f"k={k}: {ms:.1f} ({ms / one:.2f}×)" for k, ms in cost.items()))
     return 0
+
+
+LONG_CONTEXT_COLUMNS = {"drafter": "drafter", "length": "prompt tokens", "drafter_kv_bytes": "drafter KV bytes",
+                        "target_kv_bytes": "target KV bytes", "alpha": "α", "tau": "τ",
+                        "tokens_per_second": "tokens/s", "target_tokens_per_second": "target-only tokens/s",
+                        "speedup": "speed-up", "prefill_s": "prefill s", "target_prefill_s": "target prefill s",
+                        "identical_to_target": "identical"}
+
+
+def long_context(args) -> int:
+    """``--long-context``: ``core.specdec.longctx.context_sweep``, printed as a table (or JSON rows)."""
+    from tqdm import tqdm
+
+    from core.specdec.longctx import context_sweep, parse_lengths
+
+    lengths = parse_lengths(args.lengths)  # bad input fails before any model loads
+    drafters = [d.strip() for d in args.drafters.split(",") if d.strip()]
+    options = {"longspec": {"checkpoint": args.longspec_checkpoint}} if args.longspec_checkpoint else None
+    bars: list = []  # made at the first report, after every check passed (an error stays one line)
+
+    def progress(done: int, total: int, label: str) -> None:
+        if not bars:
+            bars.append(tqdm(total=total, desc="long context", leave=False))
+        bars[0].n = done
+        bars[0].set_postfix_str(label)
+
+    try:
+        rows = context_sweep(args.target, drafters, args.task, lengths, args.max_new_tokens, args.gamma,
+                             progress=progress, options=options)
+    finally:
+        for bar in bars:
+            bar.close()
+    if args.json:
+        print(json.dumps([r.to_dict() for r in rows], indent=1))
+        return 0
+    table = [{LONG_CONTEXT_COLUMNS[k]: v for k, v in r.to_dict().items() if k in LONG_CONTEXT_COLUMNS} for r in rows]
+    print(markdown_table(table, list(LONG_CONTEXT_COLUMNS.values()), _cell))
+    print(f"\n{args.task} on {args.target}, {args.max_new_tokens} new tokens, γ = {args.gamma}, greedy. Drafter KV: "
+          "LongSpec's ring (fixed at construction); a model drafter's own KV cache at its peak between rounds. "
+          "tokens/s: the decode phase (prefill timed apart); speed-up over the target alone at the same length.")
+    return 0
+
+
+def _cell(value) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "NO"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)

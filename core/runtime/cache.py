@@ -58,6 +58,15 @@ class WholeStatesView(Cache):
         return layer.keys, layer.values
 
 
+def trim_windows(cache) -> None:
+    """Restrict every sliding-window layer that records its past back to its window (the last window − 1 positions
+    it saw), as ``CachedLM.rollback`` does after every round. From then on a crop may remove only positions fed after
+    this call: those are the only ones such a layer can give back."""
+    for layer in cache.layers:
+        if getattr(layer, "is_sliding", False) and getattr(layer, "record_past", False) and layer.is_initialized:
+            layer.crop(0)
+
+
 def keep_per_head(cache, keep_LHk: torch.Tensor) -> None:
     """Keep, in every layer and per KV head, only the positions ``keep_LHk[layer, head]`` (L, H_kv, k)."""
     for layer, keep_Hk in zip(cache.layers, keep_LHk):

@@ -152,6 +152,7 @@ def build_methods(target, draft_model: str | None, exit_layer: int | None, tree_
     methods.update(head_methods(target))
     methods.update(adaptive_methods(target))
     methods.update(crossvocab_methods(target))
+    methods.update(longspec_methods(target))
     if draft_model:
         drafter = load_model(draft_model, device=target.device, dtype=target.dtype)
         methods["hf-assisted"] = _hf(target, assistant_model=drafter.model)
@@ -267,6 +268,29 @@ def crossvocab_methods(target) -> dict[str, Callable]:
         methods[f"ours-omnidraft-{label}-nobackoff"] = _ours(target, "omnidraft", {**base, "backoff": False})
         methods[f"ours-omnidraft-{label}-conf0.4"] = _ours(target, "omnidraft", {**base, "confidence": 0.4})
         methods[f"ours-omnidraft-{label}-direct"] = _ours(target, "omnidraft", {**base, **OMNIDRAFT_PLAIN})
+    return methods
+
+
+LONGSPEC_TRIM = 8192  # VocabTrim k for the LongSpec rows (its full 49k head is most of its cost)
+LONGSPEC_TREES = ("2,1,1", "2,2,1")
+
+
+def longspec_methods(target) -> dict[str, Callable]:
+    """Issue 19: the shipped LongSpec drafter, chains of 1, 2 and 4, with its full head and VocabTrim'd to 8k tokens,
+    and small trees (its self-attention merges the ring and the tree part by log-sum-exp)."""
+    from core.specdec.drafters.longspec import default_checkpoint as longspec_checkpoint
+
+    if not longspec_checkpoint(target.name).is_file():
+        return {}
+    methods = {}
+    trim = {"vocab_trim": LONGSPEC_TRIM} if _has_counts(target) else None
+    for gamma in (1, 2, 4):
+        methods[f"ours-longspec-g{gamma}"] = _ours(target, "longspec", gamma=gamma)
+        if trim:
+            methods[f"ours-longspec-vt8k-g{gamma}"] = _ours(target, "longspec", trim, gamma=gamma)
+    for tree in LONGSPEC_TREES:
+        label = "vt8k-" if trim else ""
+        methods[f"ours-longspec-{label}tree-{tree.replace(',', '.')}"] = _ours(target, "longspec", trim, tree=tree)
     return methods
 
 

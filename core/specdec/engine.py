@@ -278,7 +278,9 @@ class Session:
         m = len(pending)
         full = TokenTree(pending + tree.tokens, list(range(-1, m - 1)) + [m - 1 if p < 0 else m + p
                                                                           for p in tree.parents])
-        cache = TreeCache(self.target_kv)
+        # the drafter may ask for the hybrid (log-sum-exp) tree attention (LongSpec does); the record says which ran
+        cache = TreeCache(self.target_kv, attention=getattr(self.drafter, "tree_attention", "masked"))
+        grown.info = {**grown.info, "tree_attention": cache.attention}
         with self._hidden() as seen:
             logits_nV = cache.forward(full)[m - 1:].cpu()  # row 0: after the committed tokens; row i + 1: after node i
         p_nV = warp(logits_nV, self.config.sampling)

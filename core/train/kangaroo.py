@@ -22,7 +22,7 @@ from tqdm import tqdm
 from transformers import DynamicCache
 
 from core.errors import DraftScopeError
-from core.runtime.layers import check_layer_slicing, embed, run_layers
+from core.runtime.layers import FULL, check_layer_slicing, embed, rotary, run_layers
 from core.runtime.models import load_model
 from core.runtime.timing import elapsed
 from core.specdec.drafters.kangaroo import default_adapter_path
@@ -48,8 +48,7 @@ def _loss_and_metrics(target, adapter, feat: dict) -> tuple[torch.Tensor, float,
     param = next(model.parameters())
     h = feat["h"].to(device=param.device, dtype=param.dtype)[None]
     positions = torch.arange(h.shape[1], device=h.device)[None]
-    rotary = model.model.rotary_emb(h, position_ids=positions)
-    logq = torch.log_softmax(model.lm_head(adapter(h, rotary)).float()[0], -1)
+    logq = torch.log_softmax(model.lm_head(adapter(h, rotary(model, h, positions, FULL))).float()[0], -1)
     p = feat["p"].to(h.device)
     p = p / p.sum(-1, keepdim=True)
     idx = feat["idx"].to(h.device)
@@ -75,7 +74,7 @@ def train(target_name: str = "smollm2-135m", exit_layer: int = 6, n_prompts: int
           seed: int = 0, out: str | Path | None = None, max_len: int = 384, holdout: float = 0.05) -> dict:
     t0 = time.perf_counter()
     target = load_model(target_name)
-    check_layer_slicing(target.model)
+    check_layer_slicing(target.model, sliding_ok=True)
     if not 1 <= exit_layer < target.n_layers:
         raise DraftScopeError(f"exit layer must be in 1..{target.n_layers - 1}, got {exit_layer}")
     prompts, sequences = training_sequences(target, n_prompts, max_new_tokens, batch, seed)

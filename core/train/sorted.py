@@ -79,7 +79,7 @@ def train(base_name: str = "smollm2-135m", exit_layers: list[int] | None = None,
           rank: int = DEFAULT_RANK, max_sequences: int | None = None) -> dict:
     t0 = time.perf_counter()
     base = load_model(base_name)
-    check_layer_slicing(base.model)
+    check_layer_slicing(base.model, sliding_ok=True)
     exit_layers = exit_layers or default_exit_layers(base.n_layers)
     if epochs < 1 or rank < 1:
         raise DraftScopeError("epochs and rank must be at least 1")

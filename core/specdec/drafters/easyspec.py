@@ -23,6 +23,9 @@ forward), fuzzy_forwards, calibrated_tokens (tokens the calibration pass before 
 final hidden state (after the final norm) of the round's first fuzzy forward, the one that yields draft 1
 (``cosine_draft``), both computed on the same cache, plus ``top1_match`` (the two argmaxes agree).
 
+On Gemma 3 every layer gets the mask of its kind (sliding-window layers see only their window) and its rotary
+embedding, and each sublayer's contribution includes Gemma's sublayer output norms, so ``group_size = 1`` stays exact.
+
 This runs the groups on one device: it reproduces EasySpec's acceptance behaviour, not its multi-device speed.
 ``layer_times`` measures the sublayers here and ``modelled_latency`` turns them into a modelled multi-device latency.
 """
@@ -41,8 +44,7 @@ from transformers import DynamicCache
 
 from core.errors import DraftScopeError
 from core.options import Flag, ModelName, Range
-from core.runtime.layers import check_layer_slicing, embed, head, layer_cache_len, run_layers
-from core.runtime.masks import causal_mask
+from core.runtime.layers import check_layer_slicing, embed, head, layer_inputs, run_layers
 from core.runtime.models import LoadedModel
 from core.runtime.timing import timed_ms
 from core.specdec.drafters.base import ConfidenceOptions, Draft, DraftContext, Drafter, stack_or_none
@@ -66,15 +68,17 @@ def layer_groups(n_layers: int, group_size: int) -> list[tuple[int, int]]:
 def fuzzy_layers(model: nn.Module, hidden: torch.Tensor, groups: list[tuple[int, int]], cache,
                  position0: int) -> torch.Tensor:
     """The layer-parallel forward of ``hidden`` (1, n, d) at positions position0.., appending to every layer of
-    ``cache`` (all layers must hold the same number of tokens). Returns the last layer's output (1, n, d)."""
-    inner = model.model
-    n = hidden.shape[1]
-    positions = torch.arange(position0, position0 + n, device=hidden.device)[None]
-    mask = causal_mask(n, layer_cache_len(cache, groups[0][0]), hidden.dtype, hidden.device)  # (1, 1, n, past + n)
-    rotary = inner.rotary_emb(hidden, position_ids=positions)
+    ``cache`` (all layers must hold the same number of tokens). Returns the last layer's output (1, n, d). Every
+    layer gets the mask and rotary embedding of its kind (sliding-window or full attention)."""
+    all_layers = model.model.layers
+    positions = torch.arange(position0, position0 + hidden.shape[1], device=hidden.device)[None]
+    inputs = layer_inputs(model, all_layers, hidden, cache, positions)  # (mask, rotary) per layer
     for first, last in groups:
-        layers = inner.layers[first:last + 1]
-        attn_out = [_attention(layer, hidden, rotary, mask, cache) for layer in layers]  # all read the group's input
+        layers = all_layers[first:last + 1]
+        attn_out = []
+        for j, layer in enumerate(layers):  # every attention of the group reads the group's input
+            mask, rotary = inputs[first + j]
+            attn_out.append(_attention(layer, hidden, rotary, mask, cache))
         for layer, a in zip(layers, attn_out):  # the MLPs chain as usual
             hidden = hidden + a
             hidden = hidden + _mlp(layer, hidden)
@@ -112,7 +116,7 @@ class EasySpecDrafter(Drafter):
                       if opts.base == "model" else EarlyExitDrafter(target, exit_layer=opts.exit_layer, **trim))
         self.net = self.inner.network()
         try:
-            check_layer_slicing(self.net)
+            check_layer_slicing(self.net, sliding_ok=True)
         except DraftScopeError as exc:
             raise DraftScopeError(f"EasySpec needs a llama-style drafter network: {exc}") from exc
         self.base, self.group_size, self.calibrate, self.measure = (opts.base, opts.group_size, opts.calibrate,
@@ -229,13 +233,14 @@ class EasySpecDrafter(Drafter):
         net, layers = self.net, self.net.model.layers
         vocab = net.get_input_embeddings().weight.shape[0]
         cache = DynamicCache(config=net.config)
+        cache.activate_past_recording()  # sliding-window layers: each timed call is cropped off again
         run_layers(net, embed(net, [i % vocab for i in range(1, context + 1)]), 0, self.n_layers, cache, 0)
         x = embed(net, [(context + i) % vocab for i in range(n_tokens)])
         positions = torch.arange(context, context + n_tokens, device=x.device)[None]
-        rotary = net.model.rotary_emb(x, position_ids=positions)
-        mask = causal_mask(n_tokens, context, x.dtype, x.device)
+        inputs = layer_inputs(net, layers, x, cache, positions)  # (mask, rotary) per layer
         attn_ms, mlp_ms = [], []
         for j, layer in enumerate(layers):
+            mask, rotary = inputs[j]
             attn = functools.partial(_attention, layer, x, rotary, mask, cache)
             a = attn()  # warm-up
             cache.layers[j].crop(-n_tokens)
@@ -251,12 +256,22 @@ class EasySpecDrafter(Drafter):
 
 
 def _attention(layer: nn.Module, x: torch.Tensor, rotary, mask: torch.Tensor, cache) -> torch.Tensor:
-    return layer.self_attn(hidden_states=layer.input_layernorm(x), position_embeddings=rotary, attention_mask=mask,
-                           past_key_values=cache)[0]
+    """The attention sublayer's contribution to the residual stream (Gemma's sandwich norm: also its output norm)."""
+    out = layer.self_attn(hidden_states=layer.input_layernorm(x), position_embeddings=rotary, attention_mask=mask,
+                          past_key_values=cache)[0]
+    return layer.post_attention_layernorm(out) if _sandwich(layer) else out
 
 
 def _mlp(layer: nn.Module, h: torch.Tensor) -> torch.Tensor:
+    """The MLP sublayer's contribution (Llama: post-attention norm, MLP; Gemma: pre- and post-feedforward norms)."""
+    if _sandwich(layer):
+        return layer.post_feedforward_layernorm(layer.mlp(layer.pre_feedforward_layernorm(h)))
     return layer.mlp(layer.post_attention_layernorm(h))
+
+
+def _sandwich(layer: nn.Module) -> bool:
+    """Gemma-style layers normalise each sublayer's input and output."""
+    return hasattr(layer, "pre_feedforward_layernorm") and hasattr(layer, "post_feedforward_layernorm")
 
 
 def modelled_latency(times: dict, group_size: int, devices: int, sync_ms: float = 0.0) -> dict:

@@ -23,7 +23,7 @@ from core.errors import DraftScopeError
 from core.options import LocalPath, Range
 from core.runtime import checkpoint
 from core.runtime.layers import check_layer_slicing
-from core.runtime.models import LoadedModel, has_sliding_layers
+from core.runtime.models import LoadedModel
 from core.specdec.drafters.base import ConfidenceOptions, Draft, DraftContext, Drafter
 from core.specdec.drafters.model import ModelDrafter
 from core.specdec.drafters.ngram import lookup
@@ -44,19 +44,27 @@ def _config_dict(target) -> dict:
     return config
 
 
-def build_network(target: LoadedModel, n_layers: int, keep: torch.Tensor,
-                  init_layers: list[int] | None = None) -> nn.Module:
+def build_network(target: LoadedModel, n_layers: int, keep: torch.Tensor, init_layers: list[int] | None = None,
+                  layer_types: list[str] | None = None) -> nn.Module:
     """A causal LM of ``n_layers`` decoder layers of the target's architecture, sharing the target's input embedding,
-    with the target's head rows for ``keep``; layer j copies target layer ``init_layers[j]`` when given."""
-    check_layer_slicing(target.model)
-    if has_sliding_layers(target.model):
-        raise DraftScopeError(f"the FastDraft drafter is built for full-attention targets; '{target.name}' has "
-                              "sliding-window layers")
+    with the target's head rows for ``keep``; layer j copies target layer ``init_layers[j]`` when given. On targets
+    with sliding-window layers (Gemma 3) layer j is of the kind of the target layer it copies (``layer_types``, as a
+    checkpoint stores them, else the kinds of ``init_layers``, else of the target's first layers)."""
+    check_layer_slicing(target.model, sliding_ok=True)  # the network runs as a model of its own: any layer kinds do
     if n_layers < 1:
         raise DraftScopeError(f"a FastDraft drafter needs at least one layer, got {n_layers}")
-    config = type(target.model.config).from_dict({**_config_dict(target), "num_hidden_layers": n_layers})
-    if getattr(config, "layer_types", None) is not None:
-        config.layer_types = list(config.layer_types[:n_layers])
+    if init_layers is not None and (len(init_layers) != n_layers
+                                    or not all(0 <= i < target.n_layers for i in init_layers)):
+        raise DraftScopeError(f"--init-layers must name {n_layers} target layers in 0..{target.n_layers - 1}, "
+                              f"got {init_layers}")
+    shape = {"num_hidden_layers": n_layers}
+    kinds = getattr(target.model.config, "layer_types", None)
+    if kinds is not None:
+        shape["layer_types"] = list(layer_types or [kinds[i] for i in (init_layers or range(n_layers))])
+        if len(shape["layer_types"]) != n_layers:
+            raise DraftScopeError(f"a FastDraft drafter of {n_layers} layers needs {n_layers} layer types, got "
+                                  f"{shape['layer_types']}")
+    config = type(target.model.config).from_dict({**_config_dict(target), **shape})
     with torch.device("meta"):
         net = type(target.model)(config)
     net.model.embed_tokens = target.model.model.embed_tokens  # shared with the target
@@ -67,12 +75,8 @@ def build_network(target: LoadedModel, n_layers: int, keep: torch.Tensor,
     net.lm_head = TrimmedHead.of(target.model.lm_head, keep)
     param = next(target.model.parameters())
     net.model.layers.to(device=param.device, dtype=param.dtype)
-    if init_layers is not None:
-        if len(init_layers) != n_layers or not all(0 <= i < target.n_layers for i in init_layers):
-            raise DraftScopeError(f"--init-layers must name {n_layers} target layers in 0..{target.n_layers - 1}, "
-                                  f"got {init_layers}")
-        for j, i in enumerate(init_layers):
-            net.model.layers[j].load_state_dict(target.model.model.layers[i].state_dict())
+    for j, i in enumerate(init_layers or []):
+        net.model.layers[j].load_state_dict(target.model.model.layers[i].state_dict())
     net.config = config
     return net.eval()
 
@@ -88,6 +92,8 @@ def trained_state(net: nn.Module) -> dict[str, torch.Tensor]:
 def save(path: str | Path, net: nn.Module, target: LoadedModel, meta: dict) -> Path:
     meta = {**meta, "target": target.name, "tokenizer": target.tokenizer_id(), "n_layers": len(net.model.layers),
             "hidden_size": target.model.config.hidden_size, "target_layers": target.n_layers}
+    if getattr(net.config, "layer_types", None) is not None:
+        meta["layer_types"] = list(net.config.layer_types)
     return checkpoint.save(path, trained_state(net), meta, KIND)
 
 
@@ -99,7 +105,7 @@ def load(path: str | Path, target: LoadedModel) -> tuple[nn.Module, dict]:
         raise DraftScopeError(f"{path} is a FastDraft drafter for '{meta.get('target')}', not for '{target.name}' "
                               f"(another tokenizer or width); train one with "
                               f"{TRAIN_HINT.replace('TARGET', target.name)}")
-    net = build_network(target, int(meta["n_layers"]), state["keep"].long())
+    net = build_network(target, int(meta["n_layers"]), state["keep"].long(), layer_types=meta.get("layer_types"))
     param = next(target.model.parameters())
     layers = {k[len("layers."):]: v.to(param.dtype) for k, v in state.items() if k.startswith("layers.")}
     norm = {k[len("norm."):]: v.to(param.dtype) for k, v in state.items() if k.startswith("norm.")}

@@ -5,6 +5,9 @@ Shared cache: drafting runs the shallow layers [0, ℓ) inside the *target's* KV
 layers [ℓ, L) on the layer-ℓ states kept from drafting (plus the shallow pass of the last draft, which drafting never
 needed). Second early exit: drafting stops as soon as the drafter's top probability falls below η (or after γ
 tokens). The adapter keeps its own one-layer cache, aligned with the committed tokens after every round.
+On targets with sliding-window layers (Gemma 3) the shallow ones record what drafting feeds them until the round's
+rollback (the target's cache records its past), which trims every layer back to its window; ``run_layers`` gives
+each layer the mask and rotary embedding of its kind.
 
 Defaults from the paper: γ = 6, η = 0.6. ℓ is fixed by the trained adapter: the one shipped for ``smollm2-135m``
 (``assets/kangaroo/``) uses 6 of its 30 layers, deeper than the paper's 2 of Vicuna-7B's 32 (the README has the
@@ -23,7 +26,7 @@ from transformers import DynamicCache
 from core import ASSETS_DIR
 from core.errors import DraftScopeError
 from core.options import LocalPath, Range
-from core.runtime.layers import check_layer_slicing, embed, run_layers
+from core.runtime.layers import FULL, check_layer_slicing, embed, head, rotary, run_layers
 from core.runtime.models import LoadedModel, module_param_bytes
 from core.specdec.drafters.base import ConfidenceOptions, Draft, DraftContext, Drafter, SharesTargetCache, stack_or_none
 from core.specdec.drafters.kangaroo_adapter import KangarooAdapter
@@ -58,11 +61,15 @@ class KangarooDrafter(Drafter, SharesTargetCache):
 
     def __init__(self, target: LoadedModel, options=None, **kw):
         super().__init__(target, options, **kw)
-        check_layer_slicing(target.model)
+        check_layer_slicing(target.model, sliding_ok=True)
         adapter = self.options.adapter
         if isinstance(adapter, KangarooAdapter):
             self.adapter, meta = adapter, {"exit_layer": getattr(adapter, "exit_layer", None)}
         else:
+            if adapter is None and not default_adapter_path(target.name).is_file():
+                raise DraftScopeError(f"Kangaroo adapter not found for '{target.name}' (none ships for it): train "
+                                      f"one with python -m core.train.kangaroo --target {target.name}, or give an "
+                                      "adapter file")
             self.adapter, meta = KangarooAdapter.load(adapter or default_adapter_path(target.name), target.model)
         ell = meta.get("exit_layer")
         if not isinstance(ell, int) or not 1 <= ell < target.n_layers:
@@ -81,8 +88,7 @@ class KangarooDrafter(Drafter, SharesTargetCache):
         """Run the adapter on layer-ℓ states at positions position0.. (appending to its cache); return head logits
         (n, V) float32."""
         positions = torch.arange(position0, position0 + hidden.shape[1], device=hidden.device)[None]
-        rotary = self.model.model.rotary_emb(hidden, position_ids=positions)
-        out = self.adapter(hidden, rotary, cache=self.adapter_cache)
+        out = self.adapter(hidden, rotary(self.model, hidden, positions, FULL), cache=self.adapter_cache)
         self.adapter_len += hidden.shape[1]
         return self.draft_head(out)[0].float()
 
@@ -160,8 +166,7 @@ class KangarooDrafter(Drafter, SharesTargetCache):
         out = run_layers(self.model, hidden, self.exit_layer, self.target.n_layers, target_kv.cache, round_.base)
         target_kv.ids.extend(feed)
         self._verified = (round_.base, hidden)
-        n = len(draft) + 1
-        return self.model.lm_head(self.model.model.norm(out[:, -n:]))[0].float()
+        return head(self.model, out[:, -(len(draft) + 1):])
 
     def observe(self, tokens: list[int], n_accepted: int) -> None:
         """Align the adapter's cache with the committed tokens but the last (feeding it the accepted states it has

@@ -25,15 +25,25 @@ The lag: between rounds the target's cache holds every committed token but the l
 token x_{T−1} sees target KV at positions ≤ T − 2 (lag 1) and the i-th draft's query, lag 1 + i; drafted tokens beyond
 the target cache see only the verified KV. Training simulates lags 1..4 (``core.train.longspec``).
 
-Chain drafting only: the tree drafting of the paper (its hybrid attention merges the ring and the tree part by
-log-sum-exp, ``core.runtime.attention_merge``) is not wired in yet.
+Trees (``TreeDrafting``, grown by ``core.specdec.trees.grow``): node i at depth k (roots: depth 0) sits at position
+T + k, as the k-th draft of a chain would (T committed tokens; the root's query is x_{T−1} at T − 1, the chain's
+first). Each expansion feeds its nodes' rows into a per-round tree scratch (never into the ring) and attends, as the
+paper's hybrid tree attention does, to two key sets apart, merged by log-sum-exp (``core.runtime.attention_merge``):
+the ring — every committed position in the node's window, no ancestor mask — and the tree scratch with the small
+(nodes × fed nodes) ancestor mask (ancestors and itself, within the window). The cross-attention reads the target's
+verified cache, as in a chain. So a node's logits are its root-to-node path's logits drafted as a chain.
+``tree_end`` moves the rows of the accepted path into the ring and drops the rest.
+
+Verification: by default the target verifies LongSpec's trees with the same split (``tree_attention = "hybrid"``,
+``core.specdec.trees.tree``): the cached prefix without a mask, the tree nodes with the ancestor mask, merged by
+log-sum-exp; ``"masked"`` uses one (nodes × prefix + nodes) mask.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import torch
 from torch import nn
@@ -44,10 +54,10 @@ from core import ASSETS_DIR
 from core.errors import DraftScopeError
 from core.options import LocalPath, Range
 from core.runtime import checkpoint
-from core.runtime.attention_merge import partial_attention
+from core.runtime.attention_merge import split_attention
 from core.runtime.layers import check_layer_slicing
 from core.runtime.models import LoadedModel, has_sliding_layers, module_param_bytes
-from core.specdec.drafters.base import ConfidenceOptions, Draft, DraftContext, Drafter, stack_or_none
+from core.specdec.drafters.base import ConfidenceOptions, Draft, DraftContext, Drafter, TreeDrafting, stack_or_none
 from core.specdec.drafters.model import fit_vocab
 from core.specdec.vocab_trim import VocabTrimOptions, draft_head, vocab_mask
 
@@ -106,16 +116,17 @@ def rope(x_BHnd: torch.Tensor, cos_Bnd: torch.Tensor, sin_Bnd: torch.Tensor) -> 
     return x_BHnd * cos + rotated * sin
 
 
-def gqa_attention(q_BHnd: torch.Tensor, k_BHmd: torch.Tensor, v_BHmd: torch.Tensor,
-                  allowed_Bnm: torch.Tensor) -> torch.Tensor:
+KeySet = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # keys, values (B, Hkv, m, d), allowed (B, n, m)
+
+
+def gqa_attention(q_BHnd: torch.Tensor, k_BHmd: torch.Tensor, v_BHmd: torch.Tensor, allowed_Bnm: torch.Tensor,
+                  *more: KeySet) -> torch.Tensor:
     """Softmax attention (scale 1/√d) of Hq query heads over Hkv key heads (query head h reads key head h // g),
-    only where ``allowed`` (B, n, m); a query with no allowed key gets 0. Computed in float32, without copying keys."""
-    B, H, n, d = q_BHnd.shape
-    g = H // k_BHmd.shape[1]
-    q_BHgd = q_BHnd.reshape(B, H // g, g * n, d).float()  # rows: group member r, then query i
-    allowed = allowed_Bnm[:, None].repeat(1, 1, g, 1)  # (B, 1, g·n, m), the same rows
-    out, _ = partial_attention(q_BHgd, k_BHmd.float(), v_BHmd.float(), allowed)
-    return out.reshape(B, H, n, d).to(q_BHnd.dtype)
+    only where ``allowed`` (B, n, m); a query with no allowed key gets 0. Computed in float32, without copying keys.
+    ``more``: further disjoint key sets, each attended apart and merged by log-sum-exp (the hybrid tree attention)."""
+    parts = [(k.float(), v.float(), allowed) for k, v, allowed in ((k_BHmd, v_BHmd, allowed_Bnm), *more)]
+    out, _ = split_attention(q_BHnd.float(), parts)
+    return out.to(q_BHnd.dtype)
 
 
 def _heads(x_BnX: torch.Tensor, d: int) -> torch.Tensor:
@@ -144,9 +155,11 @@ class SelfAttention(nn.Module):
         """(keys (B, Hkv, n, d) after RoPE, values (B, Hkv, n, d)) of normed inputs."""
         return rope(_heads(self.k_proj(h_BnD), self.head_dim), cos, sin), _heads(self.v_proj(h_BnD), self.head_dim)
 
-    def forward(self, h_BnD, cos, sin, k_BHmd, v_BHmd, allowed_Bnm) -> torch.Tensor:
+    def forward(self, h_BnD, cos, sin, k_BHmd, v_BHmd, allowed_Bnm, tree: KeySet | None = None) -> torch.Tensor:
+        """``tree``: a second key set (the tree's rows), attended apart and merged by log-sum-exp."""
         q = rope(_heads(self.q_proj(h_BnD), self.head_dim), cos, sin)
-        return self.o_proj(_merge_heads(gqa_attention(q, k_BHmd, v_BHmd, allowed_Bnm)))
+        more = (tree,) if tree is not None else ()
+        return self.o_proj(_merge_heads(gqa_attention(q, k_BHmd, v_BHmd, allowed_Bnm, *more)))
 
 
 class CrossAttention(nn.Module):
@@ -216,10 +229,11 @@ class LongSpecNet(nn.Module):
         return self.self_attn.kv(self.norm_self(x_BnD), cos, sin)
 
     def forward(self, x_BnD, cos, sin, self_k, self_v, self_allowed_Bnm, target_k, target_v,
-                cross_allowed_Bnm) -> torch.Tensor:
+                cross_allowed_Bnm, tree: KeySet | None = None) -> torch.Tensor:
         """The block on inputs x (B, n, D): self-attention over (self_k, self_v) (B, Hkv, m, d), cross-attention over
-        the target's (target_k, target_v) (B, Hkv, m', d), each where its mask allows; the output states (B, n, D)."""
-        x = x_BnD + self.self_attn(self.norm_self(x_BnD), cos, sin, self_k, self_v, self_allowed_Bnm)
+        the target's (target_k, target_v) (B, Hkv, m', d), each where its mask allows; the output states (B, n, D).
+        ``tree``: more self-attention keys (a draft tree's rows with their ancestor mask), merged by log-sum-exp."""
+        x = x_BnD + self.self_attn(self.norm_self(x_BnD), cos, sin, self_k, self_v, self_allowed_Bnm, tree)
         x = x + self.cross_attn(self.norm_cross(x), cos, sin, target_k, target_v, cross_allowed_Bnm)
         return x + self.mlp(self.norm_mlp(x))
 
@@ -317,19 +331,36 @@ class _Round:
     v: list[torch.Tensor] = field(default_factory=list)
 
 
+@dataclass
+class _TreeRound:
+    """A tree round's scratch: the rows of the nodes fed so far (never in the ring), in the order they were fed."""
+
+    base: int  # committed tokens when the round began (T)
+    target_k: torch.Tensor | None  # the target's verified last-layer keys (1, Hkv, m, d), read once per round
+    target_v: torch.Tensor | None
+    column: dict[int, int] = field(default_factory=dict)  # node (growth index) → its row among the fed ones
+    tokens: list[int] = field(default_factory=list)  # the fed nodes' tokens
+    positions: list[int] = field(default_factory=list)  # and positions (T + depth)
+    k: list[torch.Tensor] = field(default_factory=list)  # their rows, (Hkv, n, d) per expansion
+    v: list[torch.Tensor] = field(default_factory=list)
+
+
 # ------------------------------------------------------------------------------------------------ the drafter
-class LongSpecDrafter(Drafter):
+class LongSpecDrafter(Drafter, TreeDrafting):
     name = "longspec"
 
     @dataclass
     class Options(VocabTrimOptions, ConfidenceOptions):
         checkpoint: Annotated[str | None, LocalPath] = None  # trained LongSpec drafter file (None: the shipped one)
         window: Annotated[int, Range(16, 1024, 16)] = WINDOW  # sliding window of the drafter's self-attention
+        tree_attention: Literal["hybrid", "masked"] = "hybrid"  # target's tree verification: by log-sum-exp, or masked
 
         def __post_init__(self):
             super().__post_init__()
             if isinstance(self.window, bool) or not isinstance(self.window, int) or self.window < 1:
                 raise DraftScopeError(f"the LongSpec window must be a whole number of at least 1, got {self.window!r}")
+            if self.tree_attention not in ("hybrid", "masked"):
+                raise DraftScopeError(f"the tree attention must be hybrid or masked, got {self.tree_attention!r}")
 
     def __init__(self, target: LoadedModel, options=None, **kw):
         super().__init__(target, options, **kw)
@@ -350,16 +381,38 @@ class LongSpecDrafter(Drafter):
         param = next(target.model.parameters())
         self.ring = RingCache(self.options.window, shape.n_kv_heads, shape.head_dim, param.dtype, param.device)
         self._round: _Round | None = None
+        self._tree: _TreeRound | None = None
+        self.tree_info: dict = {}  # the last tree round's facts for its record (as a chain round's draft info)
         self.last_logits_nV: torch.Tensor | None = None  # the drafter's logits of the last round (float32, inspection)
 
     # ------------------------------------------------------------------------------------------ pieces
-    def _inputs(self, tokens: list[int], position0: int):
-        """Embeddings (1, n, D) and RoPE (cos, sin) of ``tokens`` at positions position0.."""
+    def _inputs(self, tokens: list[int], position0: int | list[int]):
+        """Embeddings (1, n, D) and RoPE (cos, sin) of ``tokens`` at positions position0.. (or at each of a list)."""
         ids = torch.tensor([tokens], dtype=torch.long, device=self.embed.weight.device)
         x = self.embed(ids)
-        positions = torch.arange(position0, position0 + len(tokens), device=x.device)[None]
+        if isinstance(position0, int):
+            positions = torch.arange(position0, position0 + len(tokens), device=x.device)[None]
+        else:
+            positions = torch.tensor([position0], dtype=torch.long, device=x.device)
         cos, sin = self.rotary(x, position_ids=positions)
         return x, cos, sin
+
+    def _window(self, key_pos_m: torch.Tensor, query_pos_n: torch.Tensor) -> torch.Tensor:
+        """(n, m) bool: the keys at ``key_pos_m`` (−1: an empty slot) within each query's window (causal)."""
+        k, q = key_pos_m[None], query_pos_n[:, None]
+        return (k >= 0) & (k <= q) & (k > q - self.ring.window)
+
+    def _cross(self, target_k, target_v, n: int):
+        """The cross-attention's keys, values and mask (1, n, m) (no verified key yet: zero keys, output 0)."""
+        if target_k is None:
+            shape = self.ring.k_Hkd.shape
+            target_k = target_v = self.ring.k_Hkd.new_zeros((1, shape[0], 0, shape[-1]))
+        return target_k, target_v, torch.ones((1, n, target_k.shape[2]), dtype=torch.bool, device=target_k.device)
+
+    def _head(self, h_BnD: torch.Tensor) -> torch.Tensor:
+        """Logits (n, V) of the block's output states, float32, fitted to the target's vocabulary."""
+        logits_nV = self.head(self.final_norm(h_BnD))[0].float()
+        return torch.stack([fit_vocab(row, self.target.vocab_size) for row in logits_nV])
 
     def _fill(self, tokens: list[int]) -> None:
         """Write the rows of ``tokens`` (the next committed positions) into the ring."""
@@ -397,20 +450,26 @@ class LongSpecDrafter(Drafter):
         keys_v = [self.ring.v_Hkd] + round_.v
         pos = torch.cat([self.ring.pos_k, torch.arange(round_.base, round_.base + len(round_.k),
                                                        device=self.ring.pos_k.device)])
-        self_allowed = ((pos >= 0) & (pos <= position) & (pos > position - self.ring.window))[None, None]
+        self_allowed = self._window(pos, torch.tensor([position], device=pos.device))[None]
         k = torch.cat(keys_k, dim=1)[None]
         v = torch.cat(keys_v, dim=1)[None]
-        if target_k is None:  # nothing verified yet: the cross-attention sees no key (its output is 0)
-            target_k = target_v = k.new_zeros((1, k.shape[1], 0, k.shape[-1]))
-        cross_allowed = torch.ones((1, 1, target_k.shape[2]), dtype=torch.bool, device=k.device)
-        h = self.net(x, cos, sin, k, v, self_allowed, target_k, target_v, cross_allowed)
-        return fit_vocab(self.head(self.final_norm(h))[0, -1].float(), self.target.vocab_size)
+        h = self.net(x, cos, sin, k, v, self_allowed, *self._cross(target_k, target_v, 1))
+        return self._head(h)[-1]
+
+    def _extend(self, round_: _Round, token: int, position: int, target_k, target_v) -> torch.Tensor:
+        """A chain draft at ``position``: its row into the round's scratch, then the block on it; logits (V,)."""
+        x, cos, sin = self._inputs([token], position)
+        k, v = self.net.own_kv(x, cos, sin)
+        round_.tokens.append(token)
+        round_.k.append(k[0])
+        round_.v.append(v[0])
+        return self._logits(token, position, round_, target_k, target_v)
 
     # ------------------------------------------------------------------------------------------ the protocol
     @torch.inference_mode()
     def prefill(self, tokens: list[int]) -> None:
         """Fill the ring with the rows of the prompt but its last token (only the last ``window`` positions)."""
-        self._round = None
+        self._round = self._tree = None
         self.ring.clear(max(0, len(tokens) - 1 - self.ring.window))
         self._fill(tokens[self.ring.length:len(tokens) - 1])
 
@@ -434,12 +493,7 @@ class LongSpecDrafter(Drafter):
             shows.append(show_V)
             if i == ctx.gamma - 1:
                 break  # the last draft's row is never read this round
-            x, cos, sin = self._inputs([token], T + i)
-            k, v = self.net.own_kv(x, cos, sin)
-            round_.tokens.append(token)
-            round_.k.append(k[0])
-            round_.v.append(v[0])
-            logits_V = self._logits(token, T + i, round_, target_k, target_v)
+            logits_V = self._extend(round_, token, T + i, target_k, target_v)
             raw.append(logits_V)
         self.last_logits_nV = torch.stack(raw)
         info = {"drafter_cache_bytes": self.memory_bytes, "target_cache_read": m, "window": self.ring.window,
@@ -461,9 +515,81 @@ class LongSpecDrafter(Drafter):
         if keep:
             self.ring.write(round_.tokens[:keep], torch.cat(round_.k[:keep], dim=1), torch.cat(round_.v[:keep], dim=1))
 
+    # ------------------------------------------------------------------------------------------ trees
+    @torch.inference_mode()
+    def tree_begin(self, ctx: DraftContext) -> torch.Tensor:
+        """The logits (V,) after the committed tokens (the query of x_{T−1}, as a chain's first); opens the round's
+        tree scratch."""
+        if ctx.target_kv is None:
+            raise DraftScopeError("the LongSpec drafter cross-attends to the target's KV cache and needs the "
+                                  "engine's target_kv")
+        target_k, target_v, m = self.target_cache(ctx.target_kv, ctx.tokens)
+        self._sync(ctx.tokens)
+        T = len(ctx.tokens)
+        self._round = None
+        self._tree = _TreeRound(T, target_k, target_v)
+        self.tree_info = {"drafter_cache_bytes": self.memory_bytes, "target_cache_read": m,
+                          "window": self.ring.window, "ring_tokens": self.ring.held}
+        if self.trim is not None:
+            self.tree_info["vocab_trim"] = self.trim.as_info()
+        return self._logits(ctx.tokens[-1], T - 1, _Round(base=T), target_k, target_v)
+
+    @torch.inference_mode()
+    def tree_expand(self, tree, nodes: list[int]) -> torch.Tensor:
+        """Feed ``nodes`` (each at position T + its depth) into the tree scratch; their logits (n, V). Self-attention
+        over two key sets merged by log-sum-exp: the ring (each node's window, no ancestor mask) and the fed nodes
+        (ancestors and itself, within the window)."""
+        state = self._tree
+        depths = tree.depths()
+        positions = [state.base + depths[i] for i in nodes]
+        tokens = [tree.tokens[i] for i in nodes]
+        x, cos, sin = self._inputs(tokens, positions)
+        k, v = self.net.own_kv(x, cos, sin)
+        for node in nodes:
+            state.column[node] = len(state.column)
+        state.tokens += tokens
+        state.positions += positions
+        state.k.append(k[0])
+        state.v.append(v[0])
+
+        device = self.ring.pos_k.device
+        query_pos_n = torch.tensor(positions, device=device)
+        ancestors_nF = torch.zeros(len(nodes), len(state.column), dtype=torch.bool)
+        for j, node in enumerate(nodes):
+            ancestors_nF[j, [state.column[a] for a in tree.path(node)]] = True
+        tree_allowed = ancestors_nF.to(device) & self._window(torch.tensor(state.positions, device=device),
+                                                              query_pos_n)
+        tree_keys = (torch.cat(state.k, dim=1)[None], torch.cat(state.v, dim=1)[None], tree_allowed[None])
+        ring_allowed = self._window(self.ring.pos_k, query_pos_n)[None]
+        h = self.net(x, cos, sin, self.ring.k_Hkd[None], self.ring.v_Hkd[None], ring_allowed,
+                     *self._cross(state.target_k, state.target_v, len(nodes)), tree=tree_keys)
+        return self._head(h)
+
+    @torch.inference_mode()
+    def tree_end(self, tokens: list[int], path: list[int]) -> None:
+        """Move the rows of the accepted path's fed nodes into the ring (they sit at their committed positions) and
+        drop the rest of the tree."""
+        state, self._tree = self._tree, None
+        if state is None or self.ring.length != state.base or not self.ring.matches(tokens):
+            return  # the next round's sync rebuilds what is needed
+        rows = []
+        for i, node in enumerate(path):
+            row = state.column.get(node)
+            if row is None or state.base + i >= len(tokens) or tokens[state.base + i] != state.tokens[row]:
+                break
+            rows.append(row)
+        if rows:
+            k, v = torch.cat(state.k, dim=1), torch.cat(state.v, dim=1)
+            self.ring.write([state.tokens[r] for r in rows], k[:, rows], v[:, rows])
+
+    @property
+    def tree_attention(self) -> str:
+        """How the target verifies this drafter's trees (``core.specdec.trees.tree.TreeCache``)."""
+        return self.options.tree_attention
+
     def restart(self) -> None:
         super().restart()
-        self._round = None
+        self._round = self._tree = None
 
     @property
     def memory_bytes(self) -> int:

@@ -11,6 +11,10 @@ separate model (``draft_model``, default the target itself) with its own cache. 
 the random test models with its tokenizer); where the Hub is reachable, the whole SmolLM2 family (``smollm2-360m``,
 ``smollm2-1.7b``). At our scale the exits are cut from SmolLM2-135M's own first 10 layers (5/7/10), tuned with
 LoRA factors and per-exit norms instead of a full fine-tune; see ``core.specdec.drafters.sorted_exits``.
+
+Sliding-window layers (Gemma 3): the drafter's cache records their past, so rejected drafts can be cropped from
+them, and every sync trims them back to the window; ``run_layers`` windows their masks. No exits ship for Gemma:
+untrained exits (plain early exits at the default layers) stand in.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from transformers import DynamicCache
 from core import ASSETS_DIR
 from core.errors import DraftScopeError
 from core.options import LocalPath, ModelName
+from core.runtime.cache import trim_windows
 from core.runtime.layers import check_layer_slicing, embed, run_layers
 from core.runtime.models import LoadedModel, load_model, module_param_bytes
 from core.specdec.drafters.base import ConfidenceOptions, Draft, DraftContext, Drafter, stack_or_none
@@ -103,7 +108,7 @@ class SortedDrafter(Drafter):
         else:
             base = load_model(draft_model, device=target.device, dtype=target.dtype, allow_local=self.allow_local)
         check_same_tokenizer(target, base)
-        check_layer_slicing(base.model)
+        check_layer_slicing(base.model, sliding_ok=True)
         if isinstance(exits, SortedExits):
             self.exits, self.meta = exits, {"trained": False}
         else:
@@ -120,6 +125,7 @@ class SortedDrafter(Drafter):
     # ------------------------------------------------------------------------------------------ the nested stack
     def _reset(self) -> None:
         self.cache = DynamicCache(config=self.model.config)
+        self.cache.activate_past_recording()  # sliding-window layers (Gemma 3): rejected drafts can be cropped
         self.ids: list[int] = []  # tokens whose embeddings entered segment 0 (positions 0..)
         self.lens = [0] * len(self.segments)  # tokens in each segment's layers' cache
         self.waiting: list[torch.Tensor | None] = [None] * len(self.segments)  # inputs of segment k not yet run
@@ -165,6 +171,7 @@ class SortedDrafter(Drafter):
         while keep < limit and self.ids[keep] == tokens[keep]:
             keep += 1
         self._crop(keep)
+        trim_windows(self.cache)  # every position kept now is committed: no later crop reaches back to it
         return tokens[keep:]
 
     # ------------------------------------------------------------------------------------------ the protocol

@@ -14,7 +14,8 @@ break the law the sampled verifiers rely on, so a budget tree stops adding child
 how many children a node gets is fixed before they are drawn.
 
 The drafter expands the tree in one forward per depth (tree attention over the nodes fed so far); leaves are never
-fed. Drafters that can do this inherit ``TreeDrafting`` (``tree_begin`` / ``tree_expand`` / ``tree_end``).
+fed. Drafters that can do this inherit ``TreeDrafting`` (``tree_begin`` / ``tree_expand`` / ``tree_end``); one with a
+``tree_info`` dict (LongSpec: its cache's bytes) has it copied into the tree's ``info`` for the record.
 """
 
 from __future__ import annotations
@@ -202,7 +203,7 @@ def build_tree(drafter: Drafter, ctx: DraftContext, spec: TreeSpec, max_depth: i
     tree = TokenTree([tokens[i] for i in keep], [remap[parents[i]] for i in keep])
     rows = {remap[k]: v for k, v in q_rows.items() if k in remap}
     shows = {remap[k]: v for k, v in q_show.items() if k in remap}
-    return DraftTree(tree, rows, shows, keep)
+    return DraftTree(tree, rows, shows, keep, dict(getattr(drafter, "tree_info", None) or {}))
 
 
 def _wanted_ranks(spec: TreeSpec, path: tuple[int, ...]) -> set[int]:
