@@ -14,6 +14,18 @@ from core.runtime.models import LoadedModel, load_model
 from tests.helpers import perturbed, vocab6_model
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread (and do not fight a busy machine for cores); restored afterwards. A
+    module opts in with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="session")
 def tiny_llama() -> LoadedModel:
     return load_model("tiny-llama", device="cpu")

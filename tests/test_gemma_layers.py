@@ -38,12 +38,7 @@ PROMPT = "The quick brown fox jumps over the lazy dog. Then the fox ran into the
 N = 40  # new tokens: the window is crossed five times over
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -473,14 +473,19 @@ class LongSpecDrafter(Drafter, TreeDrafting):
         self.ring.clear(max(0, len(tokens) - 1 - self.ring.window))
         self._fill(tokens[self.ring.length:len(tokens) - 1])
 
-    @torch.inference_mode()
-    def propose(self, ctx: DraftContext) -> Draft:
+    def _begin(self, ctx: DraftContext) -> tuple[torch.Tensor | None, torch.Tensor | None, int, int]:
+        """A round's start, chain or tree: the target's verified K/V (and how many positions), the ring brought up to
+        the committed tokens, and T, their count."""
         if ctx.target_kv is None:
             raise DraftScopeError("the LongSpec drafter cross-attends to the target's KV cache and needs the "
                                   "engine's target_kv")
         target_k, target_v, m = self.target_cache(ctx.target_kv, ctx.tokens)
         self._sync(ctx.tokens)
-        T = len(ctx.tokens)
+        return target_k, target_v, m, len(ctx.tokens)
+
+    @torch.inference_mode()
+    def propose(self, ctx: DraftContext) -> Draft:
+        target_k, target_v, m, T = self._begin(ctx)
         round_ = self._round = _Round(base=T)
         logits_V = self._logits(ctx.tokens[-1], T - 1, round_, target_k, target_v)
         tokens, rows, shows, raw = [], [], [], [logits_V]
@@ -520,12 +525,7 @@ class LongSpecDrafter(Drafter, TreeDrafting):
     def tree_begin(self, ctx: DraftContext) -> torch.Tensor:
         """The logits (V,) after the committed tokens (the query of x_{T−1}, as a chain's first); opens the round's
         tree scratch."""
-        if ctx.target_kv is None:
-            raise DraftScopeError("the LongSpec drafter cross-attends to the target's KV cache and needs the "
-                                  "engine's target_kv")
-        target_k, target_v, m = self.target_cache(ctx.target_kv, ctx.tokens)
-        self._sync(ctx.tokens)
-        T = len(ctx.tokens)
+        target_k, target_v, m, T = self._begin(ctx)
         self._round = None
         self._tree = _TreeRound(T, target_k, target_v)
         self.tree_info = {"drafter_cache_bytes": self.memory_bytes, "target_cache_read": m,
