@@ -47,6 +47,7 @@ from core.specdec.drafters.base import (
     TreeDrafting,
     stack_or_none,
 )
+from core.specdec.drafters.heads import prefix_config
 from core.specdec.vocab_trim import VocabTrimOptions, stored_head, vocab_mask
 
 KIND = "falcon"
@@ -92,16 +93,6 @@ class FalconNet(nn.Module):
         mask = additive(allowed, x_nD.dtype)[None, None]
         return run_layers(target_model, x_nD[None], 0, 1, cache, 0, layers=[self.layer], mask=mask,
                           positions=positions[None])[0]
-
-
-def layer_config(target: LoadedModel):
-    """A one-layer copy of the target's config whose layer is full attention: what the drafter's cache is built from
-    (its layer copies the target's last layer, which is full attention also on Gemma 3)."""
-    config = copy.deepcopy(target.model.config)
-    config.num_hidden_layers = 1
-    if getattr(config, "layer_types", None) is not None:
-        config.layer_types = [FULL]
-    return config
 
 
 def relaxed_allowed(n: int, block: int = BLOCK, device=None) -> torch.Tensor:
@@ -158,7 +149,7 @@ class FalconDrafter(Drafter, TreeDrafting, ReadsTargetHidden):
         self.head, self.trim = stored_head(target, keep, self.options, float(self.meta.get("coverage", "nan")))
         self.vocab_V = vocab_mask(self.head)
         self.embed = target.model.get_input_embeddings()
-        self._config = layer_config(target)
+        self._config = prefix_config(target)
         self.cache: DynamicCache | None = None
         self.fed = 0  # committed positions 0 .. fed − 1, fed with the target's real features
         self.real: list[torch.Tensor] = []  # the target's state f_j (d,) of every committed position j ≤ T − 2

@@ -105,11 +105,12 @@ def prefix_layer(target: LoadedModel) -> nn.Module:
 
 
 def prefix_config(target: LoadedModel):
-    """A one-layer copy of the target's config: what the prefix layer's cache is built from."""
+    """A one-layer copy of the target's config whose layer is of the kind of the target's last layer (the one
+    Hydra++'s prefix layer and Falcon's block copy): what their caches are built from."""
     config = copy.deepcopy(target.model.config)
     config.num_hidden_layers = 1
     if getattr(config, "layer_types", None) is not None:
-        config.layer_types = list(config.layer_types[:1])
+        config.layer_types = list(config.layer_types[-1:])
     return config
 
 

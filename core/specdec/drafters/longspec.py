@@ -483,6 +483,14 @@ class LongSpecDrafter(Drafter, TreeDrafting):
         self._sync(ctx.tokens)
         return target_k, target_v, m, len(ctx.tokens)
 
+    def _info(self, m: int) -> dict:
+        """A round's facts for its record (chain or tree): the ring's bytes and fill, the target positions read."""
+        info = {"drafter_cache_bytes": self.memory_bytes, "target_cache_read": m, "window": self.ring.window,
+                "ring_tokens": self.ring.held}
+        if self.trim is not None:
+            info["vocab_trim"] = self.trim.as_info()
+        return info
+
     @torch.inference_mode()
     def propose(self, ctx: DraftContext) -> Draft:
         target_k, target_v, m, T = self._begin(ctx)
@@ -501,11 +509,7 @@ class LongSpecDrafter(Drafter, TreeDrafting):
             logits_V = self._extend(round_, token, T + i, target_k, target_v)
             raw.append(logits_V)
         self.last_logits_nV = torch.stack(raw)
-        info = {"drafter_cache_bytes": self.memory_bytes, "target_cache_read": m, "window": self.ring.window,
-                "ring_tokens": self.ring.held}
-        if self.trim is not None:
-            info["vocab_trim"] = self.trim.as_info()
-        return Draft(tokens, stack_or_none(rows), stack_or_none(shows), info, self.vocab_V)
+        return Draft(tokens, stack_or_none(rows), stack_or_none(shows), self._info(m), self.vocab_V)
 
     @torch.inference_mode()
     def observe(self, tokens: list[int], n_accepted: int) -> None:
@@ -528,10 +532,7 @@ class LongSpecDrafter(Drafter, TreeDrafting):
         target_k, target_v, m, T = self._begin(ctx)
         self._round = None
         self._tree = _TreeRound(T, target_k, target_v)
-        self.tree_info = {"drafter_cache_bytes": self.memory_bytes, "target_cache_read": m,
-                          "window": self.ring.window, "ring_tokens": self.ring.held}
-        if self.trim is not None:
-            self.tree_info["vocab_trim"] = self.trim.as_info()
+        self.tree_info = self._info(m)
         return self._logits(ctx.tokens[-1], T - 1, _Round(base=T), target_k, target_v)
 
     @torch.inference_mode()
