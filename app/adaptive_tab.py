@@ -26,6 +26,7 @@ from core.runtime.models import LoadedModel, load_model
 from core.specdec import MAX_GAMMA, Session, SessionConfig
 from core.specdec.drafters import DRAFTERS
 from core.specdec.drafters.base import ConfidenceOptions, LengthOptions
+from core.specdec.trace import Trace, trace_of
 from visualizers.adaptive import (
     adaptation_figure,
     aded_round_figure,
@@ -134,7 +135,8 @@ class Handlers:
     def run_aded(self, target, prompt, chat, max_new_tokens, temperature, seed, gamma, shape, store, iterations,
                  learn_prompt, min_share, progress=gr.Progress()) -> tuple:
         """ADED on the prompt twice, online adaptation on and off: (state, run picker, round slider, the round's
-        search, acceptance and boosted rows per round, summary)."""
+        search, acceptance and boosted rows per round, summary, records JSON: the adapt-on run's trace with the
+        adapt-off run inside it)."""
         try:
             model, ids, fields = self._setup(target, prompt, chat, max_new_tokens, temperature, seed, progress)
             gamma = whole(gamma, "γ", 1, MAX_GAMMA)
@@ -142,21 +144,43 @@ class Handlers:
             tree = "" if shape in ("", "chain") else shape
             base = {"store": store, "iterations": whole(iterations, "ADED iterations", 1, 500),
                     "learn_prompt": bool(learn_prompt), "min_share": number(min_share, "minimum visit share", 0, 0.95)}
-            runs, stats = {}, {}
+            sessions = {}
             for k, (label, adapt) in enumerate(ADAPT_RUNS.items()):
                 config = self._config(model, "aded", {**base, "adapt": adapt}, gamma, fields, tree=tree)
-                session = self._run(config, ids, progress, f"ADED, {label}…", (k + 0.1) / len(ADAPT_RUNS),
-                                    (k + 1) / len(ADAPT_RUNS))
-                runs[label], stats[label] = session.records, session.stats.summary()
+                sessions[label] = self._run(config, ids, progress, f"ADED, {label}…", (k + 0.1) / len(ADAPT_RUNS),
+                                            (k + 1) / len(ADAPT_RUNS))
         except Exception as exc:
             raise as_gr_error(exc) from None
+        note = (f"  \n{'Tree ' + tree if tree else 'Chain'} rounds, {config.verifier} verification, "
+                f"{len(ids)} prompt tokens.")
+        first, *others = sessions
+        trace = trace_of(sessions[first], {"label": first, "note": note},
+                         {label: sessions[label] for label in others})
+        return (*self._aded_views(sessions), aded_summary(*_runs_and_stats(sessions)) + note, trace)
+
+    def _aded_views(self, sessions: dict) -> tuple:
+        """(state, run picker, round slider, round figure, adaptation figure) for ADED runs (label → session or
+        trace)."""
+        runs, _ = _runs_and_stats(sessions)
         state = {"runs": runs}
         view = next(iter(runs))
         slider, figure = self.show_run(state, view)
-        note = (f"  \n{'Tree ' + tree if tree else 'Chain'} rounds, {config.verifier} verification, "
-                f"{len(ids)} prompt tokens.")
-        return (state, gr.update(choices=list(runs), value=view), slider, figure, adaptation_figure(runs),
-                aded_summary(runs, stats) + note)
+        return state, gr.update(choices=list(runs), value=view), slider, figure, adaptation_figure(runs)
+
+    def load_aded(self, file) -> tuple:
+        """Show a saved ADED comparison with no model: the same outputs as Run ADED."""
+        try:
+            trace: Trace = common.read_trace(file)
+            if trace.config.drafter != "aded":
+                raise DraftScopeError(f"this trace is of the '{trace.config.drafter}' drafter, not ADED")
+            label = trace.extra.get("label") if isinstance(trace.extra.get("label"), str) else "loaded"
+            sessions = {label: trace, **trace.companions}
+            note = trace.extra.get("note") if isinstance(trace.extra.get("note"), str) else ""
+            missing = "" if trace.companions else "Only one run is in this trace: nothing to compare it with."
+            status = f"{common.loaded_status(trace, missing)}  \n{aded_summary(*_runs_and_stats(sessions))}{note}"
+            return (*self._aded_views(sessions), status, trace.as_dict())
+        except Exception as exc:
+            return (*[gr.skip()] * 5, common.warn(exc), gr.skip())
 
     @staticmethod
     def show_run(state, view) -> tuple:
@@ -179,7 +203,8 @@ class Handlers:
     # -------------------------------------------------------------------------------------------- PEARL
     def run_pearl(self, target, prompt, chat, max_new_tokens, temperature, seed, gamma, base, base_options, threads,
                   progress=gr.Progress()) -> tuple:
-        """PEARL on the prompt twice with the same seed, parallel (two threads) and serial: (Gantt charts, status)."""
+        """PEARL on the prompt twice with the same seed, parallel (two threads) and serial: (Gantt charts, status,
+        records JSON: the parallel run's trace with the serial run inside it)."""
         try:
             model, ids, fields = self._setup(target, prompt, chat, max_new_tokens, temperature, seed, progress)
             gamma = whole(gamma, "γ", 1, MAX_GAMMA)
@@ -197,12 +222,13 @@ class Handlers:
             raise as_gr_error(exc) from None
         parallel, serial = runs["parallel"], runs["serial"]
         figure = pearl_gantt_figure(parallel.records, serial.records)
-        return figure, _pearl_status(parallel, serial)
+        return figure, _pearl_status(parallel, serial), trace_of(parallel, {"label": "parallel"}, {"serial": serial})
 
     # -------------------------------------------------------------------------------------------- adaptive γ
     def run_gamma(self, target, prompt, chat, max_new_tokens, temperature, seed, drafter, gamma, schedule,
                   confidence, greedy_draft, progress=gr.Progress()) -> tuple:
-        """One run of a chain drafter under an adaptive draft length: (γ / drafted / accepted per round, status)."""
+        """One run of a chain drafter under an adaptive draft length: (γ / drafted / accepted per round, status,
+        records JSON)."""
         try:
             if drafter not in LENGTH_DRAFTERS:
                 raise DraftScopeError(f"pick a chain drafter: {', '.join(LENGTH_DRAFTERS)}")
@@ -221,7 +247,7 @@ class Handlers:
         status = (f"{drafter}, schedule {chosen.get('schedule', 'constant')}: {len(session.records)} rounds, "
                   f"{len(session.generated_ids)} tokens, τ {s['tau'] or 0:.2f}, "
                   f"{s['tokens_per_second'] or 0:.1f} tokens/s.{note}")
-        return gamma_figure(session.records, drafter), status
+        return gamma_figure(session.records, drafter), status, trace_of(session)
 
     # -------------------------------------------------------------------------------------------- sweep
     def run_sweep(self, target, prompt, chat, sweep_tokens, temperature, seed, progress=gr.Progress()) -> tuple:
@@ -248,6 +274,12 @@ class Handlers:
                   f"({best['tokens_per_second'] or 0:.1f} tokens/s, τ {best['tau'] or 0:.2f}). Wall-clock numbers "
                   "from this machine: they move with its load.")
         return sweep_heatmaps(rows), status
+
+
+def _runs_and_stats(sessions: dict) -> tuple[dict, dict]:
+    """(label → records, label → stats summary) of runs (label → session or trace)."""
+    return ({label: s.records for label, s in sessions.items()},
+            {label: s.stats.summary() for label, s in sessions.items()})
 
 
 def _pearl_status(parallel: Session, serial: Session) -> str:
@@ -303,6 +335,7 @@ def build(allow_local_models: bool = False) -> dict:
                                           "visits", elem_id="adaptive-aded-min-share")
         aded_run = gr.Button("Run ADED: adapt on vs off", variant="primary", elem_id="adaptive-aded-run")
     aded_status = gr.Markdown(elem_id="adaptive-aded-status")
+    aded_trace = widgets.trace_row("adaptive-aded-")
     aded_state = gr.State({})
     with gr.Row():
         view = gr.Radio(list(ADAPT_RUNS), value="adapt on", label="Run to inspect", elem_id="adaptive-aded-view")
@@ -327,6 +360,7 @@ def build(allow_local_models: bool = False) -> dict:
                                         elem_id="adaptive-pearl-threads")
         pearl_run = gr.Button("Run PEARL: parallel vs serial", variant="primary", elem_id="adaptive-pearl-run")
     pearl_status = gr.Markdown(elem_id="adaptive-pearl-status")
+    pearl_records = gr.JSON(visible=False, label="Records (JSON)", elem_id="adaptive-pearl-records-json")
     gantt = gr.Plot(pearl_gantt_figure(None, None), show_label=False, elem_id="adaptive-pearl-gantt")
 
     # ---------------------------------------------------------------------------------------- adaptive γ
@@ -345,6 +379,7 @@ def build(allow_local_models: bool = False) -> dict:
                                              elem_id="adaptive-len-greedy-draft")
         len_run = gr.Button("Run", variant="primary", elem_id="adaptive-len-run")
     len_status = gr.Markdown(elem_id="adaptive-len-status")
+    len_records = gr.JSON(visible=False, label="Records (JSON)", elem_id="adaptive-len-records-json")
     len_plot = gr.Plot(gamma_figure([]), show_label=False, elem_id="adaptive-len-plot")
 
     # ---------------------------------------------------------------------------------------- sweep
@@ -359,15 +394,16 @@ def build(allow_local_models: bool = False) -> dict:
     sweep_status = gr.Markdown(elem_id="adaptive-sweep-status")
     sweep_plot = gr.Plot(sweep_heatmaps([]), show_label=False, elem_id="adaptive-sweep-plot")
 
+    aded_outputs = [aded_state, view, round_slider, aded_graph, adaptation, aded_status, aded_trace.records]
     aded_run.click(handlers.run_aded, [*shared, aded_gamma, shape, store, iterations, learn_prompt, min_share],
-                   [aded_state, view, round_slider, aded_graph, adaptation, aded_status], api_name="adaptive_aded",
-                   concurrency_limit=None)
+                   aded_outputs, api_name="adaptive_aded", concurrency_limit=None)
+    aded_trace.wire_records(handlers.load_aded, aded_outputs, aded_status, "adaptive-aded-")
     view.input(handlers.show_run, [aded_state, view], [round_slider, aded_graph], api_visibility="private")
     round_slider.input(handlers.show_round, [aded_state, view, round_slider], aded_graph, api_visibility="private")
-    pearl_run.click(handlers.run_pearl, [*shared, pearl_gamma, base, base_options, threads], [gantt, pearl_status],
-                    api_name="adaptive_pearl", concurrency_limit=None)
+    pearl_run.click(handlers.run_pearl, [*shared, pearl_gamma, base, base_options, threads],
+                    [gantt, pearl_status, pearl_records], api_name="adaptive_pearl", concurrency_limit=None)
     len_run.click(handlers.run_gamma, [*shared, len_drafter, len_gamma, schedule, confidence, greedy_draft],
-                  [len_plot, len_status], api_name="adaptive_gamma", concurrency_limit=None)
+                  [len_plot, len_status, len_records], api_name="adaptive_gamma", concurrency_limit=None)
     sweep_run.click(handlers.run_sweep, [target, prompt, chat, sweep_tokens, temperature, seed],
                     [sweep_plot, sweep_status], api_name="adaptive_sweep", concurrency_limit=None)
     return {"target": target, "prompt": prompt, "chat": chat, "max_new": max_new, "temperature": temperature,

@@ -10,12 +10,15 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import re
+import tempfile
 import threading
 import time
 import uuid
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import ClassVar
 
 import gradio as gr
@@ -24,13 +27,14 @@ from app import options
 from core.errors import DraftScopeError
 from core.runtime.models import DEFAULT_TARGET
 from core.specdec import Session, SessionConfig
+from core.specdec.trace import TYPE_OF_RECORD, Trace, load_trace, parse_trace, save_trace, trace_of
 
 log = logging.getLogger("draftscope.app")
 
 MAX_SESSIONS = 32  # live sessions per process, least recently used dropped first
 MAX_PROMPT_CHARS = 60_000  # refuse before tokenizing; the context check then uses the real token count
 
-_SESSIONS: OrderedDict[str, Session] = OrderedDict()
+_SESSIONS: OrderedDict[str, Session | Trace] = OrderedDict()  # a loaded trace sits where a session would
 _STOPS: set[str] = set()  # session ids whose Run should stop after the current round
 _LOCK = threading.Lock()
 
@@ -43,7 +47,7 @@ def new_sid() -> str:
     return uuid.uuid4().hex
 
 
-def get_session(sid: str | None) -> Session | None:
+def get_session(sid: str | None) -> Session | Trace | None:
     with _LOCK:
         session = _SESSIONS.get(sid) if sid else None
         if session is not None:
@@ -51,7 +55,7 @@ def get_session(sid: str | None) -> Session | None:
         return session
 
 
-def put_session(sid: str, session: Session) -> None:
+def put_session(sid: str, session: Session | Trace) -> None:
     with _LOCK:
         _SESSIONS[sid] = session
         _SESSIONS.move_to_end(sid)
@@ -86,6 +90,19 @@ def take_stop(sid: str | None) -> bool:
 def clear_stop(sid: str | None) -> None:
     with _LOCK:
         _STOPS.discard(sid)
+
+
+_LEARNED: weakref.WeakSet = weakref.WeakSet()  # finished sessions the recommender has already learned from
+
+
+def learn_from(session: Session) -> None:
+    """Once a session tab's run finishes, the Benchmark tab's recommender learns from it (once per session)."""
+    if not session.done or session in _LEARNED:
+        return
+    _LEARNED.add(session)
+    from app.bench_tab import observe_session  # the tab that owns the recommender; imported late (no cycle)
+
+    observe_session(session)
 
 
 def build_config(settings: dict) -> SessionConfig:
@@ -157,6 +174,44 @@ def warn(exc: Exception) -> str:
     return f"**Error:** {line}"
 
 
+# ------------------------------------------------------------------------------------------------ traces
+READ_ONLY = ("This is a loaded trace: read-only, with no model. Step through its rounds with the slider; Reset starts "
+             "a live session with the settings above.")
+_TRACE_DIR: str | None = None
+
+
+def trace_file(trace: dict) -> str:
+    """Write ``trace`` to a new file in this process's temporary folder (for a download); return its path."""
+    global _TRACE_DIR
+    if _TRACE_DIR is None or not os.path.isdir(_TRACE_DIR):
+        _TRACE_DIR = tempfile.mkdtemp(prefix="draftscope-traces-")
+    name = re.sub(r"[^A-Za-z0-9_.+-]+", "-", f"{trace.get('drafter') or 'session'}-on-{trace.get('target') or ''}")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return str(save_trace(trace, os.path.join(_TRACE_DIR, f"draftscope-trace-{name}-{stamp}-{new_sid()[:6]}.json")))
+
+
+def read_trace(path) -> Trace:
+    """The trace in an uploaded file (``gr.File`` gives its path)."""
+    if not path:
+        raise DraftScopeError("no file: pick a trace (.json) saved by DraftScope")
+    return load_trace(Path(getattr(path, "name", path)))
+
+
+def save_records(records) -> tuple:
+    """Save trace for the tabs whose records JSON holds their last run (it is checked first): (file, status)."""
+    try:
+        if not records:
+            raise DraftScopeError("nothing to save yet: run it first")
+        n = len(parse_trace(records).records)
+        return trace_file(records), f"Trace saved: {n} round{'s' * (n != 1)}, download it below."
+    except Exception as exc:
+        return gr.skip(), warn(exc)
+
+
+def loaded_status(trace: Trace, missing: str = "") -> str:
+    return f"Loaded trace: {trace.describe()} (no model). {missing} {READ_ONLY}".replace("  ", " ")
+
+
 class SessionHandlers:
     """What every session tab's handlers share: Step, Run and Reset endpoints over the tab's settings, finding the
     user's session (reconfigured live, or rebuilt when a ``restart_on`` setting changed) and making a new one.
@@ -192,7 +247,7 @@ class SessionHandlers:
     # rendering hooks: the tab's outputs after the state, and its status line
     plot_interval_s = 1.0  # while Run streams, figures refresh at most this often (the text every round)
 
-    def render(self, session: Session | None, figures: bool = True) -> tuple:
+    def render(self, session: Session | Trace | None, figures: bool = True) -> tuple:
         raise NotImplementedError
 
     def status(self, session: Session, note: str = "") -> str:
@@ -205,8 +260,42 @@ class SessionHandlers:
         """Hook: a clearer exception to show for ``exc``."""
         return exc
 
+    # trace hooks: what a saved trace holds beyond the session, and what a loaded one lacks
+    def companions(self, session: Session) -> dict:
+        """Hook: runs shown beside ``session`` (label → Session), saved inside its trace."""
+        return {}
+
+    def trace_extra(self, session: Session) -> dict:
+        """Hook: tab-specific data for the trace's ``extra``."""
+        return {}
+
+    def trace_missing(self, trace: Trace) -> str:
+        """Hook: a sentence naming what this tab shows that ``trace`` does not hold ("" when nothing)."""
+        return ""
+
+    def records(self, session: Session | Trace | None) -> dict | None:
+        """The session as a trace dict (the records JSON output)."""
+        if session is None:
+            return None
+        if isinstance(session, Trace):
+            return session.as_dict()
+        return trace_of(session, self.trace_extra(session), self.companions(session))
+
+    def _out(self, state: dict, session, status: str, figures: bool = True, records: bool = True) -> tuple:
+        """(state, the tab's outputs, status, records JSON): the records only when ``records``, else left as they
+        are (a streaming Run sends them with the figures)."""
+        return (state, *self.render(session, figures=figures), status,
+                self.records(session) if records else gr.skip())
+
     def _failed(self, state: dict, exc: Exception) -> tuple:
-        return (state, *self.render(get_session(state.get("sid"))), warn(self.explain(exc)))
+        return (state, *self.render(get_session(state.get("sid"))), warn(self.explain(exc)), gr.skip())
+
+    def _read_only(self, state: dict) -> tuple | None:
+        """The outputs for Step / Run on a loaded trace (it stays as it is), or None for a live session."""
+        trace = get_session(state.get("sid"))
+        if not isinstance(trace, Trace):
+            return None
+        return self._out(state, trace, READ_ONLY, records=False)
 
     ready_message = "Ready: Step for one round, Run to go to the end."
 
@@ -214,14 +303,17 @@ class SessionHandlers:
         """Step: one round of the user's session (``advanced`` runs after it, and also when the run is finished)."""
         state = dict(state or {})
         try:
+            if (out := self._read_only(state)) is not None:
+                return out
             state, session, note = self._session_for(state, settings, progress)
             if session.done:
                 self.advanced(session)
-                return (state, *self.render(session),
-                        f"Already finished ({session.finish_reason}). Raise max new tokens, or Reset to start over.")
+                return self._out(state, session, f"Already finished ({session.finish_reason}). Raise max new "
+                                 "tokens, or Reset to start over.")
             session.step()
             self.advanced(session)
-            return (state, *self.render(session), self.status(session, note))
+            learn_from(session)
+            return self._out(state, session, self.status(session, note))
         except Exception as exc:  # every failure becomes a message, the page stays usable
             return self._failed(state, exc)
 
@@ -230,7 +322,7 @@ class SessionHandlers:
         state = dict(state or {})
         try:
             state, session = self._new_session(state, settings, progress)
-            return (state, *self.render(session), self.ready_message)
+            return self._out(state, session, self.ready_message)
         except Exception as exc:
             return self._failed(state, exc)
 
@@ -242,32 +334,81 @@ class SessionHandlers:
 
     def _stream(self, state, settings: dict, progress):
         """Run: rounds one after another until EOS or max new tokens (continuing the current session); Stop halts
-        after the current round; a Reset or restart elsewhere ends it quietly."""
+        after the current round; a Reset or restart elsewhere ends it quietly. The records JSON goes out with the
+        figures (at most every ``plot_interval_s``) and at the end."""
         state = dict(state or {})
         try:
+            if (out := self._read_only(state)) is not None:
+                yield out
+                return
             state, session, note = self._session_for(state, settings, progress)
             sid = state["sid"]
             clear_stop(sid)
             if session.done:
-                yield (state, *self.render(session), "Already finished: Reset to start over.")
+                yield self._out(state, session, "Already finished: Reset to start over.")
                 return
-            yield (state, *self.render(session), f"Running… {note}".strip())
+            yield self._out(state, session, f"Running… {note}".strip(), records=False)
             last_plot = time.monotonic()
             while not session.done:
                 session.step()
                 self.advanced(session)
+                learn_from(session)
                 if get_session(sid) is not session:  # replaced by Reset or a restart: stop quietly
                     return
                 if take_stop(sid):
-                    yield (state, *self.render(session), self.status(session, "Stopped: Step or Run to go on."))
+                    yield self._out(state, session, self.status(session, "Stopped: Step or Run to go on."))
                     return
                 figures = time.monotonic() - last_plot >= self.plot_interval_s  # keeps the browser responsive
                 if figures:
                     last_plot = time.monotonic()
-                yield (state, *self.render(session, figures=figures), "Running… " + self.status(session))
-            yield (state, *self.render(session), self.status(session, note))
+                yield self._out(state, session, "Running… " + self.status(session), figures, records=figures)
+            yield self._out(state, session, self.status(session, note))
         except Exception as exc:  # every failure becomes a message, the page stays usable
             yield self._failed(state, exc)
+
+    # -------------------------------------------------------------------------------------------- traces
+    def save_trace(self, state) -> tuple:
+        """Save trace: the user's session (or loaded trace) as a JSON trace file to download: (file, status)."""
+        try:
+            session = get_session((state or {}).get("sid"))
+            if session is None:
+                raise DraftScopeError("nothing to save yet: Step or Run first")
+            trace = self.records(session)
+            n = len(trace["records"])
+            return trace_file(trace), f"Trace saved: {n} round{'s' * (n != 1)}, download it below."
+        except Exception as exc:
+            return gr.skip(), warn(exc)
+
+    def load_trace(self, state, file) -> tuple:
+        """Load trace: show a saved trace (no model) in place of the session: (state, the tab's outputs, status,
+        records JSON). A bad file is one message and the page stays as it was."""
+        state = dict(state or {})
+        try:
+            trace = read_trace(file)
+            self.check_trace(trace)
+            outputs = self.render(trace)  # rendered before anything is replaced: a failure leaves the page as it was
+            sid = new_sid()  # a new id: a Run still streaming the previous session sees it replaced and stops
+            old = state.get("sid")
+            put_session(sid, trace)
+            if old:
+                with _LOCK:
+                    _SESSIONS.pop(old, None)
+            state = {**state, "sid": sid}
+            return (state, *outputs, loaded_status(trace, self.trace_missing(trace)), trace.as_dict())
+        except Exception as exc:
+            n = len(self.render(None))
+            return (state, *[gr.skip()] * n, warn(exc), gr.skip())
+
+    trace_kinds: ClassVar[tuple[str, ...]] = ("step",)  # the record types this tab's render shows
+    trace_elsewhere = "the Draft trees tab"  # where to load traces of the other kind
+
+    def check_trace(self, trace: Trace) -> None:
+        """Refuse a trace whose rounds this tab cannot show (chain rounds on the trees tab, tree rounds elsewhere)."""
+        kinds = {TYPE_OF_RECORD[type(r)] for r in trace.records}
+        if not kinds <= set(self.trace_kinds):
+            other = "tree" if "tree" in kinds - set(self.trace_kinds) else "chain"
+            raise DraftScopeError(f"this trace holds {other} rounds, which this tab does not show: load it in "
+                                  f"{self.trace_elsewhere}")
 
     def _session_for(self, state: dict, settings: dict, progress) -> tuple[dict, Session, str]:
         """The user's session, reconfigured to ``settings``, or a new one when there is none or it must restart."""

@@ -7,15 +7,18 @@ from collections.abc import Iterator
 import gradio as gr
 
 from app import common, options, widgets
+from core.errors import DraftScopeError
 from core.options import option_fields
 from core.specdec import MAX_GAMMA, Session
 from core.specdec.drafters import DRAFTERS, drafter_class
+from core.specdec.trace import Trace, trace_of
 from core.specdec.verify import VERIFIERS
 from visualizers.compare import compare_verdict
 from visualizers.token_strip import stats_html, token_strip_html
 
 SHARED_NAMES = ("prompt", "chat", "target", "temperature", "seed", "max_new_tokens")
 SIDE_RUN_NAMES = ("drafter", "verifier", "gamma")  # then the drafters' options (app.options), per side a_… and b_…
+OTHER = "B"  # configuration B's label among the trace's companions (the trace is A's)
 
 
 def side_names(allow_local: bool = False) -> tuple[str, ...]:
@@ -37,6 +40,8 @@ class CompareHandlers:
                                              "streaming both strips; then the verdict.")
 
     def _compare(self, values: dict, progress) -> Iterator[tuple]:
+        """(strip A, stats A, strip B, stats B, verdict, records JSON): the records (A's trace, B inside it) come with
+        the verdict."""
         shared = {k: values[k] for k in SHARED_NAMES}
         a, b = ({**shared, **{k[2:]: v for k, v in values.items() if k.startswith(f"{side}_")}} for side in "ab")
         empty = (token_strip_html([]), stats_html({}))
@@ -50,15 +55,34 @@ class CompareHandlers:
             for side, session in enumerate(sessions):
                 for _ in session.run():
                     views[side] = (token_strip_html(session.records), stats_html(session.stats.summary()))
-                    yield (*views[0], *views[1], f"Running {'AB'[side]}…")
+                    yield (*views[0], *views[1], f"Running {'AB'[side]}…", gr.skip())
             verdict = compare_verdict(_label(configs[0]), sessions[0].stats.summary(), _label(configs[1]),
                                       sessions[1].stats.summary())
             same = sessions[0].generated_ids == sessions[1].generated_ids
             if float(shared["temperature"]) == 0.0:
                 verdict += " · outputs identical" if same else " · outputs differ (!)"
-            yield (*views[0], *views[1], verdict)
+            trace = trace_of(sessions[0], {"labels": {"A": _label(configs[0]), OTHER: _label(configs[1])},
+                                           "verdict": verdict}, {OTHER: sessions[1]})
+            yield (*views[0], *views[1], verdict, trace)
         except Exception as exc:  # one message, the page stays usable
-            yield (*empty, *empty, common.warn(exc))
+            yield (*empty, *empty, common.warn(exc), gr.skip())
+
+    @staticmethod
+    def load_trace(file) -> tuple:
+        """Show a saved comparison (or any chain trace, as A) with no model: the same outputs as Compare."""
+        try:
+            trace = common.read_trace(file)
+            if any(hasattr(r, "nodes") for r in trace.records):
+                raise DraftScopeError("this trace holds tree rounds: load it in the Draft trees tab")
+            other: Trace | None = trace.companions.get(OTHER)
+            views = [(token_strip_html(run.records, run.prompt_text), stats_html(run.stats.summary())) if run
+                     else (token_strip_html([]), stats_html({})) for run in (trace, other)]
+            verdict = trace.extra.get("verdict") if isinstance(trace.extra.get("verdict"), str) else ""
+            missing = "" if other is not None else "Configuration B is not in this trace."
+            status = f"{common.loaded_status(trace, missing)} {verdict}".strip()
+            return (*views[0], *views[1], status, trace.as_dict())
+        except Exception as exc:
+            return (*[gr.skip()] * 4, common.warn(exc), gr.skip())
 
 
 def _side(name: str, drafter: str, gamma: int, allow_local: bool) -> list:
@@ -90,6 +114,7 @@ def build(allow_local_models: bool = False) -> dict:
         side_b = _side("B", "early-exit", 5, allow_local_models)
     button = gr.Button("Compare", variant="primary", elem_id="compare-run")
     verdict = gr.Markdown("", elem_id="compare-verdict")
+    trace = widgets.trace_row("compare-")
     with gr.Row():
         with gr.Column():
             strip_a = gr.HTML(token_strip_html([]), elem_id="compare-A-strip")
@@ -98,5 +123,8 @@ def build(allow_local_models: bool = False) -> dict:
             strip_b = gr.HTML(token_strip_html([]), elem_id="compare-B-strip")
             stats_b = gr.HTML(stats_html({}), elem_id="compare-B-stats")
     button.click(handlers.compare, [prompt, chat, target, temperature, seed, max_new_tokens, *side_a, *side_b],
-                 [strip_a, stats_a, strip_b, stats_b, verdict], api_name="compare", concurrency_limit=None)
+                 [strip_a, stats_a, strip_b, stats_b, verdict, trace.records], api_name="compare",
+                 concurrency_limit=None)
+    trace.wire_records(handlers.load_trace, [strip_a, stats_a, strip_b, stats_b, verdict, trace.records], verdict,
+                       "compare-")
     return {"prompt": prompt, "verdict": verdict}

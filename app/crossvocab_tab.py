@@ -22,6 +22,7 @@ import gradio as gr
 from app import common, options, widgets
 from core.runtime.models import preset_names
 from core.specdec import Session, SessionConfig
+from core.specdec.trace import Trace
 from visualizers.crossvocab import acceptance_figure, alignment_html, cache_figure, cache_table_html, omni_info
 from visualizers.token_strip import token_strip_html
 
@@ -60,11 +61,17 @@ def learning_off_config(config: SessionConfig) -> SessionConfig:
 # ------------------------------------------------------------------------------------------------ the learning-off run
 # The learning-off run compared with each session: a second session that lives as long as its session.
 _BASELINES = common.CompanionRuns(learning_off_config)
-_baseline_of = _BASELINES.get
+
+
+def _baseline_of(session: Session | Trace) -> Session | Trace | None:
+    """The learning-off run: the live companion, or a loaded trace's companion of that label."""
+    if isinstance(session, Trace):
+        return session.companions.get(RUN_LABELS[1])
+    return _BASELINES.get(session)
 
 
 # ------------------------------------------------------------------------------------------------ rendering
-def render(session: Session | None, round_index: int | None = None, figures: bool = True) -> tuple:
+def render(session: Session | Trace | None, round_index: int | None = None, figures: bool = True) -> tuple:
     """(token strip, alignment of ``round_index`` (default the latest round that drafted), round slider, acceptance
     figure, cache figure, cache table); ``figures=False`` updates the strip and the alignment only."""
     if session is None:
@@ -143,6 +150,13 @@ class Handlers(common.SessionHandlers):
     def advanced(self, session) -> None:
         _BASELINES.advance(session)
 
+    def companions(self, session) -> dict:
+        baseline = _baseline_of(session)
+        return {RUN_LABELS[1]: baseline} if baseline is not None else {}
+
+    def trace_missing(self, trace: Trace) -> str:
+        return "" if RUN_LABELS[1] in trace.companions else "The learning-off run is not in this trace (it was off)."
+
     @staticmethod
     def show_round(state, round_index):
         """Show another round's alignment."""
@@ -205,6 +219,7 @@ def build(allow_local_models: bool = False) -> dict:
     with gr.Row():
         buttons = widgets.session_buttons("crossvocab-")
     status = gr.Markdown("Step runs one round; Run streams rounds to the end.", elem_id="crossvocab-status")
+    trace = widgets.trace_row("crossvocab-")
     strip = gr.HTML(token_strip_html([]), elem_id="crossvocab-strip")
     gr.Markdown("### Alignment of a round")
     round_slider = gr.Slider(0, 1, value=0, step=1, label="Round to show", interactive=False,
@@ -221,8 +236,9 @@ def build(allow_local_models: bool = False) -> dict:
 
     controls.update({"prompt": prompt, "chat": chat, "target": target, "gamma": gamma, "temperature": temperature,
                      "seed": seed, "max_new_tokens": max_new_tokens, "compare": compare})
-    outputs = [state, strip, alignment, round_slider, acceptance, cache_plot, cache_table, status]
+    outputs = [state, strip, alignment, round_slider, acceptance, cache_plot, cache_table, status, trace.records]
     buttons.wire(handlers, state, [controls[name] for name in handlers.setting_names], outputs, "crossvocab-")
+    trace.wire(handlers, state, outputs, status, "crossvocab-")
     round_slider.release(handlers.show_round, [state, round_slider], alignment, api_name="crossvocab_show_round")
     return {"state": state, "prompt": prompt, "target": target, "status": status, "alignment": alignment,
             "acceptance": acceptance, **controls}

@@ -16,6 +16,7 @@ from core.specdec import MAX_GAMMA, MODEL_LOCK, Session
 from core.specdec.cost_model import measure
 from core.specdec.drafters import DRAFTERS, build_drafter
 from core.specdec.lossless import check_lossless
+from core.specdec.trace import Trace
 from core.specdec.verify import VERIFIERS
 from visualizers.compare import lossless_html
 from visualizers.round_inspector import round_inspector_figure
@@ -29,9 +30,10 @@ RUN_SETTINGS = ("prompt", "chat", "target", "drafter", "verifier", "gamma", "tem
 
 
 # ------------------------------------------------------------------------------------------------ rendering
-def render(session: Session | None, round_index: int | None = None, figures: bool = True) -> tuple:
-    """(strip, stats, stats chart, inspector, round slider) for a session; the inspector shows ``round_index``
-    (default: the latest round). ``figures=False`` leaves the two figures and the slider as they are."""
+def render(session: Session | Trace | None, round_index: int | None = None, figures: bool = True) -> tuple:
+    """(strip, stats, stats chart, inspector, round slider) for a session or a loaded trace; the inspector shows
+    ``round_index`` (default: the latest round). ``figures=False`` leaves the two figures and the slider as they
+    are."""
     if session is not None and not figures:
         return (token_strip_html(session.records, session.prompt_text),
                 stats_html(session.stats.summary()), gr.skip(), gr.skip(), gr.skip())
@@ -82,9 +84,7 @@ class Handlers(common.SessionHandlers):
     def lossless(self, state, progress=gr.Progress()):
         """Decode the prompt with the target alone and compare."""
         try:
-            session = common.get_session((state or {}).get("sid"))
-            if session is None:
-                raise DraftScopeError("nothing generated yet: press Step or Run first")
+            session = _live(state)
             progress(0.2, desc="Decoding with the target alone…")
             return lossless_html(check_lossless(session).to_dict()), ""
         except Exception as exc:
@@ -94,9 +94,7 @@ class Handlers(common.SessionHandlers):
         """Measure this session's drafter (a fresh copy, so the session's caches stay as they are) and the target on
         this machine: the break-even τ per γ beside the session's τ."""
         try:
-            session = common.get_session((state or {}).get("sid"))
-            if session is None:
-                raise DraftScopeError("nothing generated yet: press Step or Run first")
+            session = _live(state)
             config = session.config
             if config.drafter == "none":
                 raise DraftScopeError("plain decoding has no drafter to measure")
@@ -108,6 +106,16 @@ class Handlers(common.SessionHandlers):
             return cost_model_html(model, taus), ""
         except Exception as exc:
             return "", common.warn(exc)
+
+
+def _live(state) -> Session:
+    """The user's live session (a loaded trace has no model to check or time)."""
+    session = common.get_session((state or {}).get("sid"))
+    if session is None:
+        raise DraftScopeError("nothing generated yet: press Step or Run first")
+    if isinstance(session, Trace):
+        raise DraftScopeError("a loaded trace has no model: Reset to start a live session, then Step or Run")
+    return session
 
 
 # ------------------------------------------------------------------------------------------------ layout
@@ -132,6 +140,7 @@ def build(allow_local_models: bool = False) -> dict:
     with gr.Row():
         buttons = widgets.session_buttons()
     status = gr.Markdown("Step runs one draft → verify round; Run streams rounds to the end.", elem_id="status")
+    trace = widgets.trace_row()
     strip = gr.HTML(token_strip_html([]), elem_id="token-strip")
     with gr.Row():
         with gr.Column(scale=1, min_width=260):
@@ -151,8 +160,9 @@ def build(allow_local_models: bool = False) -> dict:
     controls = {"prompt": prompt, "chat": chat, "target": target, "drafter": drafter, "verifier": verifier,
                 "gamma": gamma, "temperature": temperature, "top_p": top_p, "top_k": top_k, "seed": seed,
                 "max_new_tokens": max_new_tokens, **drafter_options.components}
-    outputs = [state, strip, stats, stats_chart, inspector, round_slider, status]
+    outputs = [state, strip, stats, stats_chart, inspector, round_slider, status, trace.records]
     buttons.wire(handlers, state, [controls[name] for name in handlers.setting_names], outputs)
+    trace.wire(handlers, state, outputs, status)
     round_slider.release(handlers.inspect, [state, round_slider], [inspector], api_name="inspect_round")
     lossless_button.click(handlers.lossless, [state], [lossless_result, status], api_name="lossless_check",
                           concurrency_limit=None)

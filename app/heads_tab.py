@@ -19,6 +19,7 @@ from core.specdec import Session, SessionConfig
 from core.specdec.drafters import build_drafter
 from core.specdec.drafters.falcon import shipped_meta as falcon_meta
 from core.specdec.drafters.heads import shipped_meta, suggested_paths
+from core.specdec.trace import Trace, trace_of
 from core.specdec.verify import build_verifier
 from visualizers.heads import head_accuracy_figure, head_round_html, time_split_figure
 from visualizers.tree_graph import tree_figure
@@ -64,7 +65,8 @@ def suggest(target: str, arch: str, nodes) -> str:
 
 def run_heads(target: str, arch: str, tree: str, verifier: str, temperature, prompt: str, chat: bool,
               max_new_tokens, progress=gr.Progress()) -> tuple:
-    """Run the heads on the prompt to the end; the records go to the round viewer."""
+    """Run the heads on the prompt to the end; the records go to the round viewer (and, as a trace, to the records
+    JSON: the last output)."""
     try:
         prompt = common.check_prompt(prompt)
         if arch not in CHOICES:
@@ -85,20 +87,49 @@ def run_heads(target: str, arch: str, tree: str, verifier: str, temperature, pro
         return _show(session.records, session, arch, model)
     except Exception as exc:  # every failure becomes one line on the page
         return ([], head_round_html(None), tree_figure(None), time_split_figure([]),
-                gr.update(value=0, maximum=1, interactive=False), common.warn(exc))
+                gr.update(value=0, maximum=1, interactive=False), common.warn(exc), gr.skip())
 
 
 def _show(records: list, session: Session, arch: str, model) -> tuple:
-    first = records[0] if records else None
     s = session.stats.summary()
     note = (f"{len(records)} rounds, {len(session.generated_ids)} tokens, τ {s.get('tau') or 0:.2f}, "
             f"{s.get('tokens_per_second') or 0:.1f} tokens/s, drafter cost c = {session.drafter.cost:.4f} "
             f"of a target step ({arch}, {session.verifier.name}"
             f"{', NOT lossless' if not session.verifier.lossless else ''}).")
     before = [_last_token_text(session, r) for r in records]
+    return (*_views(records, before, arch), note, trace_of(session, {"arch": arch, "before": before}))
+
+
+def _views(records: list, before: list[str], arch: str) -> tuple:
+    """(state, table, graph, time split, round slider) at the first round."""
+    first = records[0] if records else None
     return ([records, before, arch], head_round_html(first, before[0] if before else "", arch),
             tree_figure(first) if _is_tree(first) else tree_figure(None), time_split_figure(records),
-            gr.update(value=0, maximum=max(len(records) - 1, 1), interactive=len(records) > 1), note)
+            gr.update(value=0, maximum=max(len(records) - 1, 1), interactive=len(records) > 1))
+
+
+def load_trace(file) -> tuple:
+    """Show a saved run of the heads with no model: the same outputs as Run heads. A trace without the tab's extras
+    (e.g. from ``generate --trace``) shows its rounds without the token each round started after."""
+    try:
+        trace: Trace = common.read_trace(file)
+        drafters = {name for name, _ in CHOICES.values()}
+        if trace.config.drafter not in drafters:
+            raise DraftScopeError(f"this trace is of the '{trace.config.drafter}' drafter; this tab shows "
+                                  f"{', '.join(CHOICES)}: load it in the Speculative decoding or Draft trees tab")
+        arch = trace.extra.get("arch")
+        if arch not in CHOICES:
+            plus = trace.config.drafter == "hydra" and trace.config.drafter_options.get("plus")
+            arch = "hydra++" if plus else trace.config.drafter
+        before = trace.extra.get("before")
+        missing = ""
+        if not (isinstance(before, list) and len(before) == len(trace.records)
+                and all(isinstance(b, str) for b in before)):
+            before = [""] * len(trace.records)
+            missing = "The token before each round is not in this trace."
+        return (*_views(trace.records, before, arch), common.loaded_status(trace, missing), trace.as_dict())
+    except Exception as exc:
+        return (*[gr.skip()] * 5, common.warn(exc), gr.skip())
 
 
 def _last_token_text(session: Session, record) -> str:
@@ -145,6 +176,7 @@ def build(allow_local_models: bool = False) -> dict:
     with gr.Row():
         run = gr.Button("Run heads", variant="primary", elem_id="heads-run")
         status = gr.Markdown(elem_id="heads-status")
+    trace = widgets.trace_row("heads-")
     state = gr.State([])
     round_slider = gr.Slider(0, 1, value=0, step=1, label="Round", interactive=False, elem_id="heads-round")
     with gr.Row():
@@ -154,8 +186,10 @@ def build(allow_local_models: bool = False) -> dict:
 
     gr.on(None, show_accuracy, [target], [accuracy, note], api_visibility="private")
     suggest_button.click(suggest, [target, arch, nodes], tree, api_name="heads_suggest_tree")
-    run.click(run_heads, [target, arch, tree, verifier, temperature, prompt, chat, max_new],
-              [state, table, graph, split, round_slider, status], api_name="heads_run")
+    outputs = [state, table, graph, split, round_slider, status, trace.records]
+    run.click(run_heads, [target, arch, tree, verifier, temperature, prompt, chat, max_new], outputs,
+              api_name="heads_run")
+    trace.wire_records(load_trace, outputs, status, "heads-")
     round_slider.change(show_round, [state, round_slider], [table, graph], api_visibility="private")
     return {"target": target, "arch": arch, "verifier": verifier, "temperature": temperature, "tree": tree,
             "nodes": nodes, "prompt": prompt, "chat": chat, "max_new": max_new, "run": run, "status": status,

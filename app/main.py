@@ -9,11 +9,13 @@ import gradio as gr
 
 from app import (
     adaptive_tab,
+    bench_tab,
     compare_tab,
     crossvocab_tab,
     generate_tab,
     heads_tab,
     kv_tab,
+    metrics_tab,
     self_draft_tab,
     train_draft_tab,
     trees_tab,
@@ -25,7 +27,8 @@ TABS = (("Speculative decoding", "generate", generate_tab), ("Compare", "compare
         ("Adaptive & parallel", "adaptive", adaptive_tab),
         ("Across tokenizers", "crossvocab", crossvocab_tab),
         ("Self-drafting", "self-draft", self_draft_tab),
-        ("Train your draft", "train", train_draft_tab), ("KV importance", "kv", kv_tab),
+        ("Train your draft", "train", train_draft_tab), ("Benchmark", "bench", bench_tab),
+        ("Production metrics", "metrics", metrics_tab), ("KV importance", "kv", kv_tab),
         ("VAR", "var", var_tab))  # (title, id, module with build)
 
 INTRO = ("# DraftScope\nSpeculative decoding, one round at a time: a drafter proposes γ tokens, the target checks "
@@ -38,7 +41,7 @@ def build_demo(allow_local_models: bool = False) -> gr.Blocks:
     """The whole app; ``allow_local_models`` lets users type Hugging Face ids or local model directories."""
     with gr.Blocks(title="DraftScope") as demo:
         gr.Markdown(INTRO)
-        with gr.Tabs():
+        with gr.Tabs(overflow_behavior="wrap"):  # twelve tabs: every title stays in view, in two rows if need be
             for title, tab_id, module in TABS:
                 with gr.Tab(title, id=tab_id):
                     module.build(allow_local_models=allow_local_models)

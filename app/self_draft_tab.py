@@ -28,6 +28,7 @@ from core.specdec import MAX_GAMMA, MODEL_LOCK, Session, SessionConfig
 from core.specdec.drafters.easyspec import EasySpecDrafter, modelled_latency
 from core.specdec.drafters.kangaroo import KangarooDrafter
 from core.specdec.drafters.sorted import SortedDrafter, parse_thresholds
+from core.specdec.trace import Trace
 from visualizers.self_draft import (
     confidence_figure,
     easyspec_timeline_figure,
@@ -153,8 +154,9 @@ def _sweep_status(rows: list[dict], note: str = "", key: str = "eta") -> str:
 
 
 # ------------------------------------------------------------------------------------------------ rendering
-def render(session: Session | None, figures: bool = True) -> tuple:
-    """(token strip, confidence figure, summary); ``figures=False`` leaves the figure as it is."""
+def render(session: Session | Trace | None, figures: bool = True) -> tuple:
+    """(token strip, confidence figure, summary) for a session or a loaded trace; ``figures=False`` leaves the figure
+    as it is."""
     if session is None:
         return token_strip_html([]), confidence_figure([], None), exit_summary_html([], {})
     records = session.records
@@ -165,8 +167,17 @@ def render(session: Session | None, figures: bool = True) -> tuple:
     config = session.config
     if any("exits" in (r.draft_info or {}) for r in records[-1:]) or (config.drafter == "sorted" and not records):
         return strip, exit_token_figure(records), summary
-    eta = session.drafter.eta if isinstance(session.drafter, KangarooDrafter) else None
-    return strip, confidence_figure(records, eta), summary
+    return strip, confidence_figure(records, _eta(session)), summary
+
+
+def _eta(session: Session | Trace) -> float | None:
+    """Kangaroo's η (None for other drafters); a trace has it in its settings, else its default."""
+    if isinstance(session, Trace):
+        if session.config.drafter != "kangaroo":
+            return None
+        eta = session.config.drafter_options.get("eta")
+        return float(eta) if isinstance(eta, int | float) else KangarooDrafter.Options().eta
+    return session.drafter.eta if isinstance(session.drafter, KangarooDrafter) else None
 
 
 def _status(session: Session, note: str = "") -> str:
@@ -293,6 +304,7 @@ def build(allow_local_models: bool = False) -> dict:
         sweep = gr.Button("η / θ sweep", elem_id="self-draft-sweep")
     status = gr.Markdown("Step runs one draft → verify round; Run streams rounds to the end.",
                          elem_id="self-draft-status")
+    trace = widgets.trace_row("self-draft-")
     strip = gr.HTML(token_strip_html([]), elem_id="self-draft-strip")
     with gr.Row():
         with gr.Column(scale=1, min_width=340):
@@ -321,8 +333,9 @@ def build(allow_local_models: bool = False) -> dict:
 
     settings = [prompt, chat, target, drafter, gamma, eta, theta1, theta2, exit_layer, temperature, seed,
                 max_new_tokens]
-    outputs = [state, strip, confidence, summary, status]
+    outputs = [state, strip, confidence, summary, status, trace.records]
     buttons.wire(handlers, state, settings, outputs, "self-draft-")
+    trace.wire(handlers, state, outputs, status, "self-draft-")
     sweep.click(handlers.sweep, [state, *settings], [sweep_plot, status], api_name="self_draft_sweep",
                 concurrency_limit=None)
     easyspec.click(handlers.easyspec, [target, exit_layer, group_size, devices], [timeline, status],

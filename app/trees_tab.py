@@ -20,6 +20,7 @@ from core.runtime.layers import DEEP_EXIT, exit_layer_at
 from core.runtime.models import load_model
 from core.specdec import MAX_GAMMA, Session, SessionConfig
 from core.specdec.drafters import DRAFTERS, TreeDrafting
+from core.specdec.trace import Trace
 from core.specdec.trees.grow import CHILDREN_MODES, MAX_BRANCH
 from visualizers.tree_graph import (
     alpha_star_figure,
@@ -64,9 +65,10 @@ def chain_config(config: SessionConfig) -> SessionConfig:
 
 
 # ------------------------------------------------------------------------------------------------ rendering
-def render(session: Session | None, round_index: int | None = None, figures: bool = True) -> tuple:
-    """(text, graph, mask, α*, tree vs chain, summary, round slider); the graph, mask and summary show
-    ``round_index`` (default: the latest round). ``figures=False`` updates the text only."""
+def render(session: Session | Trace | None, round_index: int | None = None, figures: bool = True) -> tuple:
+    """(text, graph, mask, α*, tree vs chain, summary, round slider) for a session or a loaded trace (its chain is
+    the trace's "chain" companion); the graph, mask and summary show ``round_index`` (default: the latest round).
+    ``figures=False`` updates the text only."""
     if session is not None and not figures:
         return (tree_text_html(session.records, session.prompt_text), *[gr.skip()] * 6)
     if session is None:
@@ -84,11 +86,21 @@ def render(session: Session | None, round_index: int | None = None, figures: boo
             gr.update(value=max(index, 0), maximum=max(n - 1, 1), interactive=n > 1))
 
 
-def _compare_figure(session: Session, chain: Session | None):
-    spec = session.config.tree_spec
+def _compare_figure(session: Session | Trace, chain: Session | Trace | None):
     chain_label = f"chain γ={chain.config.gamma}" if chain is not None else "chain"
     return tree_vs_chain_figure(session.stats.summary(), chain.stats.summary() if chain is not None else None,
-                                tree_label=f"tree {spec.label} ({spec.max_nodes} nodes)", chain_label=chain_label)
+                                tree_label=_tree_label(session), chain_label=chain_label)
+
+
+def _tree_label(session: Session | Trace) -> str:
+    """"tree 4,2,1 (11 nodes)"; a trace whose settings this build cannot parse shows its shape as written."""
+    try:
+        spec = session.config.tree_spec
+    except DraftScopeError:
+        if not isinstance(session, Trace):
+            raise
+        return f"tree {session.config.tree}"
+    return f"tree {spec.label} ({spec.max_nodes} nodes)"
 
 
 def _status(session: Session, note: str = "") -> str:
@@ -107,7 +119,13 @@ def _status(session: Session, note: str = "") -> str:
 # ------------------------------------------------------------------------------------------------ the chain
 # The chain compared with each session: a second session that lives as long as its session.
 _CHAINS = common.CompanionRuns(chain_config)
-_chain_of = _CHAINS.get
+CHAIN = "chain"  # the chain's label among a trace's companions
+
+
+def _chain_of(session: Session | Trace) -> Session | Trace | None:
+    if isinstance(session, Trace):
+        return session.companions.get(CHAIN)
+    return _CHAINS.get(session)
 
 
 # ------------------------------------------------------------------------------------------------ handlers
@@ -140,6 +158,16 @@ class Handlers(common.SessionHandlers):
 
     def advanced(self, session) -> None:
         _CHAINS.advance(session)  # one chain round per tree round (and catching up once the tree is finished)
+
+    trace_kinds = ("tree",)
+    trace_elsewhere = "a chain tab (Speculative decoding, Self-drafting, Across tokenizers)"
+
+    def companions(self, session) -> dict:
+        chain = _chain_of(session)
+        return {CHAIN: chain} if chain is not None else {}
+
+    def trace_missing(self, trace: Trace) -> str:
+        return "" if CHAIN in trace.companions else "The chain comparison is not in this trace (it was off)."
 
     def show_round(self, state, round_index):
         """Show another round's tree, mask and summary."""
@@ -187,6 +215,7 @@ def build(allow_local_models: bool = False) -> dict:
     with gr.Row():
         buttons = widgets.session_buttons("trees-")
     status = gr.Markdown("Step runs one tree round; Run streams rounds to the end.", elem_id="trees-status")
+    trace = widgets.trace_row("trees-")
     text = gr.HTML(tree_text_html([]), elem_id="trees-text")
     with gr.Row():
         with gr.Column(scale=1, min_width=280):
@@ -205,8 +234,9 @@ def build(allow_local_models: bool = False) -> dict:
                 "tree_branch": tree_branch, "max_depth": max_depth, "children": children, "verifier": verifier,
                 "temperature": temperature, "seed": seed, "max_new_tokens": max_new_tokens, "compare": compare,
                 **drafter_options.components}
-    outputs = [state, text, graph, mask, alpha, compare_plot, summary, round_slider, status]
+    outputs = [state, text, graph, mask, alpha, compare_plot, summary, round_slider, status, trace.records]
     buttons.wire(handlers, state, [controls[name] for name in handlers.setting_names], outputs, "trees-")
+    trace.wire(handlers, state, outputs, status, "trees-")
     round_slider.release(handlers.show_round, [state, round_slider], [graph, mask, summary],
                          api_name="trees_show_round")
     return {"state": state, "prompt": prompt, "target": target, "shape": shape, "verifier": verifier,

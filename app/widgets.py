@@ -1,5 +1,6 @@
-"""Widgets the session tabs share: the prompt row (prompt, example picker, chat template), the target picker, and the
-Step / Run / Stop / Reset buttons with their events.
+"""Widgets the session tabs share: the prompt row (prompt, example picker, chat template), the target picker, the
+Step / Run / Stop / Reset buttons with their events, and the trace row (save the session as a JSON trace, load one to
+step through with no model, and the records JSON every session endpoint returns).
 
 ``prefix`` starts every elem_id ("" on the main tab: ``#prompt``; "trees-": ``#trees-prompt``) and, with "_" for "-",
 every api_name (``/example_prompt``, ``/trees_step``).
@@ -70,3 +71,40 @@ def session_buttons(prefix: str = "") -> SessionButtons:
                           gr.Button("Run", elem_id=f"{prefix}run"),
                           gr.Button("Stop", variant="stop", elem_id=f"{prefix}stop"),
                           gr.Button("Reset", elem_id=f"{prefix}reset"))
+
+
+@dataclass
+class TraceRow:
+    save: gr.Button
+    saved: gr.File  # the file Save trace wrote, to download
+    upload: gr.File  # a trace to load
+    records: gr.JSON  # hidden: the session as a trace, returned by every session endpoint (gradio_client users)
+
+    def wire(self, handlers: common.SessionHandlers, state: gr.State, outputs: list, status, prefix: str = "") -> None:
+        """Save trace → (file, status); an uploaded trace → ``outputs`` (the same as Step's: state first, the records
+        JSON last). ``api_name``s: ``<prefix>save_trace``, ``<prefix>load_trace``."""
+        api = api_prefix(prefix)
+        self.save.click(handlers.save_trace, [state], [self.saved, status], api_name=f"{api}save_trace",
+                        concurrency_limit=None)
+        self.upload.upload(handlers.load_trace, [state, self.upload], outputs, api_name=f"{api}load_trace",
+                           concurrency_limit=None)
+
+    def wire_records(self, load, outputs: list, status, prefix: str = "") -> None:
+        """The same for a tab without live sessions: Save trace writes the records JSON of its last run; ``load(file)``
+        fills ``outputs`` (the records JSON among them)."""
+        api = api_prefix(prefix)
+        self.save.click(common.save_records, [self.records], [self.saved, status], api_name=f"{api}save_trace",
+                        concurrency_limit=None)
+        self.upload.upload(load, [self.upload], outputs, api_name=f"{api}load_trace", concurrency_limit=None)
+
+
+def trace_row(prefix: str = "") -> TraceRow:
+    """A row: Save trace (a JSON file to download) and Load trace (a .json saved here or by ``generate --trace``);
+    the hidden records JSON is created with it. Place ``records`` last in the session endpoints' outputs."""
+    with gr.Row(equal_height=True):
+        save = gr.Button("Save trace", size="sm", scale=0, min_width=120, elem_id=f"{prefix}save-trace")
+        saved = gr.File(label="Saved trace (JSON)", interactive=False, height=90, elem_id=f"{prefix}saved-trace")
+        upload = gr.File(label="Load a trace (.json): step through it with no model", file_types=[".json"],
+                         type="filepath", height=90, elem_id=f"{prefix}load-trace")
+    records = gr.JSON(visible=False, label="Records (JSON)", elem_id=f"{prefix}records-json")
+    return TraceRow(save, saved, upload, records)

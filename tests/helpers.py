@@ -33,14 +33,22 @@ from core.specdec.verify import build_verifier
 from core.specdec.vocab_trim import VocabTrimOptions
 from core.train.corpus import write_counts
 
-
 # ------------------------------------------------------------------------------------------------ references
+_HF_GREEDY: dict[tuple, tuple[torch.nn.Module, list[int]]] = {}
+
+
 def hf_greedy(model: LoadedModel, ids: list[int], n: int) -> list[int]:
-    """Reference: Hugging Face generate, plain greedy (stops at EOS)."""
-    with torch.inference_mode():
-        out = model.model.generate(torch.tensor([ids]), max_new_tokens=n, do_sample=False,
-                                   pad_token_id=model.model.generation_config.pad_token_id)
-    return out[0, len(ids):].tolist()
+    """Reference: Hugging Face generate, plain greedy (stops at EOS). Deterministic, so it is computed once per model,
+    prompt and length (the registry tables ask for the same reference once per drafter × verifier); the key holds
+    every parameter's version counter, so a model changed in place since is decoded again."""
+    net = model.model
+    key = (id(net), tuple(ids), n, sum(p._version for p in net.parameters()))
+    if key not in _HF_GREEDY:
+        with torch.inference_mode():
+            out = net.generate(torch.tensor([ids]), max_new_tokens=n, do_sample=False,
+                               pad_token_id=net.generation_config.pad_token_id)
+        _HF_GREEDY[key] = (net, out[0, len(ids):].tolist())  # the model is kept: its id cannot be reused
+    return list(_HF_GREEDY[key][1])
 
 
 def perturbed(model: LoadedModel, scale: float, seed: int = 1) -> LoadedModel:

@@ -4,6 +4,7 @@ the n-gram drafter. Wall-clock numbers are shown, never asserted."""
 
 from __future__ import annotations
 
+import json
 import os
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -48,14 +49,20 @@ def _metas(fig: go.Figure) -> list:
 
 
 def _aded(handlers, **kw) -> dict:
-    names = ("state", "view", "slider", "graph", "curve", "status")
+    names = ("state", "view", "slider", "graph", "curve", "status", "records")
     return dict(zip(names, handlers.run_aded(**{**SHARED, **ADED, **kw}, progress=no_progress), strict=True))
 
 
-def test_aded_compares_adaptation_and_shows_each_rounds_search(handlers):
+def test_aded_compares_adaptation_and_shows_each_rounds_search(handlers, tmp_path):
     out = _aded(handlers)
     runs = out["state"]["runs"]
     assert list(runs) == ["adapt on", "adapt off"] and all(runs.values())
+    path = tmp_path / "aded.json"  # the records JSON is a trace that loads back into the same views, with no model
+    path.write_text(json.dumps(out["records"]))
+    names = ("state", "view", "slider", "graph", "curve", "status", "records")
+    loaded = dict(zip(names, handlers.load_aded(str(path)), strict=True))
+    assert loaded["state"]["runs"] == runs and loaded["curve"].to_json() == out["curve"].to_json()
+    assert loaded["status"].startswith("Loaded trace: ") and "adapt off" in loaded["status"]
     assert out["view"]["value"] == "adapt on" and out["slider"]["maximum"] >= 1
     assert "mean search" in out["status"] and "ms per round" in out["status"] and "adapt off" in out["status"]
 
@@ -91,7 +98,7 @@ def test_aded_chain_rounds_plot_visits_value_and_prior(handlers):
 
 
 def test_pearl_runs_parallel_and_serial_and_models_two_devices(handlers):
-    figure, status = handlers.run_pearl(**{**SHARED, **PEARL}, progress=no_progress)
+    figure, status, _records = handlers.run_pearl(**{**SHARED, **PEARL}, progress=no_progress)
     titles = [a.text for a in figure.layout.annotations]
     assert titles[0].startswith("Measured, parallel") and titles[1].startswith("Measured, serial")
     assert titles[2].startswith("Model (not measured): two devices") and all(" ms" in t for t in titles)
@@ -125,14 +132,14 @@ def test_gantt_segments_follow_the_lanes(handlers):
 
 
 def test_adaptive_gamma_per_round(handlers):
-    figure, status = handlers.run_gamma(**{**SHARED, **GAMMA}, progress=no_progress)
+    figure, status, _records = handlers.run_gamma(**{**SHARED, **GAMMA}, progress=no_progress)
     assert _metas(figure) == ["drafted", "accepted", "gamma"] and "schedule heuristic" in status
     gammas = list(figure.data[2].y)
     assert gammas[0] == 3 and figure.data[2].name == "γ this round"
     for before, after, drafted, accepted in zip(gammas, gammas[1:], figure.data[0].y, figure.data[1].y):
         if drafted:  # the heuristic: +2 after a fully accepted draft, −1 otherwise (at least 1)
             assert after == (before + 2 if accepted == drafted else max(1, before - 1))
-    figure, status = handlers.run_gamma(**{**SHARED, **GAMMA, "schedule": "constant", "confidence": 0.5},
+    figure, status, _records = handlers.run_gamma(**{**SHARED, **GAMMA, "schedule": "constant", "confidence": 0.5},
                                         progress=no_progress)
     assert "no probabilities" in status  # n-grams have no confidence to stop on
     assert set(figure.data[2].y) == {3} and figure.data[2].name.startswith("γ (constant")

@@ -40,8 +40,10 @@ def client(demo):
 
 
 def _call(client, endpoint, **kw):
-    strip, stats, chart, inspector, _round_slider, status = client.predict(**{**TINY, **kw}, api_name=endpoint)
-    return {"strip": strip, "stats": stats, "chart": chart, "inspector": inspector, "status": status}
+    strip, stats, chart, inspector, _round_slider, status, records = client.predict(**{**TINY, **kw},
+                                                                                    api_name=endpoint)
+    return {"strip": strip, "stats": stats, "chart": chart, "inspector": inspector, "status": status,
+            "records": records}
 
 
 def test_endpoints_are_named(client):
@@ -62,6 +64,8 @@ def test_step_adds_one_round_at_a_time_and_settings_apply_live(client):
     first = _call(client, "/step", prompt=PROMPT)
     second = _call(client, "/step", prompt=PROMPT, gamma=2)
     assert first["strip"].count(ROUND) == 1 and second["strip"].count(ROUND) == 2
+    assert [len(out["records"]["records"]) for out in (first, second)] == [1, 2]
+    assert second["records"]["records"][1]["data"]["settings"]["gamma"] == 2
     assert "Changed gamma from round 1 on" in second["status"]
     third = _call(client, "/step", prompt=PROMPT + " again")  # a new prompt restarts
     assert third["strip"].count(ROUND) == 1
@@ -85,7 +89,7 @@ def test_stop_endpoint_halts_a_run(client):
         time.sleep(0.05)
     client.predict(api_name="/stop")
     job.result()
-    status = job.outputs()[-1][-1]
+    status = job.outputs()[-1][-2]  # the records JSON follows the status
     assert status.startswith("Stopped") or "Stopped:" in status, status
 
 
@@ -112,7 +116,7 @@ def test_out_of_range_settings_are_refused_by_the_page(client, kw, message):
 
 
 def test_compare_gives_a_verdict(client):
-    strip_a, _stats_a, strip_b, _stats_b, verdict = client.predict(
+    strip_a, _stats_a, strip_b, _stats_b, verdict, records = client.predict(
         prompt=PROMPT, chat=False, target="tiny-llama", temperature=0, seed=0, max_new_tokens=8,
         a_drafter="ngram", a_verifier="greedy", a_draft_model="tiny-llama", a_gamma=4, a_exit_layer=0, a_ngram_size=3,
         b_drafter="none", b_verifier="greedy", b_draft_model="tiny-llama", b_gamma=4, b_exit_layer=0, b_ngram_size=3,
@@ -120,6 +124,7 @@ def test_compare_gives_a_verdict(client):
     assert 'class="tok ' in strip_a and 'class="tok ' in strip_b
     assert "faster" in verdict or "slower" in verdict or "tok/s" in verdict
     assert "outputs identical" in verdict
+    assert records["drafter"] == "ngram" and records["extra"]["companions"]["B"]["drafter"] == "none"
 
 
 def test_run_streams_every_round(client):
@@ -127,6 +132,8 @@ def test_run_streams_every_round(client):
     job.result()
     rounds = [out[0].count(ROUND) for out in job.outputs()]
     assert len(rounds) >= 3 and rounds == sorted(rounds) and rounds[-1] >= 2
+    final = job.outputs()[-1][-1]  # the records JSON comes with the last update: every round, as a trace
+    assert final["schema"] == "draftscope.trace" and len(final["records"]) == rounds[-1]
 
 
 # the parameters of /step before its drafter options were generated: every one still exists, with the same meaning

@@ -25,10 +25,12 @@ def test_generate_json(capsys):
                           "a b a b a b a b", "--max-new-tokens", "12", "--json")
     assert code == 0, err
     data = json.loads(out)
-    assert {"token_ids", "text", "steps", "stats"} <= set(data)
-    assert len(data["token_ids"]) == 12 and data["stats"]["generated"] == 12
-    assert sum(len(s["committed_ids"]) for s in data["steps"]) == 12
-    assert data["steps"][0]["drafter"] == "ngram"
+    assert data["schema"] == "draftscope.trace" and {"generated_ids", "text", "records", "stats"} <= set(data)
+    assert len(data["generated_ids"]) == 12 and data["stats"]["generated"] == 12
+    steps = [r["data"] for r in data["records"]]
+    assert {r["type"] for r in data["records"]} == {"step"}
+    assert sum(len(s["committed_ids"]) for s in steps) == 12
+    assert steps[0]["drafter"] == "ngram"
 
 
 def test_generate_tree_json_and_alpha_star_line(capsys):
@@ -37,8 +39,8 @@ def test_generate_tree_json_and_alpha_star_line(capsys):
                           "--max-new-tokens", "10", "--json")
     assert code == 0, err
     data = json.loads(out)
-    assert len(data["token_ids"]) == 10 and data["steps"][0]["shape"] == "3,2"
-    step = data["steps"][0]
+    step = data["records"][0]["data"]
+    assert len(data["generated_ids"]) == 10 and data["records"][0]["type"] == "tree" and step["shape"] == "3,2"
     assert len(step["nodes"]) == 9 and step["groups"][0]["alpha_star_with"] is not None
     code, out, err = _run(capsys, "generate", "--target", "tiny-llama", "--drafter", "early-exit", "--exit-layer", "2",
                           "--tree", "budget:6", "--temperature", "1", "--prompt", "a b a b", "--max-new-tokens", "8")
@@ -51,8 +53,9 @@ def test_generate_with_typical_acceptance_and_its_options(capsys):
                           "--temperature", "1", "--prompt", "a b a b", "--max-new-tokens", "8", "--json")
     assert code == 0, err
     data = json.loads(out)
-    assert data["config"]["verifier_options"] == {"epsilon": 0.2, "delta": 0.5}
-    assert data["steps"][0]["verifier"] == "typical" and len(data["steps"][0]["nodes"]) == 3
+    assert data["settings"]["verifier_options"] == {"epsilon": 0.2, "delta": 0.5}
+    step = data["records"][0]["data"]
+    assert step["verifier"] == "typical" and len(step["nodes"]) == 3
 
 
 def test_generate_text_streams(capsys):

@@ -23,7 +23,8 @@ SETTINGS = {"prompt": "the cat sat on the mat. the cat sat on the", "chat": Fals
             **OPTIONS, "draft_model": "tiny-llama", "distill_every": 2, "gamma": 3, "temperature": 0.0, "seed": 0,
             "max_new_tokens": 6, "compare": True}
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # gr.Warning outside a request warns instead
-OUTPUTS = ("state", "strip", "alignment", "round", "acceptance", "cache_plot", "cache_table", "status")
+OUTPUTS = ("state", "strip", "alignment", "round", "acceptance", "cache_plot", "cache_table", "status",
+           "records")
 
 
 @pytest.fixture()

@@ -30,10 +30,11 @@ def test_suggested_tree_comes_from_the_shipped_accuracies():
 
 def test_run_shows_each_nodes_head_and_what_it_read():
     tree = tab.default_tree("smollm2-135m", "hydra", 6)
-    state, table, graph, split, slider, status = tab.run_heads("smollm2-135m", "hydra", tree, "greedy", 0.0, PROMPT,
-                                                              True, 16)
+    state, table, graph, split, slider, status, records = tab.run_heads("smollm2-135m", "hydra", tree, "greedy", 0.0,
+                                                                       PROMPT, True, 16)
     assert "τ" in status and "tokens/s" in status and "Error" not in status, status
     assert slider["maximum"] == len(state[0]) - 1
+    assert len(records["records"]) == len(state[0]) and records["extra"]["arch"] == "hydra"
     records, before, arch = state
     assert records and arch == "hydra" and len(before) == len(records)
     assert "h<sub>t</sub> + " in table and "<th>head</th>" in table  # Hydra's heads read the branch
@@ -42,10 +43,10 @@ def test_run_shows_each_nodes_head_and_what_it_read():
     assert "<table>" in table2
     _, medusa_table, *_ = tab.run_heads("smollm2-135m", "medusa", "", "typical", 0.7, PROMPT, True, 8)
     assert "h<sub>t</sub></td>" in medusa_table  # Medusa's read h_t only (a chain: no tree)
-    _, falcon_table, falcon_graph, *_, status = tab.run_heads("smollm2-135m", "falcon", "3,2", "match", 0.7, PROMPT,
+    _, falcon_table, falcon_graph, *_, status, _ = tab.run_heads("smollm2-135m", "falcon", "3,2", "match", 0.7, PROMPT,
                                                               True, 8)
     assert "f, f̂ + " in falcon_table and falcon_graph.data and "Error" not in status, status
-    _, plus_table, *_, status = tab.run_heads("smollm2-135m", "hydra++", "", "greedy", 0.0, PROMPT, True, 8)
+    _, plus_table, *_, status, _ = tab.run_heads("smollm2-135m", "hydra++", "", "greedy", 0.0, PROMPT, True, 8)
     assert "prefix layer" in plus_table and "Error" not in status, status
 
 
@@ -54,7 +55,7 @@ def test_run_refuses_bad_input_with_one_line():
                           (("tiny-llama", "hydra", "", "greedy", 0.0, PROMPT, True, 8), "not found"),
                           (("smollm2-135m", "hydra", "", "greedy", 0.0, "   ", True, 8), "prompt is empty"),
                           (("smollm2-135m", "hydra", "", "greedy", 0.0, PROMPT, True, 9999), "max new tokens")]:
-        *_, status = tab.run_heads(*args)
+        *_, status, _records = tab.run_heads(*args)
         assert status.startswith("**Error:**") and message in status, status
 
 

@@ -91,7 +91,7 @@ def test_cli_flags_come_from_the_options_and_foreign_flags_are_refused(capsys):
     code, out, err = _cli(capsys, "--drafter", "easyspec", "--easyspec-base", "early-exit", "--exit-layer", "2",
                           "--group-size", "2", "--no-calibrate", "--json")
     assert code == 0, err
-    options = json.loads(out)["config"]["drafter_options"]
+    options = json.loads(out)["settings"]["drafter_options"]
     assert options == {"base": "early-exit", "exit_layer": 2, "group_size": 2, "calibrate": False}
     code, out, err = _cli(capsys, "--drafter", "easyspec", "--easyspec-base", "tree")
     assert code == 2 and "invalid choice: 'tree'" in err

@@ -20,7 +20,7 @@ SETTINGS = {"prompt": "the cat sat on the mat. the cat sat on the", "chat": Fals
             "drafter": "kangaroo", "gamma": 4, "eta": 0.0, "theta1": 0.5, "theta2": 0.5, "exit_layer": 0,
             "temperature": 0.0, "seed": 0, "max_new_tokens": 12}
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # gr.Warning outside a request warns instead
-OUTPUTS = ("state", "strip", "confidence", "summary", "status")
+OUTPUTS = ("state", "strip", "confidence", "summary", "status", "records")
 
 
 @pytest.fixture()

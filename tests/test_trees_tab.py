@@ -21,7 +21,7 @@ SETTINGS = {"prompt": "the cat sat on the mat. the cat sat on the", "chat": Fals
             "tree_branch": 4, "max_depth": 5, "children": "auto", "verifier": "rsd", "temperature": 1.0, "seed": 0,
             "max_new_tokens": 12, "compare": True}
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # gr.Warning outside a request warns instead
-OUTPUTS = ("state", "text", "graph", "mask", "alpha", "compare", "summary", "round", "status")
+OUTPUTS = ("state", "text", "graph", "mask", "alpha", "compare", "summary", "round", "status", "records")
 
 
 @pytest.fixture()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from core.cli.table import markdown_table
+from core.errors import DraftScopeError
 from core.runtime.models import DEFAULT_TARGET
 from core.specdec.longctx import DEFAULT_DRAFTERS, DEFAULT_LENGTHS, SWEEP_TASKS
 
@@ -41,6 +42,22 @@ def add_arguments(bench) -> None:
     bench.add_argument("--gamma", type=int, default=4, help="--long-context: γ of the drafters' chains")
     bench.add_argument("--longspec-checkpoint", default=None, help="--long-context: a LongSpec drafter file (default: "
                                                                    "the shipped one)")
+    bench.add_argument("--matrix", action="store_true",
+                       help="only: every drafter configuration that can run on --target beside HF greedy, per prompt "
+                            "category (core.specdec.matrix; cached per configuration)")
+    bench.add_argument("--configs", default=None, help="--matrix: comma-separated configuration or drafter names")
+    bench.add_argument("--out", default=None, help="--matrix: also write the matrix JSON to this file")
+    bench.add_argument("--no-cache", action="store_true", help="--matrix: run everything again, cache nothing")
+    bench.add_argument("--recommend", action="store_true",
+                       help="only: recommend a drafter and its settings for --target from its benchmark matrix (the "
+                            "shipped one, or --matrix-file), with the predicted speed-up, its interval and the reasons")
+    bench.add_argument("--matrix-file", default=None, help="--recommend: a matrix JSON (bench --matrix --out)")
+    bench.add_argument("--category", default=None, help="--recommend: the workload's prompt category (default: all)")
+    bench.add_argument("--temperature", type=float, default=0.0, help="--recommend: the sampling temperature")
+    bench.add_argument("--top", type=int, default=3, help="--recommend: how many settings to rank")
+    bench.add_argument("--holdout", action="store_true", help="--recommend: instead, the recommender's accuracy on "
+                                                              "held-out prompts (fit on half of each category's "
+                                                              "prompts, measured on the other half, both ways)")
     bench.add_argument("--json", action="store_true")
 
 
@@ -49,6 +66,12 @@ def run(args) -> int:
 
     if args.long_context:
         return long_context(args)
+
+    if args.matrix:
+        return matrix(args)
+
+    if args.recommend:
+        return recommend(args)
 
     if args.pearl_timeline:
         print(json.dumps(pearl_timeline(args.target, per_category=args.per_category or 1,
@@ -74,6 +97,88 @@ def run(args) -> int:
         one = cost[min(cost)]
         print("target forward of k new tokens (ms, × one token): " +
               ", ".join(f"k={k}: {ms:.1f} ({ms / one:.2f}×)" for k, ms in cost.items()))
+    return 0
+
+
+def matrix(args) -> int:
+    """``--matrix``: ``core.specdec.matrix.run_matrix`` on the chosen configurations, printed as a markdown table (or
+    the matrix JSON), optionally written to ``--out``."""
+    from tqdm import tqdm
+
+    from core.prompts import load_prompts
+    from core.specdec.bench import first_per_category
+    from core.specdec.matrix import format_matrix, matrix_configs, run_matrix, save_matrix
+
+    if not 1 <= args.max_new_tokens <= 4096:
+        raise DraftScopeError(f"max new tokens must be in 1..4096, got {args.max_new_tokens}")
+    for flag, value in (("--per-category", args.per_category), ("--limit", args.limit)):
+        if value is not None and value < 1:
+            raise DraftScopeError(f"{flag} must be at least 1, got {value}")
+    prompts = load_prompts(args.prompts)
+    if args.per_category:
+        prompts = first_per_category(prompts, args.per_category)
+    prompts = prompts[: args.limit] if args.limit else prompts
+    subset = [c for c in args.configs.split(",") if c.strip()] if args.configs is not None else None
+    if subset == []:
+        raise DraftScopeError("--configs names no configuration")
+    configs = matrix_configs(args.target, subset)
+    bars: list = []
+
+    def progress(done: int, total: int, label: str) -> None:
+        if not bars:
+            bars.append(tqdm(total=total, desc="matrix", leave=False))
+        bars[0].n = done
+        bars[0].set_postfix_str(label)
+        bars[0].refresh()
+
+    try:
+        result = run_matrix(args.target, configs, prompts, args.max_new_tokens, progress=progress,
+                            use_cache=not args.no_cache, chat=not args.no_chat)
+    finally:
+        for bar in bars:
+            bar.close()
+    if args.out:
+        save_matrix(result, args.out)
+    print(json.dumps(result, indent=1, ensure_ascii=False) if args.json else format_matrix(result))
+    return 0
+
+
+def recommend(args) -> int:
+    """``--recommend``: ``core.specdec.recommend`` fitted on the matrix, its ranked settings and reasons (or, with
+    ``--holdout``, its accuracy on held-out prompts)."""
+    from core.specdec.matrix import load_matrix, shipped_matrix
+    from core.specdec.recommend import Recommender, holdout_halves
+
+    if args.top < 1:
+        raise DraftScopeError(f"--top must be at least 1, got {args.top}")
+    matrix = load_matrix(args.matrix_file) if args.matrix_file else shipped_matrix(args.target)
+    if matrix is None:
+        raise DraftScopeError(f"no benchmark matrix ships for '{args.target}': run bench --matrix --out FILE and pass "
+                              "--matrix-file FILE")
+    if args.holdout:
+        result = holdout_halves(matrix, args.temperature)
+        if args.json:
+            print(json.dumps(result, indent=1))
+            return 0
+        print(markdown_table([{"config": r["config"], "category": r["category"], "predicted": r["predicted"],
+                               "measured": r["measured"], "error %": r["error_pct"], "right": r["within"]}
+                              for r in result["rows"]],
+                             ["config", "category", "predicted", "measured", "error %", "right"], _cell))
+        print(f"\n{result['within']} of {result['n']} predictions within ±{result['right_within']:.0%} of the measured "
+              f"speed-up ({result['share_within']:.0%}); mean absolute error {result['mape_pct']:.1f} %; interval "
+              f"coverage {result['interval_coverage']:.0%}; top pick was the measured best in "
+              f"{result['top_is_best_share']:.0%} of categories (mean regret {result['mean_regret']:.3f}×).")
+        return 0
+    recs = Recommender.from_matrix(matrix).recommend(args.category, args.temperature, args.top)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in recs], indent=1))
+        return 0
+    for rank, r in enumerate(recs, 1):
+        low, high = r.interval
+        print(f"{rank}. {r.config}: predicted {r.speedup:.2f}× ({low:.2f}–{high:.2f}), τ {r.tau:.2f}"
+              + (f", α {r.alpha:.2f}" if r.alpha is not None else ""))
+        for reason in r.reasons:
+            print(f"   - {reason}")
     return 0
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -11,6 +10,7 @@ from core.errors import DraftScopeError
 from core.runtime.models import DEFAULT_TARGET, PRESETS
 from core.specdec.drafters import DRAFTERS, drafter_class
 from core.specdec.records import alpha_star_summary
+from core.specdec.trace import dumps, save_trace, trace_of
 from core.specdec.verify import VERIFIERS
 
 NAME, HELP = "generate", "generate with a target, a drafter and a verifier"
@@ -38,7 +38,10 @@ def add_arguments(gen) -> None:
     source.add_argument("--prompt")
     source.add_argument("--prompt-file")
     gen.add_argument("--chat", action="store_true", help="apply the model's chat template")
-    gen.add_argument("--json", action="store_true", help="print one JSON object (token_ids, text, steps, stats)")
+    gen.add_argument("--json", action="store_true", help="print the session as one JSON trace (draftscope.trace: "
+                                                         "settings, prompt, generated ids, text, stats, records)")
+    gen.add_argument("--trace", metavar="FILE", help="also write the trace to FILE (atomically; the app's session "
+                                                     "tabs load it)")
     flags = add_option_flags(gen, DRAFTERS, "drafter options (each applies to the drafters named in its help)")
     verifier_flags = add_option_flags(gen, VERIFIERS, "verifier options (each applies to the verifiers named in its "
                                                       "help)")
@@ -64,17 +67,22 @@ def run(args) -> int:
                            max_new_tokens=args.max_new_tokens, tree=args.tree, tree_branch=args.tree_branch,
                            children=args.children, drafter_options=args.drafter_flags.values(args, args.drafter),
                            verifier_options=args.verifier_flags.values(args, verifier))
+    if args.trace:
+        _check_trace_path(Path(args.trace))
     session = Session.from_config(config, prompt=prompt, chat=args.chat, allow_local=True)
     if args.json:
         for _ in session.run():
             pass
-        out = session.summary()
-        out["steps"] = [r.to_dict() for r in session.records]
-        print(json.dumps(out))
+        trace = trace_of(session)
+        if args.trace:
+            save_trace(trace, args.trace)
+        print(dumps(trace))
         return 0
     for record in session.run():
         sys.stdout.write(record.committed_text)
         sys.stdout.flush()
+    if args.trace:
+        save_trace(trace_of(session), args.trace)
     s = session.stats
     alpha = f"{s.alpha:.3f}" if s.alpha is not None else "—"
     print(f"\n[{s.generated} tokens, {s.tokens_per_second:.1f} tok/s, τ={s.tau:.2f}, α={alpha}, "
@@ -87,3 +95,11 @@ def run(args) -> int:
               f"{fmt('exact_rrs')}, RSD {fmt('exact_rsd')}; α* with replacement {fmt('alpha_star_with')}, "
               f"without {fmt('alpha_star_without')}; one draft Σmin(p,q) {fmt('single_draft')}]", file=sys.stderr)
     return 0
+
+
+def _check_trace_path(path: Path) -> None:
+    """Refuse a trace path that cannot be written before any model loads."""
+    if path.is_dir():
+        raise DraftScopeError(f"--trace {path}: a folder, name a file")
+    if not path.parent.is_dir():
+        raise DraftScopeError(f"cannot write the trace to {path}: no folder {path.parent}")

@@ -80,7 +80,7 @@ def _ours(target, drafter: str, options: dict | None = None, **settings) -> Call
             pass
         s = session.stats
         return session.generated_ids, {"drafted": s.drafted, "accepted": s.accepted, "target_calls": s.target_calls,
-                                       "cost": session.drafter.cost}
+                                       "cost": session.drafter.cost, "stats": s, "records": session.records}
     return run
 
 
@@ -366,6 +366,40 @@ def first_per_category(prompts: list, n: int) -> list:
     return out
 
 
+WARM_UP_TOKENS = 8
+
+
+def warm_up(table: dict[str, Callable], ids: list[int], errors: dict[str, str] | None = None) -> None:
+    """One short run of every method on ``ids`` (first calls pay one-off costs). With ``errors``, a method that
+    fails with a DraftScopeError is dropped from ``table`` and its message kept there, instead of raising."""
+    for name in tqdm(list(table), desc="warm-up", leave=False):
+        try:
+            table[name](ids, WARM_UP_TOKENS)
+        except DraftScopeError as exc:
+            if errors is None:
+                raise
+            errors[name] = str(exc)
+            del table[name]
+
+
+def side_by_side(table: dict[str, Callable], encoded: list[list[int]], max_new_tokens: int,
+                 on_start: Callable[[str], object] | None = None, on_end: Callable[[], object] | None = None):
+    """Every method on every prompt, the order rotated from prompt to prompt (no method always runs first): yields
+    (prompt index, {name: (output ids, info, wall seconds of the whole call)}) once per prompt."""
+    names = list(table)
+    for i, ids in enumerate(encoded):
+        results = {}
+        for name in names[i % len(names):] + names[: i % len(names)]:
+            if on_start:
+                on_start(name)
+            t = time.perf_counter()
+            out, info = table[name](ids, max_new_tokens)
+            results[name] = (out, info, time.perf_counter() - t)
+            if on_end:
+                on_end()
+        yield i, results
+
+
 def run_bench(target: str = "smollm2-135m", prompts_path: str | None = None, limit: int | None = None,
               per_category: int | None = None, max_new_tokens: int = 128, draft_model: str | None = None,
               exit_layer: int | None = None, methods: list[str] | None = None, chat: bool = True,
@@ -386,21 +420,12 @@ def run_bench(target: str = "smollm2-135m", prompts_path: str | None = None, lim
             raise DraftScopeError(f"unknown bench method(s) {', '.join(unknown)}; choose from {', '.join(table)}")
         table = {m: table[m] for m in ["hf-greedy", *methods] if m in table}  # hf-greedy is the reference
     names = list(table)
-    for name in tqdm(names, desc="warm-up", leave=False):
-        table[name](encoded[0], 8)
+    warm_up(table, encoded[0])
     tallies = {name: _Tally() for name in names}
     categories = list(dict.fromkeys(p.category for p in prompts))
     per_cat = {name: {c: _Tally() for c in categories} for name in names}
     bar = tqdm(total=len(encoded) * len(names), desc="bench")
-    for i, ids in enumerate(encoded):
-        order = names[i % len(names):] + names[: i % len(names)]
-        results = {}
-        for name in order:
-            bar.set_postfix_str(name)
-            t = time.perf_counter()
-            out, info = table[name](ids, max_new_tokens)
-            results[name] = (out, info, time.perf_counter() - t)
-            bar.update()
+    for i, results in side_by_side(table, encoded, max_new_tokens, on_start=bar.set_postfix_str, on_end=bar.update):
         reference = results["hf-greedy"][0]
         for name, (out, info, seconds) in results.items():
             tallies[name].add(out, info, seconds, out == reference)

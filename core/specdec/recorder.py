@@ -69,6 +69,7 @@ class Recorder:
         k, draft, verdict, new = config.topk_alternatives, t.draft, t.verdict, t.new
         p_show = display_probs(t.logits_nV, t.p_nV, config.sampling)  # (γ+1, V)
         p_top = self._topk(p_show, k)
+        entropy_n = _entropies(p_show)
         q_show = draft.q_show_nV
         q_top = self._topk(q_show, k) if q_show is not None else [[] for _ in draft.tokens]
         n_ver = min(verdict.n_verified, len(new))  # a round cut at an accepted EOS never reaches later drafts
@@ -85,7 +86,7 @@ class Recorder:
                 u=verdict.uniforms[i] if verified else None,
                 rank_p=_rank(p_show[i], tok) if verified else None,
                 rank_q=_rank(q_show[i], tok) if q_show is not None else None,
-                q_topk=q_top[i], p_topk=p_top[i] if verified else [],
+                p_entropy=entropy_n[i] if verified else None, q_topk=q_top[i], p_topk=p_top[i] if verified else [],
                 candidates=self._candidates(p_show[i], q_show[i] if q_show is not None else None, None, tok,
                                             p_top[i], q_top[i]) if verified else []))
         j = verdict.n_accepted  # the position the target's own token fills
@@ -134,6 +135,7 @@ class Recorder:
                     p_show: torch.Tensor) -> list[TreeNode]:
         tree = grown.tree
         depths = tree.depths()
+        entropy_n = _entropies(p_show)  # row parent + 1: the target's distribution where node i sits
         nodes, score = [], {}
         for i, (tok, parent) in enumerate(zip(tree.tokens, tree.parents)):
             q_row = grown.q_show.get(parent)
@@ -145,7 +147,7 @@ class Recorder:
             a, u = verdict.tried.get(i, (None, None)) if tried else (None, None)
             nodes.append(TreeNode(index=i, parent=parent, depth=depths[i], id=tok, text=self.target.token_text(tok),
                                   q=q, path_q=score[i], p=float(p_show[parent + 1, tok]), decision=decision,
-                                  tried=tried, accept_prob=a, u=u))
+                                  tried=tried, accept_prob=a, u=u, p_entropy=entropy_n[parent + 1]))
         return nodes
 
     @staticmethod
@@ -192,6 +194,11 @@ class Recorder:
         values, indices = torch.topk(probs_nV, min(k, probs_nV.shape[-1]), dim=-1)
         return [[Alternative(i, self.target.token_text(i), v) for i, v in zip(row_i, row_v) if v > 0]
                 for row_i, row_v in zip(indices.tolist(), values.tolist())]
+
+
+def _entropies(probs_nV: torch.Tensor) -> list[float]:
+    """The entropy (nats) of each row of ``probs_nV`` (rows, V): one pass over probabilities already computed."""
+    return torch.special.entr(probs_nV).sum(-1, dtype=torch.float64).tolist()
 
 
 def _rank(probs_V: torch.Tensor, token: int) -> int:

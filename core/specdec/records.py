@@ -51,6 +51,7 @@ class DraftedToken:
     u: float | None = None  # the uniform draw compared with accept_prob (sampling verifier)
     rank_p: int | None = None  # 1 = the target's most likely token
     rank_q: int | None = None
+    p_entropy: float | None = None  # entropy (nats) of the target's distribution here (the one p comes from)
     q_topk: list[Alternative] = field(default_factory=list)
     p_topk: list[Alternative] = field(default_factory=list)
     # p and q side by side over the union of both top-k lists and the drafted token (verified positions only)
@@ -197,6 +198,7 @@ class TreeNode:
     tried: bool = False  # the verifier compared this node (accepted or rejected it explicitly)
     accept_prob: float | None = None  # min(1, r(x)/q(x)) when tried by a sampled verifier
     u: float | None = None
+    p_entropy: float | None = None  # entropy (nats) of the target's distribution at its parent (the one p comes from)
 
 
 @dataclass
