@@ -334,8 +334,9 @@ class SessionHandlers:
 
     def _stream(self, state, settings: dict, progress):
         """Run: rounds one after another until EOS or max new tokens (continuing the current session); Stop halts
-        after the current round; a Reset or restart elsewhere ends it quietly. The records JSON goes out with the
-        figures (at most every ``plot_interval_s``) and at the end."""
+        after the current round; a Reset or restart elsewhere ends it quietly. The records JSON goes out once, with
+        the last update (at the end or at a Stop): a whole trace every refresh costs the server an O(rounds) encode
+        and the page a large message while the user is trying to press Stop."""
         state = dict(state or {})
         try:
             if (out := self._read_only(state)) is not None:
@@ -361,7 +362,7 @@ class SessionHandlers:
                 figures = time.monotonic() - last_plot >= self.plot_interval_s  # keeps the browser responsive
                 if figures:
                     last_plot = time.monotonic()
-                yield self._out(state, session, "Running… " + self.status(session), figures, records=figures)
+                yield self._out(state, session, "Running… " + self.status(session), figures, records=False)
             yield self._out(state, session, self.status(session, note))
         except Exception as exc:  # every failure becomes a message, the page stays usable
             yield self._failed(state, exc)
