@@ -21,7 +21,7 @@ from core.specdec import Session, SessionConfig, trace as tr
 from tests.helpers import call_handler, tab_session
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLE = ROOT / "docs" / "examples" / "client_records.py"
+EXAMPLE = ROOT / "tests" / "examples" / "client_records.py"
 PROMPT = "the cat sat on the mat. the cat sat on the"
 pytestmark = [pytest.mark.usefixtures("one_thread"),
               pytest.mark.filterwarnings("ignore::UserWarning")]  # gr.Warning outside a request warns instead
@@ -237,7 +237,7 @@ def test_trace_to_a_bad_path_exits_2_with_one_line(capsys, tmp_path, where):
 def test_readme_shows_the_client_example_verbatim():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
-    assert EXAMPLE.read_text(encoding="utf-8") in blocks, "README.md must show docs/examples/client_records.py"
+    assert EXAMPLE.read_text(encoding="utf-8") in blocks, "README.md must show tests/examples/client_records.py"
 
 
 def test_client_example_runs(capsys):
