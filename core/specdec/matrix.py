@@ -37,6 +37,7 @@ import transformers
 from core import ASSETS_DIR
 from core.errors import DraftScopeError
 from core.prompts import Prompt, load_prompts
+from core.runtime.files import atomic_write_text
 from core.runtime.models import LoadedModel, cache_dir as draftscope_cache, has_sliding_layers, load_model
 from core.specdec import rejection
 from core.specdec.bench import _has_counts, _hf, _ours, default_tree_exit_layer, side_by_side, warm_up
@@ -227,13 +228,10 @@ def _read_entry(path: Path) -> dict | None:
 
 
 def atomic_write(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file in the same folder (never a half-written file)."""
+    """Write ``text`` to ``path`` atomically, making its folder first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, text)
 
 
 # ------------------------------------------------------------------------------------------------ running

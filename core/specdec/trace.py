@@ -20,13 +20,13 @@ import dataclasses
 import functools
 import json
 import os
-import tempfile
 import types
 import typing
 from datetime import UTC, datetime
 from pathlib import Path
 
 from core.errors import DraftScopeError
+from core.runtime.files import atomic_write_text
 from core.specdec.config import SessionConfig
 from core.specdec.records import Stats, StepRecord, TreeStepRecord
 
@@ -80,15 +80,8 @@ def save_trace(trace: dict, path: str | os.PathLike) -> Path:
     if not folder.is_dir():
         raise DraftScopeError(f"cannot write the trace to {path}: no folder {folder}")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+        atomic_write_text(path, text)
     except OSError as exc:
-        raise DraftScopeError(f"cannot write the trace to {path}: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
         raise DraftScopeError(f"cannot write the trace to {path}: {exc.strerror or exc}") from None
     return path
 

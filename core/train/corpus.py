@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from core.errors import DraftScopeError
 from core.runtime import checkpoint
+from core.runtime.files import atomic_write_text
 from core.runtime.models import cache_dir, load_model
 from core.specdec.vocab_trim import COUNTS_KIND
 from core.train.loop import print_summary, run_script
@@ -85,9 +86,7 @@ def _atomic_torch_save(obj, path: Path) -> None:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=1))
 
 
 @torch.inference_mode()
