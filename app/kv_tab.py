@@ -19,11 +19,12 @@ from core.errors import DraftScopeError
 from core.kv import DRAFT_GUIDED, PRESSES
 from core.kv.records import KVReport
 from core.kv.run import DEFAULT_METHODS, guide_model, kv_report
-from core.kv.tasks import TASKS, Task, make_task
+from core.kv.tasks import LENGTH_TASKS, TASKS, Task, make_task
 from core.runtime.models import load_model, preset_names
 from core.specdec import MODEL_LOCK
 from core.specdec.longctx import DEFAULT_DRAFTERS as LONG_DRAFTERS, context_sweep
 from visualizers.kv_importance import (
+    constraints_figure,
     correlation_figure,
     find_run,
     head_map_figure,
@@ -34,7 +35,6 @@ from visualizers.kv_importance import (
 from visualizers.longctx import acceptance_figure, memory_figure, rows_frame
 
 CUSTOM = "custom"  # the task choice that takes the custom prompt (a non-empty custom prompt overrides any task)
-LENGTH_TASKS = ("passkey", "multikey")  # the tasks whose prompt length follows the length slider
 SHOW_CHOICES = [("method scores", "method"), ("true importance", "true"), ("both (true = underline)", "both")]
 DEFAULT_LENGTH, DEFAULT_BUDGET, DEFAULT_MAX_NEW = 1024, 128, 16
 DEFAULT_LAYERS, DEFAULT_KV_HEADS, DEFAULT_HEADS = 30, 3, 9  # smollm2-135m, until a run tells the real numbers
@@ -107,13 +107,18 @@ def _run_status(report: KVReport, seconds: float, budget: int, task: str, length
     elif report.runs:
         best = max(report.runs, key=lambda r: r.recall)
         notes.append(f"Best recall of the true top-{budget}: {best.method} ({best.recall:.2f}).")
-    if report.answer:
+    if report.constraints:
+        total = len(report.constraints)
+        gave = lambda run: sum(c["met"] for c in run.constraints)  # noqa: E731
+        notes.append(f"Asked for each of the traveller's {total} requirements, the full cache gives back "
+                     f"{gave(report.full)}; " + ", ".join(f"{r.method} {gave(r)}" for r in report.runs) + ".")
+    elif report.answer:
         solved = [r.method for r in report.runs if r.accuracy]
         full = "finds" if report.full.accuracy else "misses"
         notes.append(f"The full cache {full} the answer “{report.answer}”; "
                      + (f"found by {', '.join(solved)}." if solved else "no method finds it."))
     if not overridden and task not in LENGTH_TASKS and length != DEFAULT_LENGTH:
-        notes.append(f"(The length slider applies to {' and '.join(LENGTH_TASKS)} only.)")
+        notes.append(f"(The length slider applies to {', '.join(LENGTH_TASKS)} only.)")
     return " ".join([head, *notes])
 
 
@@ -178,8 +183,8 @@ class Handlers:
     def run(self, state, target, drafter, task, prompt, length, methods, budget, max_new_tokens, seed, view_method,
             show, layer, head, progress=gr.Progress()) -> tuple:
         """The full cache and every chosen method at the budget on the task's prompt (or the custom prompt):
-        (state, status, heatmap, grid, head map, correlation, outputs, view method, layer, head, DraftAttention
-        layer, DraftAttention head)."""
+        (state, status, heatmap, grid, head map, correlation, outputs, requirements, view method, layer, head,
+        DraftAttention layer, DraftAttention head)."""
         state = dict(state or {})
         try:
             methods = _check_inputs(methods, task)
@@ -206,12 +211,12 @@ class Handlers:
             layer, head = min(int(layer or 0), L - 1), min(int(head or 0), H - 1)
             views = _views(state, view, show, layer, head)
             return (state, _run_status(report, seconds, budget, task, length, override is not None), views[0],
-                    views[1], views[2], views[3], outputs_html(report, tokens),
+                    views[1], views[2], views[3], outputs_html(report, tokens), constraints_figure(report),
                     gr.update(choices=list(dict.fromkeys(ran)), value=view),
                     gr.update(maximum=max(L - 1, 1), value=layer), gr.update(maximum=max(H - 1, 1), value=head),
                     gr.update(maximum=max(L - 1, 1)), gr.update(maximum=max(n_heads - 1, 1)))
         except Exception as exc:  # every failure becomes a message, the page stays usable
-            return (state, common.warn(_explain(exc)), *[gr.skip()] * 10)
+            return (state, common.warn(_explain(exc)), *[gr.skip()] * 11)
 
     def view(self, state, view_method, show, layer, head) -> tuple:
         """Re-render the heatmap, grid, head map and correlation of the stored report for another method or shading
@@ -318,7 +323,7 @@ def build(allow_local_models: bool = False) -> dict:
                         placeholder="Leave empty to use the task's prompt")
     with gr.Row():
         length = gr.Slider(128, 4096, value=DEFAULT_LENGTH, step=64, label="Prompt length in tokens (passkey, "
-                           "multikey)", elem_id="kv-length")
+                           "multikey, travel)", elem_id="kv-length")
         budget = gr.Slider(16, 2048, value=DEFAULT_BUDGET, step=16, label="Budget: KV entries kept per layer and "
                            "head", elem_id="kv-budget")
         max_new_tokens = gr.Slider(1, 64, value=DEFAULT_MAX_NEW, step=1, label="Max new tokens",
@@ -347,6 +352,7 @@ def build(allow_local_models: bool = False) -> dict:
     correlation = gr.Plot(correlation_figure(None), show_label=False, elem_id="kv-correlation")
     gr.Markdown("### Outputs")
     outputs = gr.HTML(outputs_html(None), elem_id="kv-outputs")
+    constraints = gr.Plot(constraints_figure(None), show_label=False, elem_id="kv-constraints")
 
     gr.Markdown("### DraftAttention\nOn the target's prefill of the same prompt: queries and keys are averaged over "
                 "blocks of tokens, the pooled queries attend to the pooled keys (the draft map), and only the top "
@@ -380,8 +386,8 @@ def build(allow_local_models: bool = False) -> dict:
 
     run.click(handlers.run, [state, target, drafter, task, prompt, length, methods, budget, max_new_tokens, seed,
                              view_method, show, layer, head],
-              [state, status, heatmap, grid, head_map, correlation, outputs, view_method, layer, head, da_layer,
-               da_head], api_name="kv_run", concurrency_limit=None)
+              [state, status, heatmap, grid, head_map, correlation, outputs, constraints, view_method, layer, head,
+               da_layer, da_head], api_name="kv_run", concurrency_limit=None)
     view_inputs = [state, view_method, show, layer, head]
     view_outputs = [heatmap, grid, head_map, correlation]
     view_method.input(handlers.view, view_inputs, view_outputs, api_name="kv_view", queue=False)
@@ -395,7 +401,8 @@ def build(allow_local_models: bool = False) -> dict:
                    concurrency_limit=None)
     return {"state": state, "target": target, "drafter": drafter, "task": task, "prompt": prompt, "length": length,
             "methods": methods, "budget": budget, "status": status, "heatmap": heatmap, "grid": grid,
-            "head_map": head_map, "correlation": correlation, "outputs": outputs, "layer": layer, "head": head,
+            "head_map": head_map, "correlation": correlation, "outputs": outputs, "constraints": constraints,
+            "layer": layer, "head": head,
             "da_plot": da_plot, "da_status": da_status, "long_lengths": long_lengths, "long_run": long_run,
             "long_memory": long_memory, "long_acceptance": long_acceptance, "long_table": long_table,
             "long_status": long_status}

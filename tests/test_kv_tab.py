@@ -17,8 +17,8 @@ from core.kv.records import KVReport
 SETTINGS = {"target": "tiny-llama", "drafter": "tiny-llama", "task": "passkey", "prompt": "", "length": 192,
             "methods": ["snapkv", "streamingllm", "speckv", "specpc"], "budget": 32, "max_new_tokens": 6, "seed": 0,
             "view_method": "snapkv", "show": "both", "layer": 1, "head": 1}
-OUTPUTS = ("state", "status", "heatmap", "grid", "head_map", "correlation", "outputs", "view_method", "layer", "head",
-           "da_layer", "da_head")
+OUTPUTS = ("state", "status", "heatmap", "grid", "head_map", "correlation", "outputs", "constraints", "view_method",
+           "layer", "head", "da_layer", "da_head")
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # gr.Warning outside a request warns instead
 
 

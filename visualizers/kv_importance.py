@@ -4,7 +4,8 @@ against the target's true importance (the attention its full-cache output paid e
 Pure functions, a ``KVReport`` / ``PressRun`` in, a plotly figure or an HTML string out: the prompt shaded by
 importance with evicted tokens struck through, the layer × KV-head kept fraction of the true top-budget positions,
 one head's scores over the prompt, each method's per-layer correlation with the truth, accuracy / agreement / recall
-against the budget, and every method's output next to the full-cache one. Nothing here touches a model; every
+against the budget, every method's output next to the full-cache one, and for the travel task which of the traveller's
+requirements each compressed cache kept and gave back. Nothing here touches a model; every
 function accepts None (or an empty report) and then explains what to do instead.
 """
 
@@ -21,6 +22,7 @@ from core.kv.records import KVReport, PressRun
 from visualizers.format import MISSING, count as _count, empty_figure, esc as _esc, num as _num
 
 EMPTY_HEIGHT, HEAD_HEIGHT, CORRELATION_HEIGHT, BUDGET_HEIGHT = 260, 380, 400, 380
+CONSTRAINT_ROW_PX, CONSTRAINT_MIN_HEIGHT = 34, 300
 GRID_ROW_PX, GRID_MIN_HEIGHT, GRID_MAX_HEIGHT = 18, 320, 720
 DRAFT_GUIDED = ("speckv", "specpc")  # the methods whose scores come from a draft model (emphasised)
 METHOD_COLORS = {"full": "#3c4a5c", "snapkv": "#1a73e8", "streamingllm": "#9aa0a6", "h2o": "#a142f4",
@@ -158,6 +160,11 @@ def _answer_tokens(tokens: list[str], answer: str | None) -> set[int]:
     return found
 
 
+def _constraint_tokens(report: KVReport) -> set[int]:
+    """Indices of the prompt tokens holding a multi-constraint task's values (inside their statements)."""
+    return {i for c in report.constraints for i in c.get("tokens", [])}
+
+
 def _token_html(text: str) -> str:
     """A token's visible text, escaped; a newline shows as ↵ before the line break."""
     out = _esc(text)
@@ -187,7 +194,7 @@ def prompt_heatmap_html(report: KVReport | None, method: str | PressRun | None =
     scores = run.scores if run is not None else []
     kept = run.kept if run is not None else []
     caches = _caches(report) if run is None or run.level == "kv" else max([1, *kept])
-    answer = _answer_tokens(tokens, report.answer)
+    answer = _answer_tokens(tokens, report.answer) | _constraint_tokens(report)
     parts = []
     for i, text in enumerate(tokens):
         t = true[i] if i < len(true) else 0.0
@@ -229,7 +236,9 @@ def _heatmap_legend(report: KVReport, run: PressRun | None, show: str, answer: s
     else:
         summary = (f"{_count(n, 'prompt token')}: the attention the full-cache output paid each one (max over a GQA "
                    "group, mean over heads and layers)")
-    if report.answer:
+    if report.constraints:
+        keys.append('<span class="kvl ans">the traveller\'s requirements</span>')
+    elif report.answer:
         keys.append('<span class="kvl ans">answer</span>' if answer else
                     f'<span class="kv-note">(answer “{_esc(report.answer)}” not found in the prompt text)</span>')
     return " ".join(keys) + f" · shade ∝ √value · {summary} · hover a token for its numbers"
@@ -386,6 +395,50 @@ def _pearson(a: list[float], b: list[float]) -> float | None:
     cov = sum((x - ma) * (y - mb) for x, y in zip(a[:n], b[:n]))
     va, vb = sum((x - ma) ** 2 for x in a[:n]), sum((y - mb) ** 2 for y in b[:n])
     return cov / math.sqrt(va * vb) if va > 0 and vb > 0 else None
+
+
+# ------------------------------------------------------------------------------------------------ constraints
+def constraints_figure(report: KVReport | None) -> go.Figure:
+    """Multi-constraint tasks (travel): one row per requirement, one column per run (the full cache first); the cell
+    is the fraction of the requirement's value tokens the run kept over its (layer, KV head) caches, marked ✓ where
+    the cache, asked for that requirement alone, gave its value back and ✗ where not (hover: what it answered)."""
+    if report is None or not report.constraints:
+        return _empty_figure("Choose the travel task and Run: eight requirements of one traveller are scattered "
+                             "through long listings, and this chart shows which ones each compressed cache keeps and "
+                             "gives back.")
+    runs = [report.full, *report.runs]
+    names = [c["name"] for c in report.constraints]
+    rows = [f"{_esc(c['label'])}: {_esc(c['value'])}" for c in report.constraints]
+    columns = [("full cache" if r.method == "full" else _label(r))
+               + f"<br>{sum(c['met'] for c in r.constraints)} of {len(names)} ✓" for r in runs]
+    z, text, hover = [], [], []
+    for name in names:
+        z_row, text_row, hover_row = [], [], []
+        for run in runs:
+            cell = next((c for c in run.constraints if c["name"] == name), None)
+            if cell is None:
+                z_row.append(None)
+                text_row.append("")
+                hover_row.append("not measured")
+                continue
+            z_row.append(cell["kept"])
+            text_row.append("✓" if cell["met"] else "✗")
+            kept = "value not found in the prompt" if cell["kept"] is None else f"{cell['kept']:.0%} of its value's " \
+                   "tokens kept over the caches"
+            hover_row.append(f"{kept}<br>asked for it, answered “{_esc(_short(cell['answer'].strip(), 40))}” "
+                             f"({'right' if cell['met'] else 'wrong'})")
+        z.append(z_row)
+        text.append(text_row)
+        hover.append(hover_row)
+    fig = go.Figure(go.Heatmap(
+        z=z, x=columns, y=rows, text=text, texttemplate="%{text}", textfont={"size": 16}, customdata=hover,
+        zmin=0, zmax=1, colorscale=[[0, "#f1f3f4"], [1, KEPT_COLOR]], xgap=2, ygap=2,
+        colorbar={"title": {"text": "kept"}, "tickformat": ".0%", "len": 0.8},
+        hovertemplate="%{x} · %{y}<br>%{customdata}<extra></extra>"))
+    _layout(fig, "Which of the traveller's requirements each cache kept (shade) and gave back when asked (✓)",
+            max(CONSTRAINT_MIN_HEIGHT, CONSTRAINT_ROW_PX * len(names) + 140),
+            margin={"l": 170, "r": 20, "t": 70, "b": 80}, yaxis={"autorange": "reversed"})
+    return fig
 
 
 # ------------------------------------------------------------------------------------------------ budgets

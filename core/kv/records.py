@@ -19,7 +19,8 @@ class PressRun:
     output_text: str
     agreement: float  # fraction of the full-cache greedy output's tokens this output matches, position by position
     recall: float  # mean over (layer, head) of |kept ∩ true top-budget| / budget (true = the full-cache target's)
-    accuracy: float | None  # task answer found in the output (None: the task has no checkable answer)
+    accuracy: float | None  # task answer found in the output (multi-constraint tasks: the fraction of constraints
+    #   whose probe gave the value; None: the task has no checkable answer)
     prefill_ms: float  # scoring + compression + the target's prefill (drafting included for speckv / specpc)
     decode_ms: float
     kv_bytes: int  # keys + values kept in the target's cache after compression
@@ -31,6 +32,9 @@ class PressRun:
     layer_correlation: list[float] = field(default_factory=list)  # per target layer: Pearson r between this
     #   method's per-token scores and the target's true importance at that layer (draft-guided methods)
     note: str = ""  # what differs from the paper at this scale, or why a setting was adjusted
+    constraints: list[dict] = field(default_factory=list)  # multi-constraint tasks, per constraint in the task's
+    #   order: {"name", "kept": fraction of its value's prompt tokens kept over the (layer, KV head) caches (None: not
+    #   found in the prompt), "answer": what the cache gave to its probe, "met": whether that is the value}
 
     def to_row(self) -> dict:
         """The CLI's JSON row (no per-token arrays)."""
@@ -40,6 +44,7 @@ class PressRun:
                 "draft_ms": round(self.draft_ms, 1), "kv_bytes": self.kv_bytes,
                 "correlation": round(sum(self.layer_correlation) / len(self.layer_correlation), 4)
                 if self.layer_correlation else None,
+                **({"constraints": {c["name"]: c["met"] for c in self.constraints}} if self.constraints else {}),
                 **({"note": self.note} if self.note else {})}
 
 
@@ -49,7 +54,7 @@ class KVReport:
 
     target: str
     drafter: str | None  # draft model preset guiding speckv / specpc (None: no draft-guided method ran)
-    task: str  # "passkey", "multikey", "doc-qa", "summarization", "rag" or a file name
+    task: str  # "passkey", "multikey", "travel", "doc-qa", "summarization", "rag" or a file name
     prompt_ids: list[int]
     prompt_tokens: list[str]  # the text of each prompt token, for the heatmap
     answer: str | None  # the expected answer where the task has one
@@ -60,6 +65,8 @@ class KVReport:
     n_layers: int = 0
     n_kv_heads: int = 0
     settings: dict = field(default_factory=dict)  # window, kernel, lookahead length, seed, …
+    constraints: list[dict] = field(default_factory=list)  # multi-constraint tasks: {"name", "label", "value",
+    #   "statement", "tokens": indices of the value's prompt tokens inside its statement}
 
     def rows(self) -> list[dict]:
         return [self.full.to_row()] + [run.to_row() for run in self.runs]

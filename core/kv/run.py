@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import time
 from collections.abc import Mapping
@@ -19,7 +20,7 @@ from core.errors import DraftScopeError
 from core.kv import DRAFT_GUIDED, build_press, press_class
 from core.kv.base import Press, PressContext, check_kv_target, group_max, prefill, select_kv, stacked
 from core.kv.records import KVReport, PressRun
-from core.kv.tasks import Task, make_task
+from core.kv.tasks import Task, constraint_tokens, make_task
 from core.options import as_dict
 from core.runtime.cache import cache_bytes, keep_per_head
 from core.runtime.layers import exit_layer_at
@@ -55,6 +56,37 @@ def decode(target: LoadedModel, cache, first_logits: torch.Tensor, position: int
         logits = target.model(input_ids=x, position_ids=pos, past_key_values=cache, use_cache=True).logits
         out.append(int(logits[0, -1].argmax()))
     return out
+
+
+PROBE_TOKENS = 6  # greedy tokens decoded after each constraint's probe
+
+
+@torch.inference_mode()
+def probe_constraints(target: LoadedModel, cache, position: int, task: Task) -> list[str]:
+    """A multi-constraint task's question for each constraint, asked of a copy of ``cache`` (the prompt as this
+    method kept it, positions continuing from ``position``): the probe's tokens, then ``PROBE_TOKENS`` greedy ones.
+    Returns the decoded continuations (``Task.answered`` checks them); the cache itself is left as it was."""
+    answers = []
+    for constraint in task.constraints:
+        ids = target.tokenizer(constraint.probe, add_special_tokens=False)["input_ids"]
+        mine = copy.deepcopy(cache)
+        x = torch.tensor([ids], device=target.device)
+        pos = torch.arange(position, position + len(ids), device=target.device)[None]
+        logits = target.model(input_ids=x, position_ids=pos, past_key_values=mine, use_cache=True).logits
+        answers.append(target.decode(decode(target, mine, logits[0, -1], position + len(ids), PROBE_TOKENS)))
+    return answers
+
+
+def constraint_rows(task: Task, spans: list[list[int]], kept: list[int], caches: int,
+                    answers: list[str]) -> list[dict]:
+    """Per constraint of ``task``: the fraction of its value's prompt tokens kept over the (layer, KV head) caches
+    (``kept`` per prompt token, out of ``caches``), the probe's answer and whether it gives the value."""
+    rows = []
+    for constraint, span, answer in zip(task.constraints, spans, answers, strict=True):
+        share = sum(kept[i] for i in span) / (len(span) * caches) if span else None
+        rows.append({"name": constraint.name, "kept": None if share is None else round(share, 4),
+                     "answer": answer, "met": task.answered(constraint, answer)})
+    return rows
 
 
 def true_importance(target: LoadedModel, prompt_ids: list[int], output: list[int]) -> torch.Tensor:
@@ -114,8 +146,9 @@ def build_presses(methods, press_options: Mapping[str, Mapping | Press] | None =
 
 
 def run_method(press: Press | str, ctx: PressContext, task: Task, reference: list[int],
-               true_LHn: torch.Tensor) -> PressRun:
-    """One method (a press, or a registry name for its defaults) at ctx.budget: compress, decode, measure."""
+               true_LHn: torch.Tensor, spans: list[list[int]] | None = None) -> PressRun:
+    """One method (a press, or a registry name for its defaults) at ctx.budget: compress, decode, measure; a
+    multi-constraint task's constraints (their value tokens at ``spans``) are each probed on what was kept."""
     target, n = ctx.target, len(ctx.prompt_ids)
     press = build_press(press) if isinstance(press, str) else press
     L, H = true_LHn.shape[:2]
@@ -139,28 +172,30 @@ def run_method(press: Press | str, ctx: PressContext, task: Task, reference: lis
         token_scores = _normalise(scores_n)
     prefill_ms = elapsed(t0, target.device) * 1e3
     kv_bytes = cache_bytes(cache)
+    answers = probe_constraints(target, cache, n_cached, task) if task.constraints else []
     t1 = time.perf_counter()
     output = decode(target, cache, first_logits, n_cached, len(reference))
     decode_ms = elapsed(t1, target.device) * 1e3
     recall_lh = _recall(keep_LHk, true_LHn, ctx.budget)
     kept = torch.zeros(L, H, n, dtype=torch.bool).scatter_(-1, keep_LHk, True).sum(dim=(0, 1))
+    constraints = constraint_rows(task, spans or [[] for _ in answers], kept.tolist(), L * H, answers)
     true_layer = true_LHn.mean(dim=1)  # (L, n)
     per_layer_scores = scores_LHn.mean(dim=1) if press.level == "kv" else scores_n.expand(L, n)
     text = target.decode(output)
     return PressRun(
         method=press.name, budget=ctx.budget, level=press.level, scores=token_scores.tolist(), kept=kept.tolist(),
         output_ids=output, output_text=text, agreement=_agreement(output, reference),
-        recall=float(recall_lh.mean()), accuracy=_accuracy(task, text), prefill_ms=prefill_ms, decode_ms=decode_ms,
-        kv_bytes=kv_bytes, draft_ms=float(ctx.info.get("draft_ms", 0.0)), recall_lh=recall_lh.tolist(),
+        recall=float(recall_lh.mean()), accuracy=_accuracy(task, text, answers), prefill_ms=prefill_ms,
+        decode_ms=decode_ms, kv_bytes=kv_bytes, constraints=constraints, draft_ms=float(ctx.info.get("draft_ms", 0.0)),
+        recall_lh=recall_lh.tolist(),
         head_scores=_normalise(scores_LHn).tolist() if press.level == "kv" else [],
         head_kept=keep_LHk.tolist() if press.level == "kv" else [],
         layer_correlation=[_pearson(per_layer_scores[layer], true_layer[layer]) for layer in range(L)],
         note=str(ctx.info.get("note", "")))
 
 
-def _accuracy(task: Task, text: str) -> float | None:
-    correct = task.correct(text)
-    return None if correct is None else float(correct)
+def _accuracy(task: Task, text: str, answers: list[str]) -> float | None:
+    return task.score(text, answers if task.constraints else None)
 
 
 def kv_report(target: str | LoadedModel = "smollm2-135m", drafter: str | LoadedModel | None = "smollm2-135m",
@@ -205,6 +240,7 @@ def kv_report(target: str | LoadedModel = "smollm2-135m", drafter: str | LoadedM
     cache, logits, _ = prefill(model, prompt_ids)
     prefill_ms = elapsed(t0, model.device) * 1e3
     kv_bytes = cache_bytes(cache)
+    answers = probe_constraints(model, cache, n, the_task) if the_task.constraints else []
     t1 = time.perf_counter()
     reference = decode(model, cache, logits[-1], n, max_new_tokens)
     decode_ms = elapsed(t1, model.device) * 1e3
@@ -212,15 +248,21 @@ def kv_report(target: str | LoadedModel = "smollm2-135m", drafter: str | LoadedM
     L, H = true_LHn.shape[:2]
     text = model.decode(reference)
     everything = torch.arange(n).expand(L, H, n)
+    prompt_tokens = [model.token_text(t) for t in prompt_ids]
+    spans = [constraint_tokens(prompt_tokens, c) for c in the_task.constraints]
     full = PressRun(method="full", budget=n, level="kv", scores=_normalise(true_LHn.mean(dim=(0, 1))).tolist(),
                     kept=[L * H] * n, output_ids=reference, output_text=text, agreement=1.0,
-                    recall=float(_recall(everything, true_LHn, n).mean()), accuracy=_accuracy(the_task, text),
-                    prefill_ms=prefill_ms, decode_ms=decode_ms, kv_bytes=kv_bytes)
+                    recall=float(_recall(everything, true_LHn, n).mean()),
+                    accuracy=_accuracy(the_task, text, answers), prefill_ms=prefill_ms, decode_ms=decode_ms,
+                    kv_bytes=kv_bytes, constraints=constraint_rows(the_task, spans, [L * H] * n, L * H, answers))
     report = KVReport(target=model.name, drafter=guide.name if guide else None, task=the_task.name,
-                      prompt_ids=prompt_ids, prompt_tokens=[model.token_text(t) for t in prompt_ids],
+                      prompt_ids=prompt_ids, prompt_tokens=prompt_tokens,
                       answer=the_task.answer, true_importance=full.scores,
                       true_layer_importance=_normalise(true_LHn.mean(dim=1)).tolist(), full=full, n_layers=L,
-                      n_kv_heads=H, settings={"window": window, "kernel": kernel, "seed": seed, "length": length,
+                      n_kv_heads=H, constraints=[{"name": c.name, "label": c.label, "value": c.value,
+                                                  "statement": c.statement, "tokens": span}
+                                                 for c, span in zip(the_task.constraints, spans, strict=True)],
+                      settings={"window": window, "kernel": kernel, "seed": seed, "length": length,
                                               "max_new_tokens": max_new_tokens, "prompt_tokens": n,
                                               "press_options": {m: as_dict(p) for m, p in presses.items()}})
     jobs = [(m, b) for b in budgets for m in methods]
@@ -228,7 +270,7 @@ def kv_report(target: str | LoadedModel = "smollm2-135m", drafter: str | LoadedM
         progress(0.1 + 0.9 * k / len(jobs), desc=f"{name} at budget {budget} ({k + 1} of {len(jobs)})…")
         ctx = PressContext(target=model, prompt_ids=prompt_ids, prompt_text=the_task.prompt, budget=budget,
                            max_new_tokens=max_new_tokens, drafter=guide)
-        report.runs.append(run_method(presses[name], ctx, the_task, reference, true_LHn))
+        report.runs.append(run_method(presses[name], ctx, the_task, reference, true_LHn, spans))
     progress(1.0, desc="Done")
     return report
 
@@ -267,7 +309,8 @@ def guide_model(target: LoadedModel, drafter: str, draft_model: str | None, exit
 
 def kv_table(samples: int = 1, seed: int = 0, **kwargs) -> list[dict]:
     """``kv_report`` over seeds seed..seed+samples−1 (a new task instance each), rows averaged per method and budget
-    (numbers; the accuracy is the fraction solved)."""
+    (numbers; the accuracy is the fraction solved; a multi-constraint task adds "met <name>": the fraction of samples
+    whose probe of that constraint gave its value)."""
     if not 1 <= samples <= 100:
         raise DraftScopeError(f"samples must be in 1..100, got {samples}")
     groups: dict[tuple, list[dict]] = {}
@@ -287,5 +330,7 @@ def kv_table(samples: int = 1, seed: int = 0, **kwargs) -> list[dict]:
                     "correlation"):
             values = [r[key] for r in rows if r.get(key) is not None]
             merged[key] = round(sum(values) / len(values), 4) if values else None
+        for name in rows[0].get("constraints", {}):  # multi-constraint tasks: per constraint, the fraction met
+            merged[f"met {name}"] = round(sum(bool(r["constraints"].get(name)) for r in rows) / len(rows), 4)
         table.append(merged)
     return table
