@@ -1,6 +1,8 @@
 """The Benchmark tab: the matrix of every drafter configuration against HF greedy per prompt category
 (``core.specdec.matrix``). The matrix shipped for the chosen target shows at once; "Run matrix" measures the chosen
-configurations on this machine (cached per configuration) and replaces the view."""
+configurations on this machine (cached per configuration) and replaces the view. A rejected-token example opens in
+the Speculative decoding tab's step view: that prompt replayed with that configuration up to that round
+(``link_step_view``, wired by ``app.main`` once both tabs exist)."""
 
 from __future__ import annotations
 
@@ -9,13 +11,14 @@ import time
 
 import gradio as gr
 
-from app import common, widgets
+from app import common, generate_tab, options, widgets
 from core.errors import DraftScopeError
+from core.options import option_fields
 from core.prompts import load_prompts
 from core.specdec import MODEL_LOCK
 from core.specdec.bench import first_per_category
-from core.specdec.drafters import DRAFTERS
-from core.specdec.matrix import format_matrix, matrix_configs, run_matrix, shipped_matrix
+from core.specdec.drafters import DRAFTERS, drafter_class
+from core.specdec.matrix import example_session, format_matrix, matrix_configs, run_matrix, shipped_matrix
 from core.specdec.recommend import Recommender, holdout_halves
 from visualizers.matrix import heatmap_figure, position_figure, rejection_figure, skipped_html, top_rejected_html
 from visualizers.recommend import holdout_figure, recommendation_card, recommendation_figure
@@ -49,9 +52,30 @@ def _status(matrix: dict | None, source: str) -> str:
             f"on {matrix['machine'].get('cpu_count')} CPUs ({matrix['machine'].get('device')}).{note}")
 
 
+def example_choices(rejections: dict | None) -> list[tuple[str, str]]:
+    """The most-rejected tokens' examples as dropdown choices: (label, "prompt id|round|draft position")."""
+    out = []
+    for row in (rejections or {}).get("top_rejected") or []:
+        for e in row["examples"]:
+            label = (f"{_plain(e['drafted'])} → {_plain(e['preferred'])}: prompt {e['prompt_id']}, round "
+                     f"{e['round']}, position {e['position'] + 1}")
+            out.append((label, f"{e['prompt_id']}|{e['round']}|{e['position']}"))
+    return out
+
+
+def _plain(text: str | None) -> str:
+    """Token text with its whitespace shown (· space, ↵ newline, → tab), for a dropdown label."""
+    return "—" if text is None else text.replace(" ", "·").replace("\n", "↵").replace("\t", "→")
+
+
+def _examples_update(rejections: dict | None) -> dict:
+    choices = example_choices(rejections)
+    return gr.update(choices=choices, value=choices[0][1] if choices else None)
+
+
 def views(matrix: dict | None, status: str) -> tuple:
     """(state, status, heatmap, table, position picker, position chart, rejection picker, rejection chart, most
-    rejected tokens, skipped) for ``matrix`` (None: the empty views)."""
+    rejected tokens, skipped, examples picker) for ``matrix`` (None: the empty views)."""
     rows = (matrix or {}).get("rows") or []
     names = [r["config"] for r in rows]
     shown = names[:POSITION_DEFAULT]
@@ -60,7 +84,7 @@ def views(matrix: dict | None, status: str) -> tuple:
     return (matrix, status, heatmap_figure(matrix), format_matrix(matrix) if rows else "",
             gr.update(choices=names, value=shown), position_figure(matrix, shown),
             gr.update(choices=names, value=first), rejection_figure(rejections, first or ""),
-            top_rejected_html(rejections), skipped_html(matrix))
+            top_rejected_html(rejections), skipped_html(matrix), _examples_update(rejections))
 
 
 # ------------------------------------------------------------------------------------------------ recommender
@@ -104,10 +128,11 @@ def recommend(target, category, temperature, top) -> tuple:
             raise DraftScopeError(f"no benchmark matrix for '{(target or '').strip()}' yet: the recommender needs "
                                   "measured acceptance and costs (Run matrix, or bench --matrix)")
         chosen = None if category in (None, "", ALL) else category
-        if chosen == YOUR_RUNS and YOUR_RUNS not in rec.categories:
-            raise DraftScopeError("no runs of yours yet: finish a run in a session tab (Speculative decoding, "
-                                  "Compare, …) on this target, then ask again")
-        recs = rec.recommend(chosen, float(temperature or 0.0), int(top or 3))
+        with _RECOMMENDERS_LOCK:  # observe_session may be adding a run of another visitor meanwhile
+            if chosen == YOUR_RUNS and YOUR_RUNS not in rec.categories:
+                raise DraftScopeError("no runs of yours yet: finish a run in a session tab (Speculative decoding, "
+                                      "Compare, …) on this target, then ask again")
+            recs = rec.recommend(chosen, float(temperature or 0.0), int(top or 3))
         best = recs[0]
         status = (f"For {chosen or 'all categories'} at T = {float(temperature or 0):g}: **{best.config}**, "
                   f"predicted {best.speedup:.2f}× ({best.interval[0]:.2f}–{best.interval[1]:.2f}).")
@@ -134,7 +159,9 @@ def holdout(state) -> tuple:
 
 def _categories(target: str) -> list[str]:
     try:
-        return [ALL, *recommender(target).categories]
+        rec = recommender(target)
+        with _RECOMMENDERS_LOCK:
+            return [ALL, *rec.categories]
     except Exception:  # a broken shipped matrix is reported by the views already
         return [ALL]
 
@@ -158,7 +185,7 @@ class Handlers:
                                                      "Run matrix.")
             return views(matrix, _status(matrix, status) if matrix else status)
         except Exception as exc:  # a broken shipped file: one message, the page stays usable
-            return (gr.skip(), common.warn(exc), *[gr.skip()] * 8)
+            return (gr.skip(), common.warn(exc), *[gr.skip()] * 9)
 
     def run(self, target, configs, per_category, max_new_tokens, progress=gr.Progress()) -> tuple:
         """Run the chosen configurations (names or drafters) on the first N prompts of each category beside HF
@@ -185,7 +212,7 @@ class Handlers:
             source = f"Measured here in {seconds:.0f} s" + (f" ({cached} loaded from the cache)" if cached else "")
             return views(matrix, _status(matrix, source))
         except Exception as exc:  # every failure becomes a message, the page stays usable
-            return (gr.skip(), common.warn(exc), *[gr.skip()] * 8)
+            return (gr.skip(), common.warn(exc), *[gr.skip()] * 9)
 
     def positions(self, state, configs) -> object:
         """Acceptance by draft position for the chosen configurations of the shown matrix."""
@@ -196,14 +223,15 @@ class Handlers:
             return gr.skip()
 
     def rejections(self, state, config) -> tuple:
-        """Where the chosen configuration's drafts were rejected: (chart, most-rejected tokens table)."""
+        """Where the chosen configuration's drafts were rejected: (chart, most-rejected tokens table, examples)."""
         try:
             row = _row(state, config)
             rejections = row.get("rejections") if row else None
-            return rejection_figure(rejections, config or ""), top_rejected_html(rejections)
+            return rejection_figure(rejections, config or ""), top_rejected_html(rejections), \
+                _examples_update(rejections)
         except Exception as exc:
             common.warn(exc)
-            return gr.skip(), gr.skip()
+            return gr.skip(), gr.skip(), gr.skip()
 
 
 def build(allow_local_models: bool = False) -> dict:
@@ -234,6 +262,11 @@ def build(allow_local_models: bool = False) -> dict:
     rejected_of = gr.Dropdown(label="Rejection statistics of", elem_id="bench-rejections", **_update_args(start[6]))
     rejections = gr.Plot(start[7], elem_id="bench-rejection-chart")
     top = gr.HTML(start[8], elem_id="bench-top-rejected")
+    with gr.Row(equal_height=True):
+        example = gr.Dropdown(label="Open a rejection in the step view (drafted → the target's token)", scale=4,
+                              elem_id="bench-example", **_update_args(start[10]))
+        open_example = gr.Button("Open in the step view", scale=1, elem_id="bench-open-example")
+    example_status = gr.Markdown(elem_id="bench-example-status")
     with gr.Accordion("Recommender: which drafter, with which settings, on this machine", open=True):
         gr.Markdown("Predicted speed-up of each drafter family's best setting from the matrix's measured acceptance "
                     "per draft position (Beta posteriors of accepted and rejected rounds) and its measured costs per "
@@ -253,7 +286,7 @@ def build(allow_local_models: bool = False) -> dict:
         check = gr.Button("Held-out accuracy of the recommender on the shown matrix", elem_id="bench-holdout")
         check_summary = gr.Markdown(elem_id="bench-holdout-summary")
         check_plot = gr.Plot(holdout_figure({}), show_label=False, elem_id="bench-holdout-chart")
-    outputs = [state, status, heatmap, table, shown, positions, rejected_of, rejections, top, skipped]
+    outputs = [state, status, heatmap, table, shown, positions, rejected_of, rejections, top, skipped, example]
     target.change(handlers.show, [target], outputs, api_name="bench_show").then(
         lambda t: gr.update(choices=_categories(t), value=ALL), [target], workload, api_visibility="private")
     advise.click(recommend, [target, workload, temperature, ranked], [advice_plot, advice, advice_status],
@@ -264,11 +297,100 @@ def build(allow_local_models: bool = False) -> dict:
     run.click(handlers.run, [target, configs, per_category, max_new_tokens], outputs, api_name="bench_run",
               concurrency_limit=None)
     shown.input(handlers.positions, [state, shown], positions, api_name="bench_positions", queue=False)
-    rejected_of.input(handlers.rejections, [state, rejected_of], [rejections, top], api_name="bench_rejections",
-                      queue=False)
-    return {"target": target, "configs": configs, "run": run, "status": status, "state": state}
+    rejected_of.input(handlers.rejections, [state, rejected_of], [rejections, top, example],
+                      api_name="bench_rejections", queue=False)
+    return {"target": target, "configs": configs, "run": run, "status": status, "state": state,
+            "rejected_of": rejected_of, "example": example, "open_example": open_example,
+            "example_status": example_status, "handlers": handlers}
 
 
 def _update_args(update: dict) -> dict:
     """choices and value of a ``gr.update`` dict, for building the component with them."""
     return {k: update[k] for k in ("choices", "value") if k in update}
+
+
+# ------------------------------------------------------------------------------------------------ step view link
+STEP_TAB = "generate"  # the tab id (app.main) whose step view opens an example
+
+
+def _control_updates(drafter: str, values: dict, names: list[str]) -> tuple[list, list[str]]:
+    """Updates of the step view's option controls for ``drafter`` with ``values`` (its other options at their
+    defaults; other drafters' controls as they are), and the names of values that have no control there."""
+    fields = {f.name: f for f in option_fields(drafter_class(drafter).Options)}
+    updates = [gr.update(value=options.control_value(fields[n], values.get(n, fields[n].default)))
+               if n in fields else gr.skip() for n in names]
+    return updates, [n for n in values if n not in names]
+
+
+def open_in_step_view(matrix, config, example, step_state, allow_local: bool, step_handlers, names: list[str],
+                      progress) -> tuple:
+    """Replay a rejection example in the step view: (step state, its outputs…, its status, its records, its
+    controls…, the tabs, this tab's status). Its controls are set to the configuration, so Step goes on from there."""
+    if not matrix:
+        raise DraftScopeError("no matrix is shown: choose a target with a shipped matrix, or Run matrix")
+    if not example:
+        raise DraftScopeError("choose an example of a rejected token first")
+    try:
+        prompt_id, round_text, position_text = str(example).rsplit("|", 2)
+        round_index, position = int(round_text), int(position_text)
+    except ValueError:
+        raise DraftScopeError(f"not an example: '{example}'") from None
+    row = _row(matrix, config)
+    if row is None:
+        raise DraftScopeError(f"the shown matrix has no configuration '{config}'")
+    if row.get("tree"):
+        raise DraftScopeError(f"'{config}' drafts trees, which the step view does not show: open the Draft trees tab "
+                              f"with its drafter ({row['drafter']}) and tree {row['tree']}")
+    progress(0.1, desc=f"Replaying {config} on prompt {prompt_id} to round {round_index}…")
+    with MODEL_LOCK:
+        session = example_session(matrix, config, prompt_id, round_index, allow_local=allow_local)
+    records = session.records
+    shown = min(round_index, len(records) - 1)
+    wanted = next((e for r in row["rejections"].get("top_rejected") or [] for e in r["examples"]
+                   if (e["prompt_id"], e["round"], e["position"]) == (prompt_id, round_index, position)), None)
+    drafted = records[shown].drafted if records else []
+    replayed = drafted[position].text if position < len(drafted) else None
+    same = wanted is not None and shown == round_index and replayed == wanted["drafted"] and \
+        drafted[position].decision == "rejected"
+    prompt = next(p for p in load_prompts() if p.id == prompt_id)
+    settings = {"prompt": prompt.prompt, "chat": bool(matrix.get("chat")), "target": matrix["target"],
+                "drafter": row["drafter"], "verifier": "greedy", "gamma": int(row["gamma"]), "temperature": 0.0,
+                "top_p": 1.0, "top_k": 0, "seed": 0, "max_new_tokens": int(matrix["max_new_tokens"])}
+    updates, hidden = _control_updates(row["drafter"], dict(row.get("options") or {}), names)
+    sid = common.new_sid()
+    common.put_session(sid, session)
+    old = (step_state or {}).get("sid")
+    if old and old != sid:
+        common.forget({"sid": old})
+    state = {**(step_state or {}), **settings, "sid": sid}
+    note = (f"Opened from the Benchmark tab: {config} on prompt {prompt_id}, round {shown} (position "
+            f"{position + 1}). " + ("The replay drafted the same rejected token as the benchmark run."
+                                    if same else "The replay differs from the benchmark run here (the drafter's "
+                                    "state or timing differs): this is the round as replayed now."))
+    if hidden:
+        note += f" Option(s) {', '.join(hidden)} have no control here: Step goes on with the drafter's defaults."
+    outputs = generate_tab.render(session, shown)
+    status = generate_tab._status(session, note)
+    return (state, *outputs, status, step_handlers.records(session),
+            *[gr.update(value=settings[k]) for k in generate_tab.RUN_SETTINGS], *updates,
+            gr.Tabs(selected=STEP_TAB), f"Opened in the step view: {config}, prompt {prompt_id}, round {shown}.")
+
+
+def link_step_view(bench: dict, step: dict, tabs: gr.Tabs) -> None:
+    """Wire the Benchmark tab's "Open in the step view" to the Speculative decoding tab (``step``: what its
+    ``build`` returned) and switch ``tabs`` to it."""
+    controls = step["controls"]
+    names = [n for n in controls if n not in generate_tab.RUN_SETTINGS]
+    allow_local = bench["handlers"].allow_local
+    outputs = [step["state"], *step["outputs"][1:], *[controls[k] for k in generate_tab.RUN_SETTINGS],
+               *[controls[n] for n in names], tabs, bench["example_status"]]
+
+    def handler(matrix, config, example, step_state, progress=gr.Progress()):
+        try:
+            return open_in_step_view(matrix, config, example, step_state, allow_local, step["handlers"], names,
+                                     progress)
+        except Exception as exc:  # one message, both tabs stay as they were
+            return (*[gr.skip()] * (len(outputs) - 1), common.warn(exc))
+
+    bench["open_example"].click(handler, [bench["state"], bench["rejected_of"], bench["example"], step["state"]],
+                                outputs, api_name="bench_open_example")

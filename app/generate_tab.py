@@ -168,4 +168,4 @@ def build(allow_local_models: bool = False) -> dict:
                           concurrency_limit=None)
     cost_button.click(handlers.cost, [state], [cost_result, status], api_name="cost_model")
     return {"state": state, "prompt": prompt, "target": target, "drafter": drafter, "verifier": verifier,
-            "status": status, "token_strip": strip}
+            "status": status, "token_strip": strip, "controls": controls, "outputs": outputs, "handlers": handlers}

@@ -41,10 +41,12 @@ def build_demo(allow_local_models: bool = False) -> gr.Blocks:
     """The whole app; ``allow_local_models`` lets users type Hugging Face ids or local model directories."""
     with gr.Blocks(title="DraftScope") as demo:
         gr.Markdown(INTRO)
-        with gr.Tabs(overflow_behavior="wrap"):  # twelve tabs: every title stays in view, in two rows if need be
+        with gr.Tabs(overflow_behavior="wrap") as tabs:  # twelve tabs: every title stays in view, in two rows
+            built = {}
             for title, tab_id, module in TABS:
                 with gr.Tab(title, id=tab_id):
-                    module.build(allow_local_models=allow_local_models)
+                    built[tab_id] = module.build(allow_local_models=allow_local_models)
+        bench_tab.link_step_view(built["bench"], built["generate"], tabs)  # a rejection example → the step view
     demo.queue(default_concurrency_limit=None)
     return demo
 

@@ -80,6 +80,15 @@ def to_option(f: OptionField, value):
     return f.kind(value)
 
 
+def control_value(f: OptionField, value):
+    """The control value that stands for the option value ``value`` (``to_option``'s inverse): None → an optional
+    slider's None position, or an empty text."""
+    if value is None:
+        at = none_at(f)
+        return at if at is not None else ("" if f.kind is str else None)
+    return value
+
+
 def drafter_values(drafter: str, settings: Mapping) -> dict:
     """The options of ``drafter`` found in ``settings`` (the UI values), as option values; other drafters' controls
     are left out, so moving them changes nothing."""

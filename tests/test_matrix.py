@@ -403,3 +403,84 @@ def test_recommender_accordion_learns_from_your_runs(counted, tiny_llama, monkey
     monkeypatch.setattr(bench_tab, "_RECOMMENDERS", {})
     monkeypatch.setattr(mx, "shipped_path", lambda target: counted["folder"] / "none.json")
     assert "no benchmark matrix for 'tiny-llama'" in bench_tab.recommend("tiny-llama", bench_tab.ALL, 0.0, 3)[2]
+
+
+# ------------------------------------------------------------------------------------------------ examples → step view
+def _step_view(counted):
+    """The Benchmark tab's open-example call with the step tab's handlers and option names, as app.main wires it."""
+    from app import bench_tab, generate_tab
+
+    step = generate_tab.Handlers()
+    names = [n for n in step.setting_names if n not in generate_tab.RUN_SETTINGS]
+    return bench_tab, step, names
+
+
+def test_example_session_replays_the_matrix_round(counted):
+    """A deterministic drafter replayed on an example's prompt drafts and loses the same token at the same round."""
+    result = counted["result"]
+    row = next(r for r in result["rows"] if r["config"] == "early-exit-3-g4")
+    example = row["rejections"]["top_rejected"][0]["examples"][0]
+    session = mx.example_session(result, "early-exit-3-g4", example["prompt_id"], example["round"])
+    assert len(session.records) == example["round"] + 1 or session.done
+    drafted = session.records[example["round"]].drafted[example["position"]]
+    assert drafted.text == example["drafted"] and drafted.decision == "rejected"
+    with pytest.raises(DraftScopeError, match="no configuration"):
+        mx.example_session(result, "nope", example["prompt_id"], 0)
+    with pytest.raises(DraftScopeError, match="not one of this matrix's prompts"):
+        mx.example_session(result, "ngram", "qa-9", 0)
+
+
+def test_open_in_step_view_fills_the_step_tab_and_step_goes_on(counted):
+    from app.generate_tab import RUN_SETTINGS
+
+    bench_tab, step, names = _step_view(counted)
+    result = counted["result"]
+    row = next(r for r in result["rows"] if r["config"] == "early-exit-3-g4")
+    choices = bench_tab.example_choices(row["rejections"])
+    assert choices and all(label.count("→") == 1 and "round" in label for label, _ in choices)
+    key = choices[0][1]
+    prompt_id, round_index, _ = key.split("|")
+    out = bench_tab.open_in_step_view(result, "early-exit-3-g4", key, {}, False, step, names,
+                                      lambda *a, **k: None)
+    assert len(out) == 8 + len(RUN_SETTINGS) + len(names) + 2
+    state, strip, _, _, inspector, slider, status, records = out[:8]
+    settings = dict(zip(RUN_SETTINGS, out[8:8 + len(RUN_SETTINGS)], strict=True))
+    option_updates = dict(zip(names, out[8 + len(RUN_SETTINGS):-2], strict=True))
+    assert "The replay drafted the same rejected token" in status and f"prompt {prompt_id}" in status
+    assert slider["value"] == int(round_index) and records["records"]
+    assert "token" in strip and inspector is not None
+    assert out[-2].selected == "generate" and out[-1].startswith("Opened in the step view")
+    assert (settings["drafter"]["value"], settings["verifier"]["value"], settings["gamma"]["value"]) == \
+        ("early-exit", "greedy", 4)
+    assert option_updates["exit_layer"]["value"] == 3
+    # Step in the step tab goes on with the same session and drafter: the controls now hold the replayed settings
+    values = {k: u["value"] for k, u in settings.items()}
+    values.update({n: u.get("value") for n, u in option_updates.items()})  # gr.skip(): another drafter's
+    session = bench_tab.common.get_session(state["sid"])
+    before, drafter = len(session.records), session.drafter
+    after = step._step(state, values, lambda *a, **k: None)
+    assert after[0]["sid"] == state["sid"] and session.drafter is drafter and "Changed" not in after[-2]
+    assert len(session.records) == before + 1 or (session.done and "Already finished" in after[-2])
+
+
+@pytest.mark.parametrize("config, example, message", [
+    ("early-exit-3-g4", "", "choose an example"),
+    ("early-exit-3-g4", "garbage", "not an example"),
+    ("nope", "chat-1|0|0", "no configuration 'nope'"),
+])
+def test_open_in_step_view_refuses_bad_input(counted, config, example, message):
+    bench_tab, step, names = _step_view(counted)
+    with pytest.raises(DraftScopeError, match=message):
+        bench_tab.open_in_step_view(counted["result"], config, example, {}, False, step, names,
+                                    lambda *a, **k: None)
+    with pytest.raises(DraftScopeError, match="no matrix is shown"):
+        bench_tab.open_in_step_view(None, config, "chat-1|0|0", {}, False, step, names, lambda *a, **k: None)
+
+
+def test_the_app_wires_the_link():
+    from app.main import build_demo
+
+    demo = build_demo()
+    assert "bench_open_example" in {fn.api_name for fn in demo.fns.values()}
+    ids = {c["props"].get("elem_id") for c in demo.config["components"]}
+    assert {"bench-example", "bench-open-example", "bench-example-status"} <= ids

@@ -69,7 +69,7 @@ def make_matrix(seed=0, configs=CONFIGS, rounds=400, scale=1.0, target="tiny", n
         rows.append({"config": name, "drafter": drafter, "options": {}, "gamma": gamma, "tree": "",
                      "overall": _merge(by_cat.values()), "by_category": by_cat})
     return {"schema": "draftscope.matrix", "version": 1, "target": target, "machine": "test", "max_new_tokens": 64,
-            "categories": list(CATEGORIES), "rows": rows}
+            "categories": list(CATEGORIES), "prompts": [], "rows": rows}
 
 
 def _merge(blocks) -> dict:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from core.errors import DraftScopeError
+from core.options import as_dict
 from core.runtime.models import DEFAULT_TARGET
 from core.specdec.drafters import drafter_options
 from core.specdec.sampling import SamplingConfig
@@ -83,11 +84,15 @@ class SessionConfig:
 
     def changes(self, other: SessionConfig) -> list[str]:
         """The settings that differ from ``other``: field names, with the drafter's and verifier's options named one
-        by one (``eta``, not ``drafter_options``)."""
+        by one (``eta``, not ``drafter_options``); the same drafter's options are compared resolved (an option left
+        out is its default)."""
         changed = []
         for name, value in vars(self).items():
             before = getattr(other, name)
-            if name in ("drafter_options", "verifier_options"):
+            if name == "drafter_options" and self.drafter == other.drafter:
+                mine, theirs = as_dict(self.options()), as_dict(other.options())
+                changed += [k for k in mine if mine[k] != theirs[k]]
+            elif name in ("drafter_options", "verifier_options"):
                 changed += [k for k in dict.fromkeys([*value, *before]) if value.get(k) != before.get(k)]
             elif value != before:
                 changed.append(name)

@@ -101,7 +101,8 @@ class Session:
                                   f"({len(self.generated_ids)})")
         changed = config.changes(self.config)
         drafter = verifier = None
-        if config.drafter != self.config.drafter or config.drafter_options != self.config.drafter_options:
+        if config.drafter != self.config.drafter or config.options() != self.config.options():  # resolved: {} and
+            #   the defaults spelled out are the same drafter
             drafter = build_drafter(config.drafter, self.target, config.options(), allow_local=self.allow_local)
         _check_tree(config, drafter or self.drafter)
         if config.verifier != self.config.verifier or config.verifier_options != self.config.verifier_options:

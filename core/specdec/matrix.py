@@ -383,6 +383,34 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def example_session(result: dict, config: str, prompt_id: str, round_index: int,
+                    allow_local: bool = False):
+    """A live session of the matrix's configuration ``config`` on its prompt ``prompt_id``, as the matrix ran it
+    (greedy, its token budget and chat setting), stepped through round ``round_index`` (0-based, as the rejection
+    examples name rounds) or to its end if it finishes first: a rejection example opened in the step view. The
+    rounds repeat the matrix's as long as the drafter is deterministic and starts as it did there (a caller compares
+    the example's token with the replayed one)."""
+    from core.specdec.config import SessionConfig
+    from core.specdec.engine import Session
+
+    row = next((r for r in result.get("rows") or [] if r["config"] == config), None)
+    if row is None:
+        raise DraftScopeError(f"the matrix has no configuration '{config}'")
+    prompt = next((p for p in load_prompts() if p.id == prompt_id), None)
+    if prompt is None or prompt_id not in (result.get("prompts") or []):
+        raise DraftScopeError(f"prompt '{prompt_id}' is not one of this matrix's prompts")
+    if not 0 <= int(round_index) < 10_000:
+        raise DraftScopeError(f"round must be in 0..9999, got {round_index}")
+    spec = ConfigSpec(config, row["drafter"], dict(row.get("options") or {}), int(row["gamma"]), row.get("tree") or "")
+    session_config = SessionConfig(target=result["target"], drafter=spec.drafter, drafter_options=spec.options,
+                                   max_new_tokens=int(result["max_new_tokens"]), temperature=0.0, **spec.settings())
+    session = Session.from_config(session_config, prompt=prompt.prompt, chat=bool(result.get("chat")),
+                                  allow_local=allow_local)
+    while len(session.records) <= int(round_index) and not session.done:
+        session.step()
+    return session
+
+
 def select_prompts(result: dict, prompt_ids: Iterable[str]) -> dict:
     """The matrix restricted to some of its prompts: every row's blocks rebuilt from its per-prompt results (what a
     held-out check fits on one half and measures on the other). Rejection statistics are left out (they are not kept

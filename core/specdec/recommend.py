@@ -28,7 +28,6 @@ import numpy as np
 from core.errors import DraftScopeError
 from core.runtime.records import Record
 
-SCHEMA, VERSION = "draftscope.matrix", 1
 PRIOR = 2.0  # pseudo-rounds of each pooling level's prior
 DRAWS = 200  # posterior draws behind an interval
 INTERVAL = (10, 90)  # percentiles of the interval
@@ -746,10 +745,9 @@ def _add_lists(a: list, b: list) -> list:
 
 
 def _check_matrix(matrix) -> None:
-    if not isinstance(matrix, dict) or matrix.get("schema") != SCHEMA:
-        raise DraftScopeError(f"not a DraftScope matrix (expected schema '{SCHEMA}')")
-    if matrix.get("version") != VERSION:
-        raise DraftScopeError(f"matrix version {matrix.get('version')} is not supported (expected {VERSION})")
+    from core.specdec.matrix import validate_matrix  # the matrix's own check (a late import: torch and the engine)
+
+    validate_matrix(matrix)
     if not matrix.get("target"):
         raise DraftScopeError("the matrix names no target")
     if not matrix.get("rows"):

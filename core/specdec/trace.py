@@ -17,16 +17,14 @@ field added to them later needs no change here (fields a trace lacks take their 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import os
-import types
-import typing
 from datetime import UTC, datetime
 from pathlib import Path
 
 from core.errors import DraftScopeError
 from core.runtime.files import atomic_write_text
+from core.runtime.records import check_types
 from core.specdec.config import SessionConfig
 from core.specdec.records import Stats, StepRecord, TreeStepRecord
 
@@ -213,7 +211,7 @@ def _config(settings: dict, where: str) -> SessionConfig:
         known = {f.name for f in dataclasses.fields(SessionConfig)}
         values = {k: v for k, v in settings.items() if k in known}
         config = SessionConfig(**values)
-        _check(config, SessionConfig, "settings")
+        check_types(config, "settings")
     except DraftScopeError as exc:
         raise DraftScopeError(f"bad trace{where}: {exc}") from None
     return config
@@ -232,7 +230,7 @@ def _stats(summary: dict, where: str) -> Stats:
             raise DraftScopeError("'stats.accepted_hist' should be an object")
         values["accepted_hist"] = {int(k): v for k, v in hist.items()}
         stats = Stats(**values)
-        _check(stats, Stats, "stats")
+        check_types(stats, "stats")
         stats.summary()  # the derived metrics compute
     except DraftScopeError as exc:
         raise DraftScopeError(f"bad trace{where}: {exc}") from None
@@ -250,8 +248,7 @@ def _record(i: int, entry, where: str):
                               f"{', '.join(RECORD_TYPES)})")
     cls = RECORD_TYPES[kind]
     try:
-        record = cls.from_dict(entry["data"])
-        _check(record, cls, "")
+        record = cls.from_dict(entry["data"], strict=True)
     except DraftScopeError as exc:
         raise DraftScopeError(f"bad trace{where}: record {i} ({kind}): {exc}") from None
     except (TypeError, ValueError, KeyError, AttributeError) as exc:
@@ -264,54 +261,6 @@ def _missing(exc: Exception) -> str:
     if "missing" in text and "required" in text:  # "__init__() missing 1 required positional argument: 'step'"
         return "a field is missing: " + text.split(":", 1)[-1].strip()
     return text
-
-
-# ------------------------------------------------------------------------------------------------ type checks
-def _check(obj, cls: type, path: str) -> None:
-    """Every field of the dataclass ``obj`` has the type its annotation says (nested records, lists of them, numbers,
-    strings, dicts, None where allowed); a DraftScopeError names the first field that does not."""
-    for name, tp in _hints(cls):
-        _check_value(getattr(obj, name), tp, f"{path}.{name}" if path else name)
-
-
-@functools.cache
-def _hints(cls: type) -> tuple[tuple[str, object], ...]:
-    hints = typing.get_type_hints(cls)
-    return tuple((f.name, hints[f.name]) for f in dataclasses.fields(cls))
-
-
-def _check_value(value, tp, path: str) -> None:
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(tp)
-        if value is None and type(None) in options:
-            return
-        inner = [a for a in options if a is not type(None)]
-        if len(inner) == 1:
-            _check_value(value, inner[0], path)
-        return
-    if origin is list or tp is list:
-        if not isinstance(value, list):
-            raise DraftScopeError(f"'{path}' should be a list, got {type(value).__name__}")
-        args = typing.get_args(tp)
-        for k, item in enumerate(value):
-            if args:
-                _check_value(item, args[0], f"{path}[{k}]")
-        return
-    if origin is dict or tp is dict:
-        if not isinstance(value, dict):
-            raise DraftScopeError(f"'{path}' should be an object, got {type(value).__name__}")
-        return
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, tp):
-            raise DraftScopeError(f"'{path}' should be an object, got {type(value).__name__}")
-        _check(value, tp, path)
-        return
-    ok = {int: lambda v: isinstance(v, int) and not isinstance(v, bool),
-          float: lambda v: isinstance(v, int | float) and not isinstance(v, bool),
-          str: lambda v: isinstance(v, str), bool: lambda v: isinstance(v, bool)}.get(tp)
-    if ok is not None and not ok(value):
-        raise DraftScopeError(f"'{path}' should be {_kind_name(tp)}, got {type(value).__name__}")
 
 
 __all__ = ["MAX_TRACE_BYTES", "SCHEMA", "VERSION", "Trace", "dumps", "load_trace", "parse_trace", "save_trace",
