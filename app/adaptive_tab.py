@@ -20,7 +20,7 @@ import math
 
 import gradio as gr
 
-from app import common, options, widgets
+from app import common, limits, options, widgets
 from core.errors import DraftScopeError
 from core.runtime.models import LoadedModel, load_model
 from core.specdec import MAX_GAMMA, Session, SessionConfig
@@ -180,7 +180,7 @@ class Handlers:
             status = f"{common.loaded_status(trace, missing)}  \n{aded_summary(*_runs_and_stats(sessions))}{note}"
             return (*self._aded_views(sessions), status, trace.as_dict())
         except Exception as exc:
-            return (*[gr.skip()] * 5, common.warn(exc), gr.skip())
+            raise common.failure(exc) from None
 
     @staticmethod
     def show_run(state, view) -> tuple:
@@ -396,16 +396,16 @@ def build(allow_local_models: bool = False) -> dict:
 
     aded_outputs = [aded_state, view, round_slider, aded_graph, adaptation, aded_status, aded_trace.records]
     aded_run.click(handlers.run_aded, [*shared, aded_gamma, shape, store, iterations, learn_prompt, min_share],
-                   aded_outputs, api_name="adaptive_aded", concurrency_limit=None)
+                   aded_outputs, api_name="adaptive_aded", **limits.long_work())
     aded_trace.wire_records(handlers.load_aded, aded_outputs, aded_status, "adaptive-aded-")
     view.input(handlers.show_run, [aded_state, view], [round_slider, aded_graph], api_visibility="private")
     round_slider.input(handlers.show_round, [aded_state, view, round_slider], aded_graph, api_visibility="private")
     pearl_run.click(handlers.run_pearl, [*shared, pearl_gamma, base, base_options, threads],
-                    [gantt, pearl_status, pearl_records], api_name="adaptive_pearl", concurrency_limit=None)
+                    [gantt, pearl_status, pearl_records], api_name="adaptive_pearl", **limits.long_work())
     len_run.click(handlers.run_gamma, [*shared, len_drafter, len_gamma, schedule, confidence, greedy_draft],
-                  [len_plot, len_status, len_records], api_name="adaptive_gamma", concurrency_limit=None)
+                  [len_plot, len_status, len_records], api_name="adaptive_gamma", **limits.long_work())
     sweep_run.click(handlers.run_sweep, [target, prompt, chat, sweep_tokens, temperature, seed],
-                    [sweep_plot, sweep_status], api_name="adaptive_sweep", concurrency_limit=None)
+                    [sweep_plot, sweep_status], api_name="adaptive_sweep", **limits.long_work())
     return {"target": target, "prompt": prompt, "chat": chat, "max_new": max_new, "temperature": temperature,
             "seed": seed, "aded_run": aded_run, "aded_status": aded_status, "aded_graph": aded_graph,
             "adaptation": adaptation, "view": view, "round": round_slider, "pearl_run": pearl_run, "gantt": gantt,

@@ -11,7 +11,8 @@ import time
 
 import gradio as gr
 
-from app import common, generate_tab, options, widgets
+from app import common, generate_tab, limits, options, widgets
+from core import checks
 from core.errors import DraftScopeError
 from core.options import option_fields
 from core.prompts import load_prompts
@@ -138,7 +139,7 @@ def recommend(target, category, temperature, top) -> tuple:
                   f"predicted {best.speedup:.2f}× ({best.interval[0]:.2f}–{best.interval[1]:.2f}).")
         return recommendation_figure(recs), recommendation_card(recs), status
     except Exception as exc:
-        return gr.skip(), gr.skip(), common.warn(exc)
+        raise common.failure(exc) from None
 
 
 def holdout(state) -> tuple:
@@ -154,7 +155,7 @@ def holdout(state) -> tuple:
                    f"{r['top_is_best_share']:.0%} of categories (mean regret {r['mean_regret']:.3f}×).")
         return holdout_figure(r), summary
     except Exception as exc:
-        return gr.skip(), common.warn(exc)
+        raise common.failure(exc) from None
 
 
 def _categories(target: str) -> list[str]:
@@ -185,7 +186,7 @@ class Handlers:
                                                      "Run matrix.")
             return views(matrix, _status(matrix, status) if matrix else status)
         except Exception as exc:  # a broken shipped file: one message, the page stays usable
-            return (gr.skip(), common.warn(exc), *[gr.skip()] * 9)
+            raise common.failure(exc) from None
 
     def run(self, target, configs, per_category, max_new_tokens, progress=gr.Progress()) -> tuple:
         """Run the chosen configurations (names or drafters) on the first N prompts of each category beside HF
@@ -194,9 +195,8 @@ class Handlers:
             chosen = [c for c in configs or [] if str(c).strip()]
             if not chosen:
                 raise DraftScopeError("choose at least one configuration or drafter to run")
-            per_category, max_new_tokens = int(per_category), int(max_new_tokens)
-            if not 1 <= per_category <= MAX_PER_CATEGORY:
-                raise DraftScopeError(f"prompts per category must be in 1..{MAX_PER_CATEGORY}, got {per_category}")
+            per_category = checks.whole("prompts per category", per_category, 1, MAX_PER_CATEGORY)
+            max_new_tokens = checks.whole("max new tokens", max_new_tokens, 1, 4096)
             prompts = first_per_category(load_prompts(), per_category)
 
             def report(done: int, total: int, label: str) -> None:
@@ -212,15 +212,14 @@ class Handlers:
             source = f"Measured here in {seconds:.0f} s" + (f" ({cached} loaded from the cache)" if cached else "")
             return views(matrix, _status(matrix, source))
         except Exception as exc:  # every failure becomes a message, the page stays usable
-            return (gr.skip(), common.warn(exc), *[gr.skip()] * 9)
+            raise common.failure(exc) from None
 
     def positions(self, state, configs) -> object:
         """Acceptance by draft position for the chosen configurations of the shown matrix."""
         try:
             return position_figure(state, list(configs or []))
         except Exception as exc:
-            common.warn(exc)
-            return gr.skip()
+            raise common.failure(exc) from None
 
     def rejections(self, state, config) -> tuple:
         """Where the chosen configuration's drafts were rejected: (chart, most-rejected tokens table, examples)."""
@@ -230,8 +229,7 @@ class Handlers:
             return rejection_figure(rejections, config or ""), top_rejected_html(rejections), \
                 _examples_update(rejections)
         except Exception as exc:
-            common.warn(exc)
-            return gr.skip(), gr.skip(), gr.skip()
+            raise common.failure(exc) from None
 
 
 def build(allow_local_models: bool = False) -> dict:
@@ -295,7 +293,7 @@ def build(allow_local_models: bool = False) -> dict:
                    api_visibility="private", queue=False)  # picks up "your runs" once there are some
     check.click(holdout, [state], [check_plot, check_summary], api_name="bench_holdout")
     run.click(handlers.run, [target, configs, per_category, max_new_tokens], outputs, api_name="bench_run",
-              concurrency_limit=None)
+              **limits.long_work())
     shown.input(handlers.positions, [state, shown], positions, api_name="bench_positions", queue=False)
     rejected_of.input(handlers.rejections, [state, rejected_of], [rejections, top, example],
                       api_name="bench_rejections", queue=False)
@@ -390,7 +388,7 @@ def link_step_view(bench: dict, step: dict, tabs: gr.Tabs) -> None:
             return open_in_step_view(matrix, config, example, step_state, allow_local, step["handlers"], names,
                                      progress)
         except Exception as exc:  # one message, both tabs stay as they were
-            return (*[gr.skip()] * (len(outputs) - 1), common.warn(exc))
+            raise common.failure(exc) from None
 
     bench["open_example"].click(handler, [bench["state"], bench["rejected_of"], bench["example"], step["state"]],
-                                outputs, api_name="bench_open_example")
+                                outputs, api_name="bench_open_example", **limits.model_work())

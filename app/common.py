@@ -23,19 +23,21 @@ from typing import ClassVar
 
 import gradio as gr
 
-from app import options
+from app import limits, options
+from core import checks
 from core.errors import DraftScopeError
 from core.runtime.models import DEFAULT_TARGET
-from core.specdec import Session, SessionConfig
+from core.specdec import MAX_GAMMA, MAX_NEW_TOKENS, Session, SessionConfig
 from core.specdec.trace import TYPE_OF_RECORD, Trace, load_trace, parse_trace, save_trace, trace_of
 
 log = logging.getLogger("draftscope.app")
 
-MAX_SESSIONS = 32  # live sessions per process, least recently used dropped first
-MAX_PROMPT_CHARS = 60_000  # refuse before tokenizing; the context check then uses the real token count
+MAX_SESSIONS = limits.limits().max_sessions  # live sessions per process, least recently used dropped first
+MAX_PROMPT_CHARS = limits.limits().max_prompt_chars  # refused before tokenizing (the context check then counts tokens)
 
 _SESSIONS: OrderedDict[str, Session | Trace] = OrderedDict()  # a loaded trace sits where a session would
 _STOPS: set[str] = set()  # session ids whose Run should stop after the current round
+_ROUND_LOCKS: dict[str, threading.Lock] = {}  # per session id: its rounds and settings changes, one at a time
 _LOCK = threading.Lock()
 
 
@@ -60,7 +62,15 @@ def put_session(sid: str, session: Session | Trace) -> None:
         _SESSIONS[sid] = session
         _SESSIONS.move_to_end(sid)
         while len(_SESSIONS) > MAX_SESSIONS:
-            _SESSIONS.popitem(last=False)
+            old, _ = _SESSIONS.popitem(last=False)
+            _ROUND_LOCKS.pop(old, None)
+
+
+def round_lock(sid: str) -> threading.Lock:
+    """The lock that serialises one session's rounds and settings changes (a Step pressed while Run streams the same
+    session waits for the round in progress instead of reconfiguring it halfway)."""
+    with _LOCK:
+        return _ROUND_LOCKS.setdefault(sid, threading.Lock())
 
 
 def forget(state: dict | None) -> None:
@@ -70,6 +80,7 @@ def forget(state: dict | None) -> None:
         if sid:
             _SESSIONS.pop(sid, None)
             _STOPS.discard(sid)
+            _ROUND_LOCKS.pop(sid, None)
 
 
 def request_stop(sid: str | None) -> None:
@@ -110,10 +121,15 @@ def build_config(settings: dict) -> SessionConfig:
     config (``app.options.drafter_values``: moving another drafter's control changes nothing)."""
     drafter = settings["drafter"]
     return SessionConfig(
-        target=(settings.get("target") or "").strip(), drafter=drafter, verifier=settings["verifier"],
-        gamma=int(settings["gamma"]), temperature=float(settings["temperature"]), top_k=int(settings.get("top_k") or 0),
-        top_p=float(settings.get("top_p") or 1.0), seed=int(settings.get("seed") or 0),
-        max_new_tokens=int(settings["max_new_tokens"]), drafter_options=options.drafter_values(drafter, settings))
+        target=checks.text("target", settings.get("target"), 400).strip(), drafter=drafter,
+        verifier=settings["verifier"], gamma=checks.whole("γ", settings["gamma"], 1, MAX_GAMMA),
+        temperature=checks.finite("temperature", settings["temperature"]),  # its range: SamplingConfig's check
+        top_k=checks.whole("top-k", settings.get("top_k") or 0, 0), top_p=checks.finite("top-p", settings.get("top_p")
+                                                                                   or 1.0),
+        seed=checks.whole("seed", settings.get("seed") or 0, 0, checks.SEED_MAX),
+        max_new_tokens=checks.whole("max new tokens", settings["max_new_tokens"], 1,
+                                    min(MAX_NEW_TOKENS, limits.limits().max_new_tokens)),
+        drafter_options=options.drafter_values(drafter, settings))
 
 
 def named_endpoint(fn: Callable, head: Sequence[str], names: Sequence[str], doc: str) -> Callable:
@@ -147,7 +163,7 @@ def named_endpoint(fn: Callable, head: Sequence[str], names: Sequence[str], doc:
 
 
 def check_prompt(prompt: str | None) -> str:
-    prompt = prompt or ""
+    prompt = checks.text("the prompt", prompt, MAX_PROMPT_CHARS)
     if not prompt.strip():
         raise DraftScopeError("the prompt is empty: type one or pick an example")
     if len(prompt) > MAX_PROMPT_CHARS:
@@ -156,7 +172,8 @@ def check_prompt(prompt: str | None) -> str:
 
 
 def error_text(exc: Exception) -> str:
-    """One line for the page; unexpected errors also go to the server log with their traceback."""
+    """One line for the page, without server paths; unexpected errors also go to the server log with their
+    traceback."""
     if isinstance(exc, DraftScopeError):
         message = str(exc)
     elif isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
@@ -164,14 +181,27 @@ def error_text(exc: Exception) -> str:
     else:
         log.exception("unexpected error")
         message = f"{type(exc).__name__}: {exc}"
-    return (message.strip().splitlines() or [type(exc).__name__])[0][:300]
+    line = (message.strip().splitlines() or [type(exc).__name__])[0]
+    return hide_paths(line)[:300]
 
 
-def warn(exc: Exception) -> str:
-    """Show a toast and return the status line for ``exc``."""
-    line = error_text(exc)
-    gr.Warning(line)
-    return f"**Error:** {line}"
+_PATH = re.compile(r"(?<![\w:/.])(?:~|[A-Za-z]:)?(?:[/\\][\w.@+-]+){2,}[/\\]?")  # /a/b or C:\\a\\b, 2+ parts
+
+
+def hide_paths(text: str) -> str:
+    """``text`` with every absolute file path cut to its last part (…/name): a visitor sees which file, not where
+    the server keeps it."""
+    def short(match: re.Match) -> str:
+        parts = [p for p in re.split(r"[/\\]", match.group(0)) if p]
+        return "…/" + parts[-1] if parts else match.group(0)
+
+    return _PATH.sub(short, text)
+
+
+def failure(exc: Exception) -> gr.Error:
+    """The ``gr.Error`` to raise for ``exc``: the page shows its line (the previous outputs stay), an API client gets
+    it as an error, not as a successful status."""
+    return gr.Error(error_text(exc), print_exception=False)
 
 
 # ------------------------------------------------------------------------------------------------ traces
@@ -205,7 +235,7 @@ def save_records(records) -> tuple:
         n = len(parse_trace(records).records)
         return trace_file(records), f"Trace saved: {n} round{'s' * (n != 1)}, download it below."
     except Exception as exc:
-        return gr.skip(), warn(exc)
+        raise failure(exc) from None
 
 
 def loaded_status(trace: Trace, missing: str = "") -> str:
@@ -288,7 +318,7 @@ class SessionHandlers:
                 self.records(session) if records else gr.skip())
 
     def _failed(self, state: dict, exc: Exception) -> tuple:
-        return (state, *self.render(get_session(state.get("sid"))), warn(self.explain(exc)), gr.skip())
+        raise failure(self.explain(exc)) from None
 
     def _read_only(self, state: dict) -> tuple | None:
         """The outputs for Step / Run on a loaded trace (it stays as it is), or None for a live session."""
@@ -305,13 +335,15 @@ class SessionHandlers:
         try:
             if (out := self._read_only(state)) is not None:
                 return out
-            state, session, note = self._session_for(state, settings, progress)
-            if session.done:
+            state.setdefault("sid", new_sid())
+            with round_lock(state["sid"]):
+                state, session, note = self._session_for(state, settings, progress)
+                if session.done:
+                    self.advanced(session)
+                    return self._out(state, session, f"Already finished ({session.finish_reason}). Raise max new "
+                                     "tokens, or Reset to start over.")
+                session.step()
                 self.advanced(session)
-                return self._out(state, session, f"Already finished ({session.finish_reason}). Raise max new "
-                                 "tokens, or Reset to start over.")
-            session.step()
-            self.advanced(session)
             learn_from(session)
             return self._out(state, session, self.status(session, note))
         except Exception as exc:  # every failure becomes a message, the page stays usable
@@ -321,7 +353,9 @@ class SessionHandlers:
         """Reset: start over with the current settings (and seed)."""
         state = dict(state or {})
         try:
-            state, session = self._new_session(state, settings, progress)
+            state.setdefault("sid", new_sid())
+            with round_lock(state["sid"]):
+                state, session = self._new_session(state, settings, progress)
             return self._out(state, session, self.ready_message)
         except Exception as exc:
             return self._failed(state, exc)
@@ -342,20 +376,29 @@ class SessionHandlers:
             if (out := self._read_only(state)) is not None:
                 yield out
                 return
-            state, session, note = self._session_for(state, settings, progress)
-            sid = state["sid"]
+            sid = state.setdefault("sid", new_sid())
             clear_stop(sid)
+            if self._restarts(state, settings):  # models to load: the page learns the session id first, so a Stop
+                #   pressed while they load reaches this run
+                yield (state, *[gr.skip()] * self.n_outputs, "Loading models…", gr.skip())
+            with round_lock(sid):
+                state, session, note = self._session_for(state, settings, progress)
+            if take_stop(sid):
+                yield self._out(state, session, self.status(session, "Stopped before the first round: Step or Run "
+                                                                     "to go on."))
+                return
             if session.done:
                 yield self._out(state, session, "Already finished: Reset to start over.")
                 return
             yield self._out(state, session, f"Running… {note}".strip(), records=False)
             last_plot = time.monotonic()
             while not session.done:
-                session.step()
-                self.advanced(session)
+                with round_lock(sid):
+                    if get_session(sid) is not session:  # replaced by Reset or a restart: stop quietly
+                        return
+                    session.step()
+                    self.advanced(session)
                 learn_from(session)
-                if get_session(sid) is not session:  # replaced by Reset or a restart: stop quietly
-                    return
                 if take_stop(sid):
                     yield self._out(state, session, self.status(session, "Stopped: Step or Run to go on."))
                     return
@@ -366,6 +409,17 @@ class SessionHandlers:
             yield self._out(state, session, self.status(session, note))
         except Exception as exc:  # every failure becomes a message, the page stays usable
             yield self._failed(state, exc)
+
+    @property
+    def n_outputs(self) -> int:
+        """How many outputs the tab's render gives (between the state and the status)."""
+        if not hasattr(self, "_n_outputs"):
+            self._n_outputs = len(self.render(None))
+        return self._n_outputs
+
+    def _restarts(self, state: dict, settings: dict) -> bool:
+        """Whether these settings need a new session (none yet, or a ``restart_on`` setting changed)."""
+        return get_session(state.get("sid")) is None or any(state.get(k) != settings.get(k) for k in self.restart_on)
 
     # -------------------------------------------------------------------------------------------- traces
     def save_trace(self, state) -> tuple:
@@ -378,7 +432,7 @@ class SessionHandlers:
             n = len(trace["records"])
             return trace_file(trace), f"Trace saved: {n} round{'s' * (n != 1)}, download it below."
         except Exception as exc:
-            return gr.skip(), warn(exc)
+            raise failure(exc) from None
 
     def load_trace(self, state, file) -> tuple:
         """Load trace: show a saved trace (no model) in place of the session: (state, the tab's outputs, status,
@@ -397,8 +451,7 @@ class SessionHandlers:
             state = {**state, "sid": sid}
             return (state, *outputs, loaded_status(trace, self.trace_missing(trace)), trace.as_dict())
         except Exception as exc:
-            n = len(self.render(None))
-            return (state, *[gr.skip()] * n, warn(exc), gr.skip())
+            raise failure(exc) from None
 
     trace_kinds: ClassVar[tuple[str, ...]] = ("step",)  # the record types this tab's render shows
     trace_elsewhere = "the Draft trees tab"  # where to load traces of the other kind
@@ -431,8 +484,7 @@ class SessionHandlers:
         self.prepared(session, settings)
         progress(1.0, desc="Models ready")
         sid = state.get("sid") or new_sid()
-        put_session(sid, session)
-        clear_stop(sid)
+        put_session(sid, session)  # a pending Stop stays: a Run pressed Stop while this loaded reads it next
         return {**state, **settings, "sid": sid}, session
 
 

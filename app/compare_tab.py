@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import gradio as gr
 
-from app import common, options, widgets
+from app import common, limits, options, widgets
 from core.errors import DraftScopeError
 from core.options import option_fields
 from core.specdec import MAX_GAMMA, Session
@@ -65,7 +65,7 @@ class CompareHandlers:
                                            "verdict": verdict}, {OTHER: sessions[1]})
             yield (*views[0], *views[1], verdict, trace)
         except Exception as exc:  # one message, the page stays usable
-            yield (*empty, *empty, common.warn(exc), gr.skip())
+            raise common.failure(exc) from None
 
     @staticmethod
     def load_trace(file) -> tuple:
@@ -82,7 +82,7 @@ class CompareHandlers:
             status = f"{common.loaded_status(trace, missing)} {verdict}".strip()
             return (*views[0], *views[1], status, trace.as_dict())
         except Exception as exc:
-            return (*[gr.skip()] * 4, common.warn(exc), gr.skip())
+            raise common.failure(exc) from None
 
 
 def _side(name: str, drafter: str, gamma: int, allow_local: bool) -> list:
@@ -124,7 +124,7 @@ def build(allow_local_models: bool = False) -> dict:
             stats_b = gr.HTML(stats_html({}), elem_id="compare-B-stats")
     button.click(handlers.compare, [prompt, chat, target, temperature, seed, max_new_tokens, *side_a, *side_b],
                  [strip_a, stats_a, strip_b, stats_b, verdict, trace.records], api_name="compare",
-                 concurrency_limit=None)
+                 **limits.long_work())
     trace.wire_records(handlers.load_trace, [strip_a, stats_a, strip_b, stats_b, verdict, trace.records], verdict,
                        "compare-")
     return {"prompt": prompt, "verdict": verdict}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from app import common, options, widgets
+from app import common, limits, options, widgets
 from core.errors import DraftScopeError
 from core.specdec import MAX_GAMMA, MODEL_LOCK, Session
 from core.specdec.cost_model import measure
@@ -88,7 +88,7 @@ class Handlers(common.SessionHandlers):
             progress(0.2, desc="Decoding with the target alone…")
             return lossless_html(check_lossless(session).to_dict()), ""
         except Exception as exc:
-            return "", common.warn(exc)
+            raise common.failure(exc) from None
 
     def cost(self, state, progress=gr.Progress()):
         """Measure this session's drafter (a fresh copy, so the session's caches stay as they are) and the target on
@@ -105,7 +105,7 @@ class Handlers(common.SessionHandlers):
             taus = {config.gamma: session.stats.tau} if session.stats.target_calls else None
             return cost_model_html(model, taus), ""
         except Exception as exc:
-            return "", common.warn(exc)
+            raise common.failure(exc) from None
 
 
 def _live(state) -> Session:
@@ -165,7 +165,7 @@ def build(allow_local_models: bool = False) -> dict:
     trace.wire(handlers, state, outputs, status)
     round_slider.release(handlers.inspect, [state, round_slider], [inspector], api_name="inspect_round")
     lossless_button.click(handlers.lossless, [state], [lossless_result, status], api_name="lossless_check",
-                          concurrency_limit=None)
-    cost_button.click(handlers.cost, [state], [cost_result, status], api_name="cost_model")
+                          **limits.long_work())
+    cost_button.click(handlers.cost, [state], [cost_result, status], api_name="cost_model", **limits.long_work())
     return {"state": state, "prompt": prompt, "target": target, "drafter": drafter, "verifier": verifier,
             "status": status, "token_strip": strip, "controls": controls, "outputs": outputs, "handlers": handlers}

@@ -12,7 +12,7 @@ import json
 
 import gradio as gr
 
-from app import common, widgets
+from app import common, limits, widgets
 from core.errors import DraftScopeError
 from core.runtime.models import load_model
 from core.specdec import Session, SessionConfig
@@ -86,8 +86,7 @@ def run_heads(target: str, arch: str, tree: str, verifier: str, temperature, pro
             del record
         return _show(session.records, session, arch, model)
     except Exception as exc:  # every failure becomes one line on the page
-        return ([], head_round_html(None), tree_figure(None), time_split_figure([]),
-                gr.update(value=0, maximum=1, interactive=False), common.warn(exc), gr.skip())
+        raise common.failure(exc) from None
 
 
 def _show(records: list, session: Session, arch: str, model) -> tuple:
@@ -129,7 +128,7 @@ def load_trace(file) -> tuple:
             missing = "The token before each round is not in this trace."
         return (*_views(trace.records, before, arch), common.loaded_status(trace, missing), trace.as_dict())
     except Exception as exc:
-        return (*[gr.skip()] * 5, common.warn(exc), gr.skip())
+        raise common.failure(exc) from None
 
 
 def _last_token_text(session: Session, record) -> str:
@@ -188,7 +187,7 @@ def build(allow_local_models: bool = False) -> dict:
     suggest_button.click(suggest, [target, arch, nodes], tree, api_name="heads_suggest_tree")
     outputs = [state, table, graph, split, round_slider, status, trace.records]
     run.click(run_heads, [target, arch, tree, verifier, temperature, prompt, chat, max_new], outputs,
-              api_name="heads_run")
+              api_name="heads_run", **limits.long_work())
     trace.wire_records(load_trace, outputs, status, "heads-")
     round_slider.change(show_round, [state, round_slider], [table, graph], api_visibility="private")
     return {"target": target, "arch": arch, "verifier": verifier, "temperature": temperature, "tree": tree,

@@ -14,7 +14,7 @@ import time
 
 import gradio as gr
 
-from app import common
+from app import common, limits
 from core.errors import DraftScopeError
 from core.kv import DRAFT_GUIDED, PRESSES
 from core.kv.records import KVReport
@@ -216,7 +216,7 @@ class Handlers:
                     gr.update(maximum=max(L - 1, 1), value=layer), gr.update(maximum=max(H - 1, 1), value=head),
                     gr.update(maximum=max(L - 1, 1)), gr.update(maximum=max(n_heads - 1, 1)))
         except Exception as exc:  # every failure becomes a message, the page stays usable
-            return (state, common.warn(_explain(exc)), *[gr.skip()] * 11)
+            raise common.failure(_explain(exc)) from None
 
     def view(self, state, view_method, show, layer, head) -> tuple:
         """Re-render the heatmap, grid, head map and correlation of the stored report for another method or shading
@@ -224,8 +224,7 @@ class Handlers:
         try:
             return _views(state, view_method, show, layer, head)
         except Exception as exc:
-            common.warn(exc)
-            return (gr.skip(),) * 4
+            raise common.failure(exc) from None
 
     def head_view(self, state, view_method, layer, head) -> object:
         """Re-render the head map of the stored report for another layer / KV head (nothing is recomputed)."""
@@ -234,8 +233,7 @@ class Handlers:
             run = find_run(report, view_method) or (report.runs[0] if report and report.runs else None)
             return _head_map(report, run, layer, head)
         except Exception as exc:
-            common.warn(exc)
-            return gr.skip()
+            raise common.failure(exc) from None
 
     def long_context(self, target, task, seed, lengths, new_tokens, gamma, progress=gr.Progress()) -> tuple:
         """LongSpec and a normal drafter (FastDraft) on the task's prompt at each ticked length, beside the target
@@ -253,7 +251,7 @@ class Handlers:
             seconds = time.perf_counter() - t0
             return memory_figure(rows), acceptance_figure(rows), rows_frame(rows), _long_status(rows, seconds)
         except Exception as exc:
-            raise gr.Error(common.error_text(exc), print_exception=not isinstance(exc, DraftScopeError)) from None
+            raise common.failure(exc) from None
 
     def draft_attention(self, target, task, prompt, length, seed, layer, head, sparsity, block,
                         progress=gr.Progress()) -> tuple:
@@ -296,7 +294,7 @@ class Handlers:
                       f"{record.kl_last:.3g}.")
             return draft_attention_figure(record), status
         except Exception as exc:
-            return gr.skip(), common.warn(_explain(exc))
+            raise common.failure(_explain(exc)) from None
 
 
 # ------------------------------------------------------------------------------------------------ layout
@@ -387,7 +385,7 @@ def build(allow_local_models: bool = False) -> dict:
     run.click(handlers.run, [state, target, drafter, task, prompt, length, methods, budget, max_new_tokens, seed,
                              view_method, show, layer, head],
               [state, status, heatmap, grid, head_map, correlation, outputs, constraints, view_method, layer, head,
-               da_layer, da_head], api_name="kv_run", concurrency_limit=None)
+               da_layer, da_head], api_name="kv_run", **limits.long_work())
     view_inputs = [state, view_method, show, layer, head]
     view_outputs = [heatmap, grid, head_map, correlation]
     view_method.input(handlers.view, view_inputs, view_outputs, api_name="kv_view", queue=False)
@@ -395,10 +393,10 @@ def build(allow_local_models: bool = False) -> dict:
     layer.input(handlers.head_view, [state, view_method, layer, head], head_map, api_name="kv_head_map", queue=False)
     head.input(handlers.head_view, [state, view_method, layer, head], head_map, api_name=False, queue=False)
     da_run.click(handlers.draft_attention, [target, task, prompt, length, seed, da_layer, da_head, sparsity, block],
-                 [da_plot, da_status], api_name="kv_draft_attention", concurrency_limit=None)
+                 [da_plot, da_status], api_name="kv_draft_attention", **limits.long_work())
     long_run.click(handlers.long_context, [target, task, seed, long_lengths, long_new_tokens, long_gamma],
                    [long_memory, long_acceptance, long_table, long_status], api_name="kv_long_context",
-                   concurrency_limit=None)
+                   **limits.long_work())
     return {"state": state, "target": target, "drafter": drafter, "task": task, "prompt": prompt, "length": length,
             "methods": methods, "budget": budget, "status": status, "heatmap": heatmap, "grid": grid,
             "head_map": head_map, "correlation": correlation, "outputs": outputs, "constraints": constraints,

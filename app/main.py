@@ -15,6 +15,7 @@ from app import (
     generate_tab,
     heads_tab,
     kv_tab,
+    limits,
     metrics_tab,
     self_draft_tab,
     train_draft_tab,
@@ -47,7 +48,9 @@ def build_demo(allow_local_models: bool = False) -> gr.Blocks:
                 with gr.Tab(title, id=tab_id):
                     built[tab_id] = module.build(allow_local_models=allow_local_models)
         bench_tab.link_step_view(built["bench"], built["generate"], tabs)  # a rejection example → the step view
-    demo.queue(default_concurrency_limit=None)
+    caps = limits.limits()
+    # every event not in a group of its own runs at most model_slots at a time; max_size bounds the waiting line
+    demo.queue(default_concurrency_limit=caps.model_slots, max_size=caps.queue_size)
     return demo
 
 

@@ -73,7 +73,7 @@ def compare(text: str | None, file, engine: str, sum_engines: bool, offline: str
         sources = ", ".join(p.label for p in profiles)
         return acceptance_compare_figure(dicts), metrics_table_html(dicts), f"Showing {sources}."
     except Exception as exc:  # every failure becomes one line on the page; the previous charts stay
-        return gr.skip(), gr.skip(), common.warn(exc)
+        raise common.failure(exc) from None
 
 
 def load_example() -> str:
@@ -91,8 +91,7 @@ def load_example() -> str:
         profile = profile_from_matrix_row(row, target=target)
         return vllm_exposition(profile, f"{target} + {row['config']} (DraftScope shipped matrix)")
     except Exception as exc:
-        common.warn(exc)
-        return gr.skip()
+        raise common.failure(exc) from None
 
 
 def build(allow_local_models: bool = False) -> dict:

@@ -20,7 +20,7 @@ import gradio as gr
 import torch
 from transformers import DynamicCache
 
-from app import common, options, widgets
+from app import common, limits, options, widgets
 from core.errors import DraftScopeError
 from core.runtime.layers import DEEP_EXIT, embed, exit_layer_at, head, run_layers
 from core.runtime.models import load_model
@@ -232,7 +232,7 @@ class Handlers(common.SessionHandlers):
                 note = f"{note} Capped at {SWEEP_MAX_NEW_TOKENS} new tokens a run.".strip()
             return figure(rows), _sweep_status(rows, note, key)
         except Exception as exc:
-            return gr.skip(), common.warn(_explain(exc))
+            raise common.failure(_explain(exc)) from None
 
     def easyspec(self, target, exit_layer, group_size, devices, progress=gr.Progress()):
         """Measure the early-exit drafter's sublayers and calibration pass for ``target`` and model EasySpec's
@@ -251,7 +251,7 @@ class Handlers(common.SessionHandlers):
             return (easyspec_timeline_figure(times, group_size, devices, calibration),
                     _easyspec_status(loaded.name, drafter, times, devices, calibration))
         except Exception as exc:
-            return gr.skip(), common.warn(_explain(exc))
+            raise common.failure(_explain(exc)) from None
 
 
 def _explain(exc: Exception) -> Exception:
@@ -337,8 +337,8 @@ def build(allow_local_models: bool = False) -> dict:
     buttons.wire(handlers, state, settings, outputs, "self-draft-")
     trace.wire(handlers, state, outputs, status, "self-draft-")
     sweep.click(handlers.sweep, [state, *settings], [sweep_plot, status], api_name="self_draft_sweep",
-                concurrency_limit=None)
+                **limits.long_work())
     easyspec.click(handlers.easyspec, [target, exit_layer, group_size, devices], [timeline, status],
-                   api_name="self_draft_easyspec", concurrency_limit=None)
+                   api_name="self_draft_easyspec", **limits.long_work())
     return {"state": state, "prompt": prompt, "target": target, "drafter": drafter, "eta": eta, "theta1": theta1,
             "theta2": theta2, "status": status, "confidence": confidence}

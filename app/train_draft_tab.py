@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from app import common, options, widgets
+from app import common, limits, options, widgets
 from core.errors import DraftScopeError
 from core.runtime.models import load_model
 from core.specdec import MODEL_LOCK
@@ -84,7 +84,7 @@ def measure_cost(target: str, drafter: str, loss: str, k, progress=gr.Progress()
         taus = _loss_taus(target, loss) if drafter == "fastdraft" and k is None else None
         return cost_model_figure(cost, taus), cost_model_html(cost, taus), ""
     except Exception as exc:  # every failure becomes one line on the page
-        return cost_model_figure(None), cost_model_html(None), common.warn(exc)
+        raise common.failure(exc) from None
 
 
 def build(allow_local_models: bool = False) -> dict:
@@ -117,7 +117,8 @@ def build(allow_local_models: bool = False) -> dict:
 
     static = [curves, taus, table, coverage, note, loss]
     gr.on(None, show_results, [target, k], static, api_visibility="private")  # on load and on every change
-    run.click(measure_cost, [target, drafter, loss, k], [cost_plot, cost_table, status], api_name="train_cost_model")
+    run.click(measure_cost, [target, drafter, loss, k], [cost_plot, cost_table, status], api_name="train_cost_model",
+              **limits.long_work())
     return {"target": target, "drafter": drafter, "loss": loss, "k": k, "curves": curves, "taus": taus,
             "table": table, "coverage": coverage, "cost_plot": cost_plot, "cost_table": cost_table, "status": status,
             "static": static}

@@ -15,6 +15,7 @@ from typing import ClassVar
 import gradio as gr
 
 from app import common, options, widgets
+from core import checks
 from core.errors import DraftScopeError
 from core.runtime.layers import DEEP_EXIT, exit_layer_at
 from core.runtime.models import load_model
@@ -44,13 +45,14 @@ TREE_VERIFIERS = ("greedy", "match", "rrs", "rsd", "typical")
 # ------------------------------------------------------------------------------------------------ configuration
 def tree_config(settings: dict, allow_local: bool = False) -> SessionConfig:
     """Engine settings for the tree session; an exit layer of 0 resolves to four fifths of the target's depth."""
-    exit_layer = int(settings.get("exit_layer") or 0)
+    exit_layer = checks.whole("exit layer", settings.get("exit_layer") or 0, 0, 1024)
     if settings["drafter"] == "early-exit" and not exit_layer:
         n_layers = load_model((settings.get("target") or "").strip(), allow_local=allow_local).n_layers
         exit_layer = exit_layer_at(n_layers, DEEP_EXIT)  # four fifths of the depth (24 of SmolLM2's 30 layers)
     base = common.build_config({**settings, "gamma": settings["max_depth"], "exit_layer": exit_layer})
     config = dataclasses.replace(base, tree=(settings.get("shape") or "").strip().replace(" ", ""),
-                                 tree_branch=int(settings["tree_branch"]), children=settings["children"])
+                                 tree_branch=checks.whole("tree branch", settings["tree_branch"], 1, 64),
+                                 children=settings["children"])
     if not config.tree:
         raise DraftScopeError("the tree shape is empty: use children per depth like 4,2,1 or budget:16")
     config.validate()

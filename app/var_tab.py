@@ -19,7 +19,7 @@ import time
 
 import gradio as gr
 
-from app import common
+from app import common, limits
 from core.errors import DraftScopeError
 from core.var.data import CLASS_NAMES
 from core.var.report import default_split, parse_budget, parse_class
@@ -175,7 +175,7 @@ def generate(state, class_name, seed, split, n, cfg, image=1, progress=gr.Progre
         return (new_state, _code_status(runs, settings, K, seconds), *_code_views(runs, index),
                 gr.update(maximum=max(settings["n"], 2), value=index + 1))
     except Exception as exc:  # every failure becomes a message, the page stays usable
-        return (state, common.warn(exc), *[gr.skip()] * 5)
+        raise common.failure(exc) from None
 
 
 def update_split(state, split, image=1, progress=gr.Progress()) -> tuple:
@@ -212,7 +212,7 @@ def update_split(state, split, image=1, progress=gr.Progress()) -> tuple:
         return (new_state, _code_status(base, settings, K, seconds, what=f"N = {N}: re-ran CoDe only"),
                 *_code_views(base, index), gr.update())
     except Exception as exc:
-        return (state, common.warn(exc), *[gr.skip()] * 5)
+        raise common.failure(exc) from None
 
 
 def show_image(state, image) -> object:
@@ -222,8 +222,7 @@ def show_image(state, image) -> object:
         n = min((r.n for r in runs), default=1)
         return canvas_grid_figure(runs, _image_index(image, n))
     except Exception as exc:
-        common.warn(exc)
-        return gr.skip()
+        raise common.failure(exc) from None
 
 
 # ------------------------------------------------------------------------------------------------ step mode
@@ -260,7 +259,7 @@ def step(state, class_name, seed, split, n, cfg, progress=gr.Progress()) -> tupl
                   f"{made.ms:.1f} ms. " + " ".join(notes)).strip()
         return {"key": key, "k": k + 1, "run": run}, step_figure(run, k, K), status
     except Exception as exc:
-        return state, gr.skip(), common.warn(exc)
+        raise common.failure(exc) from None
 
 
 def reset(state=None) -> tuple:
@@ -307,7 +306,7 @@ def run_scalekv(class_name, seed, budget, n, cfg, progress=gr.Progress()) -> tup
         return (asi_heatmap(report, scales), budget_figure(plan, scales), kv_images_figure(full, scalekv, uniform),
                 kv_frame(full, scalekv, uniform), status)
     except Exception as exc:
-        return (*[gr.skip()] * 4, common.warn(exc))
+        raise common.failure(exc) from None
 
 
 # ------------------------------------------------------------------------------------------------ DraftAttention
@@ -361,7 +360,7 @@ def run_draft_attention(class_name, seed, sparsity, layer, n, cfg, scale=None, p
                 status, gr.update(choices=_grid_choices(run.maps), value=shown.scale if shown else None),
                 gr.update(maximum=max(depth - 1, 1)))
     except Exception as exc:
-        return (gr.skip(), gr.skip(), gr.skip(), gr.skip(), common.warn(exc), gr.skip(), gr.skip())
+        raise common.failure(exc) from None
 
 
 def show_grid(state, scale) -> object:
@@ -369,8 +368,7 @@ def show_grid(state, scale) -> object:
     try:
         return grid_attention_figure(_find_map((state or {}).get("run"), scale))
     except Exception as exc:
-        common.warn(exc)
-        return gr.skip()
+        raise common.failure(exc) from None
 
 
 # ------------------------------------------------------------------------------------------------ layout
@@ -447,18 +445,19 @@ def build(allow_local_models: bool = False) -> dict:
 
     code_outputs = [code_state, status, canvas, final, latency, metrics, image]
     generate_btn.click(generate, [code_state, class_name, seed, split, n, cfg, image], code_outputs,
-                       api_name="var_generate")
+                       api_name="var_generate", **limits.long_work())
     split.input(update_split, [code_state, split, image], code_outputs, api_name="var_split",
-                trigger_mode="always_last")
+                trigger_mode="always_last", **limits.long_work())
     image.input(show_image, [code_state, image], canvas, api_name="var_image", queue=False)
     step_outputs = [step_state, step_plot, step_status]
-    step_btn.click(step, [step_state, class_name, seed, split, n, cfg], step_outputs, api_name="var_step")
+    step_btn.click(step, [step_state, class_name, seed, split, n, cfg], step_outputs, api_name="var_step",
+                   **limits.model_work())
     reset_btn.click(reset, [step_state], step_outputs, api_name="var_reset", queue=False)
     kv_btn.click(run_scalekv, [class_name, seed, budget, n, cfg], [asi, budget_plot, kv_images, kv_table, kv_status],
-                 api_name="var_scalekv")
+                 api_name="var_scalekv", **limits.long_work())
     da_btn.click(run_draft_attention, [class_name, seed, sparsity, da_layer, n, cfg, da_scale],
                  [da_state, da_grid, da_table, da_images, da_status, da_scale, da_layer],
-                 api_name="var_draft_attention")
+                 api_name="var_draft_attention", **limits.long_work())
     da_scale.input(show_grid, [da_state, da_scale], da_grid, api_name="var_da_scale", queue=False)
     return {"code_state": code_state, "step_state": step_state, "da_state": da_state, "class_name": class_name,
             "seed": seed, "split": split, "n": n, "cfg": cfg, "generate": generate_btn, "status": status,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from app import common
+from app import common, limits
 from core.prompts import load_prompts
 from core.runtime.models import preset_names
 
@@ -59,10 +59,10 @@ class SessionButtons:
         keeps the last round's records and figures."""
         api = api_prefix(prefix)
         inputs = [state, *settings]
-        self.step.click(handlers.step, inputs, outputs, api_name=f"{api}step", concurrency_limit=None)
-        self.run.click(handlers.run, inputs, outputs, api_name=f"{api}run", concurrency_limit=None)
+        self.step.click(handlers.step, inputs, outputs, api_name=f"{api}step", **limits.model_work())
+        self.run.click(handlers.run, inputs, outputs, api_name=f"{api}run", **limits.model_work())
         self.stop.click(handlers.stop, [state], None, api_name=f"{api}stop", queue=False)
-        self.reset.click(handlers.reset, inputs, outputs, api_name=f"{api}reset", concurrency_limit=None)
+        self.reset.click(handlers.reset, inputs, outputs, api_name=f"{api}reset", **limits.model_work())
 
 
 def session_buttons(prefix: str = "") -> SessionButtons:

@@ -8,6 +8,7 @@ import plotly.graph_objects as go
 
 from app import heads_tab as tab
 from core.specdec.drafters.heads import shipped_meta
+from tests.helpers import app_error
 from visualizers.heads import head_accuracy_figure, head_round_html, time_split_figure
 
 PROMPT = "Give me three tips for staying focused while studying at home."
@@ -55,8 +56,7 @@ def test_run_refuses_bad_input_with_one_line():
                           (("tiny-llama", "hydra", "", "greedy", 0.0, PROMPT, True, 8), "not found"),
                           (("smollm2-135m", "hydra", "", "greedy", 0.0, "   ", True, 8), "prompt is empty"),
                           (("smollm2-135m", "hydra", "", "greedy", 0.0, PROMPT, True, 9999), "max new tokens")]:
-        *_, status, _records = tab.run_heads(*args)
-        assert status.startswith("**Error:**") and message in status, status
+        assert message in app_error(tab.run_heads, *args)
 
 
 def test_figures_without_data():

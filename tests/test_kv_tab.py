@@ -13,6 +13,7 @@ import pytest
 from app import kv_tab
 from app.main import build_demo
 from core.kv.records import KVReport
+from tests.helpers import app_error
 
 SETTINGS = {"target": "tiny-llama", "drafter": "tiny-llama", "task": "passkey", "prompt": "", "length": 192,
             "methods": ["snapkv", "streamingllm", "speckv", "specpc"], "budget": 32, "max_new_tokens": 6, "seed": 0,
@@ -91,10 +92,9 @@ def test_views_rerender_from_the_stored_report(handlers, first, monkeypatch):
     ({"target": "tiny-gemma", "methods": ["snapkv"]}, "sliding-window"),
 ])
 def test_bad_input_is_a_message(handlers, first, kw, message):
-    out = _run(handlers, first["state"], **kw)
-    assert out["status"].startswith("**Error:**") and message in out["status"], out["status"]
-    assert "Traceback" not in out["status"]
-    assert out["state"]["report"] is first["state"]["report"]  # the last report stays on show
+    report = first["state"]["report"]
+    assert message in app_error(_run, handlers, first["state"], **kw)
+    assert first["state"]["report"] is report  # the last report stays on show
 
 
 def test_custom_prompt_and_a_budget_beyond_the_prompt(handlers):
@@ -112,11 +112,10 @@ def test_draft_attention(handlers):
     figure, status = handlers.draft_attention("tiny-llama", "passkey", "", 192, 0, 1, 2, 0.9, 16, progress=_progress)
     assert status.startswith("DraftAttention on tiny-llama") and "layer 1, head 2" in status, status
     assert set(_metas(figure)) == {"full", "pooled", "selected"}
-    figure, status = handlers.draft_attention("tiny-llama", "passkey", "", 192, 0, 9, 0, 0.9, 16,
-                                              progress=_progress)
-    assert status.startswith("**Error:**") and "layers 0..3" in status
-    figure, status = handlers.draft_attention("tiny-llama", "custom", "", 192, 0, 0, 0, 0.9, 16, progress=_progress)
-    assert status.startswith("**Error:**") and "custom prompt is empty" in status
+    assert "layers 0..3" in app_error(handlers.draft_attention, "tiny-llama", "passkey", "", 192, 0, 9, 0, 0.9, 16,
+                                      progress=_progress)
+    assert "custom prompt is empty" in app_error(handlers.draft_attention, "tiny-llama", "custom", "", 192, 0, 0, 0,
+                                                 0.9, 16, progress=_progress)
 
 
 def test_endpoints_and_element_ids():

@@ -24,6 +24,7 @@ from core.specdec.prod_metrics import (
     shipped_matrices,
 )
 from core.specdec.records import Stats
+from tests.helpers import app_error
 from visualizers.acceptance import acceptance_compare_figure, metrics_table_html
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # gr.Warning outside a request warns instead
@@ -251,8 +252,7 @@ def test_tab_compares_a_good_dump_and_warns_on_a_bad_one(tmp_path, monkeypatch):
     fig, _, status = tab.compare("ignored when a file is uploaded", str(upload), "auto", False, None)
     assert "llama.cpp" in status and len(fig.data) == 2
     for text in (dump("garbage.html"), dump("vllm_no_spec.txt"), ""):
-        fig, table, status = tab.compare(text, None, "auto", False, None)
-        assert status.startswith("**Error:**") and fig == table == {"__type__": "update"}  # outputs kept
+        app_error(tab.compare, text, None, "auto", False, None)  # a gr.Error: the previous outputs stay
     block = stats_of([(3, 2, 3, 3)]).summary()
     (tmp_path / "matrix-tiny-llama.json").write_text(json.dumps({
         "schema": "draftscope.matrix", "version": 1, "target": "tiny-llama", "categories": [], "prompts": ["1"],
@@ -270,4 +270,4 @@ def test_tab_compares_a_good_dump_and_warns_on_a_bad_one(tmp_path, monkeypatch):
     assert parsed.accepted_per_pos == block["accepted_at"]
     monkeypatch.setattr(tab, "shipped_matrices", lambda: shipped_matrices(tmp_path / "none"))
     assert tab._matrices() == ({}, tab.NO_MATRIX)
-    assert tab.load_example() == {"__type__": "update"}  # no matrix: a warning, the text box kept
+    assert "No benchmark matrix" in app_error(tab.load_example)  # no matrix: an error, the text box kept

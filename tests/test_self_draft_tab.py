@@ -13,7 +13,7 @@ import pytest
 import core.specdec.drafters.kangaroo as kangaroo
 from app import self_draft_tab
 from app.main import build_demo
-from tests.helpers import assert_error_then_usable, call_handler, no_progress, tab_session
+from tests.helpers import app_error, assert_error_then_usable, call_handler, no_progress, tab_session
 from visualizers.self_draft import OUTCOMES
 
 SETTINGS = {"prompt": "the cat sat on the mat. the cat sat on the", "chat": False, "target": "tiny-llama",
@@ -62,7 +62,7 @@ def test_step_plots_the_confidence_and_eta_applies_live(handlers):
 @pytest.mark.parametrize("kw, message", [
     ({"target": "tiny-gemma"}, "Kangaroo adapter not found"),
     ({"prompt": ""}, "prompt is empty"),
-    ({"gamma": 0}, "gamma must be in"),
+    ({"gamma": 0}, "γ must be in"),
 ])
 def test_invalid_settings_are_a_message_and_the_tab_stays_usable(handlers, kw, message):
     assert_error_then_usable(functools.partial(_step, handlers), kw, message)
@@ -70,10 +70,9 @@ def test_invalid_settings_are_a_message_and_the_tab_stays_usable(handlers, kw, m
 
 def test_missing_adapter_is_a_message(handlers, monkeypatch, tmp_path):
     monkeypatch.setattr(kangaroo, "ASSETS", tmp_path)  # no adapter for any target
-    out = _step(handlers)
-    assert out["status"].startswith("**Error:** Kangaroo adapter not found"), out["status"]
-    assert "choose early-exit" in out["status"]
-    assert _step(handlers, out["state"], drafter="early-exit")["status"].startswith("1 round")
+    message = app_error(_step, handlers)
+    assert message.startswith("Kangaroo adapter not found") and "choose early-exit" in message, message
+    assert _step(handlers, None, drafter="early-exit")["status"].startswith("1 round")
 
 
 def test_sweep_runs_every_eta_and_plain_decoding(handlers):
@@ -89,8 +88,8 @@ def test_sweep_runs_every_eta_and_plain_decoding(handlers):
 
 
 def test_sweep_errors_are_a_message(handlers):
-    _figure, status = handlers.sweep({}, **{**SETTINGS, "target": "tiny-gemma"}, progress=no_progress)
-    assert status.startswith("**Error:**") and "Kangaroo adapter not found" in status
+    assert "Kangaroo adapter not found" in app_error(handlers.sweep, {}, **{**SETTINGS, "target": "tiny-gemma"},
+                                                     progress=no_progress)
 
 
 def test_reset_starts_over(handlers):

@@ -14,7 +14,7 @@ import pytest
 from app import var_tab
 from core.var.bundle import ENV_DIR
 from core.var.code import code_generate
-from tests.helpers import tiny_bundle, write_tiny_checkpoints
+from tests.helpers import app_error, tiny_bundle, write_tiny_checkpoints
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # gr.Warning outside a request warns instead
 CODE_OUTPUTS = ("state", "status", "canvas", "images", "latency", "metrics", "image")
@@ -63,8 +63,9 @@ def _images(fig) -> list:
     return [t for t in fig.data if t.type == "image"]
 
 
-def _error(text: str) -> bool:
-    return text.startswith("**Error:**") and "Traceback" not in text
+def _raises(fn, *args, **kwargs) -> str:
+    """The message of the gr.Error ``fn`` raises (one line, no traceback)."""
+    return app_error(fn, *args, **kwargs)
 
 
 # ------------------------------------------------------------------------------------------------ Generate / N
@@ -109,8 +110,7 @@ def test_split_slider_reruns_only_code(first, monkeypatch):
 def test_split_slider_before_generate_and_out_of_range(first):
     out = var_tab.update_split({}, 3, 1, progress=_progress)
     assert out[0] == {} and "Generate" in out[1] and not out[1].startswith("**Error:**")
-    out = var_tab.update_split(first["state"], 9, 1, progress=_progress)
-    assert _error(out[1]) and "0..6" in out[1] and out[0] is first["state"]
+    assert "0..6" in _raises(var_tab.update_split, first["state"], 9, 1, progress=_progress)
 
 
 def test_show_image_redraws_without_recomputing(first):
@@ -154,8 +154,7 @@ def test_step_mode_starts_over_when_a_setting_changes():
 def test_step_mode_small_only_and_bad_input():
     state, _, status = var_tab.step({}, **{**SETTINGS, "split": 0}, progress=_progress)
     assert state["run"].scales[0].model == "small" and "small refiner" in status
-    kept, _fig, status = var_tab.step(state, **{**SETTINGS, "n": 0}, progress=_progress)
-    assert _error(status) and "1..16" in status and kept == state
+    assert "1..16" in _raises(var_tab.step, state, **{**SETTINGS, "n": 0}, progress=_progress)
 
 
 # ------------------------------------------------------------------------------------------------ ScaleKV
@@ -209,31 +208,29 @@ def test_draft_attention_and_the_grid_dropdown():
     ({"cfg": 99}, "cfg must be in"),
 ])
 def test_bad_generate_input_is_a_message(first, kw, message):
-    out = _generate(first["state"], **kw)
-    assert _error(out["status"]) and message in out["status"], out["status"]
-    assert out["state"] is first["state"]  # the last runs stay on show
+    runs = first["state"]["runs"]
+    assert message in _raises(_generate, first["state"], **kw)
+    assert first["state"]["runs"] is runs  # the last runs stay on show
 
 
 @pytest.mark.parametrize("call, message", [
-    (lambda: var_tab.run_scalekv("ring", 0, "0%", 2, 1.5, progress=_progress)[4], "KV budget must be in (0, 1]"),
-    (lambda: var_tab.run_scalekv("ring", 0, "lots", 2, 1.5, progress=_progress)[4], "not a fraction"),
-    (lambda: var_tab.run_draft_attention("ring", 0, 1.0, 1, 2, 1.5, None, progress=_progress)[4],
+    (lambda: var_tab.run_scalekv("ring", 0, "0%", 2, 1.5, progress=_progress), "KV budget must be in (0, 1]"),
+    (lambda: var_tab.run_scalekv("ring", 0, "lots", 2, 1.5, progress=_progress), "not a fraction"),
+    (lambda: var_tab.run_draft_attention("ring", 0, 1.0, 1, 2, 1.5, None, progress=_progress),
      "sparsity must be in [0, 1)"),
-    (lambda: var_tab.run_draft_attention("ring", 0, 0.75, 9, 2, 1.5, None, progress=_progress)[4], "layers 0..2"),
+    (lambda: var_tab.run_draft_attention("ring", 0, 0.75, 9, 2, 1.5, None, progress=_progress), "layers 0..2"),
 ])
 def test_bad_scalekv_and_draft_attention_input_is_a_message(call, message):
-    status = call()
-    assert _error(status) and message in status, status
+    assert message in _raises(call)
 
 
 def test_missing_checkpoints_are_a_message(tmp_path, monkeypatch):
     monkeypatch.setenv(ENV_DIR, str(tmp_path / "nothing-here"))
-    messages = [_generate()["status"], var_tab.step({}, **SETTINGS, progress=_progress)[2],
-                var_tab.run_scalekv("ring", 0, "20%", 2, 1.5, progress=_progress)[4],
-                var_tab.run_draft_attention("ring", 0, 0.75, 1, 2, 1.5, None, progress=_progress)[4]]
-    for status in messages:
-        assert _error(status) and "VAR checkpoints missing" in status, status
-        assert "python -m core.train.var all" in status
+    messages = [_raises(_generate), _raises(var_tab.step, {}, **SETTINGS, progress=_progress),
+                _raises(var_tab.run_scalekv, "ring", 0, "20%", 2, 1.5, progress=_progress),
+                _raises(var_tab.run_draft_attention, "ring", 0, 0.75, 1, 2, 1.5, None, progress=_progress)]
+    for message in messages:
+        assert "VAR checkpoints missing" in message and "python -m core.train.var all" in message, message
 
 
 # ------------------------------------------------------------------------------------------------ the app

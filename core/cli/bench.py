@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from core.cli.options import COUNT, integer, number
 from core.cli.table import markdown_table
 from core.errors import DraftScopeError
 from core.runtime.models import DEFAULT_TARGET
@@ -15,14 +16,14 @@ NAME, HELP = "bench", "tokens/s of Hugging Face generate vs our drafters, side b
 def add_arguments(bench) -> None:
     bench.add_argument("--target", default=DEFAULT_TARGET)
     bench.add_argument("--prompts", default=None, help="a .jsonl (id, category, prompt) or .txt file")
-    bench.add_argument("--limit", type=int, default=None, help="use the first N prompts only")
-    bench.add_argument("--per-category", type=int, default=None, help="use the first N prompts of each category")
-    bench.add_argument("--max-new-tokens", type=int, default=128)
+    bench.add_argument("--limit", type=COUNT, default=None, help="use the first N prompts only")
+    bench.add_argument("--per-category", type=COUNT, default=None, help="use the first N prompts of each category")
+    bench.add_argument("--max-new-tokens", type=COUNT, default=128)
     bench.add_argument("--draft-model", default=None, help="also bench a model drafter (and HF assisted generation)")
-    bench.add_argument("--exit-layer", type=int, default=None)
+    bench.add_argument("--exit-layer", type=integer(1), default=None)
     bench.add_argument("--methods", default=None, help="comma-separated subset of the method names")
-    bench.add_argument("--tree-exit-layer", type=int, default=None, help="ℓ of the early-exit drafter in the tree "
-                                                                         "vs chain methods (default: 4/5 of depth)")
+    bench.add_argument("--tree-exit-layer", type=integer(1), default=None,
+                       help="ℓ of the early-exit drafter in the tree vs chain methods (default: 4/5 of depth)")
     bench.add_argument("--forward-cost", action="store_true", help="also time one target forward of 1..32 new "
                                                                    "tokens (the cost of verifying that many)")
     bench.add_argument("--no-chat", action="store_true", help="do not apply the chat template")
@@ -39,7 +40,7 @@ def add_arguments(bench) -> None:
                        help="--long-context: comma-separated prompt lengths in tokens")
     bench.add_argument("--task", default="passkey", help=f"--long-context: {' or '.join(SWEEP_TASKS)}")
     bench.add_argument("--drafters", default=",".join(DEFAULT_DRAFTERS), help="--long-context: drafters to compare")
-    bench.add_argument("--gamma", type=int, default=4, help="--long-context: γ of the drafters' chains")
+    bench.add_argument("--gamma", type=COUNT, default=4, help="--long-context: γ of the drafters' chains")
     bench.add_argument("--longspec-checkpoint", default=None, help="--long-context: a LongSpec drafter file (default: "
                                                                    "the shipped one)")
     bench.add_argument("--matrix", action="store_true",
@@ -53,8 +54,8 @@ def add_arguments(bench) -> None:
                             "shipped one, or --matrix-file), with the predicted speed-up, its interval and the reasons")
     bench.add_argument("--matrix-file", default=None, help="--recommend: a matrix JSON (bench --matrix --out)")
     bench.add_argument("--category", default=None, help="--recommend: the workload's prompt category (default: all)")
-    bench.add_argument("--temperature", type=float, default=0.0, help="--recommend: the sampling temperature")
-    bench.add_argument("--top", type=int, default=3, help="--recommend: how many settings to rank")
+    bench.add_argument("--temperature", type=number(), default=0.0, help="--recommend: the sampling temperature")
+    bench.add_argument("--top", type=COUNT, default=3, help="--recommend: how many settings to rank")
     bench.add_argument("--holdout", action="store_true", help="--recommend: instead, the recommender's accuracy on "
                                                               "held-out prompts (fit on half of each category's "
                                                               "prompts, measured on the other half, both ways)")

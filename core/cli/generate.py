@@ -5,9 +5,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from core.cli.options import add_option_flags
+from core.cli.options import COUNT, SEED, add_option_flags, integer, number
 from core.errors import DraftScopeError
 from core.runtime.models import DEFAULT_TARGET, PRESETS
+from core.specdec.config import MAX_GAMMA, MAX_NEW_TOKENS
 from core.specdec.drafters import DRAFTERS, drafter_class
 from core.specdec.records import alpha_star_summary
 from core.specdec.trace import dumps, save_trace, trace_of
@@ -21,16 +22,16 @@ def add_arguments(gen) -> None:
     gen.add_argument("--drafter", default="ngram", help=f"one of {', '.join(DRAFTERS)}")
     gen.add_argument("--verifier", default=None, help=f"one of {', '.join(VERIFIERS)} (default: greedy at "
                                                       "temperature 0, else sampling, or rrs with a tree)")
-    gen.add_argument("--gamma", type=int, default=5, help="draft length γ")
-    gen.add_argument("--temperature", type=float, default=0.0)
-    gen.add_argument("--top-k", type=int, default=0)
-    gen.add_argument("--top-p", type=float, default=1.0)
-    gen.add_argument("--seed", type=int, default=0)
-    gen.add_argument("--max-new-tokens", type=int, default=128)
+    gen.add_argument("--gamma", type=integer(1, MAX_GAMMA), default=5, help="draft length γ")
+    gen.add_argument("--temperature", type=number(), default=0.0)
+    gen.add_argument("--top-k", type=integer(0), default=0)
+    gen.add_argument("--top-p", type=number(), default=1.0)
+    gen.add_argument("--seed", type=SEED, default=0)
+    gen.add_argument("--max-new-tokens", type=integer(1, MAX_NEW_TOKENS), default=128)
     gen.add_argument("--tree", default="", help="draft a tree: children per depth (3,2,1,1), paths of top-k indices "
                                                  "([[0],[1],[0,0]], Medusa's format) or budget:N (EAGLE-2 style, "
                                                  "depth ≤ --gamma); needs a drafter with probabilities")
-    gen.add_argument("--tree-branch", type=int, default=4, help="budget trees: nodes expanded per depth and "
+    gen.add_argument("--tree-branch", type=COUNT, default=4, help="budget trees: nodes expanded per depth and "
                                                                  "children per node")
     gen.add_argument("--children", default="auto", help="tree children: topk, iid or without-replacement (auto: "
                                                         "what the verifier needs)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from core.cli.options import add_option_flags
+from core.cli.options import COUNT, SEED, add_option_flags, integer
 from core.cli.table import markdown_table
 from core.kv import PRESSES
 from core.runtime.models import DEFAULT_TARGET, load_model
@@ -20,15 +20,15 @@ def add_arguments(kv) -> None:
                                                        "early-exit (the target's first --exit-layer layers) or sorted "
                                                        "(S2D's trained deepest exit)")
     kv.add_argument("--draft-model", default=None, help="draft model preset (default: the target itself)")
-    kv.add_argument("--exit-layer", type=int, default=None, help="early-exit guide: ℓ (default a quarter)")
+    kv.add_argument("--exit-layer", type=integer(1), default=None, help="early-exit guide: ℓ (default a quarter)")
     kv.add_argument("--task", default="passkey", help="passkey, multikey, travel, doc-qa, summarization, rag or a "
                                                          "text file")
-    kv.add_argument("--length", type=int, default=1024, help="prompt length in tokens (passkey, multikey, travel)")
+    kv.add_argument("--length", type=COUNT, default=1024, help="prompt length in tokens (passkey, multikey, travel)")
     kv.add_argument("--methods", default="snapkv,streamingllm,speckv,specpc")
     kv.add_argument("--budget", default="128", help="KV entries kept per head: a count, a ratio, or several (64,128)")
-    kv.add_argument("--max-new-tokens", type=int, default=16)
-    kv.add_argument("--samples", type=int, default=1, help="task instances (seeds seed, seed+1, …), rows averaged")
-    kv.add_argument("--seed", type=int, default=0)
+    kv.add_argument("--max-new-tokens", type=COUNT, default=16)
+    kv.add_argument("--samples", type=COUNT, default=1, help="task instances (seeds seed, seed+1, …), rows averaged")
+    kv.add_argument("--seed", type=SEED, default=0)
     kv.add_argument("--json", action="store_true", help="print the rows as JSON")
     flags = add_option_flags(kv, PRESSES, "press options (each sets its option in every chosen method named in its "
                                           "help; unset: the method's default)")
@@ -39,7 +39,7 @@ def run(args) -> int:
     from tqdm import tqdm
 
     from core.kv import build_press
-    from core.kv.run import guide_model, kv_table
+    from core.kv.run import guide_model, kv_table, parse_budget
 
     methods = [m for m in args.methods.split(",") if m]
     for name in methods:
@@ -48,6 +48,8 @@ def run(args) -> int:
     for name in methods:
         build_press(name, press_options[name])  # so do bad option values
     budgets = [b for b in str(args.budget).split(",") if b]
+    for budget in budgets:
+        parse_budget(budget, 1 << 30)  # a bad budget fails before any model loads (ratios are checked again later)
     target = load_model(args.target, allow_local=True)
     guide = guide_model(target, args.drafter, args.draft_model, args.exit_layer, allow_local=True)
     bar = tqdm(total=100, desc="kv", unit="%", disable=args.json and not sys.stderr.isatty())

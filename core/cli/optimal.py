@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from core.cli.options import COUNT
 from core.errors import DraftScopeError
 
 NAME, HELP = "optimal-acceptance", "α* for n drafts (exact LP and dual) and RRS / RSD acceptance"
@@ -12,7 +13,7 @@ NAME, HELP = "optimal-acceptance", "α* for n drafts (exact LP and dual) and RRS
 def add_arguments(opt) -> None:
     opt.add_argument("--p", required=True, help="target distribution, comma-separated (renormalised)")
     opt.add_argument("--q", required=True, help="draft distribution, comma-separated (renormalised)")
-    opt.add_argument("--drafts", type=int, default=2, help="number of drafts n")
+    opt.add_argument("--drafts", type=COUNT, default=2, help="number of drafts n")
     opt.add_argument("--without-replacement", action="store_true", help="drafts are distinct (sampled without "
                                                                         "replacement)")
     opt.add_argument("--json", action="store_true")

@@ -6,8 +6,35 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
+from core import checks
 from core.errors import DraftScopeError
 from core.options import OptionField, option_fields
+
+
+def integer(lo: int | None = None, hi: int | None = None):
+    """An argparse ``type``: a whole number in [lo, hi] (``--per-category -1`` is one error line, exit 2)."""
+    def parse(text: str) -> int:
+        try:
+            return checks.whole("the value", text, lo, hi)
+        except DraftScopeError as exc:
+            raise argparse.ArgumentTypeError(str(exc).removeprefix("the value ")) from None
+    parse.__name__ = "integer"
+    return parse
+
+
+def number(lo: float | None = None, hi: float | None = None):
+    """An argparse ``type``: a finite number in [lo, hi] (no NaN, no inf)."""
+    def parse(text: str) -> float:
+        try:
+            return checks.finite("the value", text, lo, hi)
+        except DraftScopeError as exc:
+            raise argparse.ArgumentTypeError(str(exc).removeprefix("the value ")) from None
+    parse.__name__ = "number"
+    return parse
+
+
+COUNT = integer(1)  # how many: prompts, samples, tokens, images, repeats
+SEED = integer(0, checks.SEED_MAX)
 
 
 @dataclass

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.cli.options import COUNT, SEED, integer, number
 from core.cli.table import markdown_table
 from core.errors import DraftScopeError
 from core.var.report import (
@@ -29,23 +30,23 @@ def add_arguments(var) -> None:
     var_sub = var.add_subparsers(dest="var_command", required=True, parser_class=type(var))
     vg = var_sub.add_parser("generate", help="one class and seed: large drafter on scales < N, small refiner after")
     vg.add_argument("--class", dest="class_name", default="0", help="class index or name (e.g. 3 or triangle)")
-    vg.add_argument("--seed", type=int, default=0)
-    vg.add_argument("--split", type=int, default=None, help="N: scales made by the large model (default K−2; "
+    vg.add_argument("--seed", type=SEED, default=0)
+    vg.add_argument("--split", type=integer(0), default=None, help="N: scales made by the large model (default K−2; "
                     "K = large-only, 0 = small-only)")
     vg.add_argument("--scalekv", default=None, help="KV budget for ScaleKV on both models: 0.1, 10%% …")
-    vg.add_argument("--n", type=int, default=1, help="images in the batch (class accuracy is reported when > 1)")
-    vg.add_argument("--cfg", type=float, default=1.5, help="classifier-free guidance, ramped over the scales")
-    vg.add_argument("--top-k", type=int, default=0)
-    vg.add_argument("--top-p", type=float, default=0.0)
+    vg.add_argument("--n", type=COUNT, default=1, help="images in the batch (class accuracy is reported when > 1)")
+    vg.add_argument("--cfg", type=number(), default=1.5, help="classifier-free guidance, ramped over the scales")
+    vg.add_argument("--top-k", type=integer(0), default=0)
+    vg.add_argument("--top-p", type=number(), default=0.0)
     vg.add_argument("--json", action="store_true", help="print the record as JSON")
     vg.add_argument("--out", default=None, help="write the image(s) to this PNG")
     vg.add_argument("--canvases", action="store_true", help="with --out: one row per image, a canvas per scale")
     vr = var_sub.add_parser("report", help="the measured tables: CoDe per N, ScaleKV budgets, DraftAttention")
     vr.add_argument("--what", default="code,scalekv,draft-attention", help="code, scalekv, draft-attention")
-    vr.add_argument("--n", type=int, default=4, help="images per class")
+    vr.add_argument("--n", type=COUNT, default=4, help="images per class")
     vr.add_argument("--classes", default="all", help="class indices (0,3,7) or all")
-    vr.add_argument("--seed", type=int, default=0)
-    vr.add_argument("--repeats", type=int, default=3, help="timing repeats (the median is reported)")
+    vr.add_argument("--seed", type=SEED, default=0)
+    vr.add_argument("--repeats", type=COUNT, default=3, help="timing repeats (the median is reported)")
     vr.add_argument("--json", action="store_true")
 
 

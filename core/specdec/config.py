@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from core.checks import SEED_MAX, whole
 from core.errors import DraftScopeError
 from core.options import as_dict
 from core.runtime.models import DEFAULT_TARGET
@@ -46,6 +47,7 @@ class SessionConfig:
             raise DraftScopeError(f"max new tokens must be in 1..{MAX_NEW_TOKENS}, got {self.max_new_tokens}")
         if not 1 <= self.gamma <= MAX_GAMMA:
             raise DraftScopeError(f"gamma must be in 1..{MAX_GAMMA}, got {self.gamma}")
+        whole("seed", self.seed, 0, SEED_MAX)
         if not 0 <= self.topk_alternatives <= 50:
             raise DraftScopeError(f"top-k alternatives must be in 0..50, got {self.topk_alternatives}")
         _ = self.sampling  # building it checks temperature / top-k / top-p
@@ -67,6 +69,9 @@ class SessionConfig:
         if not self.tree:
             return None
         spec = TreeSpec.parse(self.tree, depth=self.gamma, branch=self.tree_branch, children=self.children_mode)
+        if spec.depth > self.gamma:
+            raise DraftScopeError(f"the tree is {spec.depth} levels deep, more than the draft depth γ = {self.gamma} "
+                                  "(the most tokens a round drafts): raise γ (max depth) or give a shallower tree")
         verifier = verifier_class(self.verifier)
         if not issubclass(verifier, TreeVerifier):
             raise DraftScopeError(f"the '{self.verifier}' verifier checks a chain; for a tree use greedy, match "

@@ -1,0 +1,54 @@
+"""The app's public caps, in one place: how many requests may wait, how many run models at once, how many sessions a
+process keeps, and the size of what one request may ask for. Two sets: ``LOCAL`` (your own machine: generous) and
+``PUBLIC`` (a Hugging Face Space, or ``DRAFTSCOPE_PUBLIC=1``: strangers share one process). The README lists both."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class Limits:
+    queue_size: int  # requests waiting in the queue; one more is told the queue is full
+    model_slots: int  # events that may run models at once (step, run, reset, …): the rest wait in the queue, with
+    #   their position and an estimate shown (they still take turns on the one model lock between rounds)
+    long_slots: int  # long jobs at once (the matrix, KV runs, sweeps, VAR, compare, cost measurements)
+    max_sessions: int  # live sessions kept per process (least recently used dropped first)
+    max_prompt_chars: int  # refused before tokenizing
+    max_new_tokens: int  # per session run
+
+
+LOCAL = Limits(queue_size=64, model_slots=4, long_slots=1, max_sessions=32, max_prompt_chars=60_000,
+               max_new_tokens=4096)
+PUBLIC = Limits(queue_size=32, model_slots=2, long_slots=1, max_sessions=24, max_prompt_chars=20_000,
+                max_new_tokens=512)
+
+
+def public() -> bool:
+    """Running for strangers: on a Hugging Face Space (``SPACE_ID`` is set there) or with ``DRAFTSCOPE_PUBLIC=1``."""
+    flag = os.environ.get("DRAFTSCOPE_PUBLIC", "").strip().lower()
+    if flag in ("0", "false", "no"):
+        return False
+    return bool(os.environ.get("SPACE_ID")) or flag in ("1", "true", "yes")
+
+
+def limits() -> Limits:
+    return PUBLIC if public() else LOCAL
+
+
+MODEL = "model"  # concurrency_id of the events that run models a round at a time
+LONG = "long"  # concurrency_id of the long jobs
+
+
+def model_work() -> dict:
+    """Event arguments for work that runs models (Step, Run, Reset, loading a model)."""
+    return {"concurrency_id": MODEL, "concurrency_limit": limits().model_slots}
+
+
+def long_work() -> dict:
+    """Event arguments for the long jobs."""
+    return {"concurrency_id": LONG, "concurrency_limit": limits().long_slots}
+
+
+__all__ = ["LOCAL", "PUBLIC", "Limits", "asdict", "limits", "long_work", "model_work", "public"]

@@ -1,0 +1,120 @@
+"""Hardening for a public Space (issue 21): the concurrency groups and the bounded queue, Stop while Run is still
+loading models, one session's rounds and settings changes taken one at a time, error lines without server paths, the
+public caps."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import pytest
+
+from app import common, generate_tab, limits
+from app.main import build_demo
+from tests.helpers import no_progress
+
+PROMPT = "one two three four five, one two three four five, one two"
+SETTINGS = {"prompt": PROMPT, "chat": False, "target": "tiny-llama", "drafter": "ngram", "verifier": "greedy",
+            "gamma": 3, "temperature": 0, "top_p": 1, "top_k": 0, "seed": 0, "max_new_tokens": 24}
+MODEL_EVENTS = ("step", "run", "reset", "trees_step", "trees_run", "crossvocab_step", "self_draft_run", "var_step",
+                "bench_open_example")
+LONG_EVENTS = ("kv_run", "kv_draft_attention", "kv_long_context", "bench_run", "compare", "adaptive_aded",
+               "adaptive_pearl", "adaptive_sweep", "var_generate", "var_scalekv", "heads_run", "lossless_check",
+               "cost_model", "train_cost_model")
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return build_demo()
+
+
+def _fns(demo) -> dict:
+    return {fn.api_name: fn for fn in demo.fns.values()}
+
+
+def test_model_work_and_long_jobs_are_bounded_groups(demo):
+    fns, caps = _fns(demo), limits.limits()
+    for name in MODEL_EVENTS:
+        assert (fns[name].concurrency_id, fns[name].concurrency_limit) == ("model", caps.model_slots), name
+    for name in LONG_EVENTS:
+        assert (fns[name].concurrency_id, fns[name].concurrency_limit) == ("long", caps.long_slots), name
+    assert demo._queue.max_size == caps.queue_size
+    unlimited = {name for name, fn in fns.items() if fn.concurrency_limit is None}
+    assert all(name.endswith(("save_trace", "load_trace")) for name in unlimited), unlimited  # no model work there
+    for name in ("stop", "trees_stop", "crossvocab_stop", "self_draft_stop"):  # Stop never waits in the queue
+        assert fns[name].queue is False, name
+
+
+def test_public_caps_follow_the_environment(monkeypatch):
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    monkeypatch.delenv("DRAFTSCOPE_PUBLIC", raising=False)
+    assert limits.limits() is limits.LOCAL and not limits.public()
+    monkeypatch.setenv("SPACE_ID", "someone/draftscope")
+    assert limits.limits() is limits.PUBLIC
+    monkeypatch.setenv("DRAFTSCOPE_PUBLIC", "0")  # an explicit no wins
+    assert limits.limits() is limits.LOCAL
+    monkeypatch.delenv("SPACE_ID")
+    monkeypatch.setenv("DRAFTSCOPE_PUBLIC", "1")
+    assert limits.limits() is limits.PUBLIC
+    strict, local = limits.PUBLIC, limits.LOCAL
+    assert strict.queue_size <= local.queue_size and strict.model_slots <= local.model_slots
+    assert strict.max_new_tokens < local.max_new_tokens and strict.max_prompt_chars < local.max_prompt_chars
+
+
+def _run(handlers, state, **kw):
+    names = handlers.setting_names
+    settings = {**dict.fromkeys(names), **SETTINGS, **kw}
+    return handlers.run(state, *[settings[n] for n in names], progress=no_progress)
+
+
+def test_stop_pressed_while_run_loads_models_is_kept():
+    """Run on a fresh page first sends the session id (status "Loading models…"), so a Stop pressed before the first
+    round reaches it: no round runs, and the status says so."""
+    handlers = generate_tab.Handlers()
+    run = _run(handlers, {})
+    first = next(run)
+    state, status = first[0], first[-2]
+    assert state["sid"] and status == "Loading models…"
+    handlers.stop(state)
+    rest = list(run)
+    assert "Stopped before the first round" in rest[-1][-2]
+    assert len(common.get_session(state["sid"]).records) == 0
+    again = list(_run(handlers, rest[-1][0]))  # Run again: goes on to the end
+    assert common.get_session(state["sid"]).done and "Finished" in again[-1][-2]
+
+
+def test_a_step_waits_for_the_round_in_progress():
+    """A session's rounds and settings changes take turns: while its round lock is held (a Run's round in
+    progress), a Step of the same session waits, then runs."""
+    handlers = generate_tab.Handlers()
+    names = handlers.setting_names
+    values = [{**dict.fromkeys(names), **SETTINGS}[n] for n in names]
+    state = handlers.step({}, *values, progress=no_progress)[0]
+    session = common.get_session(state["sid"])
+    done = threading.Event()
+
+    def step():
+        handlers.step(state, *values, progress=no_progress)
+        done.set()
+
+    with common.round_lock(state["sid"]):
+        thread = threading.Thread(target=step)
+        thread.start()
+        time.sleep(0.5)
+        assert not done.is_set() and len(session.records) == 1  # waiting for the lock
+    thread.join(30)
+    assert done.is_set() and len(session.records) == 2
+
+
+@pytest.mark.parametrize("text, shown", [
+    ("prompt file not found: /work/main/assets/prompts/x.jsonl", "prompt file not found: …/x.jsonl"),
+    (r"no such file C:\Users\me\trace.json here", "no such file …/trace.json here"),
+    ("see ~/.cache/draftscope/matrix/abc.json", "see …/abc.json"),
+    ("ratio 1/2, a/b and https://example.org/a/b stay", "ratio 1/2, a/b and https://example.org/a/b stay"),
+])
+def test_error_lines_hide_server_paths(text, shown):
+    assert common.hide_paths(text) == shown
+    assert common.error_text(FileNotFoundError(text)).endswith(shown)
