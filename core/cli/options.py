@@ -11,26 +11,26 @@ from core.errors import DraftScopeError
 from core.options import OptionField, option_fields
 
 
-def integer(lo: int | None = None, hi: int | None = None):
-    """An argparse ``type``: a whole number in [lo, hi] (``--per-category -1`` is one error line, exit 2)."""
-    def parse(text: str) -> int:
+def _checked(check, name: str, lo, hi):
+    """An argparse ``type`` that parses with ``check`` (``core.checks.whole`` or ``finite``) within [lo, hi]; a bad
+    value is argparse's one-line error (exit 2)."""
+    def parse(text: str):
         try:
-            return checks.whole("the value", text, lo, hi)
+            return check("the value", text, lo, hi)
         except DraftScopeError as exc:
             raise argparse.ArgumentTypeError(str(exc).removeprefix("the value ")) from None
-    parse.__name__ = "integer"
+    parse.__name__ = name
     return parse
+
+
+def integer(lo: int | None = None, hi: int | None = None):
+    """An argparse ``type``: a whole number in [lo, hi] (``--per-category -1`` is one error line, exit 2)."""
+    return _checked(checks.whole, "integer", lo, hi)
 
 
 def number(lo: float | None = None, hi: float | None = None):
     """An argparse ``type``: a finite number in [lo, hi] (no NaN, no inf)."""
-    def parse(text: str) -> float:
-        try:
-            return checks.finite("the value", text, lo, hi)
-        except DraftScopeError as exc:
-            raise argparse.ArgumentTypeError(str(exc).removeprefix("the value ")) from None
-    parse.__name__ = "number"
-    return parse
+    return _checked(checks.finite, "number", lo, hi)
 
 
 COUNT = integer(1)  # how many: prompts, samples, tokens, images, repeats
