@@ -64,6 +64,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="let model fields take Hugging Face ids and local directories, not only presets")
     parser.add_argument("--share", action="store_true", help="open a public gradio.live link (off by default)")
     args = parser.parse_args(argv)
+    if args.share and args.allow_local_models:  # a public link must not let strangers name files on this machine
+        parser.error("--share opens a public link; with --allow-local-models anyone could load files from this "
+                     "machine: drop one of the two")
     demo = build_demo(allow_local_models=args.allow_local_models)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share)
 

@@ -118,3 +118,11 @@ def test_a_step_waits_for_the_round_in_progress():
 def test_error_lines_hide_server_paths(text, shown):
     assert common.hide_paths(text) == shown
     assert common.error_text(FileNotFoundError(text)).endswith(shown)
+
+
+def test_share_with_local_models_is_refused(capsys):
+    from app.main import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["--share", "--allow-local-models"])
+    assert info.value.code == 2 and "drop one of the two" in capsys.readouterr().err
