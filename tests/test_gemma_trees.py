@@ -156,8 +156,9 @@ def test_tree_and_chain_rounds_mixed_and_a_cut_round_resumed(tiny_gemma, noisy_g
     for i in range(10):
         session.step()
         tree = ["", "2,2,1", "", "4,1,1,1"][i % 4]
-        session.reconfigure(SessionConfig(**{**session.config.__dict__, "tree": tree, "gamma": 3 + i % 3}))
-    session.reconfigure(SessionConfig(**{**session.config.__dict__, "tree": "1,1,1,1,1",
+        gamma = max(3 + i % 3, len(tree.split(",")) if tree else 1)  # a tree is at most γ deep
+        session.reconfigure(SessionConfig(**{**session.config.__dict__, "tree": tree, "gamma": gamma}))
+    session.reconfigure(SessionConfig(**{**session.config.__dict__, "tree": "1,1,1,1,1", "gamma": 5,
                                          "max_new_tokens": len(session.generated_ids) + 2}))
     session.step()
     assert session.finish_reason == "max_new_tokens"

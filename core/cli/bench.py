@@ -18,7 +18,7 @@ def add_arguments(bench) -> None:
     bench.add_argument("--prompts", default=None, help="a .jsonl (id, category, prompt) or .txt file")
     bench.add_argument("--limit", type=COUNT, default=None, help="use the first N prompts only")
     bench.add_argument("--per-category", type=COUNT, default=None, help="use the first N prompts of each category")
-    bench.add_argument("--max-new-tokens", type=COUNT, default=128)
+    bench.add_argument("--max-new-tokens", type=integer(1, 4096), default=128)
     bench.add_argument("--draft-model", default=None, help="also bench a model drafter (and HF assisted generation)")
     bench.add_argument("--exit-layer", type=integer(1), default=None)
     bench.add_argument("--methods", default=None, help="comma-separated subset of the method names")
@@ -110,11 +110,6 @@ def matrix(args) -> int:
     from core.specdec.bench import first_per_category
     from core.specdec.matrix import format_matrix, matrix_configs, run_matrix, save_matrix
 
-    if not 1 <= args.max_new_tokens <= 4096:
-        raise DraftScopeError(f"max new tokens must be in 1..4096, got {args.max_new_tokens}")
-    for flag, value in (("--per-category", args.per_category), ("--limit", args.limit)):
-        if value is not None and value < 1:
-            raise DraftScopeError(f"{flag} must be at least 1, got {value}")
     prompts = load_prompts(args.prompts)
     if args.per_category:
         prompts = first_per_category(prompts, args.per_category)
@@ -150,8 +145,6 @@ def recommend(args) -> int:
     from core.specdec.matrix import load_matrix, shipped_matrix
     from core.specdec.recommend import Recommender, holdout_halves
 
-    if args.top < 1:
-        raise DraftScopeError(f"--top must be at least 1, got {args.top}")
     matrix = load_matrix(args.matrix_file) if args.matrix_file else shipped_matrix(args.target)
     if matrix is None:
         raise DraftScopeError(f"no benchmark matrix ships for '{args.target}': run bench --matrix --out FILE and pass "

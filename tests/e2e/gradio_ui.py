@@ -102,10 +102,11 @@ def set_slider(page, elem_id: str, value: float) -> None:
 
 
 def wait_idle(page, timeout: float = ROUND_TIMEOUT_MS) -> None:
-    """Wait until no Gradio status tracker on the page shows a running event."""
+    """Wait until no Gradio status tracker on the page shows a running event (a tracker left showing "Error" by an
+    event that raised gr.Error is idle: it stays until the next event of those outputs)."""
     page.wait_for_function(
         "() => [...document.querySelectorAll('[data-testid=\"status-tracker\"]')]"
-        ".every(t => t.classList.contains('hide'))", timeout=timeout)
+        ".every(t => t.classList.contains('hide') || t.innerText.trim() === 'Error')", timeout=timeout)
 
 
 def markdown(page, elem_id: str) -> str:
