@@ -85,7 +85,8 @@ class Visitor(threading.Thread):
                 self.call("/run", **session)
             elif action == "stop":  # Stop while a Run of this session is in progress (or still queued)
                 t = time.perf_counter()
-                job = self.client.submit(**{**session, "max_new_tokens": 4 * self.new_tokens}, api_name="/run")
+                job = self.client.submit(**session, api_name="/run")  # the same budget: a smaller one than
+                #   what the session already generated would be (rightly) refused
                 time.sleep(self.rng.uniform(0.05, 0.5))
                 self.call("/stop")
                 try:
