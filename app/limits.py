@@ -5,7 +5,7 @@ process keeps, and the size of what one request may ask for. Two sets: ``LOCAL``
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -51,4 +51,4 @@ def long_work() -> dict:
     return {"concurrency_id": LONG, "concurrency_limit": limits().long_slots}
 
 
-__all__ = ["LOCAL", "PUBLIC", "Limits", "asdict", "limits", "long_work", "model_work", "public"]
+__all__ = ["LOCAL", "PUBLIC", "Limits", "limits", "long_work", "model_work", "public"]
