@@ -133,7 +133,7 @@ class Handlers:
 
     # -------------------------------------------------------------------------------------------- ADED
     def run_aded(self, target, prompt, chat, max_new_tokens, temperature, seed, gamma, shape, store, iterations,
-                 learn_prompt, min_share, progress=gr.Progress()) -> tuple:
+                 learn_prompt, min_share, state=None, progress=gr.Progress()) -> tuple:
         """ADED on the prompt twice, online adaptation on and off: (state, run picker, round slider, the round's
         search, acceptance and boosted rows per round, summary, records JSON: the adapt-on run's trace with the
         adapt-off run inside it)."""
@@ -156,13 +156,13 @@ class Handlers:
         first, *others = sessions
         trace = trace_of(sessions[first], {"label": first, "note": note},
                          {label: sessions[label] for label in others})
-        return (*self._aded_views(sessions), aded_summary(*_runs_and_stats(sessions)) + note, trace)
+        return (*self._aded_views(sessions, state), aded_summary(*_runs_and_stats(sessions)) + note, trace)
 
-    def _aded_views(self, sessions: dict) -> tuple:
+    def _aded_views(self, sessions: dict, state=None) -> tuple:
         """(state, run picker, round slider, round figure, adaptation figure) for ADED runs (label → session or
-        trace)."""
+        trace); their records are kept in the session store (in place of ``state``'s)."""
         runs, _ = _runs_and_stats(sessions)
-        state = {"runs": runs}
+        state = common.hold({"runs": runs}, "the ADED runs", state)
         view = next(iter(runs))
         slider, figure = self.show_run(state, view)
         return state, gr.update(choices=list(runs), value=view), slider, figure, adaptation_figure(runs)
@@ -185,7 +185,7 @@ class Handlers:
     @staticmethod
     def show_run(state, view) -> tuple:
         """(round slider, figure) for the run ``view`` of the last ADED comparison, at its first drafting round."""
-        records = ((state or {}).get("runs") or {}).get(view) or []
+        records = ((common.held(state, required=False) or {}).get("runs") or {}).get(view) or []
         if not records:
             return gr.update(value=0, maximum=1, interactive=False), aded_round_figure(None)
         index = _first_drafted(records)
@@ -195,7 +195,7 @@ class Handlers:
     @staticmethod
     def show_round(state, view, index):
         """The search of round ``index`` of the run ``view``."""
-        records = ((state or {}).get("runs") or {}).get(view) or []
+        records = ((common.held(state, required=False) or {}).get("runs") or {}).get(view) or []
         if not records:
             return aded_round_figure(None)
         return aded_round_figure(records[max(0, min(int(index or 0), len(records) - 1))])
@@ -336,7 +336,7 @@ def build(allow_local_models: bool = False) -> dict:
         aded_run = gr.Button("Run ADED: adapt on vs off", variant="primary", elem_id="adaptive-aded-run")
     aded_status = gr.Markdown(elem_id="adaptive-aded-status")
     aded_trace = widgets.trace_row("adaptive-aded-")
-    aded_state = gr.State({})
+    aded_state = gr.State({}, time_to_live=common.state_ttl(), delete_callback=common.forget)
     with gr.Row():
         view = gr.Radio(list(ADAPT_RUNS), value="adapt on", label="Run to inspect", elem_id="adaptive-aded-view")
         round_slider = gr.Slider(0, 1, value=0, step=1, label="Round", interactive=False,
@@ -395,7 +395,8 @@ def build(allow_local_models: bool = False) -> dict:
     sweep_plot = gr.Plot(sweep_heatmaps([]), show_label=False, elem_id="adaptive-sweep-plot")
 
     aded_outputs = [aded_state, view, round_slider, aded_graph, adaptation, aded_status, aded_trace.records]
-    aded_run.click(handlers.run_aded, [*shared, aded_gamma, shape, store, iterations, learn_prompt, min_share],
+    aded_run.click(handlers.run_aded, [*shared, aded_gamma, shape, store, iterations, learn_prompt, min_share,
+                                       aded_state],
                    aded_outputs, api_name="adaptive_aded", **limits.long_work())
     aded_trace.wire_records(handlers.load_aded, aded_outputs, aded_status, "adaptive-aded-")
     view.input(handlers.show_run, [aded_state, view], [round_slider, aded_graph], api_visibility="private")

@@ -249,7 +249,7 @@ def build(allow_local_models: bool = False) -> dict:
                                  elem_id="bench-per-category")
         max_new_tokens = gr.Slider(8, 256, value=64, step=8, label="Max new tokens", elem_id="bench-max-new-tokens")
         run = gr.Button("Run matrix", variant="primary", elem_id="bench-run")
-    state = gr.State(matrix)
+    state = gr.State(matrix, time_to_live=common.state_ttl())
     status = gr.Markdown(start[1], elem_id="bench-status")
     heatmap = gr.Plot(start[2], elem_id="bench-heatmap")
     table = gr.Markdown(start[3], elem_id="bench-table")

@@ -16,29 +16,79 @@ import threading
 import time
 import uuid
 import weakref
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import ClassVar
 
 import gradio as gr
+from gradio.context import LocalContext
 
 from app import limits, options
+from app.store import Budget, Store
 from core import checks
 from core.errors import DraftScopeError
+from core.runtime.memory import footprint
 from core.runtime.models import DEFAULT_TARGET
 from core.specdec import MAX_GAMMA, MAX_NEW_TOKENS, Session, SessionConfig
 from core.specdec.trace import TYPE_OF_RECORD, Trace, load_trace, parse_trace, save_trace, trace_of
 
 log = logging.getLogger("draftscope.app")
 
-MAX_SESSIONS = limits.limits().max_sessions  # live sessions per process, least recently used dropped first
 MAX_PROMPT_CHARS = limits.limits().max_prompt_chars  # refused before tokenizing (the context check then counts tokens)
 
-_SESSIONS: OrderedDict[str, Session | Trace] = OrderedDict()  # a loaded trace sits where a session would
 _STOPS: set[str] = set()  # session ids whose Run should stop after the current round
 _ROUND_LOCKS: dict[str, threading.Lock] = {}  # per session id: its rounds and settings changes, one at a time
 _LOCK = threading.Lock()
+
+
+def _dropped(key: str) -> None:
+    """The store dropped ``key``: forget its Stop and (unless a round holds it) its round lock."""
+    with _LOCK:
+        _STOPS.discard(key)
+        lock = _ROUND_LOCKS.get(key)
+        if lock is not None and lock.acquire(blocking=False):
+            lock.release()
+            _ROUND_LOCKS.pop(key, None)
+
+
+def _budget() -> Budget:
+    lim = limits.limits()
+    return Budget(total_bytes=lim.keep_bytes, max_items=lim.max_sessions, ttl_s=lim.idle_minutes * 60,
+                  per_visitor_items=lim.visitor_entries, per_visitor_bytes=lim.visitor_bytes)
+
+
+def _measure(value) -> int:
+    """Bytes a stored value keeps: a session with its companion runs (they live as long as it does)."""
+    total = footprint(value)
+    if isinstance(value, Session):
+        for runs in list(_COMPANIONS):
+            if (run := runs.get(value)) is not None:
+                total += footprint(run)
+    return total
+
+
+_COMPANIONS: weakref.WeakSet = weakref.WeakSet()  # every CompanionRuns (their runs count with their session)
+STORE = Store(_budget(), measure=_measure, on_drop=_dropped)  # sessions, traces and the tabs' results (``hold``)
+
+
+def state_ttl() -> float:
+    """``time_to_live`` of every ``gr.State``: longer than the store's idle time, so the store drops an entry first
+    and the page, still holding its key, is told why."""
+    return 2 * STORE.budget.ttl_s
+
+
+def visitor() -> str:
+    """Who is asking: the address of the current request (on a Space the first ``x-forwarded-for`` hop, the proxy's
+    own address otherwise), "local" outside a request. Per-visitor budgets count by it."""
+    request = LocalContext.request.get(None)
+    if request is None:
+        return "local"
+    if limits.public():
+        forwarded = (request.headers.get("x-forwarded-for") or "").split(",")[0].strip()
+        if forwarded:
+            return forwarded
+    client = getattr(request, "client", None)
+    return getattr(client, "host", None) or "local"
 
 
 def default_target() -> str:
@@ -50,20 +100,25 @@ def new_sid() -> str:
 
 
 def get_session(sid: str | None) -> Session | Trace | None:
-    with _LOCK:
-        session = _SESSIONS.get(sid) if sid else None
-        if session is not None:
-            _SESSIONS.move_to_end(sid)
-        return session
+    value = STORE.get(sid)
+    return value if isinstance(value, (Session, Trace)) else None
 
 
 def put_session(sid: str, session: Session | Trace) -> None:
-    with _LOCK:
-        _SESSIONS[sid] = session
-        _SESSIONS.move_to_end(sid)
-        while len(_SESSIONS) > MAX_SESSIONS:
-            old, _ = _SESSIONS.popitem(last=False)
-            _ROUND_LOCKS.pop(old, None)
+    """Keep ``session`` for the current visitor (``TooLarge`` when it alone is over their budget)."""
+    STORE.put(sid, session, visitor())
+
+
+def kept(sid: str, final: bool = False) -> None:
+    """Measure ``sid``'s session again after rounds (at most every 2 s while a Run streams, always when ``final``):
+    its KV cache grew. A session grown past the visitor's budget is dropped with a ``TooLarge`` error."""
+    STORE.remeasure(sid, every_s=0.0 if final else 2.0)
+
+
+def dropped_note(sid: str | None) -> str:
+    """"Your previous session was dropped (why)." when the store dropped ``sid``, else ""."""
+    why = STORE.gone(sid)
+    return f"Your previous session was {why}; this is a new one." if why else ""
 
 
 def round_lock(sid: str) -> threading.Lock:
@@ -74,13 +129,36 @@ def round_lock(sid: str) -> threading.Lock:
 
 
 def forget(state: dict | None) -> None:
-    """``gr.State`` delete callback: drop the session of a user whose state Gradio discarded."""
-    with _LOCK:
-        sid = (state or {}).get("sid")
-        if sid:
-            _SESSIONS.pop(sid, None)
-            _STOPS.discard(sid)
-            _ROUND_LOCKS.pop(sid, None)
+    """``gr.State`` delete callback (and Reset): drop the session or result (``hold``) of a state Gradio discarded."""
+    if isinstance(state, dict):
+        STORE.pop(state.get("sid"))
+        STORE.pop(state.get("held"))
+
+
+def hold(value, what: str, replace=None) -> dict:
+    """Keep a tab's result (a KV report, VAR runs, …) in the store for the current visitor; the ``gr.State`` holds
+    only the returned key. ``what`` names it in messages ("the KV run"); ``replace`` is the state it replaces (its
+    key is reused, so a visitor's repeated runs take one place)."""
+    old = replace.get("held") if isinstance(replace, dict) else None
+    key = old if isinstance(old, str) and STORE.owner(old) in (None, visitor()) else new_sid()
+    STORE.put(key, value, visitor())
+    return {"held": key, "what": what}
+
+
+def held(state, required: bool = True):
+    """The result ``hold`` kept for ``state`` (None when there is none yet and not ``required``). A result the store
+    dropped is a ``DraftScopeError`` saying why, whatever ``required``."""
+    key = state.get("held") if isinstance(state, dict) else None
+    value = STORE.get(key)
+    if value is not None:
+        return value
+    why = STORE.gone(key)
+    if why:
+        raise DraftScopeError(f"{state.get('what') or 'that result'} was {why}: run it again")
+    if required:
+        raise DraftScopeError(f"no {state.get('what', 'result') if isinstance(state, dict) else 'result'} yet: "
+                              "run it first")
+    return None
 
 
 def request_stop(sid: str | None) -> None:
@@ -344,6 +422,7 @@ class SessionHandlers:
                                      "tokens, or Reset to start over.")
                 session.step()
                 self.advanced(session)
+                kept(state["sid"], final=True)
             learn_from(session)
             return self._out(state, session, self.status(session, note))
         except Exception as exc:  # every failure becomes a message, the page stays usable
@@ -394,10 +473,14 @@ class SessionHandlers:
             last_plot = time.monotonic()
             while not session.done:
                 with round_lock(sid):
-                    if get_session(sid) is not session:  # replaced by Reset or a restart: stop quietly
+                    if get_session(sid) is not session:  # replaced by Reset or a restart (quietly), or dropped
+                        if why := STORE.gone(sid):
+                            yield self._out(state, session, f"Stopped: this session was {why}. Step or Run starts "
+                                                            "a new one.")
                         return
                     session.step()
                     self.advanced(session)
+                    kept(sid)
                 learn_from(session)
                 if take_stop(sid):
                     yield self._out(state, session, self.status(session, "Stopped: Step or Run to go on."))
@@ -406,6 +489,7 @@ class SessionHandlers:
                 if figures:
                     last_plot = time.monotonic()
                 yield self._out(state, session, "Running… " + self.status(session), figures, records=False)
+            kept(sid, final=True)
             yield self._out(state, session, self.status(session, note))
         except Exception as exc:  # every failure becomes a message, the page stays usable
             yield self._failed(state, exc)
@@ -446,8 +530,7 @@ class SessionHandlers:
             old = state.get("sid")
             put_session(sid, trace)
             if old:
-                with _LOCK:
-                    _SESSIONS.pop(old, None)
+                STORE.pop(old)
             state = {**state, "sid": sid}
             return (state, *outputs, loaded_status(trace, self.trace_missing(trace)), trace.as_dict())
         except Exception as exc:
@@ -474,7 +557,8 @@ class SessionHandlers:
             shown = [k for k in changed if k not in ("record", "topk_alternatives")]
             note = f"Changed {', '.join(shown)} from round {len(session.records)} on." if shown else ""
             return {**state, **settings}, session, note
-        return (*self._new_session(state, settings, progress), "")
+        note = dropped_note(state.get("sid"))
+        return (*self._new_session(state, settings, progress), note)
 
     def _new_session(self, state: dict, settings: dict, progress) -> tuple[dict, Session]:
         check_prompt(settings["prompt"])
@@ -496,6 +580,7 @@ class CompanionRuns:
 
     def __init__(self, config_of: Callable[[SessionConfig], SessionConfig]):
         self.config_of = config_of  # the companion's settings from its session's
+        _COMPANIONS.add(self)
         self._runs: weakref.WeakKeyDictionary[Session, Session] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
 

@@ -189,7 +189,7 @@ def build(allow_local_models: bool = False) -> dict:
     """Create the tab's components in the current Blocks context and wire them; return the components."""
     handlers = Handlers(allow_local=allow_local_models)
     gr.Markdown(INTRO)
-    state = gr.State({}, delete_callback=common.forget)
+    state = gr.State({}, time_to_live=common.state_ttl(), delete_callback=common.forget)
     prompt, chat = widgets.prompt_row("crossvocab-", start_with=DEFAULT_PROMPT)
     fields = {o.name: o.field(DRAFTER) for o in options.gather((DRAFTER,), allow_local_models)}
     controls: dict[str, gr.components.Component] = {}

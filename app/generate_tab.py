@@ -122,7 +122,7 @@ def _live(state) -> Session:
 def build(allow_local_models: bool = False) -> dict:
     """Create the tab's components in the current Blocks context and wire them; return the components."""
     handlers = Handlers(allow_local=allow_local_models)
-    state = gr.State({}, delete_callback=common.forget)
+    state = gr.State({}, time_to_live=common.state_ttl(), delete_callback=common.forget)
     prompt, chat = widgets.prompt_row()
     with gr.Row():
         target = widgets.target_picker(allow_local=allow_local_models)

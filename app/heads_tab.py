@@ -64,7 +64,7 @@ def suggest(target: str, arch: str, nodes) -> str:
 
 
 def run_heads(target: str, arch: str, tree: str, verifier: str, temperature, prompt: str, chat: bool,
-              max_new_tokens, progress=gr.Progress()) -> tuple:
+              max_new_tokens, state=None, progress=gr.Progress()) -> tuple:
     """Run the heads on the prompt to the end; the records go to the round viewer (and, as a trace, to the records
     JSON: the last output)."""
     try:
@@ -84,25 +84,27 @@ def run_heads(target: str, arch: str, tree: str, verifier: str, temperature, pro
         session = Session(model, drafter, build_verifier(verifier), model.encode(prompt, chat=bool(chat)), config)
         for record in progress.tqdm(session.run(), total=None, desc="rounds"):
             del record
-        return _show(session.records, session, arch, model)
+        return _show(session.records, session, arch, state)
     except Exception as exc:  # every failure becomes one line on the page
         raise common.failure(exc) from None
 
 
-def _show(records: list, session: Session, arch: str, model) -> tuple:
+def _show(records: list, session: Session, arch: str, state) -> tuple:
     s = session.stats.summary()
     note = (f"{len(records)} rounds, {len(session.generated_ids)} tokens, τ {s.get('tau') or 0:.2f}, "
             f"{s.get('tokens_per_second') or 0:.1f} tokens/s, drafter cost c = {session.drafter.cost:.4f} "
             f"of a target step ({arch}, {session.verifier.name}"
             f"{', NOT lossless' if not session.verifier.lossless else ''}).")
     before = [_last_token_text(session, r) for r in records]
-    return (*_views(records, before, arch), note, trace_of(session, {"arch": arch, "before": before}))
+    return (*_views(records, before, arch, state), note, trace_of(session, {"arch": arch, "before": before}))
 
 
-def _views(records: list, before: list[str], arch: str) -> tuple:
-    """(state, table, graph, time split, round slider) at the first round."""
+def _views(records: list, before: list[str], arch: str, state=None) -> tuple:
+    """(state, table, graph, time split, round slider) at the first round; the records are kept in the session store
+    (in place of ``state``'s)."""
     first = records[0] if records else None
-    return ([records, before, arch], head_round_html(first, before[0] if before else "", arch),
+    kept = common.hold({"records": records, "before": before, "arch": arch}, "the heads run", state)
+    return (kept, head_round_html(first, before[0] if before else "", arch),
             tree_figure(first) if _is_tree(first) else tree_figure(None), time_split_figure(records),
             gr.update(value=0, maximum=max(len(records) - 1, 1), interactive=len(records) > 1))
 
@@ -141,9 +143,10 @@ def _is_tree(record) -> bool:
 
 def show_round(state, index) -> tuple:
     """The round at ``index`` of the last run."""
-    if not state or not state[0]:
+    kept = common.held(state, required=False)
+    if not kept or not kept["records"]:
         return head_round_html(None), tree_figure(None)
-    records, before, arch = state
+    records, before, arch = kept["records"], kept["before"], kept["arch"]
     i = max(0, min(int(index or 0), len(records) - 1))
     record = records[i]
     return (head_round_html(record, before[i], arch),
@@ -176,7 +179,7 @@ def build(allow_local_models: bool = False) -> dict:
         run = gr.Button("Run heads", variant="primary", elem_id="heads-run")
         status = gr.Markdown(elem_id="heads-status")
     trace = widgets.trace_row("heads-")
-    state = gr.State([])
+    state = gr.State({}, time_to_live=common.state_ttl(), delete_callback=common.forget)
     round_slider = gr.Slider(0, 1, value=0, step=1, label="Round", interactive=False, elem_id="heads-round")
     with gr.Row():
         graph = gr.Plot(tree_figure(None), show_label=False, elem_id="heads-graph")
@@ -186,7 +189,7 @@ def build(allow_local_models: bool = False) -> dict:
     gr.on(None, show_accuracy, [target], [accuracy, note], api_visibility="private")
     suggest_button.click(suggest, [target, arch, nodes], tree, api_name="heads_suggest_tree")
     outputs = [state, table, graph, split, round_slider, status, trace.records]
-    run.click(run_heads, [target, arch, tree, verifier, temperature, prompt, chat, max_new], outputs,
+    run.click(run_heads, [target, arch, tree, verifier, temperature, prompt, chat, max_new, state], outputs,
               api_name="heads_run", **limits.long_work())
     trace.wire_records(load_trace, outputs, status, "heads-")
     round_slider.change(show_round, [state, round_slider], [table, graph], api_visibility="private")

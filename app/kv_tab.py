@@ -69,7 +69,8 @@ LONG_INTRO = (
 
 # ------------------------------------------------------------------------------------------------ helpers
 def _report(state) -> KVReport | None:
-    return (state or {}).get("report") if isinstance(state, dict) else None
+    """The report of the visitor's last run (kept in the session store), None before the first run."""
+    return (common.held(state, required=False) or {}).get("report")
 
 
 def _prompt_override(task: str, prompt: str | None) -> str | None:
@@ -204,7 +205,7 @@ class Handlers:
                 tokens = {i: model.token_text(i) for run in [report.full, *report.runs] for i in run.output_ids}
                 n_heads = int(model.config.num_attention_heads)
             seconds = time.perf_counter() - t0
-            state = {"report": report, "tokens": tokens}
+            state = common.hold({"report": report, "tokens": tokens}, "the KV run")
             ran = [r.method for r in report.runs]
             view = view_method if view_method in ran else ran[0]
             L, H = report.n_layers, report.n_kv_heads
@@ -307,7 +308,7 @@ def build(allow_local_models: bool = False) -> dict:
     default = common.default_target()
 
     gr.Markdown(INTRO, elem_id="kv-intro")
-    state = gr.State({})
+    state = gr.State({}, time_to_live=common.state_ttl(), delete_callback=common.forget)
     with gr.Row():
         target = gr.Dropdown(presets, value=default, label="Target", info=info, allow_custom_value=custom,
                              elem_id="kv-target")

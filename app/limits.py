@@ -14,15 +14,22 @@ class Limits:
     model_slots: int  # events that may run models at once (step, run, reset, …): the rest wait in the queue, with
     #   their position and an estimate shown (they still take turns on the one model lock between rounds)
     long_slots: int  # long jobs at once (the matrix, KV runs, sweeps, VAR, compare, cost measurements)
-    max_sessions: int  # live sessions kept per process (least recently used dropped first)
+    max_sessions: int  # entries kept per process: sessions, loaded traces and the tabs' last results (see below)
     max_prompt_chars: int  # refused before tokenizing
     max_new_tokens: int  # per session run
+    # What visitors keep between requests (app.store): measured in bytes (KV caches, records, results; the shared
+    # models are not counted), dropped when unused for `idle_minutes`, the heaviest visitor's oldest first when full
+    keep_bytes: int = 6 * 10**9  # all visitors together
+    idle_minutes: float = 120  # an entry unused this long is dropped (the page says so on its next request)
+    visitor_entries: int = 32  # entries one visitor (one address) may keep
+    visitor_bytes: int = 6 * 10**9  # bytes one visitor may keep
 
 
 LOCAL = Limits(queue_size=64, model_slots=4, long_slots=1, max_sessions=32, max_prompt_chars=60_000,
                max_new_tokens=4096)
 PUBLIC = Limits(queue_size=32, model_slots=2, long_slots=1, max_sessions=24, max_prompt_chars=20_000,
-                max_new_tokens=512)
+                max_new_tokens=512, keep_bytes=2 * 10**9, idle_minutes=30, visitor_entries=8,
+                visitor_bytes=10**9)
 
 
 def public() -> bool:

@@ -274,7 +274,7 @@ def build(allow_local_models: bool = False) -> dict:
                 "early-exited tokens are filled later; it serves any target with its tokenizer. **Early exit** uses "
                 "the first ℓ layers and the head, with no adapter and no η. Verification is greedy at temperature 0, "
                 "the sampling rule above it.")
-    state = gr.State({}, delete_callback=common.forget)
+    state = gr.State({}, time_to_live=common.state_ttl(), delete_callback=common.forget)
     prompt, chat = widgets.prompt_row("self-draft-")
     with gr.Row():
         target = widgets.target_picker("self-draft-", allow_local_models)

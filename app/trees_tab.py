@@ -189,7 +189,7 @@ def build(allow_local_models: bool = False) -> dict:
                 "EAGLE-2 style `budget:N`); the target scores every node in **one** forward with a tree attention "
                 "mask and keeps the longest accepted path, then adds a token of its own. With rrs / rsd at a "
                 "temperature above 0, each sibling group's acceptance is set beside the optimum α*.")
-    state = gr.State({}, delete_callback=common.forget)
+    state = gr.State({}, time_to_live=common.state_ttl(), delete_callback=common.forget)
     prompt, chat = widgets.prompt_row("trees-")
     with gr.Row():
         target = widgets.target_picker("trees-", allow_local_models)

@@ -171,7 +171,7 @@ def generate(state, class_name, seed, split, n, cfg, image=1, progress=gr.Progre
         seconds = time.perf_counter() - t0
         progress(1.0, desc="Done")
         index = _image_index(image, settings["n"])
-        new_state = {"runs": runs, "settings": settings, "num_scales": K}
+        new_state = common.hold({"runs": runs, "settings": settings, "num_scales": K}, "the CoDe images", state)
         return (new_state, _code_status(runs, settings, K, seconds), *_code_views(runs, index),
                 gr.update(maximum=max(settings["n"], 2), value=index + 1))
     except Exception as exc:  # every failure becomes a message, the page stays usable
@@ -183,13 +183,13 @@ def update_split(state, split, image=1, progress=gr.Progress()) -> tuple:
     same outputs as ``generate``."""
     from core.var.code import classify, code_generate, psnr
 
-    state = state or {}
-    runs = state.get("runs") if isinstance(state, dict) else None
-    if not runs:
-        return (state, "Click **Generate** first; moving N then re-runs only CoDe.", *[gr.skip()] * 5)
     try:
-        settings = dict(state["settings"])
-        K = state["num_scales"]
+        kept = common.held(state, required=False)
+        if not kept:
+            return (state, "Click **Generate** first; moving N then re-runs only CoDe.", *[gr.skip()] * 5)
+        runs = kept["runs"]
+        settings = dict(kept["settings"])
+        K = kept["num_scales"]
         N = _int(split, "split N")
         if not 0 <= N <= K:
             raise DraftScopeError(f"split N must be in 0..{K} (the scales the large model makes), got {N}")
@@ -208,7 +208,7 @@ def update_split(state, split, image=1, progress=gr.Progress()) -> tuple:
         seconds = time.perf_counter() - t0
         progress(1.0, desc="Done")
         index = _image_index(image, settings["n"])
-        new_state = {**state, "runs": base, "settings": settings}
+        new_state = common.hold({**kept, "runs": base, "settings": settings}, "the CoDe images", state)
         return (new_state, _code_status(base, settings, K, seconds, what=f"N = {N}: re-ran CoDe only"),
                 *_code_views(base, index), gr.update())
     except Exception as exc:
@@ -218,7 +218,7 @@ def update_split(state, split, image=1, progress=gr.Progress()) -> tuple:
 def show_image(state, image) -> object:
     """Re-draw the canvas grid for another image of the batch (nothing is recomputed)."""
     try:
-        runs = (state or {}).get("runs") or []
+        runs = (common.held(state, required=False) or {}).get("runs") or []
         n = min((r.n for r in runs), default=1)
         return canvas_grid_figure(runs, _image_index(image, n))
     except Exception as exc:
@@ -233,22 +233,24 @@ def step(state, class_name, seed, split, n, cfg, progress=gr.Progress()) -> tupl
 
     state = dict(state or {})
     try:
+        dropped = common.STORE.gone(state.get("held"))  # then start over, saying why
+        made_so_far = {} if dropped else (common.held(state, required=False) or {})
         with VAR_LOCK:
             bundle = _bundle(progress)
             settings = _settings(bundle, class_name, seed, split, n, cfg)
             K = bundle.num_scales
             key = tuple(settings.values())
-            restarted = bool(state.get("k")) and state.get("key") != key
-            k = state.get("k", 0) if state.get("key") == key else 0
+            restarted = bool(made_so_far.get("k")) and made_so_far.get("key") != key
+            k = made_so_far.get("k", 0) if made_so_far.get("key") == key else 0
             if k >= K:
-                return (state, step_figure(state.get("run"), K - 1, K),
+                return (state, step_figure(made_so_far.get("run"), K - 1, K),
                         f"All {K} scales are made: the image is finished. **Reset** (or change a setting) to start "
                         "over.")
             run = code_generate(bundle.large, bundle.small, bundle.vq, settings["class_id"], settings["seed"],
                                 settings["split"], settings["n"], settings["cfg"], stop_scale=k + 1)
         made = run.scales[k]
         role = "large drafter" if made.model == "large" else "small refiner"
-        notes = []
+        notes = [f"The earlier image was {dropped}, so it started over from scale 0."] if dropped and k == 0 else []
         if restarted:
             notes.append("Settings changed, so it started over from scale 0.")
         if 0 < settings["split"] == k:
@@ -257,13 +259,15 @@ def step(state, class_name, seed, split, n, cfg, progress=gr.Progress()) -> tupl
             notes.append("That was the last scale: the image is finished.")
         status = (f"Scale {k} of {K - 1} ({made.side}×{made.side}, {made.tokens} tokens) made by the **{role}** in "
                   f"{made.ms:.1f} ms. " + " ".join(notes)).strip()
-        return {"key": key, "k": k + 1, "run": run}, step_figure(run, k, K), status
+        kept = common.hold({"key": key, "k": k + 1, "run": run}, "the step-mode image", state)
+        return kept, step_figure(run, k, K), status
     except Exception as exc:
         raise common.failure(exc) from None
 
 
 def reset(state=None) -> tuple:
     """Start step mode over: (state, step figure, status)."""
+    common.forget(state)
     return {}, step_figure(None), STEP_READY
 
 
@@ -323,7 +327,8 @@ def _find_map(run, scale):
     return next((m for m in maps if m.scale == scale), maps[-1] if maps else None)
 
 
-def run_draft_attention(class_name, seed, sparsity, layer, n, cfg, scale=None, progress=gr.Progress()) -> tuple:
+def run_draft_attention(class_name, seed, sparsity, layer, n, cfg, scale=None, state=None,
+                        progress=gr.Progress()) -> tuple:
     """DraftAttention on the large model's 6×6 and 8×8 scales, against dense attention with the same class and seed:
     (state, grid figure, per-layer table, images, status, scale dropdown, layer slider)."""
     from core.var.code import classify
@@ -356,8 +361,9 @@ def run_draft_attention(class_name, seed, sparsity, layer, n, cfg, scale=None, p
                   f"{run.flop_sparsity:.0%} of the query·key pairs of the 6×6 and 8×8 scales skipped, mean relative "
                   f"output error {run.mean_rel_error:.3f}; PSNR vs dense {_psnr(run.psnr_vs_dense)}; classifier "
                   f"accuracy {sparse_acc:.0%} (dense {dense_acc:.0%}).")
-        return ({"run": run}, grid_attention_figure(shown), draft_attention_frame(run), draft_images_figure(run),
-                status, gr.update(choices=_grid_choices(run.maps), value=shown.scale if shown else None),
+        kept = common.hold({"run": run}, "the DraftAttention run", state)
+        return (kept, grid_attention_figure(shown), draft_attention_frame(run), draft_images_figure(run), status,
+                gr.update(choices=_grid_choices(run.maps), value=shown.scale if shown else None),
                 gr.update(maximum=max(depth - 1, 1)))
     except Exception as exc:
         raise common.failure(exc) from None
@@ -366,7 +372,7 @@ def run_draft_attention(class_name, seed, sparsity, layer, n, cfg, scale=None, p
 def show_grid(state, scale) -> object:
     """The stored DraftAttention run's grid figure for another scale (nothing is recomputed)."""
     try:
-        return grid_attention_figure(_find_map((state or {}).get("run"), scale))
+        return grid_attention_figure(_find_map((common.held(state, required=False) or {}).get("run"), scale))
     except Exception as exc:
         raise common.failure(exc) from None
 
@@ -377,7 +383,8 @@ def build(allow_local_models: bool = False) -> dict:
     (``allow_local_models`` is unused: the VAR models are the project's own checkpoints.)"""
     K = len(DEFAULT_SCALES)
     gr.Markdown(INTRO, elem_id="var-intro")
-    code_state, step_state, da_state = gr.State({}), gr.State({}), gr.State({})
+    code_state, step_state, da_state = (gr.State({}, time_to_live=common.state_ttl(), delete_callback=common.forget)
+                                        for _ in range(3))
     with gr.Row():
         class_name = gr.Dropdown(list(CLASS_NAMES), value=CLASS_NAMES[0], label="Class", elem_id="var-class")
         seed = gr.Number(value=0, precision=0, minimum=0, label="Seed", elem_id="var-seed")
@@ -455,7 +462,7 @@ def build(allow_local_models: bool = False) -> dict:
     reset_btn.click(reset, [step_state], step_outputs, api_name="var_reset", queue=False)
     kv_btn.click(run_scalekv, [class_name, seed, budget, n, cfg], [asi, budget_plot, kv_images, kv_table, kv_status],
                  api_name="var_scalekv", **limits.long_work())
-    da_btn.click(run_draft_attention, [class_name, seed, sparsity, da_layer, n, cfg, da_scale],
+    da_btn.click(run_draft_attention, [class_name, seed, sparsity, da_layer, n, cfg, da_scale, da_state],
                  [da_state, da_grid, da_table, da_images, da_status, da_scale, da_layer],
                  api_name="var_draft_attention", **limits.long_work())
     da_scale.input(show_grid, [da_state, da_scale], da_grid, api_name="var_da_scale", queue=False)

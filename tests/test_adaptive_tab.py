@@ -13,7 +13,7 @@ import gradio as gr
 import plotly.graph_objects as go
 import pytest
 
-from app import adaptive_tab as tab
+from app import adaptive_tab as tab, common
 from core.specdec.records import TreeStepRecord
 from visualizers.adaptive import (
     adaptation_figure,
@@ -55,13 +55,13 @@ def _aded(handlers, **kw) -> dict:
 
 def test_aded_compares_adaptation_and_shows_each_rounds_search(handlers, tmp_path):
     out = _aded(handlers)
-    runs = out["state"]["runs"]
+    runs = common.held(out["state"])["runs"]
     assert list(runs) == ["adapt on", "adapt off"] and all(runs.values())
     path = tmp_path / "aded.json"  # the records JSON is a trace that loads back into the same views, with no model
     path.write_text(json.dumps(out["records"]))
     names = ("state", "view", "slider", "graph", "curve", "status", "records")
     loaded = dict(zip(names, handlers.load_aded(str(path)), strict=True))
-    assert loaded["state"]["runs"] == runs and loaded["curve"].to_json() == out["curve"].to_json()
+    assert common.held(loaded["state"])["runs"] == runs and loaded["curve"].to_json() == out["curve"].to_json()
     assert loaded["status"].startswith("Loaded trace: ") and "adapt off" in loaded["status"]
     assert out["view"]["value"] == "adapt on" and out["slider"]["maximum"] >= 1
     assert "mean search" in out["status"] and "ms per round" in out["status"] and "adapt off" in out["status"]
@@ -89,7 +89,7 @@ def test_aded_compares_adaptation_and_shows_each_rounds_search(handlers, tmp_pat
 
 def test_aded_chain_rounds_plot_visits_value_and_prior(handlers):
     out = _aded(handlers, shape="chain")
-    record = out["state"]["runs"]["adapt on"][out["slider"]["value"]]
+    record = common.held(out["state"])["runs"]["adapt on"][out["slider"]["value"]]
     assert record.drafted and not isinstance(record, TreeStepRecord)
     fig = aded_round_figure(record)
     assert {"visits", "value", "prior"} <= set(_metas(fig))

@@ -6,7 +6,7 @@ import json
 
 import plotly.graph_objects as go
 
-from app import heads_tab as tab
+from app import common, heads_tab as tab
 from core.specdec.drafters.heads import shipped_meta
 from tests.helpers import app_error
 from visualizers.heads import head_accuracy_figure, head_round_html, time_split_figure
@@ -34,9 +34,10 @@ def test_run_shows_each_nodes_head_and_what_it_read():
     state, table, graph, split, slider, status, records = tab.run_heads("smollm2-135m", "hydra", tree, "greedy", 0.0,
                                                                        PROMPT, True, 16)
     assert "τ" in status and "tokens/s" in status and "Error" not in status, status
-    assert slider["maximum"] == len(state[0]) - 1
-    assert len(records["records"]) == len(state[0]) and records["extra"]["arch"] == "hydra"
-    records, before, arch = state
+    assert slider["maximum"] == len(common.held(state)["records"]) - 1
+    assert len(records["records"]) == len(common.held(state)["records"]) and records["extra"]["arch"] == "hydra"
+    kept = common.held(state)
+    records, before, arch = kept["records"], kept["before"], kept["arch"]
     assert records and arch == "hydra" and len(before) == len(records)
     assert "h<sub>t</sub> + " in table and "<th>head</th>" in table  # Hydra's heads read the branch
     assert isinstance(graph, go.Figure) and graph.data and split.data

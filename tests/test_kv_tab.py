@@ -48,7 +48,7 @@ def _metas(fig) -> list:
 def test_run_renders_every_view(first):
     assert first["status"].startswith("Done in"), first["status"]
     assert "passkey prompt of" in first["status"] and "budget 32" in first["status"]
-    report = first["state"]["report"]
+    report = kv_tab._report(first["state"])
     assert isinstance(report, KVReport) and [r.method for r in report.runs] == SETTINGS["methods"]
     assert 'class="kvt' in first["heatmap"] and "snapkv at budget 32" in first["heatmap"]
     grid = next(t for t in first["grid"].data if t.meta == "grid")
@@ -68,7 +68,7 @@ def test_views_rerender_from_the_stored_report(handlers, first, monkeypatch):
 
     monkeypatch.setattr(kv_tab, "kv_report", refuse)
     state = first["state"]
-    report = state["report"]
+    report = kv_tab._report(state)
     head_map = handlers.head_view(state, "speckv", 3, 0)
     assert "speckv @ budget 32 · layer 3 · KV head 0" in head_map.layout.title.text
     speckv = next(r for r in report.runs if r.method == "speckv")
@@ -92,9 +92,9 @@ def test_views_rerender_from_the_stored_report(handlers, first, monkeypatch):
     ({"target": "tiny-gemma", "methods": ["snapkv"]}, "sliding-window"),
 ])
 def test_bad_input_is_a_message(handlers, first, kw, message):
-    report = first["state"]["report"]
+    report = kv_tab._report(first["state"])
     assert message in app_error(_run, handlers, first["state"], **kw)
-    assert first["state"]["report"] is report  # the last report stays on show
+    assert kv_tab._report(first["state"]) is report  # the last report stays on show
 
 
 def test_custom_prompt_and_a_budget_beyond_the_prompt(handlers):
@@ -142,7 +142,7 @@ def test_self_drafter_guides(tmp_path):
     handlers = kv_tab.Handlers()
     out = handlers.run({}, "tiny-llama", kv_tab.SELF_GUIDE + "sorted", "passkey", "", 200, ["speckv"], 32, 4, 0,
                        "speckv", "both", 0, 0, progress=lambda *a, **k: None)
-    report = out[0]["report"]
+    report = kv_tab._report(out[0])
     assert report.drafter == "tiny-llama@sorted3" and report.runs[0].method == "speckv"
 
 

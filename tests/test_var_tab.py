@@ -11,7 +11,8 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import numpy as np
 import pytest
 
-from app import var_tab
+from app import common, var_tab
+from app.common import held
 from core.var.bundle import ENV_DIR
 from core.var.code import code_generate
 from tests.helpers import app_error, tiny_bundle, write_tiny_checkpoints
@@ -71,9 +72,9 @@ def _raises(fn, *args, **kwargs) -> str:
 # ------------------------------------------------------------------------------------------------ Generate / N
 def test_generate_renders_three_runs(first, bundle):
     assert first["status"].startswith("Done in") and "CoDe N=4" in first["status"], first["status"]
-    runs = first["state"]["runs"]
+    runs = held(first["state"])["runs"]
     assert [r.label for r in runs] == ["large-only", "small-only", "CoDe N=4"]
-    assert first["state"]["settings"] == {"class_id": 1, "seed": 3, "split": 4, "n": 3, "cfg": 1.5}
+    assert held(first["state"])["settings"] == {"class_id": 1, "seed": 3, "split": 4, "n": 3, "cfg": 1.5}
     assert all(r.class_accuracy is not None for r in runs) and runs[2].psnr_vs_large is not None
     assert len(_images(first["canvas"])) == 3 * K
     assert len(_images(first["images"])) == 3 * 3
@@ -90,20 +91,22 @@ def test_split_slider_reruns_only_code(first, monkeypatch):
         raise AssertionError("moving N must not re-run large-only and small-only")
 
     monkeypatch.setattr("core.var.code.compare_splits", refuse)
-    state = first["state"]
+    state = common.hold(dict(held(first["state"])), "the CoDe images")  # its own entry: moving N replaces it
+    before = held(state)["runs"]
     out = dict(zip(CODE_OUTPUTS, var_tab.update_split(state, 2, 2, progress=_progress), strict=True))
     assert "N = 2: re-ran CoDe only" in out["status"], out["status"]
-    runs = out["state"]["runs"]
+    runs = held(out["state"])["runs"]
     assert [r.label for r in runs] == ["large-only", "small-only", "CoDe N=2"]
-    assert runs[0] is state["runs"][0] and runs[1] is state["runs"][1]
+    assert runs[0] is before[0] and runs[1] is before[1]
     assert [s.model for s in runs[2].scales] == ["large"] * 2 + ["small"] * 4
     assert runs[2].psnr_vs_large is not None and runs[2].class_accuracy is not None
-    assert out["state"]["settings"]["split"] == 2 and state["settings"]["split"] == 4  # the old state is untouched
+    assert held(out["state"])["settings"]["split"] == 2 and out["state"]["held"] == state["held"]  # one entry, replaced
+    assert held(first["state"])["settings"]["split"] == 4
     assert list(out["metrics"]["run"])[-1] == "CoDe N=2"
     assert "image 2 of 3" in out["canvas"].layout.title.text
     for edge, only in ((K, "large model alone"), (0, "small model alone")):
         out = dict(zip(CODE_OUTPUTS, var_tab.update_split(state, edge, 1, progress=_progress), strict=True))
-        assert [r.label for r in out["state"]["runs"]] == ["large-only", "small-only"] and only in out["status"]
+        assert [r.label for r in held(out["state"])["runs"]] == ["large-only", "small-only"] and only in out["status"]
         assert len(_images(out["canvas"])) == 2 * K
 
 
@@ -116,18 +119,18 @@ def test_split_slider_before_generate_and_out_of_range(first):
 def test_show_image_redraws_without_recomputing(first):
     fig = var_tab.show_image(first["state"], 3)
     cell = _images(fig)[0]
-    assert np.array_equal(np.asarray(cell.z, dtype=np.uint8), first["state"]["runs"][0].canvases[0][2])
+    assert np.array_equal(np.asarray(cell.z, dtype=np.uint8), held(first["state"])["runs"][0].canvases[0][2])
     assert "Click Generate" in var_tab.show_image({}, 1).layout.annotations[0].text
 
 
 # ------------------------------------------------------------------------------------------------ step mode
 def test_step_mode_makes_one_scale_at_a_time(first):
-    full = first["state"]["runs"][2]  # CoDe N=4 of the same class, seed, n and cfg
+    full = held(first["state"])["runs"][2]  # CoDe N=4 of the same class, seed, n and cfg
     state, models = {}, []
     for k in range(K):
         state, fig, status = var_tab.step(state, **SETTINGS, progress=_progress)
-        assert state["k"] == k + 1 and len(state["run"].scales) == k + 1
-        model = state["run"].scales[k].model
+        assert held(state)["k"] == k + 1 and len(held(state)["run"].scales) == k + 1
+        model = held(state)["run"].scales[k].model
         models.append(model)
         role = "large drafter" if model == "large" else "small refiner"
         assert status.startswith(f"Scale {k} of {K - 1}") and role in status, status
@@ -138,7 +141,7 @@ def test_step_mode_makes_one_scale_at_a_time(first):
     assert models == ["large"] * 4 + ["small"] * 2
     assert "last scale" in status
     again, fig, status = var_tab.step(state, **SETTINGS, progress=_progress)
-    assert again["k"] == K and f"All {K} scales" in status
+    assert held(again)["k"] == K and f"All {K} scales" in status
     state, fig, status = var_tab.reset(state)
     assert state == {} and "Press Step" in fig.layout.annotations[0].text and status == var_tab.STEP_READY
 
@@ -146,14 +149,14 @@ def test_step_mode_makes_one_scale_at_a_time(first):
 def test_step_mode_starts_over_when_a_setting_changes():
     state, _, _ = var_tab.step({}, **SETTINGS, progress=_progress)
     state, _, _ = var_tab.step(state, **SETTINGS, progress=_progress)
-    assert state["k"] == 2
+    assert held(state)["k"] == 2
     state, _, status = var_tab.step(state, **{**SETTINGS, "seed": 4}, progress=_progress)
-    assert state["k"] == 1 and "started over" in status
+    assert held(state)["k"] == 1 and "started over" in status
 
 
 def test_step_mode_small_only_and_bad_input():
     state, _, status = var_tab.step({}, **{**SETTINGS, "split": 0}, progress=_progress)
-    assert state["run"].scales[0].model == "small" and "small refiner" in status
+    assert held(state)["run"].scales[0].model == "small" and "small refiner" in status
     assert "1..16" in _raises(var_tab.step, state, **{**SETTINGS, "n": 0}, progress=_progress)
 
 
@@ -208,9 +211,9 @@ def test_draft_attention_and_the_grid_dropdown():
     ({"cfg": 99}, "cfg must be in"),
 ])
 def test_bad_generate_input_is_a_message(first, kw, message):
-    runs = first["state"]["runs"]
+    runs = held(first["state"])["runs"]
     assert message in _raises(_generate, first["state"], **kw)
-    assert first["state"]["runs"] is runs  # the last runs stay on show
+    assert held(first["state"])["runs"] is runs  # the last runs stay on show
 
 
 @pytest.mark.parametrize("call, message", [
