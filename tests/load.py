@@ -1,5 +1,6 @@
 """Load test (issue 21): N concurrent ``gradio_client`` visitors against the app on the loopback interface, each
-mixing Step, Run, Stop during a Run, Reset, Compare and a KV run for a bounded time; reports completed calls, errors,
+mixing Step, Run, Stop during a Run, Reset, Compare, a KV run, a VAR generation and a Run whose tab is closed
+mid-run (the connection dropped) for a bounded time; reports completed calls, errors,
 latency percentiles per endpoint, the server process's peak memory and whether a last Step still answers (no stuck
 worker). The suite runs a small version (``tests/test_load.py``); the full one is
 
@@ -26,7 +27,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 PROMPT = "one two three four five, one two three four five, one two three four five"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
-ACTIONS = ("step", "step", "step", "run", "stop", "reset", "compare", "kv")  # drawn uniformly: steps most often
+ACTIONS = ("step", "step", "step", "run", "stop", "reset", "compare", "kv", "var", "gone")  # drawn uniformly
 
 
 def _free_port() -> int:
@@ -42,6 +43,35 @@ def _peak_rss_mb() -> float:
 def _parameters(client, endpoint: str) -> set[str]:
     api = client.view_api(print_info=False, return_format="dict")["named_endpoints"][endpoint]
     return {p["parameter_name"] for p in api["parameters"]}
+
+
+def disconnect_mid_run(url: str, settings: dict, timeout: float = 120) -> bool:
+    """Start a Run the way a browser does (join the queue, read its event stream) and drop the connection once it
+    has streamed a round: a visitor closing the tab mid-run. ``settings`` by the controls' element ids (``-`` read
+    as ``_``); the rest keep the page's values. True once a round was seen before the drop."""
+    import httpx
+
+    url = url.rstrip("/")
+    config = httpx.get(f"{url}/config", timeout=30).json()
+    components = {c["id"]: c for c in config["components"]}
+    dep = next(d for d in config["dependencies"] if d.get("api_name") == "run")
+    data = []
+    for i in dep["inputs"]:
+        props = components[i].get("props", {})
+        data.append(settings.get((props.get("elem_id") or "").replace("-", "_"), props.get("value")))
+    session_hash = f"gone{random.getrandbits(48):012x}"
+    joined = httpx.post(f"{url}/gradio_api/queue/join", timeout=30, json={
+        "data": data, "fn_index": dep["id"], "session_hash": session_hash, "event_data": None,
+        "trigger_id": dep["targets"][0][0]})
+    joined.raise_for_status()
+    with httpx.stream("GET", f"{url}/gradio_api/queue/data", params={"session_hash": session_hash},
+                      timeout=timeout) as stream:
+        for line in stream.iter_lines():
+            if '"process_generating"' in line and "Running" in line and "round" in line:
+                return True  # leaving the block closes the connection mid-run
+            if '"process_completed"' in line:
+                return False
+    return False
 
 
 class Visitor(threading.Thread):
@@ -98,6 +128,15 @@ class Visitor(threading.Thread):
                 self.call("/reset", **session)
             elif action == "compare":
                 self.call("/compare", **compare)
+            elif action == "var":
+                self.call("/var_generate", n=1, seed=self.rng.randrange(1000))
+            elif action == "gone":  # another tab of this visitor runs, then is closed mid-run
+                t = time.perf_counter()
+                try:
+                    disconnect_mid_run(self.url, {**session, "chat": False})
+                    self.record("/run+disconnect", time.perf_counter() - t, None)
+                except Exception as exc:
+                    self.record("/run+disconnect", time.perf_counter() - t, f"{type(exc).__name__}: {str(exc)[:200]}")
             else:
                 self.call("/kv_run", **kv)
 

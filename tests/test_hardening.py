@@ -126,3 +126,66 @@ def test_share_with_local_models_is_refused(capsys):
     with pytest.raises(SystemExit) as info:
         main(["--share", "--allow-local-models"])
     assert info.value.code == 2 and "drop one of the two" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------ faults
+def test_stop_in_every_state_leaves_the_session_usable():
+    """Stop before any session, on an idle one, during a Run, after a finished Run and on a loaded trace: never an
+    error, and the next Step / Run does what it says."""
+    handlers = generate_tab.Handlers()
+    names = handlers.setting_names
+    values = [{**dict.fromkeys(names), **SETTINGS}[n] for n in names]
+
+    def step(state):
+        return handlers.step(state, *values, progress=no_progress)
+
+    handlers.stop({})  # no session yet
+    handlers.stop(None)
+    first = step({})
+    state = first[0]
+    assert first[-2].startswith("1 round"), first[-2]
+    handlers.stop(state)  # idle: nothing to stop, and a stale Stop must not cut the next Run short
+    assert step(state)[-2].startswith("2 rounds")
+    run = _run(handlers, state)  # during a Run: after the round in progress
+    next(run)
+    handlers.stop(state)
+    rest = list(run)
+    assert "Stopped: Step or Run to go on." in rest[-1][-2]
+    finished = list(_run(handlers, state))  # to the end, then Stop on a finished session
+    assert common.get_session(state["sid"]).done and "Finished" in finished[-1][-2]
+    handlers.stop(state)
+    assert "Already finished" in step(state)[-2]
+    assert "Already finished" in list(_run(handlers, state))[-1][-2]
+    handlers.stop({"sid": "no-such-session"})  # a Stop for a session this process does not have
+    assert "Finished" in list(_run(handlers, {"sid": "no-such-session"}))[-1][-2]  # a new one, run to the end
+
+
+def test_a_client_that_disconnects_mid_run_frees_its_worker():
+    """A browser closed during Run (the event stream dropped, as a raw HTTP client does here): the server stops that
+    Run at its next update instead of computing to the end, and other visitors' Steps answer at once."""
+    from gradio_client import Client
+
+    from tests.load import _free_port, disconnect_mid_run
+
+    app = build_demo()
+    app.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=_free_port(), quiet=True)
+    try:
+        url = app.local_url.rstrip("/")
+        before = set(common.STORE._entries)
+        assert disconnect_mid_run(url, {**SETTINGS, "target": "smollm2-135m", "max_new_tokens": 512})
+        # the connection is closed here, mid-run: find the session it was running
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (set(common.STORE._entries) - before):
+            time.sleep(0.1)
+        session = common.get_session(next(iter(set(common.STORE._entries) - before)))
+        time.sleep(3)  # the server notices the dropped stream and stops the generator at its next update
+        rounds = len(session.records)
+        time.sleep(3)
+        assert len(session.records) == rounds, "the Run went on after its client disconnected"
+        assert not session.done and len(session.generated_ids) < 512
+        t = time.perf_counter()
+        out = Client(url, verbose=False).predict(prompt=PROMPT, target="tiny-llama", drafter="ngram", chat=False,
+                                                 max_new_tokens=4, api_name="/step")
+        assert "round" in str(out[-2]) and time.perf_counter() - t < 30
+    finally:
+        app.close()
