@@ -22,6 +22,7 @@ from app import (
     trees_tab,
     var_tab,
 )
+from core.runtime import models
 
 TABS = (("Speculative decoding", "generate", generate_tab), ("Compare", "compare", compare_tab),
         ("Draft trees", "trees", trees_tab), ("Draft heads", "heads", heads_tab),
@@ -39,7 +40,10 @@ INTRO = ("# DraftScope\nSpeculative decoding, one round at a time: a drafter pro
 
 
 def build_demo(allow_local_models: bool = False) -> gr.Blocks:
-    """The whole app; ``allow_local_models`` lets users type Hugging Face ids or local model directories."""
+    """The whole app; ``allow_local_models`` lets users type Hugging Face ids or local model directories. Building
+    sets the process-wide policy either way (``models.set_presets_only``): without the flag every model lookup in the
+    process loads presets only, also in handlers that pass no ``allow_local``."""
+    models.set_presets_only(not allow_local_models)
     with gr.Blocks(title="DraftScope") as demo:
         gr.Markdown(INTRO)
         with gr.Tabs(overflow_behavior="wrap") as tabs:  # twelve tabs: every title stays in view, in two rows

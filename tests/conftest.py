@@ -10,8 +10,18 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest
 
+from core.runtime import models
 from core.runtime.models import LoadedModel, load_model
 from tests.helpers import perturbed, vocab6_model
+
+
+@pytest.fixture(scope="module", autouse=True)
+def model_policy():
+    """``build_demo()`` sets the process-wide presets-only policy: each module gets back the policy it started with
+    (an app built in a module-scoped fixture keeps it for that module; a session-scoped one, for the session)."""
+    previous = models.presets_only()
+    yield
+    models.set_presets_only(previous)
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,10 @@ Presets:
 - ``tiny-llama`` / ``tiny-gemma``: small randomly initialised configs built in code with the real tokenizers, for tests.
 
 GGUF files are dequantised once and cached as safetensors under ``$DRAFTSCOPE_CACHE`` (default
-``~/.cache/draftscope``), so the second load takes seconds. Any other Hugging Face id also loads where the Hub can be
-reached; local directories load only when the caller allows it (the app needs an explicit flag for that).
-Remote code is never run (``trust_remote_code`` stays off).
+``~/.cache/draftscope``), so the second load takes seconds; a stamp file checks the cached folder on every use.
+Any other Hugging Face id also loads where the Hub can be reached, unless the process runs presets only
+(``set_presets_only``: the app without ``--allow-local-models``); local directories load only when the caller allows
+it. Remote code is never run (``trust_remote_code`` stays off).
 """
 
 from __future__ import annotations
@@ -135,6 +136,14 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 
 
 # --------------------------------------------------------------------------------------------- loaded model
+def vocab_fingerprint_of(tokenizer) -> tuple[int, int]:
+    """(size, digest) of a tokenizer's token→id map: two models can share drafts only if these agree. The digest is
+    stable across processes (files written for one tokenizer record it: corpora, trimmed vocabularies, drafters)."""
+    vocab = tokenizer.get_vocab()
+    blob = json.dumps(sorted(vocab.items()), ensure_ascii=False).encode()
+    return len(vocab), int(hashlib.sha256(blob).hexdigest()[:15], 16)
+
+
 @dataclass(eq=False)
 class LoadedModel:
     """A causal LM with its tokenizer, device and provenance. Shared between sessions: treat as read-only."""
@@ -205,12 +214,9 @@ class LoadedModel:
         return text
 
     def vocab_fingerprint(self) -> tuple[int, int]:
-        """(size, digest) of the token→id map: two models can share drafts only if these agree. The digest is stable
-        across processes (files written for one tokenizer record it: corpora, trimmed vocabularies, drafters)."""
+        """``vocab_fingerprint_of`` this model's tokenizer (memoised)."""
         if "fingerprint" not in self._memo:
-            vocab = self.tokenizer.get_vocab()
-            blob = json.dumps(sorted(vocab.items()), ensure_ascii=False).encode()
-            self._memo["fingerprint"] = (len(vocab), int(hashlib.sha256(blob).hexdigest()[:15], 16))
+            self._memo["fingerprint"] = vocab_fingerprint_of(self.tokenizer)
         return self._memo["fingerprint"]
 
     def tokenizer_id(self) -> list:
@@ -219,8 +225,42 @@ class LoadedModel:
         return [size, f"{digest:x}"]
 
 
-_LOADED: dict[tuple, LoadedModel] = {}
-_LOAD_LOCK = threading.Lock()
+_LOADED: dict[tuple, LoadedModel] = {}  # (name, device, dtype) → model
+_TOKENIZERS: dict[tuple, object] = {}  # (name, model source) → tokenizer alone (load_tokenizer)
+_LOAD_LOCK = threading.Lock()  # guards _KEY_LOCKS only: never held while anything loads
+_KEY_LOCKS: dict[tuple, threading.Lock] = {}
+_PRESETS_ONLY = False
+
+
+def set_presets_only(on: bool) -> None:
+    """Process-wide policy: while on, ``load_model`` and ``load_tokenizer`` refuse any name that is not a preset unless
+    the caller passes ``allow_local=True``. The app turns it on when started without ``--allow-local-models``; the CLI
+    leaves it off (its user runs the machine)."""
+    global _PRESETS_ONLY
+    _PRESETS_ONLY = bool(on)
+
+
+def presets_only() -> bool:
+    """Whether the presets-only policy (``set_presets_only``) is on."""
+    return _PRESETS_ONLY
+
+
+def _key_lock(key: tuple) -> threading.Lock:
+    """The lock under which ``key`` is made (loaded, converted) once."""
+    with _LOAD_LOCK:
+        return _KEY_LOCKS.setdefault(key, threading.Lock())
+
+
+def _once(table: dict, key: tuple, make: Callable[[], object]):
+    """``table[key]``, made by ``make()`` once: the same key is made once, different keys in parallel, and a lookup
+    of a key already made never waits. A ``make`` that raises leaves nothing behind (the next caller tries again)."""
+    found = table.get(key)
+    if found is None:
+        with _key_lock((id(table), *key)):
+            found = table.get(key)
+            if found is None:
+                found = table[key] = make()
+    return found
 
 
 def preset_names() -> list[str]:
@@ -229,40 +269,92 @@ def preset_names() -> list[str]:
     return [name for name, p in PRESETS.items() if p.gguf or p.tiny_config or (hub and p.hub_id)]
 
 
-def load_model(name: str, device: torch.device | str | None = None, dtype: torch.dtype | str | None = None,
-               allow_local: bool = False) -> LoadedModel:
-    """Load (once per process) a preset, a Hugging Face id, or (with ``allow_local``) a local directory."""
-    name = (name or "").strip()
-    if not name:
-        raise DraftScopeError("no model given")
-    device = torch.device(device) if device is not None else default_device()
-    dtype = parse_dtype(dtype) if isinstance(dtype, str) else (dtype or default_dtype(device))
-    key = (name, str(device), dtype)
-    with _LOAD_LOCK:
-        if key not in _LOADED:
-            _LOADED[key] = _load_uncached(name, device, dtype, allow_local)
-        return _LOADED[key]
-
-
-def _load_uncached(name: str, device: torch.device, dtype: torch.dtype, allow_local: bool) -> LoadedModel:
+def _check_name(name: str, allow_local: bool) -> str:
+    """What ``name`` is ("preset", "local" or "hub"), or a DraftScopeError saying why it may not load here."""
     if name in PRESETS:
-        preset = PRESETS[name]
-        if preset.tiny_config is not None:
-            return _load_tiny(preset, device, dtype)
-        if _model_source() == "hub" and preset.hub_id:
-            return _load_pretrained(name, preset.hub_id, device, dtype, source="hub")
-        if preset.gguf is None:
-            raise DraftScopeError(f"'{name}' loads from the Hugging Face Hub ({preset.hub_id}), which is not the "
-                                  "model source here; where the Hub is reachable set DRAFTSCOPE_MODEL_SOURCE=hub")
-        return _load_gguf_preset(preset, device, dtype)
+        return "preset"
+    if _PRESETS_ONLY and not allow_local:  # one message for every other name: a visitor learns nothing of the disk
+        raise DraftScopeError(f"unknown model '{name}': this app loads its presets only ({', '.join(preset_names())});"
+                              " Hugging Face ids and local directories need --allow-local-models")
     if os.path.isdir(name):
         if not allow_local:
             raise DraftScopeError(f"'{name}' is a local directory; local models are disabled here "
                                   "(start the app with --allow-local-models)")
-        return _load_pretrained(name, name, device, dtype, source="local")
+        return "local"
     if _HUB_ID.match(name):
-        return _load_pretrained(name, name, device, dtype, source="hub")
+        return "hub"
     raise DraftScopeError(f"unknown model '{name}'; presets: {', '.join(PRESETS)} (or a Hugging Face id org/name)")
+
+
+def load_model(name: str, device: torch.device | str | None = None, dtype: torch.dtype | str | None = None,
+               allow_local: bool = False) -> LoadedModel:
+    """Load (once per process) a preset, a Hugging Face id (not while ``presets_only()``, unless ``allow_local``), or
+    (with ``allow_local``) a local directory. Loads hold only their own model's lock: other models load meanwhile and
+    loaded ones are returned at once."""
+    name = (name or "").strip()
+    if not name:
+        raise DraftScopeError("no model given")
+    _check_name(name, allow_local)  # before the cache: a model one caller may load is not handed to one who may not
+    device = torch.device(device) if device is not None else default_device()
+    dtype = parse_dtype(dtype) if isinstance(dtype, str) else (dtype or default_dtype(device))
+    return _once(_LOADED, (name, str(device), dtype), lambda: _load_uncached(name, device, dtype, allow_local))
+
+
+def loaded_model(name: str, device: torch.device | str, dtype: torch.dtype) -> LoadedModel | None:
+    """The model ``load_model`` already holds for these arguments, or None (nothing is loaded)."""
+    return _LOADED.get(((name or "").strip(), str(torch.device(device)), dtype))
+
+
+def _load_uncached(name: str, device: torch.device, dtype: torch.dtype, allow_local: bool) -> LoadedModel:
+    kind = _check_name(name, allow_local)
+    if kind == "local":
+        return _load_pretrained(name, name, device, dtype, source="local")
+    if kind == "hub":
+        return _load_pretrained(name, name, device, dtype, source="hub")
+    preset = PRESETS[name]
+    if preset.tiny_config is not None:
+        return _load_tiny(preset, device, dtype)
+    if _model_source() == "hub" and preset.hub_id:
+        return _load_pretrained(name, preset.hub_id, device, dtype, source="hub")
+    _check_gguf(preset)
+    return _load_gguf_preset(preset, device, dtype)
+
+
+def _check_gguf(preset: Preset) -> None:
+    if preset.gguf is None:
+        raise DraftScopeError(f"'{preset.name}' loads from the Hugging Face Hub ({preset.hub_id}), which is not the "
+                              "model source here; where the Hub is reachable set DRAFTSCOPE_MODEL_SOURCE=hub")
+
+
+def load_tokenizer(name: str, allow_local: bool = False):
+    """The tokenizer of ``name`` alone, without its weights (once per process, by the rules of ``load_model``): enough
+    to check a drafter's tokenizer before its model loads. Tiny presets give their ``tokenizer_of`` preset's; a GGUF
+    preset's comes from its converted folder when the stamp checks out, else from the GGUF file (nothing converted).
+    Not the object a loaded model holds: use it for reading, not for encoding in sessions."""
+    name = (name or "").strip()
+    if not name:
+        raise DraftScopeError("no model given")
+    _check_name(name, allow_local)
+    preset = PRESETS.get(name)
+    if preset is not None and preset.tokenizer_of:
+        name = preset.tokenizer_of
+    return _once(_TOKENIZERS, (name, _model_source()), lambda: _tokenizer_uncached(name))
+
+
+def _tokenizer_uncached(name: str):
+    from transformers import AutoTokenizer
+
+    preset = PRESETS.get(name)
+    if preset is None or (_model_source() == "hub" and preset.hub_id):
+        path = name if preset is None else preset.hub_id
+        return _pretrained(name, lambda: AutoTokenizer.from_pretrained(path, trust_remote_code=False))
+    _check_gguf(preset)
+    gguf_path = preset.gguf()
+    out = _converted_dir(preset, gguf_path)
+    with _key_lock(("convert", str(out))):  # not while this process rebuilds the folder
+        if out.is_dir() and stamp_problem(out, gguf_path) is None:
+            return AutoTokenizer.from_pretrained(out)
+    return AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
 
 
 def _model_source() -> str:
@@ -279,65 +371,182 @@ def _finish(name: str, model: nn.Module, tokenizer, source: str, device: torch.d
     return LoadedModel(name=name, model=model, tokenizer=tokenizer, source=source)
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _pretrained(name: str, load: Callable[[], object]):
+    """``load()``, with any failure (network, missing files, unsupported architecture) as one clear line."""
+    try:
+        return load()
+    except Exception as exc:
+        raise DraftScopeError(f"could not load model '{name}': {_first_line(exc)}") from exc
+
+
 def _load_pretrained(name: str, path: str, device, dtype, source: str) -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=False,
-                                                     attn_implementation="sdpa")
-    except Exception as exc:  # network, missing files, unsupported architecture: one clear line
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DraftScopeError(f"could not load model '{name}': {first}") from exc
+    tokenizer = _pretrained(name, lambda: AutoTokenizer.from_pretrained(path, trust_remote_code=False))
+    model = _pretrained(name, lambda: AutoModelForCausalLM.from_pretrained(
+        path, dtype=dtype, trust_remote_code=False, attn_implementation="sdpa"))
     return _finish(name, model, tokenizer, source, device)
+
+
+# --------------------------------------------------------------------------------------------- GGUF conversion cache
+STAMP_VERSION = 1  # bump when the conversion changes what it writes: every cached folder is then rebuilt once
+STAMP_FILE = "stamp.json"
+_VERIFIED: set[tuple] = set()  # (folder, stamp, files' mtimes) whose checksums matched in this process
 
 
 def _converted_dir(preset: Preset, gguf_path: Path) -> Path:
     return cache_dir() / "models" / f"{preset.name}--{gguf_path.stem}"
 
 
-def _load_gguf_preset(preset: Preset, device, dtype) -> LoadedModel:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    out = ensure_converted(preset)
-    tokenizer = AutoTokenizer.from_pretrained(out)
-    model = AutoModelForCausalLM.from_pretrained(out, dtype=dtype, attn_implementation="sdpa")
-    return _finish(preset.name, model, tokenizer, "gguf-cache", device)
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
-def ensure_converted(preset: Preset) -> Path:
-    """Dequantise the preset's GGUF once into a safetensors folder in the user cache; return that folder."""
+def _source_of(gguf_path: Path) -> dict:
+    return {"name": gguf_path.name, "size": gguf_path.stat().st_size}
+
+
+def write_stamp(folder: Path, gguf_path: Path) -> None:
+    """Record in ``folder/stamp.json`` the format version, the source GGUF (name, size) and every file's size and
+    sha256. Written last: a folder whose stamp checks out is complete."""
+    files = {f.name: {"size": f.stat().st_size, "sha256": _sha256(f)}
+             for f in sorted(folder.iterdir()) if f.is_file() and f.name != STAMP_FILE}
+    stamp = {"version": STAMP_VERSION, "source": _source_of(gguf_path), "files": files}
+    (folder / STAMP_FILE).write_text(json.dumps(stamp, indent=1))
+
+
+def stamp_problem(folder: Path, gguf_path: Path) -> str | None:
+    """Why the converted ``folder`` cannot be trusted (no stamp, another format version or source, a file missing,
+    of another size or checksum), or None when it checks out. Sizes are checked on every call; the checksums once
+    per process for the same stamp and file modification times (SmolLM2's 540 MB hash in ~0.4 s here, Gemma's
+    1.1 GB in 0.9-1.6 s): a file rewritten meanwhile is hashed again, bytes that rot in place are found by the next
+    process."""
+    try:
+        stamp = json.loads((folder / STAMP_FILE).read_text())
+    except FileNotFoundError:
+        return "no stamp"
+    except (OSError, ValueError) as exc:
+        return f"unreadable stamp: {_first_line(exc)}"
+    if not isinstance(stamp, dict) or stamp.get("version") != STAMP_VERSION:
+        version = stamp.get("version") if isinstance(stamp, dict) else None
+        return f"format version {version}, expected {STAMP_VERSION}"
+    if stamp.get("source") != _source_of(gguf_path):
+        return "converted from another GGUF file"
+    files = stamp.get("files")
+    if not isinstance(files, dict) or not {"model.safetensors", "config.json"} <= files.keys() or not all(
+            isinstance(want, dict) for want in files.values()):
+        return "the stamp lists no model"
+    mtimes = []
+    for fname, want in files.items():  # sizes first: cheap, and they catch a truncated file without hashing
+        path = folder / fname
+        if not path.is_file():
+            return f"{fname} is missing"
+        st = path.stat()
+        if st.st_size != want.get("size"):
+            return f"{fname} has {st.st_size} bytes, the stamp says {want.get('size')}"
+        mtimes.append(st.st_mtime_ns)
+    seen = (str(folder), json.dumps(stamp, sort_keys=True), tuple(mtimes))
+    if seen in _VERIFIED:
+        return None
+    for fname, want in files.items():
+        if _sha256(folder / fname) != want.get("sha256"):
+            return f"{fname} does not match its checksum"
+    _VERIFIED.add(seen)
+    return None
+
+
+def ensure_converted(preset: Preset, broken: str | None = None) -> Path:
+    """Dequantise the preset's GGUF once into a safetensors folder in the user cache; return that folder. Every call
+    checks the folder's stamp (``stamp_problem``); a stale or corrupt folder, or one the caller found ``broken`` (the
+    reason why), is rebuilt, with one line on stderr."""
     gguf_path = preset.gguf()
     out = _converted_dir(preset, gguf_path)
-    if (out / "model.safetensors").exists() and (out / "config.json").exists():
-        return out
-    from safetensors.torch import save_model
+    with _key_lock(("convert", str(out))):
+        if out.exists():
+            problem = broken or stamp_problem(out, gguf_path)
+            if problem is None:
+                return out
+            print(f"[draftscope] cached conversion at {out} is stale or corrupt ({problem}); rebuilding",
+                  file=sys.stderr, flush=True)
+        print(f"[draftscope] converting {gguf_path.name} to safetensors (first run only, ~20-60 s) ...",
+              file=sys.stderr, flush=True)
+        model, tokenizer = _dequantise(gguf_path)
+        tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        _write_conversion(model, tokenizer, tmp)
+        write_stamp(tmp, gguf_path)
+        _swap_in(tmp, out)
+    print(f"[draftscope] cached at {out}", file=sys.stderr, flush=True)
+    return out
+
+
+def _dequantise(gguf_path: Path) -> tuple[nn.Module, object]:
+    """The GGUF file's model (float32) and tokenizer: the slow step (~20 s for SmolLM2, ~60 s for Gemma)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    print(f"[draftscope] converting {gguf_path.name} to safetensors (first run only, ~20-60 s) ...",
-          file=sys.stderr, flush=True)
     folder, fname = str(gguf_path.parent), gguf_path.name
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=fname)
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=fname, dtype=torch.float32)
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_model(model, str(tmp / "model.safetensors"))
+    return model, tokenizer
+
+
+def _write_conversion(model: nn.Module, tokenizer, folder: Path) -> None:
+    """Write what ``from_pretrained(folder)`` reads (``save_pretrained`` refuses GGUF-loaded models)."""
+    from safetensors.torch import save_model
+
+    save_model(model, str(folder / "model.safetensors"))
     config = model.config.to_dict()
     config.pop("quantization_config", None)
-    (tmp / "config.json").write_text(json.dumps(config, indent=2))
-    model.generation_config.to_json_file(str(tmp / "generation_config.json"))
-    tokenizer.save_pretrained(str(tmp))
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
-    print(f"[draftscope] cached at {out}", file=sys.stderr, flush=True)
-    return out
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    model.generation_config.to_json_file(str(folder / "generation_config.json"))
+    tokenizer.save_pretrained(str(folder))
+
+
+def _swap_in(tmp: Path, out: Path) -> None:
+    """Replace the folder ``out`` by ``tmp``: the old one is renamed aside first, then removed. If another process
+    swapped in its own conversion meanwhile, that one stays and ``tmp`` is dropped."""
+    old = out.with_name(out.name + f".old{os.getpid()}")
+    shutil.rmtree(old, ignore_errors=True)
+    with contextlib.suppress(FileNotFoundError):
+        os.replace(out, old)
+    try:
+        os.replace(tmp, out)
+    except OSError:  # a non-empty `out` again: another process's conversion won the race
+        shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _read_converted(preset: Preset, read: Callable[[Path], object]):
+    """``read(folder)`` of the preset's converted folder; if that raises, the folder is rebuilt once and read again."""
+    out = ensure_converted(preset)
+    try:
+        return read(out)
+    except Exception as exc:  # a folder that checks out but does not load (e.g. written by a broken version)
+        return read(ensure_converted(preset, broken=f"it does not load: {_first_line(exc)}"))
+
+
+def _load_gguf_preset(preset: Preset, device, dtype) -> LoadedModel:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    def read(out: Path):
+        return (AutoTokenizer.from_pretrained(out),
+                AutoModelForCausalLM.from_pretrained(out, dtype=dtype, attn_implementation="sdpa"))
+
+    tokenizer, model = _read_converted(preset, read)
+    return _finish(preset.name, model, tokenizer, "gguf-cache", device)
 
 
 def _load_tiny(preset: Preset, device, dtype) -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(ensure_converted(PRESETS[preset.tokenizer_of]))
+    tokenizer = _read_converted(PRESETS[preset.tokenizer_of], AutoTokenizer.from_pretrained)
     config = preset.tiny_config(len(tokenizer))
     config._attn_implementation = "sdpa"
     with torch.random.fork_rng(devices=[]):

@@ -10,7 +10,14 @@ import torch
 from core.errors import DraftScopeError
 from core.options import ModelName
 from core.runtime.cached_lm import CachedLM
-from core.runtime.models import LoadedModel, load_model, module_param_bytes
+from core.runtime.models import (
+    LoadedModel,
+    load_model,
+    load_tokenizer,
+    loaded_model,
+    module_param_bytes,
+    vocab_fingerprint_of,
+)
 from core.specdec.drafters.base import ConfidenceOptions, Draft, DraftContext, Drafter, TreeDrafting, stack_or_none
 from core.specdec.trees.tree import TreeCache
 from core.specdec.vocab_trim import VocabTrimOptions, draft_head, vocab_mask, with_head
@@ -28,8 +35,8 @@ class ModelDrafter(Drafter, TreeDrafting):
         draft_model = self.options.draft_model
         if draft_model is None:
             raise DraftScopeError("the 'model' drafter needs a draft model (--draft-model PRESET)")
-        drafter = draft_model if isinstance(draft_model, LoadedModel) else load_model(
-            draft_model, device=target.device, dtype=target.dtype, allow_local=self.allow_local)
+        drafter = draft_model if isinstance(draft_model, LoadedModel) else load_draft_model(
+            target, draft_model, allow_local=self.allow_local)
         check_same_tokenizer(target, drafter)
         self.attach(drafter, drafter.model)
 
@@ -118,8 +125,20 @@ def fit_vocab(logits_V: torch.Tensor, vocab: int) -> torch.Tensor:
 
 
 def check_same_tokenizer(target: LoadedModel, drafter: LoadedModel) -> None:
-    if target.vocab_fingerprint() != drafter.vocab_fingerprint():
+    _check_fingerprints(target, drafter.name, drafter.vocab_fingerprint())
+
+
+def _check_fingerprints(target: LoadedModel, name: str, fingerprint: tuple[int, int]) -> None:
+    if target.vocab_fingerprint() != fingerprint:
         raise DraftScopeError(
-            f"drafter '{drafter.name}' does not share the target's tokenizer ('{target.name}': "
-            f"{target.vocab_fingerprint()[0]} tokens, '{drafter.name}': {drafter.vocab_fingerprint()[0]}); "
+            f"drafter '{name}' does not share the target's tokenizer ('{target.name}': "
+            f"{target.vocab_fingerprint()[0]} tokens, '{name}': {fingerprint[0]}); "
             "pick a draft model with the same tokenizer")
+
+
+def load_draft_model(target: LoadedModel, name: str, allow_local: bool = False) -> LoadedModel:
+    """Load the draft model ``name`` on the target's device and dtype, once its tokenizer alone has shown that it is
+    the target's: a model with another tokenizer is refused before its weights load (or download)."""
+    if loaded_model(name, target.device, target.dtype) is None:
+        _check_fingerprints(target, name.strip(), vocab_fingerprint_of(load_tokenizer(name, allow_local=allow_local)))
+    return load_model(name, device=target.device, dtype=target.dtype, allow_local=allow_local)

@@ -32,9 +32,9 @@ from core.errors import DraftScopeError
 from core.options import LocalPath, ModelName
 from core.runtime.cache import trim_windows
 from core.runtime.layers import check_layer_slicing, embed, run_layers
-from core.runtime.models import LoadedModel, load_model, module_param_bytes
+from core.runtime.models import LoadedModel, module_param_bytes
 from core.specdec.drafters.base import ConfidenceOptions, Draft, DraftContext, Drafter, stack_or_none
-from core.specdec.drafters.model import check_same_tokenizer, fit_vocab
+from core.specdec.drafters.model import check_same_tokenizer, fit_vocab, load_draft_model
 from core.specdec.drafters.sorted_exits import SortedExits, default_exit_layers
 from core.specdec.vocab_trim import VocabTrimOptions, draft_head, vocab_mask
 
@@ -106,7 +106,7 @@ class SortedDrafter(Drafter):
         elif isinstance(draft_model, LoadedModel):
             base = draft_model
         else:
-            base = load_model(draft_model, device=target.device, dtype=target.dtype, allow_local=self.allow_local)
+            base = load_draft_model(target, draft_model, allow_local=self.allow_local)
         check_same_tokenizer(target, base)
         check_layer_slicing(base.model, sliding_ok=True)
         if isinstance(exits, SortedExits):
