@@ -21,6 +21,7 @@ from core.specdec.bench import first_per_category
 from core.specdec.drafters import DRAFTERS, drafter_class
 from core.specdec.matrix import example_session, format_matrix, matrix_configs, run_matrix, shipped_matrix
 from core.specdec.recommend import Recommender, holdout_halves
+from visualizers.format import shown
 from visualizers.matrix import heatmap_figure, position_figure, rejection_figure, skipped_html, top_rejected_html
 from visualizers.recommend import holdout_figure, recommendation_card, recommendation_figure
 
@@ -58,15 +59,10 @@ def example_choices(rejections: dict | None) -> list[tuple[str, str]]:
     out = []
     for row in (rejections or {}).get("top_rejected") or []:
         for e in row["examples"]:
-            label = (f"{_plain(e['drafted'])} → {_plain(e['preferred'])}: prompt {e['prompt_id']}, round "
+            label = (f"{shown(e['drafted'])} → {shown(e['preferred'])}: prompt {e['prompt_id']}, round "
                      f"{e['round']}, position {e['position'] + 1}")
             out.append((label, f"{e['prompt_id']}|{e['round']}|{e['position']}"))
     return out
-
-
-def _plain(text: str | None) -> str:
-    """Token text with its whitespace shown (· space, ↵ newline, → tab), for a dropdown label."""
-    return "—" if text is None else text.replace(" ", "·").replace("\n", "↵").replace("\t", "→")
 
 
 def _examples_update(rejections: dict | None) -> dict:

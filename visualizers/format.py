@@ -15,6 +15,12 @@ def esc(text) -> str:
     return html.escape(str(text), quote=False)
 
 
+def shown(text: str | None) -> str:
+    """Token text with its whitespace made visible (· space, ↵ newline, → tab), plain (not escaped: for labels);
+    ``MISSING`` for None."""
+    return MISSING if text is None else text.replace(" ", "·").replace("\n", "↵").replace("\t", "→")
+
+
 def count(n: int, noun: str) -> str:
     return f"{n} {noun}{'s' * (n != 1)}"
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from visualizers.format import MISSING, empty_figure, esc, num
+from visualizers.format import MISSING, empty_figure, esc, num, shown
 
 HEATMAP_ROW_PX, HEIGHT, EMPTY_HEIGHT = 26, 380, 240
 ACCEPT_COLOR, REJECT_COLOR = "#1e8e3e", "#d93025"
@@ -181,10 +181,8 @@ def top_rejected_html(rejections: dict | None, limit: int = 20) -> str:
 
 
 def _visible(text: str | None) -> str:
-    """Token text with its whitespace shown (· for a space, ↵ for a newline, → for a tab), escaped."""
-    if text is None:
-        return MISSING
-    return esc(text.replace(" ", "·").replace("\n", "↵").replace("\t", "→"))
+    """Token text with its whitespace shown (``format.shown``), escaped for HTML."""
+    return esc(shown(text))
 
 
 def skipped_html(matrix: dict | None) -> str:
