@@ -101,7 +101,8 @@ def build(allow_local_models: bool = False) -> dict:
     gr.Markdown("Two drafter configurations, the same prompt, target and seed. They run one after the other on this "
                 "machine; tokens/s is measured per run.")
     with gr.Row():
-        prompt = gr.Textbox(label="Prompt", lines=3, scale=3, elem_id="compare-prompt")
+        prompt = gr.Textbox(label="Prompt", lines=3, scale=3, elem_id="compare-prompt",
+                            max_length=common.MAX_PROMPT_CHARS)
         with gr.Column(scale=1):
             chat = gr.Checkbox(value=True, label="Chat template", elem_id="compare-chat")
             target = widgets.target_picker("compare-", allow_local_models)

@@ -13,6 +13,7 @@ import json
 import gradio as gr
 
 from app import common, limits, widgets
+from core import checks
 from core.errors import DraftScopeError
 from core.runtime.models import load_model
 from core.specdec import Session, SessionConfig
@@ -80,7 +81,7 @@ def run_heads(target: str, arch: str, tree: str, verifier: str, temperature, pro
         drafter = build_drafter(name, model, options)
         config = SessionConfig(target=model.name, drafter=name, verifier=verifier, drafter_options=options,
                                gamma=getattr(drafter, "n_heads", FALCON_GAMMA), temperature=float(temperature),
-                               max_new_tokens=n, tree=(tree or "").strip())
+                               max_new_tokens=n, tree=checks.text("the tree", tree, checks.SHORT_TEXT).strip())
         session = Session(model, drafter, build_verifier(verifier), model.encode(prompt, chat=bool(chat)), config)
         for record in progress.tqdm(session.run(), total=None, desc="rounds"):
             del record
@@ -170,6 +171,7 @@ def build(allow_local_models: bool = False) -> dict:
     prompt, chat = widgets.prompt_row("heads-")
     with gr.Row():
         tree = gr.Textbox(value=default_tree(common.default_target(), "hydra"), label="Tree (empty: a chain of K)",
+                          max_length=checks.SHORT_TEXT,
                           info="paths of top-k indices, e.g. [[0],[1],[0,0]], or children per depth like 2,1",
                           elem_id="heads-tree", scale=3)
         nodes = gr.Slider(1, 16, value=DEFAULT_NODES, step=1, label="Suggested tree size", elem_id="heads-nodes")

@@ -319,6 +319,7 @@ def build(allow_local_models: bool = False) -> dict:
                            info="custom: type the prompt below (any text there overrides the task)",
                            elem_id="kv-task")
     prompt = gr.Textbox(label="Custom prompt (optional: overrides the task)", lines=2, elem_id="kv-prompt",
+                        max_length=common.MAX_PROMPT_CHARS,
                         placeholder="Leave empty to use the task's prompt")
     with gr.Row():
         length = gr.Slider(128, 4096, value=DEFAULT_LENGTH, step=64, label="Prompt length in tokens (passkey, "

@@ -13,6 +13,7 @@ from pathlib import Path
 import gradio as gr
 
 from app import common
+from core import checks
 from core.errors import DraftScopeError
 from core.specdec.prod_metrics import (
     ENGINES,
@@ -55,7 +56,8 @@ def _dump_text(text: str | None, file) -> str | bytes | None:
             raise DraftScopeError(f"the file is {size / 2 ** 20:.1f} MiB; the limit is "
                                   f"{MAX_DUMP_BYTES / 2 ** 20:.1f} MiB")
         return Path(path).read_bytes()
-    return text if text and text.strip() else None
+    text = checks.text("the pasted dump", text, MAX_DUMP_BYTES)
+    return text if text.strip() else None
 
 
 def compare(text: str | None, file, engine: str, sum_engines: bool, offline: str | None) -> tuple:
@@ -100,6 +102,7 @@ def build(allow_local_models: bool = False) -> dict:
     gr.Markdown(INTRO)
     with gr.Row():
         dump = gr.Textbox(label="Prometheus /metrics dump", lines=10, max_lines=20, scale=3, elem_id="metrics-dump",
+                          max_length=MAX_DUMP_BYTES,
                           placeholder="# HELP vllm:spec_decode_num_drafts_total Number of spec decoding drafts.\n…")
         with gr.Column(scale=1):
             upload = gr.File(label="…or upload it (text, up to 4 MiB)", type="filepath", elem_id="metrics-file")

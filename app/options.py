@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import gradio as gr
 
+from core import checks
 from core.options import OptionField, option_fields
 from core.runtime.models import preset_names
 from core.specdec.drafters import drafter_class
@@ -73,7 +74,7 @@ def to_option(f: OptionField, value):
     if value is None:
         return None
     if f.kind is str:
-        value = str(value).strip()
+        value = checks.text(f.name.replace("_", " "), value, checks.SHORT_TEXT).strip()
         return None if f.optional and not value else value
     if value == none_at(f):
         return None
@@ -124,7 +125,7 @@ def control(f: OptionField, *, elem_id: str, label: str, allow_local: bool = Fal
         return gr.Slider(low, f.range.hi, value=low if default is None else default, step=step, **kw)
     if f.kind in (int, float):
         return gr.Number(value=default, precision=0 if f.kind is int else None, **kw)
-    return gr.Textbox(value=default or "", **kw)
+    return gr.Textbox(value=default or "", max_length=checks.SHORT_TEXT, **kw)
 
 
 def field_control(drafter: str, name: str, *, elem_id: str, label: str, **kw) -> gr.components.Component:

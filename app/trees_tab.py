@@ -50,7 +50,8 @@ def tree_config(settings: dict, allow_local: bool = False) -> SessionConfig:
         n_layers = load_model((settings.get("target") or "").strip(), allow_local=allow_local).n_layers
         exit_layer = exit_layer_at(n_layers, DEEP_EXIT)  # four fifths of the depth (24 of SmolLM2's 30 layers)
     base = common.build_config({**settings, "gamma": settings["max_depth"], "exit_layer": exit_layer})
-    config = dataclasses.replace(base, tree=(settings.get("shape") or "").strip().replace(" ", ""),
+    shape = checks.text("the tree shape", settings.get("shape"), checks.SHORT_TEXT)
+    config = dataclasses.replace(base, tree=shape.strip().replace(" ", ""),
                                  tree_branch=checks.whole("tree branch", settings["tree_branch"], 1, 64),
                                  children=settings["children"])
     if not config.tree:
@@ -199,6 +200,7 @@ def build(allow_local_models: bool = False) -> dict:
                                         allow_local=allow_local_models, labels={"exit_layer": EXIT_LAYER_LABEL})
     with gr.Row():
         shape = gr.Textbox(value="4,2,1", label="Tree shape", info="children per depth (4,2,1) or budget:N",
+                           max_length=checks.SHORT_TEXT,
                            elem_id="trees-shape")
         tree_branch = gr.Slider(1, MAX_BRANCH, value=4, step=1, label="Branch (budget trees)",
                                 elem_id="trees-branch")

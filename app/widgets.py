@@ -28,6 +28,7 @@ def prompt_row(prefix: str = "", start_with: str | None = None) -> tuple[gr.Text
     start = next((e for e in examples if e.id == start_with), None)
     with gr.Row():
         prompt = gr.Textbox(value=start.prompt if start else "", label="Prompt", lines=3, scale=3,
+                            max_length=common.MAX_PROMPT_CHARS,
                             elem_id=f"{prefix}prompt", placeholder="Type a prompt, or pick an example")
         with gr.Column(scale=1):
             example = gr.Dropdown([(f"{e.category} · {e.id}", e.id) for e in examples],

@@ -65,4 +65,5 @@ def text(name: str, value, max_chars: int, required: bool = False) -> str:
     return value
 
 
+SHORT_TEXT = 2000  # a short text field (a tree shape, an option such as thresholds): refused beyond this
 SEED_MAX = 2 ** 63 - 1  # torch.Generator.manual_seed takes a signed 64-bit value

@@ -58,6 +58,8 @@ STEP_CASES = [
     ({"verifier": "nope"}, "unknown verifier 'nope'"),
     ({"gamma": True}, "γ must be a whole number, got True"),
     ({"drafter": "early-exit", "exit_layer": 99}, "exit layer"),
+    ({"drafter": "sorted", "thresholds": "0.5," * 1000}, "thresholds is 4,000 characters; the limit here is 2,000"),
+    ({"drafter": "model", "draft_model": "/etc"}, "--allow-local-models"),
 ]
 
 
@@ -129,6 +131,8 @@ OTHER_CASES = [
     (lambda: _trees(shape=""), "tree shape is empty"),
     (lambda: _trees(shape="[[0],[1,2]"), "list of lists"),
     (lambda: _trees(tree_branch=2.5), "tree branch must be a whole number"),
+    (lambda: _trees(shape="4," * 5000), "the tree shape is 10,000 characters; the limit here is 2,000"),
+    (lambda: _trees(shape=["4", "2"]), "the tree shape must be text"),
     (lambda: _trees(exit_layer=-1), "exit layer must be in 0.."),
     (lambda: _kv(methods=[]), "choose at least one method"),
     (lambda: _kv(methods=["nope"]), "unknown method"),
@@ -148,6 +152,8 @@ OTHER_CASES = [
     (lambda: _bench(configs=["nope"]), "nope"),
     (lambda: metrics_tab.compare("", None, "auto", False, None), "paste"),
     (lambda: metrics_tab.compare("<html>not metrics</html>", None, "auto", False, None), "metrics"),
+    (lambda: metrics_tab.compare("x" * (metrics_tab.MAX_DUMP_BYTES + 1), None, "auto", False, None),
+     "the pasted dump is"),
     (lambda: bench_tab.holdout(None), "no matrix shown"),
     (lambda: generate_tab.Handlers().load_trace({}, None), "no file"),
     (lambda: generate_tab.Handlers().load_trace({}, "/nonexistent/trace.json"), "trace.json"),
