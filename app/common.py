@@ -7,6 +7,7 @@ process by ``core.runtime.models.load_model`` and shared by every session.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import os
@@ -179,6 +180,105 @@ def take_stop(sid: str | None) -> bool:
 def clear_stop(sid: str | None) -> None:
     with _LOCK:
         _STOPS.discard(sid)
+
+
+# ------------------------------------------------------------------------------------------------ Cancel
+class Cancelled(DraftScopeError):
+    """The page pressed Cancel: the long job stops at its next progress report."""
+
+
+_RUNNING: dict[str, int] = {}  # page (Gradio session hash) → long jobs of that page running now
+_CANCELS: set[str] = set()  # pages whose running long jobs should stop
+
+
+def page() -> str | None:
+    """The page (browser tab) of the current request: Gradio's session hash; None outside a request."""
+    return getattr(LocalContext.request.get(None), "session_hash", None)
+
+
+class _Checked:
+    """A progress tracker that raises ``Cancelled`` once the page pressed Cancel (at the job's next report)."""
+
+    def __init__(self, progress, key: str | None):
+        self.progress, self.key = progress, key
+
+    def check(self) -> None:
+        with _LOCK:
+            if self.key in _CANCELS:
+                raise Cancelled("cancelled: the job stopped at its last progress step; nothing was kept from it")
+
+    def __call__(self, *args, **kwargs):
+        self.check()
+        return self.progress(*args, **kwargs)
+
+    def tqdm(self, iterable, *args, **kwargs):
+        wrapped = self.progress.tqdm(iterable, *args, **kwargs) if hasattr(self.progress, "tqdm") else iterable
+        for item in wrapped:
+            self.check()
+            yield item
+
+    def __getattr__(self, name):
+        return getattr(self.progress, name)
+
+
+def cancellable(fn: Callable) -> Callable:
+    """``fn`` (a long job with a ``progress`` parameter) made to stop when its page presses Cancel: its progress
+    tracker raises ``Cancelled`` at the next report. Gradio still sees ``fn``'s own signature."""
+    signature = inspect.signature(fn)
+    if "progress" not in signature.parameters:
+        return fn
+
+    def bound(args, kwargs, key):
+        arguments = signature.bind(*args, **kwargs)
+        arguments.apply_defaults()
+        arguments.arguments["progress"] = _Checked(arguments.arguments["progress"], key)
+        return arguments.args, arguments.kwargs
+
+    def enter() -> str | None:
+        key = page()
+        with _LOCK:
+            if key is not None:
+                _RUNNING[key] = _RUNNING.get(key, 0) + 1
+        return key
+
+    def leave(key: str | None) -> None:
+        with _LOCK:
+            if key is not None:
+                _RUNNING[key] -= 1
+                if not _RUNNING[key]:
+                    del _RUNNING[key]
+                    _CANCELS.discard(key)  # no job left for an old Cancel to stop
+
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            key = enter()
+            try:
+                a, k = bound(args, kwargs, key)
+                yield from fn(*a, **k)
+            finally:
+                leave(key)
+    else:
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            key = enter()
+            try:
+                a, k = bound(args, kwargs, key)
+                return fn(*a, **k)
+            finally:
+                leave(key)
+    return wrapper
+
+
+def request_cancel() -> None:
+    """Cancel: the page's running long jobs stop at their next progress report (queued ones are dropped by the
+    button's ``cancels``)."""
+    key = page()
+    with _LOCK:
+        running = key is not None and key in _RUNNING
+        if running:
+            _CANCELS.add(key)
+    gr.Info("Cancelling at the next progress step…" if running else "Nothing of this page is running.")
 
 
 _LEARNED: weakref.WeakSet = weakref.WeakSet()  # finished sessions the recommender has already learned from

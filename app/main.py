@@ -10,6 +10,7 @@ import gradio as gr
 from app import (
     adaptive_tab,
     bench_tab,
+    common,
     compare_tab,
     crossvocab_tab,
     generate_tab,
@@ -50,12 +51,27 @@ def build_demo(allow_local_models: bool = False) -> gr.Blocks:
             built = {}
             for title, tab_id, module in TABS:
                 with gr.Tab(title, id=tab_id):
+                    before = set(demo.fns)
                     built[tab_id] = module.build(allow_local_models=allow_local_models)
+                    _cancel_button(tab_id, [demo.fns[i] for i in sorted(set(demo.fns) - before)
+                                            if demo.fns[i].concurrency_id == limits.LONG])
         bench_tab.link_step_view(built["bench"], built["generate"], tabs)  # a rejection example → the step view
     caps = limits.limits()
     # every event not in a group of its own runs at most model_slots at a time; max_size bounds the waiting line
     demo.queue(default_concurrency_limit=caps.model_slots, max_size=caps.queue_size)
     return demo
+
+
+def _cancel_button(tab_id: str, long_jobs: list) -> None:
+    """A Cancel button under a tab with long jobs: queued ones are dropped (``cancels``), a running one stops at its
+    next progress report (``common.cancellable``, which wraps each job here)."""
+    if not long_jobs:
+        return
+    for job in long_jobs:
+        job.fn = common.cancellable(job.fn)
+    cancel = gr.Button("Cancel", variant="stop", size="sm", elem_id=f"{tab_id}-cancel")
+    cancel.click(common.request_cancel, None, None, cancels=[job.get_config() for job in long_jobs], queue=False,
+                 api_name=f"{tab_id}_cancel")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -189,3 +189,39 @@ def test_a_client_that_disconnects_mid_run_frees_its_worker():
         assert "round" in str(out[-2]) and time.perf_counter() - t < 30
     finally:
         app.close()
+
+
+def test_cancel_stops_a_running_long_job_and_the_next_one_runs():
+    """Every tab with long jobs has a Cancel button: the running job of that page stops at its next progress report
+    (an error line saying so), another page's job is untouched, and the page's next job runs to the end."""
+    from gradio_client import Client
+
+    from tests.load import _free_port
+
+    app = build_demo()
+    long_jobs = [fn for fn in app.fns.values() if fn.concurrency_id == limits.LONG]
+    assert long_jobs and all(hasattr(fn.fn, "__wrapped__") for fn in long_jobs)  # every long job can be cancelled
+    cancels = {fn.api_name for fn in app.fns.values() if (fn.api_name or "").endswith("_cancel")}
+    assert {"kv_cancel", "compare_cancel", "bench_cancel", "var_cancel", "adaptive_cancel"} <= cancels
+    app.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=_free_port(), quiet=True)
+    try:
+        kv = {"target": "tiny-llama", "drafter": "tiny-llama", "task": "passkey", "prompt": "", "length": 1500,
+              "budget": 64, "methods": ["snapkv", "h2o", "tova", "streamingllm", "speckv"], "max_new_tokens": 4}
+        mine, other = Client(app.local_url, verbose=False), Client(app.local_url, verbose=False)
+        mine.predict(api_name="/kv_cancel")  # nothing running: no error, and nothing kept for the next job
+        job = mine.submit(**kv, api_name="/kv_run")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not common._RUNNING:
+            time.sleep(0.05)
+        assert common._RUNNING, "the KV run never started"
+        other.predict(api_name="/kv_cancel")  # another page's Cancel does not touch it
+        time.sleep(0.3)
+        mine.predict(api_name="/kv_cancel")
+        t = time.monotonic()
+        with pytest.raises(Exception, match="cancelled"):
+            job.result(timeout=120)
+        assert time.monotonic() - t < 60 and not common._RUNNING and not common._CANCELS
+        out = mine.predict(**{**kv, "length": 200, "methods": ["snapkv"]}, api_name="/kv_run")
+        assert str(out[0]).startswith("Done in"), out[0]
+    finally:
+        app.close()

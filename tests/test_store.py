@@ -141,7 +141,7 @@ def small_store(monkeypatch):
 
 
 def test_a_dropped_session_is_named_on_the_next_step(small_store):
-    from app.generate_tab import Handlers, RUN_SETTINGS
+    from app.generate_tab import RUN_SETTINGS, Handlers
 
     handlers = Handlers()
     settings = {**dict.fromkeys(RUN_SETTINGS), "target": "tiny-llama", "drafter": "ngram", "verifier": "greedy",
@@ -174,7 +174,7 @@ def test_a_dropped_result_says_run_it_again(small_store):
 def _error(fn, *args) -> Exception:
     try:
         fn(*args)
-    except Exception as exc:  # noqa: BLE001 — the exception is the result
+    except Exception as exc:
         return exc
     raise AssertionError("no error")
 
@@ -182,14 +182,12 @@ def _error(fn, *args) -> Exception:
 def test_visitor_is_the_address_and_the_forwarded_one_only_in_public(monkeypatch):
     from gradio.context import LocalContext
 
-    class Request:
-        headers = {"x-forwarded-for": "203.0.113.7, 10.0.0.1"}
+    from types import SimpleNamespace
 
-        class client:
-            host = "10.0.0.1"
-
+    request = SimpleNamespace(headers={"x-forwarded-for": "203.0.113.7, 10.0.0.1"},
+                              client=SimpleNamespace(host="10.0.0.1"))
     assert common.visitor() == "local"
-    token = LocalContext.request.set(Request())
+    token = LocalContext.request.set(request)
     try:
         monkeypatch.delenv("SPACE_ID", raising=False)
         monkeypatch.setenv("DRAFTSCOPE_PUBLIC", "0")
