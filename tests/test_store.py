@@ -180,9 +180,9 @@ def _error(fn, *args) -> Exception:
 
 
 def test_visitor_is_the_address_and_the_forwarded_one_only_in_public(monkeypatch):
-    from gradio.context import LocalContext
-
     from types import SimpleNamespace
+
+    from gradio.context import LocalContext
 
     request = SimpleNamespace(headers={"x-forwarded-for": "203.0.113.7, 10.0.0.1"},
                               client=SimpleNamespace(host="10.0.0.1"))
