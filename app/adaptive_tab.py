@@ -147,6 +147,7 @@ class Handlers:
             sessions = {}
             for k, (label, adapt) in enumerate(ADAPT_RUNS.items()):
                 config = self._config(model, "aded", {**base, "adapt": adapt}, gamma, fields, tree=tree)
+                limits.check_tree(config)
                 sessions[label] = self._run(config, ids, progress, f"ADED, {label}…", (k + 0.1) / len(ADAPT_RUNS),
                                             (k + 1) / len(ADAPT_RUNS))
         except Exception as exc:

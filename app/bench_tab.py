@@ -13,6 +13,7 @@ import gradio as gr
 
 from app import common, generate_tab, limits, options, widgets
 from core import checks
+from core.budget import check_count
 from core.errors import DraftScopeError
 from core.options import option_fields
 from core.prompts import load_prompts
@@ -191,8 +192,9 @@ class Handlers:
             chosen = [c for c in configs or [] if str(c).strip()]
             if not chosen:
                 raise DraftScopeError("choose at least one configuration or drafter to run")
+            caps = limits.limits()
             per_category = checks.whole("prompts per category", per_category, 1, MAX_PER_CATEGORY)
-            max_new_tokens = checks.whole("max new tokens", max_new_tokens, 1, 4096)
+            max_new_tokens = checks.whole("max new tokens", max_new_tokens, 1, min(4096, caps.max_new_tokens))
             prompts = first_per_category(load_prompts(), per_category)
 
             def report(done: int, total: int, label: str) -> None:
@@ -201,8 +203,11 @@ class Handlers:
             progress(0.0, desc="Loading the target…")
             t0 = time.perf_counter()
             name = (target or "").strip()
+            picked = matrix_configs(name, chosen)
+            check_count("the matrix", len(picked) * len(prompts), caps.max_sweep_points, "runs (configurations × "
+                        "prompts)", "pick fewer configurations or prompts per category")
             with MODEL_LOCK:  # the whole run: other tabs' forwards would distort its timings
-                matrix = run_matrix(name, matrix_configs(name, chosen), prompts, max_new_tokens, progress=report)
+                matrix = run_matrix(name, picked, prompts, max_new_tokens, progress=report)
             seconds = time.perf_counter() - t0
             cached = sum(r["cached"] for r in matrix["rows"])
             source = f"Measured here in {seconds:.0f} s" + (f" ({cached} loaded from the cache)" if cached else "")

@@ -82,6 +82,7 @@ def run_heads(target: str, arch: str, tree: str, verifier: str, temperature, pro
         config = SessionConfig(target=model.name, drafter=name, verifier=verifier, drafter_options=options,
                                gamma=getattr(drafter, "n_heads", FALCON_GAMMA), temperature=float(temperature),
                                max_new_tokens=n, tree=checks.text("the tree", tree, checks.SHORT_TEXT).strip())
+        limits.check_tree(config)
         session = Session(model, drafter, build_verifier(verifier), model.encode(prompt, chat=bool(chat)), config)
         for record in progress.tqdm(session.run(), total=None, desc="rounds"):
             del record

@@ -15,6 +15,8 @@ import time
 import gradio as gr
 
 from app import common, limits
+from core import checks
+from core.budget import Shape, check_count, context_sweep as estimate_context_sweep, draft_attention as estimate_draft
 from core.errors import DraftScopeError
 from core.kv import DRAFT_GUIDED, PRESSES
 from core.kv.records import KVReport
@@ -22,7 +24,7 @@ from core.kv.run import DEFAULT_METHODS, guide_model, kv_report
 from core.kv.tasks import LENGTH_TASKS, TASKS, Task, make_task
 from core.runtime.models import load_model, preset_names
 from core.specdec import MODEL_LOCK
-from core.specdec.longctx import DEFAULT_DRAFTERS as LONG_DRAFTERS, context_sweep
+from core.specdec.longctx import DEFAULT_DRAFTERS as LONG_DRAFTERS, check_lengths, context_sweep
 from visualizers.kv_importance import (
     constraints_figure,
     correlation_figure,
@@ -92,6 +94,13 @@ def _check_inputs(methods, task: str) -> list[str]:
     if task not in (*TASKS, CUSTOM):
         raise DraftScopeError(f"unknown task '{task}'; choose from {', '.join((*TASKS, CUSTOM))}")
     return methods
+
+
+def _check_length(task: str, override: str | None, length: int) -> None:
+    """The task's prompt length against the KV cap, before anything is built (a custom prompt's tokens are counted
+    by ``kv_report``, against the same cap)."""
+    if override is None and task in LENGTH_TASKS:
+        check_count("the prompt length", length, limits.limits().kv_max_length, "tokens", "lower the length")
 
 
 def _run_status(report: KVReport, seconds: float, budget: int, task: str, length: int, overridden: bool) -> str:
@@ -191,6 +200,8 @@ class Handlers:
             methods = _check_inputs(methods, task)
             override = _prompt_override(task, prompt)
             budget, length = int(budget), int(length)
+            _check_length(task, override, length)
+            caps = limits.limits()
             t0 = time.perf_counter()
             with MODEL_LOCK:
                 guide = (drafter or "").strip() or None
@@ -200,7 +211,8 @@ class Handlers:
                 report = kv_report((target or "").strip(), guide, task=task,
                                    length=length, methods=methods, budgets=[budget], seed=int(seed or 0),
                                    max_new_tokens=int(max_new_tokens), prompt=override, progress=progress,
-                                   allow_local=self.allow_local)
+                                   allow_local=self.allow_local, max_prompt_tokens=caps.kv_max_length,
+                                   max_bytes=caps.job_bytes)
                 model = load_model((target or "").strip(), allow_local=self.allow_local)  # cached by kv_report
                 tokens = {i: model.token_text(i) for run in [report.full, *report.runs] for i in run.output_ids}
                 n_heads = int(model.config.num_attention_heads)
@@ -244,11 +256,20 @@ class Handlers:
             def report(done: int, total: int, label: str) -> None:
                 progress(done / max(total, 1), desc=f"{label} ({done + 1} of {total})…" if done < total else "Done")
 
+            lengths = check_lengths(list(lengths or []))
+            caps = limits.limits()
+            check_count("the longest context length", lengths[-1], caps.kv_max_length, "tokens",
+                        "untick the longer lengths")
+            new_tokens = checks.whole("new tokens", new_tokens, 1, caps.max_new_tokens)
+            check_count("the sweep", len(lengths) * (len(LONG_DRAFTERS) + 1), caps.max_sweep_points, "runs",
+                        "tick fewer lengths")
+            model = load_model((target or "").strip(), allow_local=self.allow_local)
+            estimate_context_sweep(Shape.of(model), lengths, new_tokens, len(LONG_DRAFTERS),
+                                   int(gamma)).check(caps.job_bytes)
             t0 = time.perf_counter()
             with MODEL_LOCK:
-                rows = context_sweep((target or "").strip(), LONG_DRAFTERS, task, [int(n) for n in lengths or []],
-                                     int(new_tokens), int(gamma), int(seed or 0), progress=report,
-                                     allow_local=self.allow_local)
+                rows = context_sweep(model, LONG_DRAFTERS, task, lengths, new_tokens, int(gamma),
+                                     int(seed or 0), progress=report, allow_local=self.allow_local)
             seconds = time.perf_counter() - t0
             return memory_figure(rows), acceptance_figure(rows), rows_frame(rows), _long_status(rows, seconds)
         except Exception as exc:
@@ -270,6 +291,7 @@ class Handlers:
                 raise DraftScopeError(f"sparsity must be in [0, 1), got {sparsity}")
             if block < 1:
                 raise DraftScopeError(f"block size must be at least 1, got {block}")
+            _check_length(task, override, int(length))
             progress(0.1, desc="Loading the target…")
             model = load_model((target or "").strip(), allow_local=self.allow_local)
             the_task = Task("prompt", override, None) if override is not None else \
@@ -282,6 +304,9 @@ class Handlers:
                                       f"layer {layer}, head {head}")
             if len(ids) > min(model.max_context, 8192):
                 raise DraftScopeError(f"the prompt has {len(ids)} tokens, more than {model.name} can read")
+            caps = limits.limits()
+            check_count("the prompt", len(ids), caps.kv_max_length, "tokens", "shorten the prompt or lower the length")
+            estimate_draft(Shape.of(model), len(ids), block).check(caps.job_bytes)
             progress(0.4, desc=f"Dense and sparse prefill of {len(ids)} tokens…")
             t0 = time.perf_counter()
             with MODEL_LOCK:
@@ -322,8 +347,8 @@ def build(allow_local_models: bool = False) -> dict:
                         max_length=common.MAX_PROMPT_CHARS,
                         placeholder="Leave empty to use the task's prompt")
     with gr.Row():
-        length = gr.Slider(128, 4096, value=DEFAULT_LENGTH, step=64, label="Prompt length in tokens (passkey, "
-                           "multikey, travel)", elem_id="kv-length")
+        length = gr.Slider(128, min(4096, limits.limits().kv_max_length), value=DEFAULT_LENGTH, step=64,
+                           label="Prompt length in tokens (passkey, multikey, travel)", elem_id="kv-length")
         budget = gr.Slider(16, 2048, value=DEFAULT_BUDGET, step=16, label="Budget: KV entries kept per layer and "
                            "head", elem_id="kv-budget")
         max_new_tokens = gr.Slider(1, 64, value=DEFAULT_MAX_NEW, step=1, label="Max new tokens",
@@ -371,7 +396,8 @@ def build(allow_local_models: bool = False) -> dict:
     with gr.Accordion("Drafting at long context: LongSpec vs a normal drafter", open=False, elem_id="kv-long"):
         gr.Markdown(LONG_INTRO)
         with gr.Row():
-            long_lengths = gr.CheckboxGroup(LONG_LENGTHS, value=DEFAULT_LONG_LENGTHS,
+            long_lengths = gr.CheckboxGroup([c for c in LONG_LENGTHS if c[1] <= limits.limits().kv_max_length],
+                                            value=DEFAULT_LONG_LENGTHS,
                                             label="Context lengths (prompt tokens)", elem_id="kv-long-lengths")
             long_new_tokens = gr.Slider(8, 128, value=DEFAULT_LONG_NEW, step=8, label="New tokens",
                                         elem_id="kv-long-new-tokens")

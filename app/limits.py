@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from core.budget import check_count
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -16,20 +18,30 @@ class Limits:
     long_slots: int  # long jobs at once (the matrix, KV runs, sweeps, VAR, compare, cost measurements)
     max_sessions: int  # entries kept per process: sessions, loaded traces and the tabs' last results (see below)
     max_prompt_chars: int  # refused before tokenizing
-    max_new_tokens: int  # per session run
+    max_new_tokens: int  # per session run; also the long jobs' new tokens (the matrix, the context sweep)
     # What visitors keep between requests (app.store): measured in bytes (KV caches, records, results; the shared
     # models are not counted), dropped when unused for `idle_minutes`, the heaviest visitor's oldest first when full
     keep_bytes: int = 6 * 10**9  # all visitors together
     idle_minutes: float = 120  # an entry unused this long is dropped (the page says so on its next request)
     visitor_entries: int = 32  # entries one visitor (one address) may keep
     visitor_bytes: int = 6 * 10**9  # bytes one visitor may keep
+    # The long jobs' sizes, checked by their handlers before any model work (API clients skip the sliders)
+    job_bytes: int = 16 * 10**9  # memory one long job may need at its peak, estimated before it starts
+    #   (core.budget: KV runs, DraftAttention, the context sweep, VAR); the shared weights not counted
+    kv_max_length: int = 8192  # prompt tokens in the KV tab: the task's length, a custom prompt, DraftAttention,
+    #   each length of the context sweep
+    max_tree_nodes: int = 256  # draft-tree nodes per round (trees, heads and adaptive tabs); the engine's own cap
+    max_sweep_points: int = 1000  # runs in one user-sized sweep: the matrix's configurations × prompts, the context
+    #   sweep's lengths × (its drafters + the target alone)
+    var_max_batch: int = 16  # images per VAR batch (generate, step, ScaleKV, DraftAttention)
 
 
 LOCAL = Limits(queue_size=64, model_slots=4, long_slots=1, max_sessions=32, max_prompt_chars=60_000,
                max_new_tokens=4096)
 PUBLIC = Limits(queue_size=32, model_slots=2, long_slots=1, max_sessions=24, max_prompt_chars=20_000,
                 max_new_tokens=512, keep_bytes=2 * 10**9, idle_minutes=30, visitor_entries=8,
-                visitor_bytes=10**9)
+                visitor_bytes=10**9, job_bytes=10**9, kv_max_length=2048, max_tree_nodes=64, max_sweep_points=24,
+                var_max_batch=4)
 
 
 def public() -> bool:
@@ -42,6 +54,13 @@ def public() -> bool:
 
 def limits() -> Limits:
     return PUBLIC if public() else LOCAL
+
+
+def check_tree(config) -> None:
+    """A session config's draft tree, if it has one, against ``max_tree_nodes`` (a DraftScopeError naming both)."""
+    spec = config.tree_spec
+    if spec is not None:
+        check_count("the tree", spec.max_nodes, limits().max_tree_nodes, "nodes", "use a smaller shape or node budget")
 
 
 MODEL = "model"  # concurrency_id of the events that run models a round at a time
@@ -58,4 +77,4 @@ def long_work() -> dict:
     return {"concurrency_id": LONG, "concurrency_limit": limits().long_slots}
 
 
-__all__ = ["LOCAL", "PUBLIC", "Limits", "limits", "long_work", "model_work", "public"]
+__all__ = ["LOCAL", "PUBLIC", "Limits", "check_tree", "limits", "long_work", "model_work", "public"]

@@ -14,7 +14,7 @@ from typing import ClassVar
 
 import gradio as gr
 
-from app import common, options, widgets
+from app import common, limits, options, widgets
 from core import checks
 from core.errors import DraftScopeError
 from core.runtime.layers import DEEP_EXIT, exit_layer_at
@@ -57,6 +57,7 @@ def tree_config(settings: dict, allow_local: bool = False) -> SessionConfig:
     if not config.tree:
         raise DraftScopeError("the tree shape is empty: use children per depth like 4,2,1 or budget:16")
     config.validate()
+    limits.check_tree(config)
     return config
 
 

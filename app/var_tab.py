@@ -20,6 +20,7 @@ import time
 import gradio as gr
 
 from app import common, limits
+from core.budget import check_count, var_generate
 from core.errors import DraftScopeError
 from core.var.data import CLASS_NAMES
 from core.var.report import default_split, parse_budget, parse_class
@@ -88,8 +89,9 @@ def _int(value, name: str) -> int:
     return int(number)
 
 
-def _settings(bundle, class_name, seed, split, n, cfg) -> dict:
-    """Checked settings: class index, seed ≥ 0, 0 ≤ N ≤ K, 1 ≤ n ≤ MAX_N, cfg in CFG_RANGE."""
+def _settings(bundle, class_name, seed, split, n, cfg, runs: int = 1) -> dict:
+    """Checked settings: class index, seed ≥ 0, 0 ≤ N ≤ K, 1 ≤ n ≤ MAX_N, cfg in CFG_RANGE; n within the batch cap
+    and ``runs`` generations of n images within the memory cap (``core.budget.var_generate``)."""
     K = bundle.num_scales
     class_id = parse_class("" if class_name is None else class_name, bundle.large.config.num_classes)
     seed = _int(0 if seed in (None, "") else seed, "the seed")
@@ -101,6 +103,10 @@ def _settings(bundle, class_name, seed, split, n, cfg) -> dict:
     n = _int(DEFAULT_N if n in (None, "") else n, "the batch size n")
     if not 1 <= n <= MAX_N:
         raise DraftScopeError(f"the batch size n must be in 1..{MAX_N}, got {n}")
+    caps = limits.limits()
+    check_count("the batch", n, caps.var_max_batch, "images", "make fewer images at once")
+    c = bundle.large.config
+    var_generate(c.depth, c.width, c.heads, c.seq_len, n, runs, mlp_ratio=c.mlp_ratio, scales=K).check(caps.job_bytes)
     try:
         cfg = float(DEFAULT_CFG if cfg in (None, "") else cfg)
     except (TypeError, ValueError):
@@ -162,7 +168,7 @@ def generate(state, class_name, seed, split, n, cfg, image=1, progress=gr.Progre
         t0 = time.perf_counter()
         with VAR_LOCK:
             bundle = _bundle(progress)
-            settings = _settings(bundle, class_name, seed, split, n, cfg)
+            settings = _settings(bundle, class_name, seed, split, n, cfg, runs=3)
             K, N = bundle.num_scales, settings["split"]
             progress(0.3, desc="Generating large-only, small-only and CoDe…")
             runs = compare_splits(bundle.large, bundle.small, bundle.vq, settings["class_id"], settings["seed"],
@@ -284,7 +290,7 @@ def run_scalekv(class_name, seed, budget, n, cfg, progress=gr.Progress()) -> tup
         t0 = time.perf_counter()
         with VAR_LOCK:
             bundle = _bundle(progress)
-            settings = _settings(bundle, class_name, seed, None, n, cfg)
+            settings = _settings(bundle, class_name, seed, None, n, cfg, runs=3)
             model, vq = bundle.large, bundle.vq
             progress(0.2, desc="Calibrating the large model (once per process)…")
             report = calibrate(model, vq, "large")
@@ -344,7 +350,7 @@ def run_draft_attention(class_name, seed, sparsity, layer, n, cfg, scale=None, s
         t0 = time.perf_counter()
         with VAR_LOCK:
             bundle = _bundle(progress)
-            settings = _settings(bundle, class_name, seed, None, n, cfg)
+            settings = _settings(bundle, class_name, seed, None, n, cfg, runs=2)
             depth = len(bundle.large.blocks)
             layer = _int(depth // 2 if layer in (None, "") else layer, "the layer")
             if not 0 <= layer < depth:
@@ -390,7 +396,8 @@ def build(allow_local_models: bool = False) -> dict:
         seed = gr.Number(value=0, precision=0, minimum=0, label="Seed", elem_id="var-seed")
         split = gr.Slider(0, K, value=default_split(K), step=1, elem_id="var-split",
                           label=f"Split N: the large model makes scales 0..N−1 (N = {K}: large-only, 0: small-only)")
-        n = gr.Slider(1, MAX_N, value=DEFAULT_N, step=1, label="Images in the batch (n)", elem_id="var-n")
+        n = gr.Slider(1, min(MAX_N, limits.limits().var_max_batch), value=DEFAULT_N, step=1,
+                      label="Images in the batch (n)", elem_id="var-n")
         cfg = gr.Slider(0, 5, value=DEFAULT_CFG, step=0.1, label="Guidance (cfg)", elem_id="var-cfg")
     generate_btn = gr.Button("Generate", variant="primary", elem_id="var-generate")
     status = gr.Markdown(READY, elem_id="var-status")

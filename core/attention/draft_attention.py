@@ -360,13 +360,35 @@ def _as_ids(ids, device) -> torch.Tensor:
     return ids_t.reshape(1, -1) if ids_t.dim() == 1 else ids_t
 
 
-def _logit_effect(dense_nv: torch.Tensor, sparse_nv: torch.Tensor) -> tuple[float, float, float]:
-    """(max |Δlogit|, top-1 agreement over positions, KL(dense ‖ sparse) at the last position) of (n, V) logits."""
-    diff = (dense_nv - sparse_nv).abs().max().item()
-    agree = (dense_nv.argmax(-1) == sparse_nv.argmax(-1)).float().mean().item()
-    log_p, log_q = dense_nv[-1].double().log_softmax(-1), sparse_nv[-1].double().log_softmax(-1)
+LOGIT_CHUNK_BYTES = 32 * 2 ** 20  # logits compared this many bytes of rows at a time (core.budget counts it)
+
+
+def _final_hidden(model, ids_1n: torch.Tensor) -> torch.Tensor:
+    """The decoder's last hidden state (after its final norm: what the LM head reads), (n, D), no logits."""
+    return model.model(input_ids=ids_1n, use_cache=False).last_hidden_state[0]
+
+
+def _head_logits(model, hidden_rD: torch.Tensor) -> torch.Tensor:
+    """(r, D) → (r, V) float32 logits: the LM head, with the model's final soft-capping (Gemma's) where it has one."""
+    logits = model.get_output_embeddings()(hidden_rD).float()
+    cap = getattr(model.config, "final_logit_softcapping", None)
+    return torch.tanh(logits / cap) * cap if cap else logits
+
+
+def _logit_effect(model, dense_nD: torch.Tensor, sparse_nD: torch.Tensor) -> tuple[float, float, float]:
+    """(max |Δlogit|, top-1 agreement over positions, KL(dense ‖ sparse) at the last position) of the two prefills'
+    logits, computed from their last hidden states a chunk of rows at a time: never both (n, V) logits at once
+    (on Gemma-3-270M at 8k tokens those are 8.6 GB each)."""
+    n = dense_nD.shape[0]
+    rows = max(1, LOGIT_CHUNK_BYTES // (4 * model.get_output_embeddings().weight.shape[0]))
+    diff, agree = 0.0, 0
+    for lo in range(0, n, rows):
+        dense_rV, sparse_rV = _head_logits(model, dense_nD[lo:lo + rows]), _head_logits(model, sparse_nD[lo:lo + rows])
+        diff = max(diff, (dense_rV - sparse_rV).abs_().max().item())
+        agree += int((dense_rV.argmax(-1) == sparse_rV.argmax(-1)).sum())
+    log_p, log_q = dense_rV[-1].double().log_softmax(-1), sparse_rV[-1].double().log_softmax(-1)
     kl = (log_p.exp() * (log_p - log_q)).sum().clamp_min(0.0).item()
-    return diff, agree, kl
+    return diff, agree / n, kl
 
 
 def draft_attention_map(model, ids, layer: int, head: int, sparsity: float = 0.9, block: int = 16) -> DraftAttentionMap:
@@ -374,7 +396,8 @@ def draft_attention_map(model, ids, layer: int, head: int, sparsity: float = 0.9
     token ids, (n,) or (1, n)), and its effect on the logits when every layer's prefill uses it.
 
     Two prefills: a dense one (r = 0 under the registered function, identical to sdpa) that also captures the layer's
-    q, k, v, and one with draft attention at ``sparsity`` in every layer.
+    q, k, v, and one with draft attention at ``sparsity`` in every layer. Each keeps only its last hidden states; the
+    logits are compared from them a chunk of rows at a time (``_logit_effect``).
     """
     n_layers, n_heads = model.config.num_hidden_layers, model.config.num_attention_heads
     if not 0 <= layer < n_layers or not 0 <= head < n_heads:
@@ -384,14 +407,14 @@ def draft_attention_map(model, ids, layer: int, head: int, sparsity: float = 0.9
         raise DraftScopeError("draft_attention_map needs one sequence of at least 2 tokens")
     with torch.inference_mode():
         with draft_attention_mode(model, 0.0, block, capture_layer=layer) as dense_state:
-            dense_nv = model(ids_1n, use_cache=False).logits[0].float()
+            dense_nD = _final_hidden(model, ids_1n)
         with draft_attention_mode(model, sparsity, block) as sparse_state:
-            sparse_nv = model(ids_1n, use_cache=False).logits[0].float()
+            sparse_nD = _final_hidden(model, ids_1n)
         cap = dense_state.captured
         if cap is None:
             raise DraftScopeError(f"layer {layer} was not captured (does the model use transformers' attention "
                                   "registry?)")
-        return _head_record(cap, layer, head, sparsity, block, _logit_effect(dense_nv, sparse_nv),
+        return _head_record(cap, layer, head, sparsity, block, _logit_effect(model, dense_nD, sparse_nD),
                             sparse_state.mean_flop_sparsity())
 
 

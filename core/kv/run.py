@@ -16,6 +16,7 @@ from collections.abc import Mapping
 
 import torch
 
+from core.budget import Shape, check_count, kv_run as estimate_kv_run
 from core.errors import DraftScopeError
 from core.kv import DRAFT_GUIDED, build_press, press_class
 from core.kv.base import Press, PressContext, check_kv_target, group_max, prefill, select_kv, stacked
@@ -202,8 +203,11 @@ def kv_report(target: str | LoadedModel = "smollm2-135m", drafter: str | LoadedM
               task: str = "passkey", length: int = 1024, methods=DEFAULT_METHODS, budgets=(256,), seed: int = 0,
               max_new_tokens: int = 24, window: int | None = None, kernel: int | None = None,
               press_options: Mapping[str, Mapping | Press] | None = None, prompt: str | None = None, progress=None,
-              allow_local: bool = False) -> KVReport:
+              allow_local: bool = False, max_prompt_tokens: int | None = None,
+              max_bytes: int | None = None) -> KVReport:
     """The full-cache reference and every method × budget on one prompt (``prompt`` overrides ``task``).
+    ``max_prompt_tokens`` and ``max_bytes`` (the app's caps; None: none) refuse a longer prompt, or a run whose
+    memory estimate (``core.budget.kv_run``) is larger, before the first prefill.
     ``press_options`` = {method: {option: value}}; ``window`` / ``kernel`` set those options of every chosen kv-level
     press (``build_presses``; None: each press's default). ``progress(fraction, desc)`` is called between steps (the
     app's gr.Progress, tqdm on the CLI)."""
@@ -233,6 +237,9 @@ def kv_report(target: str | LoadedModel = "smollm2-135m", drafter: str | LoadedM
         raise DraftScopeError(f"the prompt has {n} tokens; with {max_new_tokens} new tokens that exceeds "
                               f"{min(MAX_PROMPT, model.max_context)}")
     budgets = [parse_budget(b, n) for b in budgets]
+    check_count("the prompt", n, max_prompt_tokens, "tokens", "shorten the prompt or lower the length")
+    estimate_kv_run(Shape.of(model), n, max_new_tokens, presses, Shape.of(guide) if guide else None,
+                    len(the_task.constraints), len(budgets)).check(max_bytes)
 
     progress(0.05, desc="Full cache…")
     synchronize(model.device)
