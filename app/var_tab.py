@@ -89,9 +89,10 @@ def _int(value, name: str) -> int:
     return int(number)
 
 
-def _settings(bundle, class_name, seed, split, n, cfg, runs: int = 1) -> dict:
+def _settings(bundle, class_name, seed, split, n, cfg, runs: int = 1, scores: bool = False) -> dict:
     """Checked settings: class index, seed ≥ 0, 0 ≤ N ≤ K, 1 ≤ n ≤ MAX_N, cfg in CFG_RANGE; n within the batch cap
-    and ``runs`` generations of n images within the memory cap (``core.budget.var_generate``)."""
+    and ``runs`` generations of n images (``scores``: on the float32 attention path) within the memory cap
+    (``core.budget.var_generate``)."""
     K = bundle.num_scales
     class_id = parse_class("" if class_name is None else class_name, bundle.large.config.num_classes)
     seed = _int(0 if seed in (None, "") else seed, "the seed")
@@ -106,7 +107,8 @@ def _settings(bundle, class_name, seed, split, n, cfg, runs: int = 1) -> dict:
     caps = limits.limits()
     check_count("the batch", n, caps.var_max_batch, "images", "make fewer images at once")
     c = bundle.large.config
-    var_generate(c.depth, c.width, c.heads, c.seq_len, n, runs, mlp_ratio=c.mlp_ratio, scales=K).check(caps.job_bytes)
+    var_generate(c.depth, c.width, c.heads, c.seq_len, n, runs, mlp_ratio=c.mlp_ratio, scales=K,
+                 attention_scores=scores).check(caps.job_bytes)
     try:
         cfg = float(DEFAULT_CFG if cfg in (None, "") else cfg)
     except (TypeError, ValueError):
@@ -290,7 +292,7 @@ def run_scalekv(class_name, seed, budget, n, cfg, progress=gr.Progress()) -> tup
         t0 = time.perf_counter()
         with VAR_LOCK:
             bundle = _bundle(progress)
-            settings = _settings(bundle, class_name, seed, None, n, cfg, runs=3)
+            settings = _settings(bundle, class_name, seed, None, n, cfg, runs=3, scores=True)
             model, vq = bundle.large, bundle.vq
             progress(0.2, desc="Calibrating the large model (once per process)…")
             report = calibrate(model, vq, "large")
@@ -350,7 +352,7 @@ def run_draft_attention(class_name, seed, sparsity, layer, n, cfg, scale=None, s
         t0 = time.perf_counter()
         with VAR_LOCK:
             bundle = _bundle(progress)
-            settings = _settings(bundle, class_name, seed, None, n, cfg, runs=2)
+            settings = _settings(bundle, class_name, seed, None, n, cfg, runs=2, scores=True)
             depth = len(bundle.large.blocks)
             layer = _int(depth // 2 if layer in (None, "") else layer, "the layer")
             if not 0 <= layer < depth:

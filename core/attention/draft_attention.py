@@ -29,6 +29,7 @@ from core.runtime.masks import causal_allowed
 
 ATTN_NAME = "draftscope_draft"
 MAX_MAP_CELLS = 128  # the full attention map of a record is block-averaged down to at most this many rows / columns
+LOGIT_CHUNK_BYTES = 32 * 2 ** 20  # the two prefills' logits are compared this many bytes of rows at a time
 
 Grid = tuple[int, int, int]
 Block = int | Sequence[int]
@@ -358,9 +359,6 @@ def downsample_map(a_nm: torch.Tensor, max_cells: int = MAX_MAP_CELLS) -> tuple[
 def _as_ids(ids, device) -> torch.Tensor:
     ids_t = torch.as_tensor(ids, dtype=torch.long, device=device)
     return ids_t.reshape(1, -1) if ids_t.dim() == 1 else ids_t
-
-
-LOGIT_CHUNK_BYTES = 32 * 2 ** 20  # logits compared this many bytes of rows at a time (core.budget counts it)
 
 
 def _final_hidden(model, ids_1n: torch.Tensor) -> torch.Tensor:
