@@ -187,8 +187,8 @@ class Cancelled(DraftScopeError):
     """The page pressed Cancel: the long job stops at its next progress report."""
 
 
-_RUNNING: dict[str, int] = {}  # page (Gradio session hash) → long jobs of that page running now
-_CANCELS: set[str] = set()  # pages whose running long jobs should stop
+_RUNNING: dict[str, set[str]] = {}  # page (Gradio session hash) → its long jobs running now (one token each)
+_CANCELS: set[str] = set()  # tokens of running jobs whose page pressed Cancel (a later job of the page is not one)
 
 
 def page() -> str | None:
@@ -197,14 +197,14 @@ def page() -> str | None:
 
 
 class _Checked:
-    """A progress tracker that raises ``Cancelled`` once the page pressed Cancel (at the job's next report)."""
+    """A progress tracker that raises ``Cancelled`` once Cancel was pressed for its job (at the job's next report)."""
 
-    def __init__(self, progress, key: str | None):
-        self.progress, self.key = progress, key
+    def __init__(self, progress, token: str):
+        self.progress, self.token = progress, token
 
     def check(self) -> None:
         with _LOCK:
-            if self.key in _CANCELS:
+            if self.token in _CANCELS:
                 raise Cancelled("cancelled: the job stopped at its last progress step; nothing was kept from it")
 
     def __call__(self, *args, **kwargs):
@@ -222,63 +222,63 @@ class _Checked:
 
 
 def cancellable(fn: Callable) -> Callable:
-    """``fn`` (a long job with a ``progress`` parameter) made to stop when its page presses Cancel: its progress
-    tracker raises ``Cancelled`` at the next report. Gradio still sees ``fn``'s own signature."""
+    """``fn`` (a long job with a ``progress`` parameter) made to stop when its page presses Cancel while it runs: its
+    progress tracker raises ``Cancelled`` at the next report. Gradio still sees ``fn``'s own signature."""
     signature = inspect.signature(fn)
     if "progress" not in signature.parameters:
         return fn
 
-    def bound(args, kwargs, key):
+    def bound(args, kwargs, token):
         arguments = signature.bind(*args, **kwargs)
         arguments.apply_defaults()
-        arguments.arguments["progress"] = _Checked(arguments.arguments["progress"], key)
+        arguments.arguments["progress"] = _Checked(arguments.arguments["progress"], token)
         return arguments.args, arguments.kwargs
 
-    def enter() -> str | None:
-        key = page()
+    def enter() -> tuple[str | None, str]:
+        key, token = page(), new_sid()
         with _LOCK:
             if key is not None:
-                _RUNNING[key] = _RUNNING.get(key, 0) + 1
-        return key
+                _RUNNING.setdefault(key, set()).add(token)
+        return key, token
 
-    def leave(key: str | None) -> None:
+    def leave(key: str | None, token: str) -> None:
         with _LOCK:
-            if key is not None:
-                _RUNNING[key] -= 1
+            _CANCELS.discard(token)
+            if key is not None and key in _RUNNING:
+                _RUNNING[key].discard(token)
                 if not _RUNNING[key]:
                     del _RUNNING[key]
-                    _CANCELS.discard(key)  # no job left for an old Cancel to stop
 
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
-            key = enter()
+            key, token = enter()
             try:
-                a, k = bound(args, kwargs, key)
+                a, k = bound(args, kwargs, token)
                 yield from fn(*a, **k)
             finally:
-                leave(key)
+                leave(key, token)
     else:
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
-            key = enter()
+            key, token = enter()
             try:
-                a, k = bound(args, kwargs, key)
+                a, k = bound(args, kwargs, token)
                 return fn(*a, **k)
             finally:
-                leave(key)
+                leave(key, token)
     return wrapper
 
 
-def request_cancel() -> None:
-    """Cancel: the page's running long jobs stop at their next progress report (queued ones are dropped by the
-    button's ``cancels``)."""
+def request_cancel() -> str:
+    """Cancel: the page's long jobs running now stop at their next progress report (queued ones are dropped by the
+    button's ``cancels``; jobs started later are not touched); returns the line shown beside the button."""
     key = page()
     with _LOCK:
-        running = key is not None and key in _RUNNING
-        if running:
-            _CANCELS.add(key)
-    gr.Info("Cancelling at the next progress step…" if running else "Nothing of this page is running.")
+        running = _RUNNING.get(key, set()) if key is not None else set()
+        _CANCELS.update(running)
+    return ("Cancelling: the job stops at its next progress step, keeping nothing." if running else
+            "Nothing of this page was running (a queued job, if any, is dropped).")
 
 
 _LEARNED: weakref.WeakSet = weakref.WeakSet()  # finished sessions the recommender has already learned from

@@ -69,8 +69,10 @@ def _cancel_button(tab_id: str, long_jobs: list) -> None:
         return
     for job in long_jobs:
         job.fn = common.cancellable(job.fn)
-    cancel = gr.Button("Cancel", variant="stop", size="sm", elem_id=f"{tab_id}-cancel")
-    cancel.click(common.request_cancel, None, None, cancels=[job.get_config() for job in long_jobs], queue=False,
+    with gr.Row():
+        cancel = gr.Button("Cancel", variant="stop", size="sm", scale=1, elem_id=f"{tab_id}-cancel")
+        note = gr.Markdown(elem_id=f"{tab_id}-cancel-note")
+    cancel.click(common.request_cancel, None, note, cancels=[job.get_config() for job in long_jobs], queue=False,
                  api_name=f"{tab_id}_cancel")
 
 

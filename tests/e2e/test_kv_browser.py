@@ -59,3 +59,29 @@ def test_kv_tab_runs_the_methods_and_shows_what_they_kept(app_page):
     da_status = markdown(page, "kv-da-status")
     assert da_status.startswith("DraftAttention on tiny-llama") and "layer 1, head 0" in da_status, da_status
     screenshot(page, "kv")
+
+
+def test_cancel_stops_a_running_kv_run(app_page):
+    """A long KV run, then Cancel under the tab: the line beside it says it is cancelling, the run ends without
+    results (the status stays as it was), the page is idle again and the next run goes to the end."""
+    page = app_page
+    open_tab(page, "KV importance", "button#kv-run")
+    choose(page, "kv-target", "smollm2-135m")  # SmolLM2 at ~2k tokens: a minute of work (the tiny model: 1 s)
+    choose(page, "kv-drafter", TINY_TARGET)
+    choose(page, "kv-task", "passkey")
+    set_slider(page, "kv-length", 1984)
+    set_slider(page, "kv-max-new-tokens", 6)
+    page.locator("button#kv-run").click()
+    page.wait_for_timeout(2000)
+    page.locator("button#kv-cancel").click()
+    before = markdown(page, "kv-status")
+    page.wait_for_function("() => (document.querySelector('#kv-cancel-note')?.innerText || '').includes('Cancelling')",
+                           timeout=10_000)
+    wait_idle(page, 60_000)
+    assert markdown(page, "kv-status") == before
+    screenshot(page, "kv_cancelled")
+    choose(page, "kv-target", TINY_TARGET)
+    set_slider(page, "kv-length", 256)
+    page.locator("button#kv-run").click()
+    wait_plot(page, "#kv-grid .js-plotly-plot", "grid", timeout=120_000)
+    assert markdown(page, "kv-status").startswith("Done in")
