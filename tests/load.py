@@ -192,7 +192,15 @@ def load(url: str | None = None, visitors: int = 16, seconds: float = 120, targe
             "p95_s": round(all_s[min(len(all_s) - 1, int(0.95 * len(all_s)))], 3) if all_s else None,
             "per_endpoint": per, "stuck_visitors": stuck, "step_after_s": round(after_s, 3),
             "step_after_ok": isinstance(last, tuple | list) and "round" in str(last[-2]),
-            "peak_rss_mb": round(_peak_rss_mb(), 1) if demo is not None else None}
+            "peak_rss_mb": round(_peak_rss_mb(), 1) if demo is not None else None,
+            "store": _store_usage() if demo is not None else None}
+
+
+def _store_usage() -> dict:
+    """What the app's session store holds at the end (entries, bytes, visitors): in-process runs only."""
+    from app import common
+
+    return common.STORE.usage()
 
 
 def main(argv: list[str] | None = None) -> int:
