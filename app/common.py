@@ -28,8 +28,8 @@ from app import limits, options
 from app.store import Budget, Store
 from core import checks
 from core.errors import DraftScopeError
+from core.runtime import models
 from core.runtime.memory import footprint
-from core.runtime.models import DEFAULT_TARGET
 from core.specdec import MAX_GAMMA, MAX_NEW_TOKENS, Session, SessionConfig
 from core.specdec.trace import TYPE_OF_RECORD, Trace, load_trace, parse_trace, save_trace, trace_of
 
@@ -93,7 +93,9 @@ def visitor() -> str:
 
 
 def default_target() -> str:
-    return os.environ.get("DRAFTSCOPE_DEFAULT_TARGET", DEFAULT_TARGET)
+    """The target a fresh page starts on (``models.default_target``: ``$DRAFTSCOPE_DEFAULT_TARGET``, else the Space's
+    pair where the Hub and a large enough GPU are there, else the offline default)."""
+    return models.default_target()
 
 
 def new_sid() -> str:

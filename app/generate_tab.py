@@ -12,6 +12,7 @@ import gradio as gr
 
 from app import common, limits, options, widgets
 from core.errors import DraftScopeError
+from core.runtime.models import suggested_draft
 from core.specdec import MAX_GAMMA, MODEL_LOCK, Session
 from core.specdec.cost_model import measure
 from core.specdec.drafters import DRAFTERS, build_drafter
@@ -126,7 +127,8 @@ def build(allow_local_models: bool = False) -> dict:
     prompt, chat = widgets.prompt_row()
     with gr.Row():
         target = widgets.target_picker(allow_local=allow_local_models)
-        drafter = gr.Dropdown(list(DRAFTERS), value="ngram", label="Drafter", elem_id="drafter")
+        paired = suggested_draft(target.value) is not None  # a Hub pair (a GPU Space): start with its draft model
+        drafter = gr.Dropdown(list(DRAFTERS), value="model" if paired else "ngram", label="Drafter", elem_id="drafter")
         verifier = gr.Dropdown(list(VERIFIERS), value="greedy", label="Verifier", elem_id="verifier")
     with gr.Row():
         gamma = gr.Slider(1, min(16, MAX_GAMMA), value=5, step=1, label="γ (draft length)", elem_id="gamma")
@@ -137,6 +139,7 @@ def build(allow_local_models: bool = False) -> dict:
     with gr.Row():
         max_new_tokens = gr.Slider(1, 512, value=64, step=1, label="Max new tokens", elem_id="max-new-tokens")
         drafter_options = options.build(DRAFTERS, drafter.value, drafter, allow_local=allow_local_models)
+        drafter_options.pair_with(target)
     with gr.Row():
         buttons = widgets.session_buttons()
     status = gr.Markdown("Step runs one draft → verify round; Run streams rounds to the end.", elem_id="status")

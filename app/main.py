@@ -14,6 +14,7 @@ from app import (
     compare_tab,
     crossvocab_tab,
     generate_tab,
+    gpu,
     heads_tab,
     kv_tab,
     limits,
@@ -56,6 +57,7 @@ def build_demo(allow_local_models: bool = False) -> gr.Blocks:
                     _cancel_button(tab_id, [demo.fns[i] for i in sorted(set(demo.fns) - before)
                                             if demo.fns[i].concurrency_id == limits.LONG])
         bench_tab.link_step_view(built["bench"], built["generate"], tabs)  # a rejection example → the step view
+    gpu.wrap_model_events(demo)  # ZeroGPU only (app/gpu.py): the events that run models get the GPU per call
     caps = limits.limits()
     # every event not in a group of its own runs at most model_slots at a time; max_size bounds the waiting line
     demo.queue(default_concurrency_limit=caps.model_slots, max_size=caps.queue_size)
@@ -90,6 +92,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--share opens a public link; with --allow-local-models anyone could load files from this "
                      "machine: drop one of the two")
     demo = build_demo(allow_local_models=args.allow_local_models)
+    if gpu.active():  # ZeroGPU: weights loaded before launch reach every GPU worker (app/gpu.py)
+        gpu.preload([common.default_target()])
     demo.launch(server_name=args.host, server_port=args.port, share=args.share)
 
 

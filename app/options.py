@@ -24,7 +24,7 @@ import gradio as gr
 
 from core import checks
 from core.options import OptionField, option_fields
-from core.runtime.models import preset_names
+from core.runtime.models import preset_names, suggested_draft
 from core.specdec.drafters import drafter_class
 
 MODEL_NAME_START = "tiny-llama"  # where a model-name option without a default starts: tiny, SmolLM2's tokenizer
@@ -105,6 +105,14 @@ def label(option: Option, drafter: str | None = None) -> str:
     return f"{text} · {', '.join(option.fields)}"
 
 
+def model_name_start() -> str:
+    """Where a model-name option without a default starts: the default target's paired draft where it has one (a
+    Hub pair), else ``MODEL_NAME_START``."""
+    from app import common  # here, not at the top: common imports this module
+
+    return suggested_draft(common.default_target()) or MODEL_NAME_START
+
+
 def control(f: OptionField, *, elem_id: str, label: str, allow_local: bool = False, **kw) -> gr.components.Component:
     """The control for one field, in the current Blocks context (``kw``: more component arguments, e.g. visible, or
     a ``value`` to start from instead of the field's default)."""
@@ -114,7 +122,7 @@ def control(f: OptionField, *, elem_id: str, label: str, allow_local: bool = Fal
         return gr.Dropdown(list(f.choices), value=default, **kw)
     if f.model_name:
         info = "a preset" + (", a Hugging Face id or a local directory" if allow_local else "")
-        return gr.Dropdown(preset_names(), value=default or MODEL_NAME_START, allow_custom_value=allow_local,
+        return gr.Dropdown(preset_names(), value=default or model_name_start(), allow_custom_value=allow_local,
                            info=info, **kw)
     if f.kind is bool:
         return gr.Checkbox(value=bool(default), **kw)
@@ -150,6 +158,14 @@ class OptionControls:
     def follow(self, picker: gr.Dropdown) -> None:
         """Show the controls of whatever drafter ``picker`` holds."""
         picker.change(self.show, picker, list(self.components.values()), queue=False, api_visibility="private")
+
+    def pair_with(self, target: gr.Dropdown) -> None:
+        """A target the user picks that has paired drafts (a Hub pair) puts its first draft in the draft-model control;
+        other targets leave the control as it is."""
+        control = self.components.get("draft_model")
+        if control is not None:
+            target.input(lambda name: suggested_draft(name) or gr.skip(), target, control, queue=False,
+                         api_visibility="private")
 
 
 def build(drafters: Iterable[str], chosen: str, picker: gr.Dropdown | None = None, *, prefix: str = "",

@@ -130,7 +130,7 @@ def table_drafter(name: str, target: LoadedModel, draft_model: LoadedModel | Non
     if name == "omnidraft":  # another tokenizer where there is one: the tiny models draft for each other's family
         other = {"tiny-llama": "tiny-gemma", "tiny-gemma": "tiny-llama", "smollm2-135m": "tiny-gemma"}
         if target.name in other:
-            options["draft_model"] = load_model(other[target.name], device="cpu")
+            options["draft_model"] = load_model(other[target.name], device=target.device, dtype=target.dtype)
     if name == "pearl" and target.name != "smollm2-135m":  # around an early exit, really on two threads
         options.update(base=table_drafter("early-exit", target, draft_model), parallel=True)
     if name == "longspec":  # LongSpec: an untrained block built in memory (SmolLM2: the shipped one, once trained)
@@ -167,7 +167,7 @@ def random_heads(target: LoadedModel, arch: str, n_heads: int = 3, scale: float 
             if prefix and not identity:  # let the prefix layer's attention and MLP count (its cache then matters)
                 for proj in (heads.prefix.self_attn.o_proj, heads.prefix.mlp.down_proj):
                     proj.weight.normal_(0.0, scale / proj.in_features ** 0.5)
-    return heads.to(device=param.device, dtype=param.dtype).eval()
+    return heads.to(device=target.device, dtype=param.dtype).eval()
 
 
 def random_longspec(target: LoadedModel, scale: float = 0.5, seed: int = 0) -> LongSpecNet:
@@ -186,7 +186,7 @@ def random_falcon(target: LoadedModel, scale: float = 0.5, seed: int = 0) -> Fal
         with torch.no_grad():
             for proj in (net.fuse, net.layer.self_attn.o_proj, net.layer.mlp.down_proj):
                 proj.weight.add_(torch.randn_like(proj.weight) * scale / proj.in_features ** 0.5)
-    return net.to(device=param.device, dtype=param.dtype).eval()
+    return net.to(device=target.device, dtype=param.dtype).eval()
 
 
 # ------------------------------------------------------------------------------------------------ a 6-token model

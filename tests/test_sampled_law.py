@@ -19,6 +19,8 @@ from core.specdec.verify.greedy import GreedyVerifier
 from core.specdec.verify.sampling import SamplingVerifier
 from tests.helpers import TRIMMABLE, assert_follows_target, sampled_law, table_drafter
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # a 6-token model: one thread is ~10× faster than two here
+
 PLAIN = "none"  # the registry's baseline: plain sampling from the target, the reference of the chi² test
 # every lossless verifier that samples (the greedy ones are the greedy-identity table's; typical acceptance is not
 # lossless: test_heads.py measures its drift)

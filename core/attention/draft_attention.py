@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from core.errors import DraftScopeError
+from core.runtime.devices import input_device
 from core.runtime.masks import causal_allowed
 
 ATTN_NAME = "draftscope_draft"
@@ -400,7 +401,7 @@ def draft_attention_map(model, ids, layer: int, head: int, sparsity: float = 0.9
     n_layers, n_heads = model.config.num_hidden_layers, model.config.num_attention_heads
     if not 0 <= layer < n_layers or not 0 <= head < n_heads:
         raise DraftScopeError(f"layer {layer} / head {head} out of range ({n_layers} layers, {n_heads} heads)")
-    ids_1n = _as_ids(ids, next(model.parameters()).device)
+    ids_1n = _as_ids(ids, input_device(model))
     if ids_1n.shape[0] != 1 or ids_1n.shape[1] < 2:
         raise DraftScopeError("draft_attention_map needs one sequence of at least 2 tokens")
     with torch.inference_mode():

@@ -13,5 +13,6 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     for preset in PRESETS.values():
-        print(f"{preset.name:14s} {preset.description}")
+        drafts = f"; drafts: {', '.join(preset.drafts)}" if preset.drafts else ""
+        print(f"{preset.name:14s} {preset.description}{drafts}")
     return 0

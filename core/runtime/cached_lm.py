@@ -6,6 +6,7 @@ import torch
 from torch import nn
 from transformers import DynamicCache
 
+from core.runtime.devices import input_device
 from core.runtime.models import has_sliding_layers
 
 
@@ -20,7 +21,7 @@ class CachedLM:
 
     def __init__(self, model: nn.Module):
         self.model = model
-        self.device = next(model.parameters()).device
+        self.device = input_device(model)  # the embedding's device, also when a device map spreads the layers
         self.cache: DynamicCache | None = None
         self.ids: list[int] = []
 

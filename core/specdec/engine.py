@@ -36,6 +36,7 @@ from core.specdec.drafters import (
     build_drafter,
 )
 from core.specdec.drafters.base import verify_forward
+from core.specdec.fastpath import StaticCachedLM, fits, target_cache
 from core.specdec.recorder import Recorder, RoundTrace
 from core.specdec.records import Stats, StepRecord, TreeStepRecord
 from core.specdec.sampling import warp
@@ -118,15 +119,26 @@ class Session:
                     drafter.prefill(self.tokens)
         if "seed" in changed:
             self.generator = torch.Generator().manual_seed(config.seed)
+        if isinstance(self.target_kv, StaticCachedLM) and not self._static_still_fits():
+            self.target_kv = CachedLM(self.target.model)  # the dynamic cache, filled again by the next round
+            self._prefilled = False
         if self.finish_reason == "max_new_tokens" and len(self.generated_ids) < config.max_new_tokens:
             self.finish_reason = None  # a larger budget lets the run go on
         return changed
+
+    def _static_still_fits(self) -> bool:
+        """Whether the static target cache (``core.specdec.fastpath``) suits the new settings: its drafter, chains,
+        its padded width (γ + 1) and room for the new budget."""
+        kv, config = self.target_kv, self.config
+        return (fits(self.target, self.drafter, bool(config.tree)) and kv.width == config.gamma + 1
+                and min(self.target.max_context, len(self.prompt_ids) + config.max_new_tokens + kv.width)
+                <= kv.max_len)
 
     # ------------------------------------------------------------------------------------------------ state
     def reset(self) -> None:
         """Start over from the prompt with the same settings (and the same seed)."""
         self.tokens: list[int] = list(self.prompt_ids)
-        self.target_kv = CachedLM(self.target.model)
+        self.target_kv = target_cache(self.target, self.drafter, self.config, len(self.prompt_ids))
         self.generator = torch.Generator().manual_seed(self.config.seed)
         self.stats = Stats(draft_cost=self.drafter.cost)
         self.records: list[StepRecord | TreeStepRecord] = []

@@ -23,6 +23,7 @@ from core import ASSETS_DIR
 from core.errors import DraftScopeError
 from core.options import LocalPath, Range
 from core.runtime import checkpoint
+from core.runtime.devices import module_device, plain_deepcopy, shallow_copy
 
 COUNTS_KIND = "vocab-counts"
 COUNTS_HINT = "python -m core.train.corpus --target TARGET (it writes vocab-counts.safetensors in the corpus folder)"
@@ -61,6 +62,8 @@ class TrimmedHead(nn.Module):
             full = head.weight.new_zeros((head.vocab, head.weight.shape[1]))
             full[head.keep] = head.weight
             return cls(full, keep, head.vocab)
+        if head.weight.device.type == "meta":  # a head the device map offloads: its rows from the offload storage
+            head = plain_deepcopy(head)
         return cls(head.weight, keep, head.weight.shape[0], getattr(head, "bias", None))
 
     @property
@@ -68,7 +71,7 @@ class TrimmedHead(nn.Module):
         return int(self.keep.numel())
 
     def trimmed(self, hidden: torch.Tensor) -> torch.Tensor:
-        return nn.functional.linear(hidden, self.weight, self.bias)
+        return nn.functional.linear(hidden.to(self.weight.device), self.weight, self.bias)  # a device map's stream
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         small = self.trimmed(hidden)
@@ -145,7 +148,7 @@ def draft_head(head: nn.Module, target, options: VocabTrimOptions) -> tuple[nn.M
         return head, None
     within = head.keep if isinstance(head, TrimmedHead) else None
     keep, info = keep_set(target, k, options.vocab_counts, within)
-    return TrimmedHead.of(head, keep.to(head.weight.device)), info
+    return TrimmedHead.of(head, keep.to(module_device(head))), info
 
 
 def stored_head(target, keep: torch.Tensor | None, options: VocabTrimOptions,
@@ -174,10 +177,7 @@ def with_head(model: nn.Module, head: nn.Module) -> nn.Module:
     """A shallow view of an HF causal LM whose ``lm_head`` is ``head`` (the model itself is left untouched)."""
     if getattr(model, "lm_head", None) is head:
         return model
-    import copy
-
-    view = copy.copy(model)
-    view._modules = dict(view._modules)
+    view = shallow_copy(model)  # a dispatched model's hooked forward is rebound to the view
     view.lm_head = head
     return view
 

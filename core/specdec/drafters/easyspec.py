@@ -44,6 +44,7 @@ from transformers import DynamicCache
 
 from core.errors import DraftScopeError
 from core.options import Flag, ModelName, Range
+from core.runtime.devices import module_device, to_device
 from core.runtime.layers import check_layer_slicing, embed, head, layer_inputs, run_layers
 from core.runtime.models import LoadedModel
 from core.runtime.timing import timed_ms
@@ -77,10 +78,11 @@ def fuzzy_layers(model: nn.Module, hidden: torch.Tensor, groups: list[tuple[int,
         layers = all_layers[first:last + 1]
         attn_out = []
         for j, layer in enumerate(layers):  # every attention of the group reads the group's input
-            mask, rotary = inputs[first + j]
-            attn_out.append(_attention(layer, hidden, rotary, mask, cache))
-        for layer, a in zip(layers, attn_out):  # the MLPs chain as usual
-            hidden = hidden + a
+            device = module_device(layer)  # a device map may spread a group's layers: each reads x on its own
+            mask, rotary = to_device(inputs[first + j], device)
+            attn_out.append(_attention(layer, hidden.to(device), rotary, mask, cache))
+        for layer, a in zip(layers, attn_out):  # the MLPs chain as usual, the stream following the layers' devices
+            hidden = hidden.to(a.device) + a
             hidden = hidden + _mlp(layer, hidden)
     return hidden
 

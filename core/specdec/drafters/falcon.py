@@ -22,7 +22,6 @@ needed only every second depth.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -35,6 +34,7 @@ from core import ASSETS_DIR
 from core.errors import DraftScopeError
 from core.options import LocalPath
 from core.runtime import checkpoint
+from core.runtime.devices import input_device, module_device, plain_deepcopy
 from core.runtime.layers import FULL, capture_final_hidden, check_layer_slicing, layer_kind, run_layers
 from core.runtime.masks import additive
 from core.runtime.models import LoadedModel, module_param_bytes
@@ -77,7 +77,7 @@ class FalconNet(nn.Module):
             self.fuse.weight.zero_()
             self.fuse.weight[:, :d] = torch.eye(d)
             self.fuse.bias.zero_()
-        self.layer = copy.deepcopy(target.model.model.layers[-1])
+        self.layer = plain_deepcopy(target.model.model.layers[-1])  # without a device map's hooks
         self.layer.self_attn.layer_idx = 0
         with torch.no_grad():  # and its output projections zeroed: the layer starts as the identity (f̂ = f_j)
             self.layer.self_attn.o_proj.weight.zero_()
@@ -85,7 +85,8 @@ class FalconNet(nn.Module):
         self.block = BLOCK
 
     def inputs(self, feats_nD: torch.Tensor, emb_nD: torch.Tensor) -> torch.Tensor:
-        return self.fuse(torch.cat([feats_nD, emb_nD], dim=-1))
+        device = self.fuse.weight.device  # a device map: the features come from the final norm's device
+        return self.fuse(torch.cat([feats_nD.to(device), emb_nD.to(device)], dim=-1))
 
     def run(self, target_model: nn.Module, x_nD: torch.Tensor, cache, positions: torch.Tensor,
             allowed: torch.Tensor) -> torch.Tensor:
@@ -128,7 +129,7 @@ def load(path: str | Path, target: LoadedModel) -> tuple[FalconNet, torch.Tensor
     net = FalconNet(target)
     param = next(target.model.parameters())
     net.load_state_dict({k[len("net."):]: v.float() for k, v in state.items() if k.startswith("net.")})
-    return net.to(device=param.device, dtype=param.dtype).eval(), state["keep"].long(), meta
+    return net.to(device=input_device(target.model), dtype=param.dtype).eval(), state["keep"].long(), meta
 
 
 # ------------------------------------------------------------------------------------------------ the drafter
@@ -174,14 +175,13 @@ class FalconDrafter(Drafter, TreeDrafting, ReadsTargetHidden):
             del self.real[need:]
             return
         with capture_final_hidden(self.target.model) as seen:
-            device = next(self.target.model.parameters()).device
-            self.target.model(torch.tensor([ctx.tokens[:-1]], device=device), logits_to_keep=1)
+            self.target.model(torch.tensor([ctx.tokens[:-1]], device=self.target.device), logits_to_keep=1)
         self.real = list(seen[-1][0].unbind(0))
         self.cache, self.fed = None, 0
 
     # ------------------------------------------------------------------------------------------ forwards
     def _embed(self, tokens: list[int]) -> torch.Tensor:
-        return self.embed(torch.tensor(tokens, dtype=torch.long, device=self.embed.weight.device))
+        return self.embed(torch.tensor(tokens, dtype=torch.long, device=module_device(self.embed)))
 
     def _crop(self, n: int) -> None:
         """Keep the first ``n`` cache entries (drafted blocks included in what is dropped)."""

@@ -10,7 +10,6 @@ token ids; the target supplies the rest when it is loaded.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -22,6 +21,7 @@ from core import ASSETS_DIR
 from core.errors import DraftScopeError
 from core.options import LocalPath, Range
 from core.runtime import checkpoint
+from core.runtime.devices import input_device, plain_deepcopy
 from core.runtime.layers import check_layer_slicing
 from core.runtime.models import LoadedModel
 from core.specdec.drafters.base import ConfidenceOptions, Draft, DraftContext, Drafter
@@ -70,13 +70,13 @@ def build_network(target: LoadedModel, n_layers: int, keep: torch.Tensor, init_l
     net.model.embed_tokens = target.model.model.embed_tokens  # shared with the target
     net.model.layers = nn.ModuleList(
         [type(target.model.model.layers[0])(config, layer_idx=j) for j in range(n_layers)])
-    net.model.norm = copy.deepcopy(target.model.model.norm)
+    net.model.norm = plain_deepcopy(target.model.model.norm).to(input_device(target.model))
     net.model.rotary_emb = target.model.model.rotary_emb
     net.lm_head = TrimmedHead.of(target.model.lm_head, keep)
     param = next(target.model.parameters())
-    net.model.layers.to(device=param.device, dtype=param.dtype)
-    for j, i in enumerate(init_layers or []):
-        net.model.layers[j].load_state_dict(target.model.model.layers[i].state_dict())
+    net.model.layers.to(device=input_device(target.model), dtype=param.dtype)  # a device map: beside the embedding
+    for j, i in enumerate(init_layers or []):  # (a layer a device map offloads cannot be copied: it says so)
+        net.model.layers[j].load_state_dict(plain_deepcopy(target.model.model.layers[i]).state_dict())
     net.config = config
     return net.eval()
 

@@ -30,6 +30,7 @@ from core import ASSETS_DIR
 from core.errors import DraftScopeError
 from core.options import LocalPath
 from core.runtime import checkpoint
+from core.runtime.devices import module_device, plain_deepcopy
 from core.runtime.layers import capture_final_hidden, check_layer_slicing, run_layers
 from core.runtime.models import LoadedModel, module_param_bytes
 from core.specdec.drafters.base import (
@@ -96,7 +97,7 @@ def prefix_layer(target: LoadedModel) -> nn.Module:
     KV cache, the target's rotary embedding). It starts as a copy of the target's last layer with its two output
     projections zeroed, i.e. as the identity (g_t = h_t)."""
     check_layer_slicing(target.model)
-    layer = copy.deepcopy(target.model.model.layers[-1])
+    layer = plain_deepcopy(target.model.model.layers[-1])  # without a device map's hooks
     layer.self_attn.layer_idx = 0
     with torch.no_grad():
         layer.self_attn.o_proj.weight.zero_()
@@ -175,11 +176,12 @@ def load(path: str | Path, target: LoadedModel, arch: str) -> tuple[DraftHeads, 
                          bool(meta.get("prefix")))
     heads = DraftHeads(config, prefix_layer(target) if config.prefix else None)
     param = next(target.model.parameters())
+    device = module_device(target.model.model.norm)  # they read the final norm's states (a device map: its device)
     heads.load_state_dict({k[len("heads."):]: v.float() for k, v in state.items() if k.startswith("heads.")})
     keep = state["keep"].long()
     if keep.numel() and int(keep.max()) >= target.vocab_size:
         raise DraftScopeError(f"{path}: its kept token ids exceed '{target.name}''s vocabulary")
-    return heads.to(device=param.device, dtype=param.dtype).eval(), keep, meta
+    return heads.to(device=device, dtype=param.dtype).eval(), keep, meta
 
 
 def shipped_meta(target_name: str) -> dict[str, dict]:
@@ -317,7 +319,7 @@ class HeadsDrafter(Drafter, TreeDrafting, ReadsTargetHidden):
 
     # ------------------------------------------------------------------------------------------ heads
     def _embed(self, tokens_nX: list[list[int]]) -> torch.Tensor:
-        ids = torch.tensor(tokens_nX, dtype=torch.long, device=self.embed.weight.device)
+        ids = torch.tensor(tokens_nX, dtype=torch.long, device=module_device(self.embed))
         return self.embed(ids)
 
     def _logits(self, k: int, h_1D: torch.Tensor, branches: list[list[int]]) -> torch.Tensor:

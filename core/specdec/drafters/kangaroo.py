@@ -26,6 +26,7 @@ from transformers import DynamicCache
 from core import ASSETS_DIR
 from core.errors import DraftScopeError
 from core.options import LocalPath, Range
+from core.runtime.devices import module_device, to_device
 from core.runtime.layers import FULL, check_layer_slicing, embed, head, rotary, run_layers
 from core.runtime.models import LoadedModel, module_param_bytes
 from core.specdec.drafters.base import ConfidenceOptions, Draft, DraftContext, Drafter, SharesTargetCache, stack_or_none
@@ -76,6 +77,7 @@ class KangarooDrafter(Drafter, SharesTargetCache):
             raise DraftScopeError(f"the Kangaroo adapter's exit layer ({ell}) does not fit '{target.name}' "
                                   f"({target.n_layers} layers)")
         self.model, self.exit_layer, self.eta, self.meta = target.model, ell, self.options.eta, meta
+        self.adapter = self.adapter.to(module_device(target.model.model.layers[ell - 1]))  # beside layer ℓ's output
         self.draft_head, self.trim = draft_head(target.model.lm_head, target, self.options)  # verification: full
         self.vocab_V = vocab_mask(self.draft_head)
         self.adapter_cache = DynamicCache(config=self.adapter.config)
@@ -87,8 +89,11 @@ class KangarooDrafter(Drafter, SharesTargetCache):
     def _adapt(self, hidden: torch.Tensor, position0: int) -> torch.Tensor:
         """Run the adapter on layer-ℓ states at positions position0.. (appending to its cache); return head logits
         (n, V) float32."""
-        positions = torch.arange(position0, position0 + hidden.shape[1], device=hidden.device)[None]
-        out = self.adapter(hidden, rotary(self.model, hidden, positions, FULL), cache=self.adapter_cache)
+        device = module_device(self.adapter)
+        hidden = hidden.to(device)
+        positions = torch.arange(position0, position0 + hidden.shape[1], device=device)[None]
+        out = self.adapter(hidden, to_device(rotary(self.model, hidden, positions, FULL), device),
+                           cache=self.adapter_cache)
         self.adapter_len += hidden.shape[1]
         return self.draft_head(out)[0].float()
 

@@ -17,6 +17,7 @@ from transformers.models.llama.modeling_llama import LlamaAttention, LlamaRMSNor
 
 from core.errors import DraftScopeError
 from core.runtime import checkpoint
+from core.runtime.devices import input_device, plain_deepcopy
 from core.runtime.layers import FULL, layer_cache_len
 from core.runtime.masks import causal_mask
 
@@ -45,10 +46,10 @@ class KangarooAdapter(nn.Module):
     def from_target(cls, model: nn.Module, exit_layer: int) -> "KangarooAdapter":
         """Initialised from the target: attention and input norm of layer ℓ, the target's final norm."""
         adapter = cls(model.config, *block_classes(model)).to(next(model.parameters()).dtype)
-        layer = model.model.layers[exit_layer]
+        layer = plain_deepcopy(model.model.layers[exit_layer])  # its weights, also where a device map offloads them
         adapter.attn.load_state_dict(layer.self_attn.state_dict())
         adapter.input_norm.load_state_dict(layer.input_layernorm.state_dict())
-        adapter.final_norm.load_state_dict(model.model.norm.state_dict())
+        adapter.final_norm.load_state_dict(plain_deepcopy(model.model.norm).state_dict())
         adapter.exit_layer = exit_layer
         return adapter
 
@@ -75,5 +76,5 @@ class KangarooAdapter(nn.Module):
         except RuntimeError as exc:
             raise DraftScopeError(f"the adapter {path.name} does not fit '{meta.get('target', '?')}' shapes: "
                                   f"{str(exc).splitlines()[0]}") from None
-        param = next(model.parameters())
-        return adapter.to(device=param.device, dtype=param.dtype).eval(), meta
+        dtype = next(model.parameters()).dtype  # the device: the input embedding's (the drafter moves it to layer ℓ's)
+        return adapter.to(device=input_device(model), dtype=dtype).eval(), meta

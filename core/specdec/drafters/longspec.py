@@ -55,6 +55,7 @@ from core.errors import DraftScopeError
 from core.options import LocalPath, Range
 from core.runtime import checkpoint
 from core.runtime.attention_merge import split_attention
+from core.runtime.devices import input_device, module_device, plain_deepcopy
 from core.runtime.layers import check_layer_slicing
 from core.runtime.models import LoadedModel, has_sliding_layers, module_param_bytes
 from core.specdec.drafters.base import ConfidenceOptions, Draft, DraftContext, Drafter, TreeDrafting, stack_or_none
@@ -211,7 +212,7 @@ class LongSpecNet(nn.Module):
         very keys the cross-attention reads, so the cross-attention starts from it too) with the three output
         projections zeroed, so the block starts as the identity (the head reads the token's own embedding)."""
         net = cls(NetShape.of(target), final_norm)
-        last = target.model.model.layers[-1]
+        last = plain_deepcopy(target.model.model.layers[-1])  # its weights, also where a device map offloads them
         with torch.no_grad():
             net.norm_self.load_state_dict(last.input_layernorm.state_dict())
             net.norm_cross.load_state_dict(last.input_layernorm.state_dict())
@@ -222,7 +223,7 @@ class LongSpecNet(nn.Module):
             for proj in (net.self_attn.o_proj, net.cross_attn.o_proj, net.mlp.down_proj):
                 proj.weight.zero_()
         param = next(target.model.parameters())
-        return net.to(device=param.device, dtype=param.dtype)
+        return net.to(device=input_device(target.model), dtype=param.dtype)
 
     def own_kv(self, x_BnD: torch.Tensor, cos, sin) -> tuple[torch.Tensor, torch.Tensor]:
         """The self-attention key/value rows of inputs (token embeddings) x at the positions of cos/sin."""
@@ -272,7 +273,7 @@ def load(path: str | Path, target: LoadedModel) -> tuple[LongSpecNet, dict]:
     net = LongSpecNet(shape, bool(meta.get("final_norm", True)))
     param = next(target.model.parameters())
     net.load_state_dict({k: v.to(param.dtype) for k, v in state.items()})
-    return net.to(param.device).eval(), meta
+    return net.to(input_device(target.model)).eval(), meta
 
 
 # ------------------------------------------------------------------------------------------------ the ring
@@ -379,7 +380,8 @@ class LongSpecDrafter(Drafter, TreeDrafting):
         self.head, self.trim = draft_head(target.model.lm_head, target, self.options)
         self.vocab_V = vocab_mask(self.head)
         param = next(target.model.parameters())
-        self.ring = RingCache(self.options.window, shape.n_kv_heads, shape.head_dim, param.dtype, param.device)
+        self.ring = RingCache(self.options.window, shape.n_kv_heads, shape.head_dim, param.dtype,
+                              module_device(self.net))
         self._round: _Round | None = None
         self._tree: _TreeRound | None = None
         self.tree_info: dict = {}  # the last tree round's facts for its record (as a chain round's draft info)
@@ -388,7 +390,7 @@ class LongSpecDrafter(Drafter, TreeDrafting):
     # ------------------------------------------------------------------------------------------ pieces
     def _inputs(self, tokens: list[int], position0: int | list[int]):
         """Embeddings (1, n, D) and RoPE (cos, sin) of ``tokens`` at positions position0.. (or at each of a list)."""
-        ids = torch.tensor([tokens], dtype=torch.long, device=self.embed.weight.device)
+        ids = torch.tensor([tokens], dtype=torch.long, device=module_device(self.embed))
         x = self.embed(ids)
         if isinstance(position0, int):
             positions = torch.arange(position0, position0 + len(tokens), device=x.device)[None]

@@ -16,6 +16,7 @@ from core.runtime.models import (
     load_tokenizer,
     loaded_model,
     module_param_bytes,
+    suggested_draft,
     vocab_fingerprint_of,
 )
 from core.specdec.drafters.base import ConfidenceOptions, Draft, DraftContext, Drafter, TreeDrafting, stack_or_none
@@ -29,10 +30,11 @@ class ModelDrafter(Drafter, TreeDrafting):
     @dataclass
     class Options(VocabTrimOptions, ConfidenceOptions):
         draft_model: Annotated[str | None, ModelName] = None  # the draft model: a preset with the target's tokenizer
+        #   (None: the target preset's first paired draft, models.suggested_draft, where it has one)
 
     def __init__(self, target: LoadedModel, options=None, **kw):
         super().__init__(target, options, **kw)
-        draft_model = self.options.draft_model
+        draft_model = self.options.draft_model or suggested_draft(target.name)
         if draft_model is None:
             raise DraftScopeError("the 'model' drafter needs a draft model (--draft-model PRESET)")
         drafter = draft_model if isinstance(draft_model, LoadedModel) else load_draft_model(

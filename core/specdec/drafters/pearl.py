@@ -40,6 +40,7 @@ from typing import Literal
 import torch
 
 from core.errors import DraftScopeError
+from core.runtime.devices import offloaded
 from core.runtime.models import has_sliding_layers
 from core.specdec.drafters.base import (
     Draft,
@@ -106,6 +107,9 @@ class PearlDrafter(Drafter, Pipelined):
             # trimmed to its window every round, cannot do
             raise DraftScopeError(f"PEARL is not available for '{target.name}' yet: its sliding-window layers cannot "
                                   "roll back across rounds; use a plain chain drafter")
+        if self.options.parallel and offloaded(target.model):  # offload hooks swap weights in and out per call
+            raise DraftScopeError("PEARL's two threads cannot share blocks that the device map offloads (cpu/disk): "
+                                  "use parallel=False, or place every block on a device")
         self.restart()
 
     # ------------------------------------------------------------------------------------------ state

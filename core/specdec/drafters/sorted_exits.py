@@ -21,6 +21,7 @@ from torch import nn
 
 from core.errors import DraftScopeError
 from core.runtime import checkpoint
+from core.runtime.devices import module_device, plain_deepcopy
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 DEFAULT_RANK, DEFAULT_ALPHA = 8, 16
@@ -84,11 +85,12 @@ class SortedExits(nn.Module):
                 or exit_layers[-1] >= n_layers:
             raise DraftScopeError(f"exit layers must be increasing and within 1..{n_layers - 1}, got {exit_layers}")
         self.exit_layers, self.rank, self.alpha = list(exit_layers), rank, alpha
-        self.layers = nn.ModuleList(copy.deepcopy(layer) for layer in base_model.model.layers[: exit_layers[-1]])
-        hidden = base_model.config.hidden_size
-        param = next(base_model.parameters())
-        self.norms = nn.ModuleList(ExitHead(copy.deepcopy(base_model.model.norm), hidden).to(param.device, param.dtype)
-                                   for _ in exit_layers)
+        # tuned copies: each on its layer's (execution) device under a device map, without the original's hooks
+        self.layers = nn.ModuleList(plain_deepcopy(layer) for layer in base_model.model.layers[: exit_layers[-1]])
+        norm = plain_deepcopy(base_model.model.norm)
+        hidden, dtype = base_model.config.hidden_size, next(base_model.parameters()).dtype
+        self.norms = nn.ModuleList(ExitHead(copy.deepcopy(norm), hidden).to(module_device(self.layers[e - 1]), dtype)
+                                   for e in exit_layers)  # beside the exit's last layer
         self.requires_grad_(False)
         for layer in self.layers:
             for parent in layer.modules():
@@ -129,6 +131,6 @@ class SortedExits(nn.Module):
         if set(state) != set(expected) or any(state[k].shape != expected[k].shape for k in state):
             raise DraftScopeError(f"the exits in {Path(path).name} (trained on '{meta.get('base', '?')}') do not fit "
                                   "this model's shapes")
-        param = next(base_model.parameters())
-        exits.load_state_dict({k: v.to(param.dtype) for k, v in state.items()}, strict=False)
-        return exits.to(device=param.device).merge().eval(), meta
+        dtype = next(base_model.parameters()).dtype
+        exits.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=False)  # onto each part's device
+        return exits.merge().eval(), meta
