@@ -7,6 +7,7 @@ process by ``core.runtime.models.load_model`` and shared by every session.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
@@ -113,8 +114,9 @@ def put_session(sid: str, session: Session | Trace) -> None:
 
 
 def kept(sid: str, final: bool = False) -> None:
-    """Measure ``sid``'s session again after rounds (at most every 2 s while a Run streams, always when ``final``):
-    its KV cache grew. A session grown past the visitor's budget is dropped with a ``TooLarge`` error."""
+    """Measure ``sid``'s session again after rounds: its KV cache grew. At most every 2 s after Steps and while a Run
+    streams (the walk grows with the session's records), always when ``final`` (a Run's end). A session grown past
+    the visitor's budget is dropped with a ``TooLarge`` error."""
     STORE.remeasure(sid, every_s=0.0 if final else 2.0)
 
 
@@ -159,8 +161,7 @@ def held(state, required: bool = True):
     if why:
         raise DraftScopeError(f"{state.get('what') or 'that result'} was {why}: run it again")
     if required:
-        raise DraftScopeError(f"no {state.get('what', 'result') if isinstance(state, dict) else 'result'} yet: "
-                              "run it first")
+        raise DraftScopeError("nothing to show yet: run it first")
     return None
 
 
@@ -230,45 +231,36 @@ def cancellable(fn: Callable) -> Callable:
     if "progress" not in signature.parameters:
         return fn
 
-    def bound(args, kwargs, token):
-        arguments = signature.bind(*args, **kwargs)
-        arguments.apply_defaults()
-        arguments.arguments["progress"] = _Checked(arguments.arguments["progress"], token)
-        return arguments.args, arguments.kwargs
-
-    def enter() -> tuple[str | None, str]:
+    @contextlib.contextmanager
+    def running(args, kwargs):
+        """The job registered under its page while it runs; yields ``fn``'s arguments with the checked tracker."""
         key, token = page(), new_sid()
         with _LOCK:
             if key is not None:
                 _RUNNING.setdefault(key, set()).add(token)
-        return key, token
-
-    def leave(key: str | None, token: str) -> None:
-        with _LOCK:
-            _CANCELS.discard(token)
-            if key is not None and key in _RUNNING:
-                _RUNNING[key].discard(token)
-                if not _RUNNING[key]:
-                    del _RUNNING[key]
+        try:
+            arguments = signature.bind(*args, **kwargs)
+            arguments.apply_defaults()
+            arguments.arguments["progress"] = _Checked(arguments.arguments["progress"], token)
+            yield arguments.args, arguments.kwargs
+        finally:
+            with _LOCK:
+                _CANCELS.discard(token)
+                if key in _RUNNING:
+                    _RUNNING[key].discard(token)
+                    if not _RUNNING[key]:
+                        del _RUNNING[key]
 
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
-            key, token = enter()
-            try:
-                a, k = bound(args, kwargs, token)
+            with running(args, kwargs) as (a, k):
                 yield from fn(*a, **k)
-            finally:
-                leave(key, token)
     else:
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
-            key, token = enter()
-            try:
-                a, k = bound(args, kwargs, token)
+            with running(args, kwargs) as (a, k):
                 return fn(*a, **k)
-            finally:
-                leave(key, token)
     return wrapper
 
 
@@ -524,7 +516,7 @@ class SessionHandlers:
                                      "tokens, or Reset to start over.")
                 session.step()
                 self.advanced(session)
-                kept(state["sid"], final=True)
+                kept(state["sid"])
             learn_from(session)
             return self._out(state, session, self.status(session, note))
         except Exception as exc:  # every failure becomes a message, the page stays usable

@@ -87,10 +87,6 @@ class Store:
         with self._lock:
             return key in self._entries
 
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._entries)
-
     def usage(self) -> dict:
         """Totals for the status and the load script: entries, bytes, visitors, bytes of the largest visitor."""
         with self._lock:
@@ -105,7 +101,7 @@ class Store:
         nbytes = self.measure(value)
         with self._lock:
             self._gone.pop(key, None)
-            self._check_size(key, nbytes, owner)
+            self._check_size(nbytes)
             self._entries.pop(key, None)  # replaced (a Reset, a new session): not a drop
             now = self.clock()
             self._entries[key] = Entry(value, owner, nbytes, now, now)
@@ -130,7 +126,7 @@ class Store:
             entry.used = entry.measured = self.clock()
             self._entries.move_to_end(key)
             try:
-                self._check_size(key, nbytes, entry.owner)
+                self._check_size(nbytes)
             except TooLarge as exc:
                 self._evict(key, str(exc))
                 raise
@@ -152,7 +148,7 @@ class Store:
                 self._gone.pop(key, None)
 
     # -------------------------------------------------------------------------------------------- rules
-    def _check_size(self, key: str, nbytes: int, owner: str) -> None:
+    def _check_size(self, nbytes: int) -> None:
         b = self.budget
         if nbytes > b.total_bytes:
             raise TooLarge(f"this needs {human(nbytes)} of memory to keep; the limit here is {human(b.total_bytes)}: "
@@ -172,11 +168,10 @@ class Store:
         b = self.budget
         owner = self._entries[keep].owner
         while True:  # the visitor's own limits: their least recently used entries go first
-            mine = [k for k, e in self._entries.items() if e.owner == owner]
-            n, used = len(mine), sum(self._entries[k].nbytes for k in mine)
+            n, used = self._per_owner()[owner]
             if n <= b.per_visitor_items and used <= b.per_visitor_bytes:
                 break
-            victim = next(k for k in mine if k != keep)
+            victim = next(k for k, e in self._entries.items() if e.owner == owner and k != keep)
             why = (f"you had more than {b.per_visitor_items} sessions or results open"
                    if n > b.per_visitor_items else f"your sessions and results passed {human(b.per_visitor_bytes)}")
             self._evict(victim, f"dropped because {why} (older ones go first)")

@@ -311,6 +311,13 @@ def no_progress(*args, **kwargs) -> None:
     """Stands in for gr.Progress when a tab's handlers are called directly."""
 
 
+def call_session(endpoint, names, settings: dict, state: dict | None = None):
+    """A session tab's Step / Run / Reset (``endpoint``, a handler over ``state`` and the settings ``names``) called
+    directly: ``settings`` by name (the others None), no progress bar."""
+    values = {**dict.fromkeys(names), **settings}
+    return endpoint(state or {}, *[values[n] for n in names], progress=no_progress)
+
+
 def call_handler(handler, outputs: tuple[str, ...], settings: dict, state: dict | None = None, **kw) -> dict:
     """Call a tab's handler directly with ``settings`` (``kw`` override them) and no progress bar; its outputs by
     name."""

@@ -11,7 +11,7 @@ import pytest
 
 from app import bench_tab, generate_tab, kv_tab, metrics_tab, trees_tab, var_tab
 from core.cli import main as cli_main
-from tests.helpers import app_error, tab_session
+from tests.helpers import app_error, call_session, tab_session
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -69,12 +69,8 @@ def step_tab():
     names = handlers.setting_names
 
     def step(state, **kw):
-        settings = dict.fromkeys(names)
-        settings.update(STEP)
-        settings.update(kw)
         return dict(zip(("state", "strip", "stats", "chart", "inspector", "slider", "status", "records"),
-                        handlers.step(state or {}, *[settings[n] for n in names], progress=_no_progress),
-                        strict=True))
+                        call_session(handlers.step, names, {**STEP, **kw}, state), strict=True))
     first = step(None)
     assert first["status"].startswith("1 round"), first["status"]
     return step, first["state"]
@@ -101,10 +97,7 @@ TREES = {"prompt": PROMPT, "chat": False, "target": "tiny-llama", "drafter": "ea
 
 def _trees(**kw):
     handlers = trees_tab.Handlers()
-    settings = dict.fromkeys(handlers.setting_names)
-    settings.update(TREES)
-    settings.update(kw)
-    return handlers.step({}, *[settings[n] for n in handlers.setting_names], progress=_no_progress)
+    return call_session(handlers.step, handlers.setting_names, {**TREES, **kw})
 
 
 def _kv(**kw):

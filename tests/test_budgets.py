@@ -25,7 +25,7 @@ from core.specdec.drafters.fastdraft import build_network
 from core.var.bundle import ENV_DIR
 from core.var.code import compare_splits
 from core.var.draft_attention import draft_attention_generate
-from tests.helpers import app_error, random_longspec, tiny_bundle, write_tiny_checkpoints
+from tests.helpers import app_error, call_session, random_longspec, tiny_bundle, write_tiny_checkpoints
 
 pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"), pytest.mark.usefixtures("one_thread")]
 
@@ -256,10 +256,7 @@ TREES = {"prompt": "one two three four five, one two three four five, one two", 
 
 def _trees(**kw):
     handlers = trees_tab.Handlers()
-    settings = dict.fromkeys(handlers.setting_names)
-    settings.update(TREES)
-    settings.update(kw)
-    return handlers.step({}, *[settings[n] for n in handlers.setting_names], progress=_progress)
+    return call_session(handlers.step, handlers.setting_names, {**TREES, **kw})
 
 
 def _aded(**kw):

@@ -14,7 +14,7 @@ import pytest
 
 from app import common, generate_tab, limits
 from app.main import build_demo
-from tests.helpers import no_progress
+from tests.helpers import call_session, no_progress
 
 PROMPT = "one two three four five, one two three four five, one two"
 SETTINGS = {"prompt": PROMPT, "chat": False, "target": "tiny-llama", "drafter": "ngram", "verifier": "greedy",
@@ -65,9 +65,7 @@ def test_public_caps_follow_the_environment(monkeypatch):
 
 
 def _run(handlers, state, **kw):
-    names = handlers.setting_names
-    settings = {**dict.fromkeys(names), **SETTINGS, **kw}
-    return handlers.run(state, *[settings[n] for n in names], progress=no_progress)
+    return call_session(handlers.run, handlers.setting_names, {**SETTINGS, **kw}, state)
 
 
 def test_stop_pressed_while_run_loads_models_is_kept():

@@ -11,6 +11,7 @@ from core.runtime.cache import cache_bytes
 from core.runtime.memory import footprint, human
 from core.runtime.models import load_model
 from core.specdec import Session, SessionConfig
+from tests.helpers import call_session
 
 GB = 10**9
 
@@ -147,15 +148,13 @@ def test_a_dropped_session_is_named_on_the_next_step(small_store):
     settings = {**dict.fromkeys(RUN_SETTINGS), "target": "tiny-llama", "drafter": "ngram", "verifier": "greedy",
                 "prompt": "Once upon a time", "chat": False, "gamma": 3, "temperature": 0.0, "top_k": 0,
                 "top_p": 1.0, "seed": 0, "max_new_tokens": 16}
-    names = handlers.setting_names
-    values = [settings.get(n) for n in names]
-    first = handlers.step({}, *values, progress=lambda *a, **k: None)
+    first = call_session(handlers.step, handlers.setting_names, settings)
     state = first[0]
     assert small_store.get(state["sid"]) is not None
     for i in range(3):  # three other sessions of the same visitor push the first out
         small_store.put(f"other{i}", _session(), common.visitor())
     assert small_store.get(state["sid"]) is None
-    again = handlers.step(state, *values, progress=lambda *a, **k: None)
+    again = call_session(handlers.step, handlers.setting_names, settings, state)
     status = again[-2]
     assert "Your previous session was dropped because you had more than 3 sessions" in status, status
     assert again[0]["sid"] == state["sid"] and small_store.get(state["sid"]) is not None
