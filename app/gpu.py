@@ -28,24 +28,21 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-import os
 from collections.abc import Callable, Iterable
 
 from app import limits
+from core.runtime.env import env_flag
 
 log = logging.getLogger("draftscope.app")
 
 ENV = "DRAFTSCOPE_ZEROGPU"
 DURATION_S = {limits.MODEL: 60, limits.LONG: 120}  # ZeroGPU's time per call, by concurrency group (its default is 60)
-_ON, _OFF = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
 def enabled() -> bool:
     """Whether the ZeroGPU flag is on (``DRAFTSCOPE_ZEROGPU``, else ``SPACES_ZERO_GPU``)."""
-    flag = os.environ.get(ENV, "").strip().lower()
-    if flag in _ON or flag in _OFF:
-        return flag in _ON
-    return os.environ.get("SPACES_ZERO_GPU", "").strip().lower() in _ON
+    flag = env_flag(ENV, None)
+    return env_flag("SPACES_ZERO_GPU") if flag is None else flag
 
 
 def _spaces():

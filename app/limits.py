@@ -8,6 +8,7 @@ import os
 from dataclasses import dataclass
 
 from core.budget import check_count
+from core.runtime.env import env_flag
 
 
 @dataclass(frozen=True)
@@ -46,10 +47,8 @@ PUBLIC = Limits(queue_size=32, model_slots=2, long_slots=1, max_sessions=24, max
 
 def public() -> bool:
     """Running for strangers: on a Hugging Face Space (``SPACE_ID`` is set there) or with ``DRAFTSCOPE_PUBLIC=1``."""
-    flag = os.environ.get("DRAFTSCOPE_PUBLIC", "").strip().lower()
-    if flag in ("0", "false", "no"):
-        return False
-    return bool(os.environ.get("SPACE_ID")) or flag in ("1", "true", "yes")
+    flag = env_flag("DRAFTSCOPE_PUBLIC", None)
+    return bool(os.environ.get("SPACE_ID")) if flag is None else flag
 
 
 def limits() -> Limits:

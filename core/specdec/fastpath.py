@@ -20,12 +20,11 @@ otherwise (``fits``).
 
 from __future__ import annotations
 
-import os
-
 import torch
 from transformers import StaticCache
 
 from core.runtime.cached_lm import CachedLM
+from core.runtime.env import env_flag
 from core.runtime.models import has_sliding_layers
 
 STATIC_DRAFTERS = frozenset({"none", "ngram", "model", "early-exit", "easyspec", "sorted", "fastdraft", "aded"})
@@ -33,11 +32,11 @@ PAD_ID = 0  # what fills the padded positions (never seen by a real query, its l
 
 
 def static_enabled() -> bool:
-    return os.environ.get("DRAFTSCOPE_STATIC_CACHE", "") not in ("", "0")
+    return env_flag("DRAFTSCOPE_STATIC_CACHE")
 
 
 def compile_enabled() -> bool:
-    return os.environ.get("DRAFTSCOPE_COMPILE", "") not in ("", "0")
+    return env_flag("DRAFTSCOPE_COMPILE")
 
 
 MAX_LEN_STEP = 256  # compiled: buffer lengths rounded up to this, so that sessions share buffers and graphs
