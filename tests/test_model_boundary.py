@@ -131,9 +131,9 @@ def test_a_slow_load_blocks_neither_lookups_nor_other_loads(tiny_llama, monkeypa
     started, release, calls = threading.Event(), threading.Event(), []
     original, stub = models._load_uncached, object()
 
-    def slow(name, device, dtype, allow_local):
+    def slow(name, kind, device, dtype):
         if name != "tiny-gemma":
-            return original(name, device, dtype, allow_local)
+            return original(name, kind, device, dtype)
         calls.append(name)
         started.set()
         assert release.wait(30)

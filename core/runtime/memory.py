@@ -20,15 +20,22 @@ _SKIP = (nn.Module, type, types.FunctionType, types.BuiltinFunctionType, types.M
 _ATOMS = (str, bytes, int, float, bool, complex, type(None))  # counted by sys.getsizeof, nothing inside
 
 
-def shared_storages() -> set[int]:
-    """Data pointers of every loaded model's parameters and buffers (not a session's to pay for)."""
+_SHARED: dict[tuple, frozenset[int]] = {}  # the loaded models (by id) → their storages' pointers, the last answer only
+
+
+def shared_storages() -> frozenset[int]:
+    """Data pointers of every loaded model's parameters and buffers (not a session's to pay for). Walked again only
+    when the set of loaded models changes (a session is measured every 2 s while it runs)."""
     from core.runtime import models
 
-    ptrs: set[int] = set()
-    for loaded in list(models._LOADED.values()):
-        for t in (*loaded.model.parameters(), *loaded.model.buffers()):
-            ptrs.add(t.untyped_storage().data_ptr())
-    return ptrs
+    items = list(models._LOADED.items())
+    loaded = [m for _, m in items]
+    key = tuple((k, id(m.model)) for k, m in items)
+    if key not in _SHARED:
+        ptrs = {t.untyped_storage().data_ptr() for m in loaded for t in (*m.model.parameters(), *m.model.buffers())}
+        _SHARED.clear()
+        _SHARED[key] = frozenset(ptrs)
+    return _SHARED[key]
 
 
 def _shared_kind(obj) -> bool:

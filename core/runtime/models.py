@@ -360,14 +360,14 @@ def load_model(name: str, device: torch.device | str | None = None, dtype: torch
     name = (name or "").strip()
     if not name:
         raise DraftScopeError("no model given")
-    _check_name(name, allow_local)  # before the cache: a model one caller may load is not handed to one who may not
+    kind = _check_name(name, allow_local)  # before the cache: what one caller may load is not handed to one who may not
     if device_map is not None or (device is None and os.environ.get("DRAFTSCOPE_DEVICE_MAP")):
         from core.runtime.sharded import load_sharded
 
         return load_sharded(name, device_map, dtype, max_memory, allow_local)
     device = torch.device(device) if device is not None else default_device()
     dtype = parse_dtype(dtype) if isinstance(dtype, str) else (dtype or default_dtype(device))
-    return _once(_LOADED, (name, str(device), dtype), lambda: _load_uncached(name, device, dtype, allow_local))
+    return _once(_LOADED, (name, str(device), dtype), lambda: _load_uncached(name, kind, device, dtype))
 
 
 def loaded_model(name: str, device: torch.device | str, dtype: torch.dtype) -> LoadedModel | None:
@@ -375,8 +375,8 @@ def loaded_model(name: str, device: torch.device | str, dtype: torch.dtype) -> L
     return _LOADED.get(((name or "").strip(), str(torch.device(device)), dtype))
 
 
-def _load_uncached(name: str, device: torch.device, dtype: torch.dtype, allow_local: bool) -> LoadedModel:
-    kind = _check_name(name, allow_local)
+def _load_uncached(name: str, kind: str, device: torch.device, dtype: torch.dtype) -> LoadedModel:
+    """``kind`` is what ``_check_name`` found: "local", "hub" or a preset's."""
     if kind == "local":
         return _load_pretrained(name, name, device, dtype, source="local")
     if kind == "hub":
