@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from core.cli.options import COUNT, integer, number
+from core.cli.options import COUNT, add_placement_flags, integer, number
 from core.cli.table import markdown_table
 from core.errors import DraftScopeError
 from core.runtime.models import DEFAULT_TARGET
@@ -15,6 +15,7 @@ NAME, HELP = "bench", "tokens/s of Hugging Face generate vs our drafters, side b
 
 def add_arguments(bench) -> None:
     bench.add_argument("--target", default=DEFAULT_TARGET)
+    add_placement_flags(bench)
     bench.add_argument("--prompts", default=None, help="a .jsonl (id, category, prompt) or .txt file")
     bench.add_argument("--limit", type=COUNT, default=None, help="use the first N prompts only")
     bench.add_argument("--per-category", type=COUNT, default=None, help="use the first N prompts of each category")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from core.cli.options import COUNT, SEED, add_option_flags, integer, number
+from core.cli.options import COUNT, SEED, add_option_flags, add_placement_flags, integer, number
 from core.errors import DraftScopeError
 from core.runtime.models import DEFAULT_TARGET, PRESETS
 from core.specdec.config import MAX_GAMMA, MAX_NEW_TOKENS
@@ -19,6 +19,7 @@ NAME, HELP = "generate", "generate with a target, a drafter and a verifier"
 
 def add_arguments(gen) -> None:
     gen.add_argument("--target", default=DEFAULT_TARGET, help=f"preset ({', '.join(PRESETS)}) or HF id/local dir")
+    add_placement_flags(gen)
     gen.add_argument("--drafter", default="ngram", help=f"one of {', '.join(DRAFTERS)}")
     gen.add_argument("--verifier", default=None, help=f"one of {', '.join(VERIFIERS)} (default: greedy at "
                                                       "temperature 0, else sampling, or rrs with a tree)")

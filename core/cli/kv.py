@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from core.cli.options import COUNT, SEED, add_option_flags, integer
+from core.cli.options import COUNT, SEED, add_option_flags, add_placement_flags, integer
 from core.cli.table import markdown_table
 from core.kv import PRESSES
 from core.runtime.models import DEFAULT_TARGET, load_model
@@ -16,6 +16,7 @@ NAME, HELP = "kv", "KV importance: SnapKV, StreamingLLM, H2O, TOVA, SpecKV, Spec
 
 def add_arguments(kv) -> None:
     kv.add_argument("--target", default=DEFAULT_TARGET)
+    add_placement_flags(kv)
     kv.add_argument("--drafter", default="model", help="what guides speckv/specpc: model (--draft-model), "
                                                        "early-exit (the target's first --exit-layer layers) or sorted "
                                                        "(S2D's trained deepest exit)")

@@ -35,6 +35,34 @@ def number(lo: float | None = None, hi: float | None = None):
 
 COUNT = integer(1)  # how many: prompts, samples, tokens, images, repeats
 SEED = integer(0, checks.SEED_MAX)
+PLACEMENT_ENV = {"device_map": "DRAFTSCOPE_DEVICE_MAP", "max_memory": "DRAFTSCOPE_MAX_MEMORY"}
+
+
+def add_placement_flags(parser: argparse.ArgumentParser) -> None:
+    """``--device-map`` / ``--max-memory``: spread the target over devices (``core.runtime.sharded``), the same values
+    as the environment variables they stand for."""
+    group = parser.add_argument_group("placement (a target too big for one device)")
+    group.add_argument("--device-map", default=None, help="auto, balanced, sequential, a JSON object or "
+                                                          "module=device pairs (as DRAFTSCOPE_DEVICE_MAP)")
+    group.add_argument("--max-memory", default=None, help="device=size pairs, e.g. 0=20GiB,1=20GiB,cpu=60GiB (as "
+                                                          "DRAFTSCOPE_MAX_MEMORY; needs a device map)")
+
+
+def apply_placement(args: argparse.Namespace, environ: dict) -> None:
+    """Check ``--device-map`` / ``--max-memory`` and set them in ``environ`` (``os.environ`` for this process), where
+    every model load reads them; absent flags change nothing."""
+    from core.runtime.sharded import parse_device_map, parse_max_memory
+
+    device_map, max_memory = getattr(args, "device_map", None), getattr(args, "max_memory", None)
+    if max_memory and not (device_map or environ.get(PLACEMENT_ENV["device_map"])):
+        raise DraftScopeError("--max-memory needs --device-map (auto spreads the layers under those bounds)")
+    if device_map:
+        parse_device_map(device_map)
+    if max_memory:
+        parse_max_memory(max_memory)
+    for key, value in (("device_map", device_map), ("max_memory", max_memory)):  # both checked before either is set
+        if value:
+            environ[PLACEMENT_ENV[key]] = value
 
 
 @dataclass
