@@ -22,6 +22,7 @@ import gradio as gr
 from app import common, limits
 from core.budget import check_count, var_generate
 from core.errors import DraftScopeError
+from core.var.bundle import TINY
 from core.var.data import CLASS_NAMES
 from core.var.report import default_split, parse_budget, parse_class
 from visualizers.var import (
@@ -49,7 +50,10 @@ CFG_RANGE = (-1.0, 20.0)  # what a handler accepts (the slider offers 0..5)
 BUDGETS = ("10%", "20%", "40%", "100%")
 DEFAULT_BUDGET = "20%"
 DEFAULT_SPARSITY = 0.75
-MIN_SIDE = 6  # DraftAttention runs on the scales of side ≥ this (6×6 and 8×8)
+MIN_SIDE = 6  # DraftAttention runs on the scales of side ≥ this (6×6 and 8×8; 6 … 16 for the official models)
+IMAGENET_EXAMPLES = {980: "volcano", 437: "beacon", 22: "bald eagle", 562: "fountain", 207: "golden retriever",
+                     88: "macaw", 279: "arctic fox", 388: "giant panda", 417: "balloon", 1: "goldfish"}  # index → label
+OFFICIAL_SCALES = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)  # the official models' scales (the split slider's range)
 
 INTRO = (
     "**VAR** (visual autoregressive modelling) paints an image coarse to fine: it first predicts a 1×1 map of "
@@ -70,13 +74,20 @@ def _no_progress(*args, **kwargs) -> None:
     pass
 
 
-def _bundle(progress=None):
-    """The shared VAR models (loaded once per process); a missing checkpoint is a DraftScopeError naming the
-    training command."""
-    from core.var.bundle import load_bundle
+def _bundle(progress=None, models: str | None = None):
+    """The shared VAR models of the chosen bundle ("tiny", the default, or an official pair; loaded once per
+    process); a missing checkpoint is a DraftScopeError naming the training command or the files."""
+    from core.var.bundle import bundle_choices, get_bundle
 
-    (progress or _no_progress)(0.05, desc="Loading the VAR models…")
-    return load_bundle()
+    models = models or TINY
+    if models != TINY and models not in bundle_choices():
+        raise DraftScopeError(f"the VAR models '{models}' are not available here; pick {TINY}")
+    (progress or _no_progress)(0.05, desc=f"Loading the VAR models ({models})…")
+    return get_bundle(models)
+
+
+def _no_classifier_note(bundle) -> str:
+    return "" if bundle.classifier is not None else " No class accuracy: there is no classifier for these models."
 
 
 def _int(value, name: str) -> int:
@@ -94,7 +105,8 @@ def _settings(bundle, class_name, seed, split, n, cfg, runs: int = 1, scores: bo
     and ``runs`` generations of n images (``scores``: on the float32 attention path) within the memory cap
     (``core.budget.var_generate``)."""
     K = bundle.num_scales
-    class_id = parse_class("" if class_name is None else class_name, bundle.large.config.num_classes)
+    class_id = parse_class("" if class_name is None else class_name, bundle.large.config.num_classes,
+                           bundle.class_names)
     seed = _int(0 if seed in (None, "") else seed, "the seed")
     if seed < 0:
         raise DraftScopeError(f"the seed must be ≥ 0, got {seed}")
@@ -108,7 +120,7 @@ def _settings(bundle, class_name, seed, split, n, cfg, runs: int = 1, scores: bo
     check_count("the batch", n, caps.var_max_batch, "images", "make fewer images at once")
     c = bundle.large.config
     var_generate(c.depth, c.width, c.heads, c.seq_len, n, runs, mlp_ratio=c.mlp_ratio, scales=K,
-                 attention_scores=scores).check(caps.job_bytes)
+                 image_values=3 * bundle.vq.image_side ** 2, attention_scores=scores).check(caps.job_bytes)
     try:
         cfg = float(DEFAULT_CFG if cfg in (None, "") else cfg)
     except (TypeError, ValueError):
@@ -126,8 +138,8 @@ def _image_index(image, n: int) -> int:
         return 0
 
 
-def _name(class_id: int) -> str:
-    return CLASS_NAMES[class_id] if 0 <= class_id < len(CLASS_NAMES) else str(class_id)
+def _name(class_id: int, names: tuple[str, ...] = CLASS_NAMES) -> str:
+    return names[class_id] if 0 <= class_id < len(names) else IMAGENET_EXAMPLES.get(class_id, f"class {class_id}")
 
 
 def _psnr(value) -> str:
@@ -142,9 +154,10 @@ def _code_views(runs, image: int) -> tuple:
             metrics_frame(runs))
 
 
-def _code_status(runs, settings: dict, K: int, seconds: float, what: str = "Done") -> str:
+def _code_status(runs, settings: dict, K: int, seconds: float, what: str = "Done",
+                 names: tuple[str, ...] = CLASS_NAMES) -> str:
     large = runs[0]
-    head = (f"{what} in {seconds:.1f} s: “{_name(settings['class_id'])}”, seed {settings['seed']}, "
+    head = (f"{what} in {seconds:.1f} s: “{_name(settings['class_id'], names)}”, seed {settings['seed']}, "
             f"{settings['n']} image{'s' * (settings['n'] != 1)}, cfg {settings['cfg']:g}.")
     N = settings["split"]
     code = next((r for r in runs if 0 < r.split < K), None)
@@ -161,15 +174,15 @@ def _code_status(runs, settings: dict, K: int, seconds: float, what: str = "Done
 
 
 # ------------------------------------------------------------------------------------------------ CoDe handlers
-def generate(state, class_name, seed, split, n, cfg, image=1, progress=gr.Progress()) -> tuple:
-    """Large-only, small-only and CoDe at N for the class and seed: (state, status, canvas grid, final images,
-    latency / memory, metrics table, image slider)."""
+def generate(state, class_name, seed, split, n, cfg, image=1, models=None, progress=gr.Progress()) -> tuple:
+    """Large-only, small-only and CoDe at N for the class and seed with the chosen ``models`` bundle: (state,
+    status, canvas grid, final images, latency / memory, metrics table, image slider)."""
     from core.var.code import compare_splits
 
     try:
         t0 = time.perf_counter()
         with VAR_LOCK:
-            bundle = _bundle(progress)
+            bundle = _bundle(progress, models)
             settings = _settings(bundle, class_name, seed, split, n, cfg, runs=3)
             K, N = bundle.num_scales, settings["split"]
             progress(0.3, desc="Generating large-only, small-only and CoDe…")
@@ -179,8 +192,10 @@ def generate(state, class_name, seed, split, n, cfg, image=1, progress=gr.Progre
         seconds = time.perf_counter() - t0
         progress(1.0, desc="Done")
         index = _image_index(image, settings["n"])
-        new_state = common.hold({"runs": runs, "settings": settings, "num_scales": K}, "the CoDe images", state)
-        return (new_state, _code_status(runs, settings, K, seconds), *_code_views(runs, index),
+        new_state = common.hold({"runs": runs, "settings": settings, "num_scales": K, "models": bundle.name},
+                                "the CoDe images", state)
+        status = _code_status(runs, settings, K, seconds, names=bundle.class_names) + _no_classifier_note(bundle)
+        return (new_state, status, *_code_views(runs, index),
                 gr.update(maximum=max(settings["n"], 2), value=index + 1))
     except Exception as exc:  # every failure becomes a message, the page stays usable
         raise common.failure(exc) from None
@@ -206,7 +221,7 @@ def update_split(state, split, image=1, progress=gr.Progress()) -> tuple:
         t0 = time.perf_counter()
         if 0 < N < K:
             with VAR_LOCK:
-                bundle = _bundle(progress)
+                bundle = _bundle(progress, kept.get("models"))
                 progress(0.3, desc=f"CoDe N={N}…")
                 run = code_generate(bundle.large, bundle.small, bundle.vq, settings["class_id"], settings["seed"], N,
                                     settings["n"], settings["cfg"])
@@ -217,7 +232,8 @@ def update_split(state, split, image=1, progress=gr.Progress()) -> tuple:
         progress(1.0, desc="Done")
         index = _image_index(image, settings["n"])
         new_state = common.hold({**kept, "runs": base, "settings": settings}, "the CoDe images", state)
-        return (new_state, _code_status(base, settings, K, seconds, what=f"N = {N}: re-ran CoDe only"),
+        names = CLASS_NAMES if kept.get("models") in (None, TINY) else ()
+        return (new_state, _code_status(base, settings, K, seconds, what=f"N = {N}: re-ran CoDe only", names=names),
                 *_code_views(base, index), gr.update())
     except Exception as exc:
         raise common.failure(exc) from None
@@ -234,7 +250,7 @@ def show_image(state, image) -> object:
 
 
 # ------------------------------------------------------------------------------------------------ step mode
-def step(state, class_name, seed, split, n, cfg, progress=gr.Progress()) -> tuple:
+def step(state, class_name, seed, split, n, cfg, models=None, progress=gr.Progress()) -> tuple:
     """Make the next scale (``code_generate(..., stop_scale=k + 1)``): (state, step figure, status). Changing a
     setting starts over from scale 0."""
     from core.var.code import code_generate
@@ -244,10 +260,10 @@ def step(state, class_name, seed, split, n, cfg, progress=gr.Progress()) -> tupl
         dropped = common.STORE.gone(state.get("held"))  # then start over, saying why
         made_so_far = {} if dropped else (common.held(state, required=False) or {})
         with VAR_LOCK:
-            bundle = _bundle(progress)
+            bundle = _bundle(progress, models)
             settings = _settings(bundle, class_name, seed, split, n, cfg)
             K = bundle.num_scales
-            key = tuple(settings.values())
+            key = (*settings.values(), bundle.name)
             restarted = bool(made_so_far.get("k")) and made_so_far.get("key") != key
             k = made_so_far.get("k", 0) if made_so_far.get("key") == key else 0
             if k >= K:
@@ -280,7 +296,7 @@ def reset(state=None) -> tuple:
 
 
 # ------------------------------------------------------------------------------------------------ ScaleKV
-def run_scalekv(class_name, seed, budget, n, cfg, progress=gr.Progress()) -> tuple:
+def run_scalekv(class_name, seed, budget, n, cfg, models=None, progress=gr.Progress()) -> tuple:
     """Calibrate the large model (once per process), then generate with the full cache, ScaleKV and a uniform
     budget: (ASI heatmap, budget figure, images + differences, table, status)."""
     from core.var.code import classify, psnr
@@ -291,7 +307,7 @@ def run_scalekv(class_name, seed, budget, n, cfg, progress=gr.Progress()) -> tup
         beta = parse_budget(budget if budget not in (None, "") else DEFAULT_BUDGET)
         t0 = time.perf_counter()
         with VAR_LOCK:
-            bundle = _bundle(progress)
+            bundle = _bundle(progress, models)
             settings = _settings(bundle, class_name, seed, None, n, cfg, runs=3, scores=True)
             model, vq = bundle.large, bundle.vq
             progress(0.2, desc="Calibrating the large model (once per process)…")
@@ -313,7 +329,7 @@ def run_scalekv(class_name, seed, budget, n, cfg, progress=gr.Progress()) -> tup
         status = (f"ScaleKV at {beta:.0%} on the large model ({seconds:.1f} s): the cache kept between scales is "
                   f"{scalekv.kv_bytes / 1024:.1f} KiB vs {full.kv_bytes / 1024:.1f} KiB in full ({share:.0%}). PSNR "
                   f"vs the full cache: ScaleKV {_psnr(scalekv.psnr_vs_full)}, uniform "
-                  f"{_psnr(uniform.psnr_vs_full)}.")
+                  f"{_psnr(uniform.psnr_vs_full)}." + _no_classifier_note(bundle))
         scales = tuple(model.scales)
         return (asi_heatmap(report, scales), budget_figure(plan, scales), kv_images_figure(full, scalekv, uniform),
                 kv_frame(full, scalekv, uniform), status)
@@ -335,7 +351,7 @@ def _find_map(run, scale):
     return next((m for m in maps if m.scale == scale), maps[-1] if maps else None)
 
 
-def run_draft_attention(class_name, seed, sparsity, layer, n, cfg, scale=None, state=None,
+def run_draft_attention(class_name, seed, sparsity, layer, n, cfg, scale=None, state=None, models=None,
                         progress=gr.Progress()) -> tuple:
     """DraftAttention on the large model's 6×6 and 8×8 scales, against dense attention with the same class and seed:
     (state, grid figure, per-layer table, images, status, scale dropdown, layer slider)."""
@@ -351,7 +367,7 @@ def run_draft_attention(class_name, seed, sparsity, layer, n, cfg, scale=None, s
             raise DraftScopeError(f"sparsity must be in [0, 1), got {r:g}")
         t0 = time.perf_counter()
         with VAR_LOCK:
-            bundle = _bundle(progress)
+            bundle = _bundle(progress, models)
             settings = _settings(bundle, class_name, seed, None, n, cfg, runs=2, scores=True)
             depth = len(bundle.large.blocks)
             layer = _int(depth // 2 if layer in (None, "") else layer, "the layer")
@@ -366,9 +382,10 @@ def run_draft_attention(class_name, seed, sparsity, layer, n, cfg, scale=None, s
         progress(1.0, desc="Done")
         shown = _find_map(run, scale)
         status = (f"DraftAttention r = {r:.2f} on the large model, layer {layer} shown ({seconds:.1f} s): "
-                  f"{run.flop_sparsity:.0%} of the query·key pairs of the 6×6 and 8×8 scales skipped, mean relative "
-                  f"output error {run.mean_rel_error:.3f}; PSNR vs dense {_psnr(run.psnr_vs_dense)}; classifier "
-                  f"accuracy {sparse_acc:.0%} (dense {dense_acc:.0%}).")
+                  f"{run.flop_sparsity:.0%} of the query·key pairs of the scales of side ≥ {MIN_SIDE} skipped, mean "
+                  f"relative output error {run.mean_rel_error:.3f}; PSNR vs dense {_psnr(run.psnr_vs_dense)}" +
+                  (f"; classifier accuracy {sparse_acc:.0%} (dense {dense_acc:.0%})." if sparse_acc is not None else
+                   "." + _no_classifier_note(bundle)))
         kept = common.hold({"run": run}, "the DraftAttention run", state)
         return (kept, grid_attention_figure(shown), draft_attention_frame(run), draft_images_figure(run), status,
                 gr.update(choices=_grid_choices(run.maps), value=shown.scale if shown else None),
@@ -385,12 +402,32 @@ def show_grid(state, scale) -> object:
         raise common.failure(exc) from None
 
 
+def switch_models(models) -> tuple:
+    """The class list, split range, layer range and DraftAttention grids of the picked bundle (nothing is loaded)."""
+    official = models not in (None, "", TINY)
+    scales, depth = (OFFICIAL_SCALES, 30) if official else (DEFAULT_SCALES, DEFAULT_DEPTH)
+    classes = [f"{i} {label}" for i, label in sorted(IMAGENET_EXAMPLES.items())] if official else list(CLASS_NAMES)
+    K = len(scales)
+    grids = [(f"{s}×{s} (scale {k})", k) for k, s in reversed(list(enumerate(scales))) if s >= MIN_SIDE]
+    return (gr.update(choices=classes, value=classes[0], allow_custom_value=official),
+            gr.update(maximum=K, value=default_split(K),
+                      label=f"Split N: the large model makes scales 0..N−1 (N = {K}: large-only, 0: small-only)"),
+            gr.update(maximum=depth - 1, value=depth // 2), gr.update(choices=grids, value=grids[0][1]))
+
+
 # ------------------------------------------------------------------------------------------------ layout
 def build(allow_local_models: bool = False) -> dict:
     """Create the tab's components in the current Blocks context and wire them; return the components.
     (``allow_local_models`` is unused: the VAR models are the project's own checkpoints.)"""
+    from core.var.bundle import bundle_choices
+
     K = len(DEFAULT_SCALES)
     gr.Markdown(INTRO, elem_id="var-intro")
+    choices = bundle_choices()  # the official pair only where its files are here or the Hub is the model source
+    models = gr.Radio(choices, value=TINY, label="Models: the shipped tiny VARs, or the official VAR-d30 drafter and "
+                      "VAR-d16 refiner (ImageNet 256 px, 1000 classes, no classifier)", elem_id="var-models") \
+        if len(choices) > 1 else None
+    extra = [models] if models is not None else []
     code_state, step_state, da_state = (gr.State({}, time_to_live=common.state_ttl(), delete_callback=common.forget)
                                         for _ in range(3))
     with gr.Row():
@@ -460,21 +497,25 @@ def build(allow_local_models: bool = False) -> dict:
             da_images = gr.Plot(draft_images_figure(None), show_label=False, elem_id="var-da-images")
 
     code_outputs = [code_state, status, canvas, final, latency, metrics, image]
-    generate_btn.click(generate, [code_state, class_name, seed, split, n, cfg, image], code_outputs,
+    generate_btn.click(generate, [code_state, class_name, seed, split, n, cfg, image, *extra], code_outputs,
                        api_name="var_generate", **limits.long_work())
     split.input(update_split, [code_state, split, image], code_outputs, api_name="var_split",
                 trigger_mode="always_last", **limits.long_work())
     image.input(show_image, [code_state, image], canvas, api_name="var_image", queue=False)
     step_outputs = [step_state, step_plot, step_status]
-    step_btn.click(step, [step_state, class_name, seed, split, n, cfg], step_outputs, api_name="var_step",
+    step_btn.click(step, [step_state, class_name, seed, split, n, cfg, *extra], step_outputs, api_name="var_step",
                    **limits.model_work())
     reset_btn.click(reset, [step_state], step_outputs, api_name="var_reset", queue=False)
-    kv_btn.click(run_scalekv, [class_name, seed, budget, n, cfg], [asi, budget_plot, kv_images, kv_table, kv_status],
+    kv_btn.click(run_scalekv, [class_name, seed, budget, n, cfg, *extra],
+                 [asi, budget_plot, kv_images, kv_table, kv_status],
                  api_name="var_scalekv", **limits.long_work())
-    da_btn.click(run_draft_attention, [class_name, seed, sparsity, da_layer, n, cfg, da_scale, da_state],
+    da_btn.click(run_draft_attention, [class_name, seed, sparsity, da_layer, n, cfg, da_scale, da_state, *extra],
                  [da_state, da_grid, da_table, da_images, da_status, da_scale, da_layer],
                  api_name="var_draft_attention", **limits.long_work())
     da_scale.input(show_grid, [da_state, da_scale], da_grid, api_name="var_da_scale", queue=False)
+    if models is not None:
+        models.change(switch_models, [models], [class_name, split, da_layer, da_scale], api_name="var_models",
+                      queue=False)
     return {"code_state": code_state, "step_state": step_state, "da_state": da_state, "class_name": class_name,
             "seed": seed, "split": split, "n": n, "cfg": cfg, "generate": generate_btn, "status": status,
             "canvas": canvas, "image": image, "images": final, "latency": latency, "metrics": metrics,
@@ -482,4 +523,4 @@ def build(allow_local_models: bool = False) -> dict:
             "budget": budget, "kv_run": kv_btn, "kv_status": kv_status, "asi": asi, "budget_plot": budget_plot,
             "kv_images": kv_images, "kv_table": kv_table, "sparsity": sparsity, "da_layer": da_layer,
             "da_scale": da_scale, "da_run": da_btn, "da_status": da_status, "da_grid": da_grid,
-            "da_table": da_table, "da_images": da_images}
+            "da_table": da_table, "da_images": da_images, "models": models}

@@ -26,22 +26,35 @@ from core.var.report import (
 NAME, HELP = "var", "visual autoregressive models: CoDe splits, ScaleKV, DraftAttention"
 
 
+OFFICIAL_SAMPLING = {"top_k": 900, "top_p": 0.96}  # the official models' sampling (the VAR paper's FID setting)
+
+
+def _bundle_arguments(parser) -> None:
+    parser.add_argument("--bundle", default=None, help="tiny (the shipped models, default) or official-d<A>-d<B>: the "
+                        "official VAR-dA drafter and VAR-dB refiner (default pair official-d30-d16)")
+    parser.add_argument("--official", default=None, metavar="DIR", help="directory of the official .pth files "
+                        "(vae_ch160v4096z32.pth, var_d30.pth, var_d16.pth …); implies --bundle official-d30-d16")
+
+
 def add_arguments(var) -> None:
     var_sub = var.add_subparsers(dest="var_command", required=True, parser_class=type(var))
     vg = var_sub.add_parser("generate", help="one class and seed: large drafter on scales < N, small refiner after")
-    vg.add_argument("--class", dest="class_name", default="0", help="class index or name (e.g. 3 or triangle)")
+    _bundle_arguments(vg)
+    vg.add_argument("--class", dest="class_name", default="0", help="class index or name (e.g. 3 or triangle; "
+                    "ImageNet index 0..999 for the official models)")
     vg.add_argument("--seed", type=SEED, default=0)
     vg.add_argument("--split", type=integer(0), default=None, help="N: scales made by the large model (default K−2; "
                     "K = large-only, 0 = small-only)")
     vg.add_argument("--scalekv", default=None, help="KV budget for ScaleKV on both models: 0.1, 10%% …")
     vg.add_argument("--n", type=COUNT, default=1, help="images in the batch (class accuracy is reported when > 1)")
     vg.add_argument("--cfg", type=number(), default=1.5, help="classifier-free guidance, ramped over the scales")
-    vg.add_argument("--top-k", type=integer(0), default=0)
-    vg.add_argument("--top-p", type=number(), default=0.0)
+    vg.add_argument("--top-k", type=integer(0), default=None, help="0 = off (default 0; 900 for official models)")
+    vg.add_argument("--top-p", type=number(), default=None, help="0 = off (default 0; 0.96 for official models)")
     vg.add_argument("--json", action="store_true", help="print the record as JSON")
     vg.add_argument("--out", default=None, help="write the image(s) to this PNG")
     vg.add_argument("--canvases", action="store_true", help="with --out: one row per image, a canvas per scale")
     vr = var_sub.add_parser("report", help="the measured tables: CoDe per N, ScaleKV budgets, DraftAttention")
+    _bundle_arguments(vr)
     vr.add_argument("--what", default="code,scalekv,draft-attention", help="code, scalekv, draft-attention")
     vr.add_argument("--n", type=COUNT, default=4, help="images per class")
     vr.add_argument("--classes", default="all", help="class indices (0,3,7) or all")
@@ -53,6 +66,24 @@ def add_arguments(var) -> None:
 
 def run(args) -> int:
     return generate(args) if args.var_command == "generate" else report(args)
+
+
+def open_bundle(args):
+    """The bundle the arguments name (``--bundle``, ``--official DIR``)."""
+    from core.var.bundle import TINY, get_bundle
+    from core.var.official_load import bundle_name
+
+    name = args.bundle or (bundle_name() if args.official else TINY)
+    if args.official is not None:
+        if name == TINY:
+            raise DraftScopeError("--official DIR loads the official models: drop --bundle tiny")
+        if not Path(args.official).is_dir():
+            raise DraftScopeError(f"--official {args.official} is not a directory")
+    return get_bundle(name, official_dir=args.official)
+
+
+def class_label(bundle, class_id: int) -> str:
+    return bundle.class_names[class_id] if class_id < len(bundle.class_names) else f"class {class_id}"
 
 
 def _write_png(path: str | Path, run, canvases: bool) -> Path:
@@ -73,26 +104,30 @@ def _write_png(path: str | Path, run, canvases: bool) -> Path:
 
 
 def generate(args) -> int:
-    from core.var.bundle import load_bundle
     from core.var.code import classify, code_generate, psnr
     from core.var.scalekv import ScaleKVPress, scale_budgets
 
     if not 1 <= args.n <= 256:
         raise DraftScopeError(f"--n must be in 1..256, got {args.n}")
-    if args.top_k < 0 or not 0.0 <= args.top_p <= 1.0:
+    top_k = args.top_k if args.top_k is not None else 0
+    top_p = args.top_p if args.top_p is not None else 0.0
+    if top_k < 0 or not 0.0 <= top_p <= 1.0:
         raise DraftScopeError("--top-k must be ≥ 0 and --top-p in [0, 1]")
     if not -1.0 <= args.cfg <= 20.0:
         raise DraftScopeError(f"--cfg must be in [-1, 20], got {args.cfg}")
     beta = parse_budget(args.scalekv) if args.scalekv is not None else None
     if args.canvases and not args.out:
         raise DraftScopeError("--canvases needs --out image.png")
-    bundle = load_bundle()
-    class_id = parse_class(args.class_name, bundle.large.config.num_classes)
+    bundle = open_bundle(args)
+    if bundle.meta.get("official"):
+        top_k = OFFICIAL_SAMPLING["top_k"] if args.top_k is None else top_k
+        top_p = OFFICIAL_SAMPLING["top_p"] if args.top_p is None else top_p
+    class_id = parse_class(args.class_name, bundle.large.config.num_classes, bundle.class_names)
     K = bundle.num_scales
     split = default_split(K) if args.split is None else args.split
     if not 0 <= split <= K:
         raise DraftScopeError(f"--split must be in 0..{K}, got {split}")
-    common = dict(n=args.n, cfg=args.cfg, top_k=args.top_k, top_p=args.top_p)
+    common = dict(n=args.n, cfg=args.cfg, top_k=top_k, top_p=top_p)
     presses, full = {}, None
     if beta is not None:
         for name in ("large", "small"):
@@ -117,10 +152,11 @@ def generate(args) -> int:
     out = run.to_json()
     if out["psnr_vs_large"] is not None and math.isinf(out["psnr_vs_large"]):
         out["psnr_vs_large"] = "inf"
-    from core.var.data import CLASS_NAMES
-
-    out["class_name"] = CLASS_NAMES[class_id]
+    out["class_name"] = class_label(bundle, class_id)
     out["num_scales"] = K
+    out["bundle"] = bundle.name
+    if bundle.classifier is None:
+        out["class_accuracy_note"] = "no classifier for these models: class accuracy is not measured"
     if full is not None:
         p = psnr(run.images, full.images)
         out["scalekv"] = {"budget": beta, "kv_bytes_full": full.kv_bytes, "kv_stored_bytes_full": full.kv_stored_bytes,
@@ -130,13 +166,15 @@ def generate(args) -> int:
     if args.json:
         print(json.dumps(out, indent=1))
         return 0
-    print(f"{run.label}: class {class_id} ({CLASS_NAMES[class_id]}), seed {args.seed}, {args.n} image(s)")
+    print(f"{run.label} ({bundle.name}): class {class_id} ({out['class_name']}), seed {args.seed}, {args.n} image(s)")
     for s in run.scales:
         print(f"  scale {s.index} ({s.side}×{s.side}) by {s.model:5s} {s.ms:8.2f} ms")
     print(f"  total {run.total_ms:.1f} ms (refiner prefill {run.prefill_ms:.1f} ms); peak memory "
           f"{run.peak_memory_bytes / 2**20:.2f} MiB ({run.memory_source}); KV {run.kv_bytes / 1024:.1f} KiB")
-    print(f"  PSNR vs large-only: {out['psnr_vs_large']} dB" + (f"; class accuracy {run.class_accuracy:.0%}"
-                                                                 if run.class_accuracy is not None else ""))
+    accuracy = (f"; class accuracy {run.class_accuracy:.0%}" if run.class_accuracy is not None else
+                "; no class accuracy (no classifier for these models)" if bundle.classifier is None and args.n > 1
+                else "")
+    print(f"  PSNR vs large-only: {out['psnr_vs_large']} dB{accuracy}")
     if "scalekv" in out:
         sk = out["scalekv"]
         print(f"  ScaleKV {beta:.0%}: KV kept between scales {run.kv_stored_bytes / 1024:.1f} KiB vs "
@@ -149,16 +187,14 @@ def generate(args) -> int:
 def report(args) -> int:
     from tqdm import tqdm
 
-    from core.var.bundle import load_bundle
-
     what = [w.strip() for w in args.what.split(",") if w.strip()]
     unknown = set(what) - {"code", "scalekv", "draft-attention"}
     if unknown or not what:
         raise DraftScopeError(f"--what takes code, scalekv and draft-attention, got {args.what}")
     if not 1 <= args.n <= 64 or args.repeats < 1:
         raise DraftScopeError("--n must be in 1..64 and --repeats ≥ 1")
-    bundle = load_bundle()
-    classes = parse_classes(args.classes, bundle.large.config.num_classes)
+    bundle = open_bundle(args)
+    classes = parse_classes(args.classes, bundle.large.config.num_classes, bundle.class_names)
     out = {}
     bar = tqdm(total=len(what), desc="var report", file=sys.stderr, disable=args.json and not sys.stderr.isatty())
 

@@ -15,23 +15,27 @@ import torch
 
 from core import ASSETS_DIR
 from core.errors import DraftScopeError
+from core.var.data import CLASS_NAMES
 
 ASSET_DIR = ASSETS_DIR / "var"
 ENV_DIR = "DRAFTSCOPE_VAR_ASSETS"  # another directory of the four checkpoints (tests use tiny random ones)
 FILES = {"vq": "vqvae.safetensors", "large": "var-large.safetensors", "small": "var-small.safetensors",
          "classifier": "classifier.safetensors"}
+TINY = "tiny"  # the name of the shipped bundle
 _LOCK = threading.Lock()
 _CACHE: dict = {}
 
 
 @dataclass
 class VARBundle:
-    vq: object  # MultiScaleVQVAE
+    vq: object  # MultiScaleVQVAE (or the official tokenizer)
     large: object  # VAR (the drafter)
     small: object  # VAR (the refiner)
-    classifier: object  # ImageClassifier
+    classifier: object  # ImageClassifier, or None where there is no judge (the official ImageNet models)
     meta: dict  # per file: the training meta stored in its header
     device: torch.device
+    name: str = TINY  # "tiny" (the shipped models) or "official-d30-d16" …
+    class_names: tuple[str, ...] = CLASS_NAMES  # names of the classes 0..n−1; () where classes are only numbers
 
     @property
     def num_scales(self) -> int:
@@ -68,3 +72,23 @@ def load_bundle(asset_dir: str | Path | None = None, device: str | torch.device 
                                                            "classifier": clf_meta}, dev)
         _CACHE[key] = bundle
         return bundle
+
+
+def get_bundle(name: str | None = None, official_dir: str | Path | None = None,
+               device: str | torch.device | None = None) -> VARBundle:
+    """A bundle by name: "tiny" (None: the shipped models) or "official-d<drafter>-d<refiner>" (``load_official``,
+    from ``official_dir``, the default directory or the Hub)."""
+    if name in (None, "", TINY):
+        return load_bundle(device=device)
+    from core.var.official_load import load_official, parse_bundle_name
+
+    drafter, refiner = parse_bundle_name(name)
+    return load_official(drafter, refiner, source=official_dir, device=device)
+
+
+def bundle_choices() -> list[str]:
+    """The bundles a user may pick here: the shipped one, and the paper's official pair where its files are local or
+    the Hub is the model source."""
+    from core.var.official_load import bundle_name, where
+
+    return [TINY] + ([bundle_name()] if where() else [])

@@ -52,8 +52,8 @@ class VARRun:
     seed: int
     n: int  # images in the batch
     scales: list[ScaleStep]
-    images: np.ndarray  # (n, 32, 32, 3) uint8
-    canvases: list[np.ndarray] = field(default_factory=list)  # per scale k: (n, 32, 32, 3) decoded from scales ≤ k
+    images: np.ndarray  # (n, P, P, 3) uint8 (P = 32 for our models, 256 for the official ones)
+    canvases: list[np.ndarray] = field(default_factory=list)  # per scale k: (n, P, P, 3) decoded from scales ≤ k
     total_ms: float = 0.0  # wall time of the whole generation (both models, prefill and decoding included)
     prefill_ms: float = 0.0  # the refiner's one-forward prefill of the drafter's scales (0 unless 0 < N < K)
     peak_memory_bytes: int = 0  # weights of the models that ran + the largest KV cache (see memory_source)
@@ -64,7 +64,7 @@ class VARRun:
     tokens_large: int = 0
     tokens_small: int = 0
     psnr_vs_large: float | None = None  # dB, against large-only with the same class and seed (None for large-only)
-    class_accuracy: float | None = None  # the classifier's top-1 agreement with class_id over the batch
+    class_accuracy: float | None = None  # the classifier's top-1 agreement with class_id (None: no classifier)
     indices: list[np.ndarray] = field(default_factory=list, repr=False)  # per scale (n, s, s) int64
 
     def to_json(self, with_images: bool = False) -> dict:
@@ -119,8 +119,8 @@ def code_generate(large, small, vq, class_id: int, seed: int, split: int, n: int
     if not 1 <= stop <= K:
         raise DraftScopeError(f"stop_scale must be in 1..{K}, got {stop_scale}")
     check_pair(large, small, vq)
-    device = large.pos_nD.device
-    if small.pos_nD.device != device:
+    device = large.device
+    if small.device != device:
         raise DraftScopeError("the large and small VARs are on different devices")
     gen = torch.Generator(device=device).manual_seed(int(seed))
     cls_B = torch.full((n,), int(class_id), dtype=torch.long, device=device)
@@ -211,7 +211,9 @@ def compare_splits(large, small, vq, class_id: int, seed: int, splits: list[int]
     return runs
 
 
-def classify(classifier, images_uint8: np.ndarray, class_id: int) -> float:
-    """Share of images the classifier assigns to class_id."""
+def classify(classifier, images_uint8: np.ndarray, class_id: int) -> float | None:
+    """Share of images the classifier assigns to class_id (None without a classifier: the official models have none)."""
+    if classifier is None:
+        return None
     x = torch.from_numpy(images_uint8).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
     return round(classifier.accuracy(x, torch.full((x.shape[0],), int(class_id))), 4)

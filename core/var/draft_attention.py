@@ -121,7 +121,7 @@ def draft_attention_generate(model, vq, class_id: int, seed: int, sparsity: floa
     map_layer = depth // 2 if map_layer is None else int(map_layer)
     if not 0 <= map_layer < depth:
         raise DraftScopeError(f"layer must be in 0..{depth - 1}, got {map_layer}")
-    device = model.pos_nD.device
+    device = model.device
     cls = torch.full((n,), int(class_id), dtype=torch.long, device=device)
 
     def run_once() -> tuple[list, float]:

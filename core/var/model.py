@@ -117,6 +117,28 @@ def _flat(map_BCss: torch.Tensor) -> torch.Tensor:
     return map_BCss.flatten(2).transpose(1, 2)
 
 
+def attend(q_BHnd: torch.Tensor, k_BHmd: torch.Tensor, v_BHmd: torch.Tensor, mask_nm: torch.Tensor | None,
+           scale: float | None, want_probs: bool, override: Callable | None = None) -> tuple[torch.Tensor, ...]:
+    """softmax(scale·q·kᵀ)·v (scale None: 1/√d): (out (B, H, n, d), probs (B, H, n, m) in float32 when
+    ``want_probs`` else None).
+
+    ``override(q, k, v)`` (DraftAttention's hook) may replace dense attention; it assumes the standard 1/√d softmax
+    scale, so under another scale it is handed q multiplied by scale·√d (the same logits)."""
+    if override is not None:
+        q_in = q_BHnd if scale is None else q_BHnd * (scale * q_BHnd.shape[-1] ** 0.5)
+        out_BHnd = override(q_in, k_BHmd, v_BHmd)
+        if out_BHnd is not None:
+            return out_BHnd, None
+    if want_probs:
+        scale = q_BHnd.shape[-1] ** -0.5 if scale is None else scale
+        scores_BHnm = (q_BHnd.float() @ k_BHmd.float().transpose(-1, -2)) * scale
+        if mask_nm is not None:
+            scores_BHnm = scores_BHnm.masked_fill(~mask_nm, float("-inf"))
+        probs_BHnm = scores_BHnm.softmax(-1)
+        return (probs_BHnm @ v_BHmd.float()).to(q_BHnd.dtype), probs_BHnm
+    return F.scaled_dot_product_attention(q_BHnd, k_BHmd, v_BHmd, attn_mask=mask_nm, scale=scale), None
+
+
 # --------------------------------------------------------------------------------------------- layers
 class SelfAttention(nn.Module):
     """Multi-head attention that can append its keys/values to a past (k, v) and return the probabilities."""
@@ -135,16 +157,7 @@ class SelfAttention(nn.Module):
         if past is not None:
             k_BHmd = torch.cat([past[0], k_BHmd], dim=2)
             v_BHmd = torch.cat([past[1], v_BHmd], dim=2)
-        probs_BHnm = None
-        out_BHnd = self.override(q_BHnd, k_BHmd, v_BHmd) if self.override is not None else None
-        if out_BHnd is None and want_probs:
-            scores_BHnm = (q_BHnd.float() @ k_BHmd.float().transpose(-1, -2)) * self.head_dim ** -0.5
-            if mask_nm is not None:
-                scores_BHnm = scores_BHnm.masked_fill(~mask_nm, float("-inf"))
-            probs_BHnm = scores_BHnm.softmax(-1)
-            out_BHnd = (probs_BHnm @ v_BHmd.float()).to(x_BnD.dtype)
-        elif out_BHnd is None:
-            out_BHnd = F.scaled_dot_product_attention(q_BHnd, k_BHmd, v_BHmd, attn_mask=mask_nm)
+        out_BHnd, probs_BHnm = attend(q_BHnd, k_BHmd, v_BHmd, mask_nm, None, want_probs, self.override)
         return self.proj(out_BHnd.transpose(1, 2).reshape(B, n, D)), (k_BHmd, v_BHmd), probs_BHnm
 
 
@@ -171,59 +184,60 @@ class AdaLNBlock(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------- the model
-class VAR(nn.Module):
-    """Class-conditional next-scale prediction transformer."""
+class NextScaleModel(nn.Module):
+    """What every next-scale transformer here shares: token bookkeeping, the teacher-forced forward, the KV-cached
+    generation loop and its cache accounting. A subclass builds its layers, sets ``config`` (vocab_size, embed_dim,
+    scales, num_classes, cond_dropout, depth, width, heads, mlp_ratio, seq_len), ``blocks`` (each
+    ``block(h, cond, mask, past, want_probs) → (h, (k, v), probs)``) and ``head``, calls ``_init_state`` and provides
+    ``_condition``, ``_start_token``, ``_embed_inputs``, ``_add_positions`` and ``_logits``."""
 
-    def __init__(self, config: VARConfig):
-        super().__init__()
-        self.config = config
-        D, K = config.width, len(config.scales)
+    config: object
+    blocks: nn.ModuleList
+    head: nn.Linear
 
-        # 1. token bookkeeping: start offset of each scale and the scale index of each position
-        self.scales = config.scales
-        self.offsets = scale_offsets(config.scales)
-        self.null_class = config.num_classes
-        self.register_buffer("level_n", scale_levels(config.scales), persistent=False)
-
-        # 2. embeddings: class (start token + AdaLN condition; last row = null class), input maps, positions, levels
-        self.class_embed = nn.Embedding(config.num_classes + 1, D)
-        self.input_proj = nn.Linear(config.embed_dim, D)
-        self.pos_nD = nn.Parameter(torch.zeros(config.seq_len, D))
-        self.level_embed = nn.Embedding(K, D)
-
-        # 3. transformer blocks
-        self.blocks = nn.ModuleList(AdaLNBlock(D, config.heads, config.mlp_ratio) for _ in range(config.depth))
-
-        # 4. output head: AdaLN-modulated norm, then width → vocab_size
-        self.head_norm = nn.LayerNorm(D, elementwise_affine=False, eps=1e-6)
-        self.head_ada = nn.Sequential(nn.SiLU(), nn.Linear(D, 2 * D))
-        self.head = nn.Linear(D, config.vocab_size)
-
-        # 5. initialisation
-        self._init_weights()
-
-        # 6. state of the last generation (KV cache, its size, attention probabilities per generated scale)
+    def _init_state(self) -> None:
+        """Scale bookkeeping and the state of the last generation (KV cache, its size, attention per scale)."""
+        self.scales = tuple(self.config.scales)
+        self.offsets = scale_offsets(self.scales)
+        self.null_class = self.config.num_classes
         self.kv_cache: KVCache | None = None
         self.last_attention: dict[int, list[torch.Tensor]] = {}
         self.kv_bytes_per_scale: dict[int, int] = {}
         self._kv_bytes = 0
 
-    def _init_weights(self) -> None:
-        """Truncated-normal(0.02) weights, zero biases; residual projections scaled by 1/√(2·depth); gates at 1."""
-        std = 0.02
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=std)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Embedding):
-                nn.init.trunc_normal_(m.weight, std=std)
-        nn.init.trunc_normal_(self.pos_nD, std=std)
-        D = self.config.width
-        for block in self.blocks:
-            block.attn.proj.weight.data.mul_((2 * self.config.depth) ** -0.5)
-            block.mlp[2].weight.data.mul_((2 * self.config.depth) ** -0.5)
-            block.ada[1].bias.data[2 * D:3 * D] = 1.0  # gate1
-            block.ada[1].bias.data[5 * D:6 * D] = 1.0  # gate2
+    @property
+    def device(self) -> torch.device:
+        return self.head.weight.device
+
+    # ----------------------------------------------------------------------------------------- subclass hooks
+    def _condition(self, cls_B: torch.Tensor) -> torch.Tensor:
+        """Class indices (B,) → condition (B, D) (the start token and the AdaLN input)."""
+        raise NotImplementedError
+
+    def _start_token(self, cond_BD: torch.Tensor) -> torch.Tensor:
+        """The hidden state (B, 1, D) of scale 0's token before positions are added."""
+        return cond_BD[:, None]
+
+    def _embed_inputs(self, x_BlC: torch.Tensor) -> torch.Tensor:
+        """Next-scale input maps (B, l, C) → (B, l, D)."""
+        raise NotImplementedError
+
+    def _add_positions(self, h_BlD: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+        """h (B, l, D) of token positions lo..hi−1 plus their position and level embeddings."""
+        raise NotImplementedError
+
+    def _block_condition(self, cond_BD: torch.Tensor) -> torch.Tensor:
+        """What the blocks receive as their condition (the class embedding unless a subclass shares an AdaLN)."""
+        return cond_BD
+
+    def _logits(self, h_BlD: torch.Tensor, cond_BD: torch.Tensor) -> torch.Tensor:
+        """Final hidden states (B, l, D) → logits (B, l, V)."""
+        raise NotImplementedError
+
+    def _sample(self, logits_BlV: torch.Tensor, top_k: int, top_p: float,
+                generator: torch.Generator | None) -> torch.Tensor:
+        """One index per position (B, l)."""
+        return sample_tokens(logits_BlV, top_k, top_p, generator)
 
     # ----------------------------------------------------------------------------------------- building blocks
     def param_count(self) -> int:
@@ -233,29 +247,29 @@ class VAR(nn.Module):
     def _tokens(self, cond_BD: torch.Tensor, x_BlC: torch.Tensor | None, first: int, stop: int) -> torch.Tensor:
         """Hidden states (B, l, D) of the tokens of scales first..stop−1; x_BlC holds the input maps of those scales
         ≥ 1 (flattened, concatenated), the start token of scale 0 being the class embedding."""
-        parts = [cond_BD[:, None]] if first == 0 else []
+        parts = [self._start_token(cond_BD)] if first == 0 else []
         if x_BlC is not None and x_BlC.shape[1]:
-            parts.append(self.input_proj(x_BlC.to(cond_BD.dtype)))
+            parts.append(self._embed_inputs(x_BlC.to(cond_BD.dtype)))
         h_BlD = torch.cat(parts, dim=1)
         lo, hi = self.offsets[first], self.offsets[stop]
         if h_BlD.shape[1] != hi - lo:
             raise DraftScopeError(f"expected {hi - lo} tokens for scales {first}..{stop - 1}, got {h_BlD.shape[1]}")
-        return h_BlD + self.pos_nD[lo:hi] + self.level_embed(self.level_n[lo:hi])
+        return self._add_positions(h_BlD, lo, hi)
 
     def _run(self, h_BlD: torch.Tensor, cond_BD: torch.Tensor, mask_nm: torch.Tensor | None, use_cache: bool,
              want_probs: bool = False) -> tuple[torch.Tensor, list]:
         """Blocks + head: logits (B, l, V) and per-layer attention probs (empty unless want_probs). With use_cache the
         new keys/values are appended to ``self.kv_cache`` and attention covers the cached positions."""
         probs = []
+        block_cond = self._block_condition(cond_BD)
         for i, block in enumerate(self.blocks):
             past = self.kv_cache[i] if use_cache else None
-            h_BlD, kv, p = block(h_BlD, cond_BD, mask_nm, past, want_probs)
+            h_BlD, kv, p = block(h_BlD, block_cond, mask_nm, past, want_probs)
             if use_cache:
                 self.kv_cache[i] = kv
             if want_probs:
                 probs.append(p)
-        shift, scale = self.head_ada(cond_BD)[:, None].chunk(2, dim=-1)
-        return self.head(_modulate(self.head_norm(h_BlD), shift, scale)), probs
+        return self._logits(h_BlD, cond_BD), probs
 
     def _n_scales(self, n_tokens: int) -> int:
         """Number of scales whose tokens add up to n_tokens (must end on a scale boundary)."""
@@ -272,7 +286,7 @@ class VAR(nn.Module):
             drop_B = torch.rand(cls_B.shape, device=cls_B.device) < self.config.cond_dropout
             cls_B = torch.where(drop_B, torch.full_like(cls_B, self.null_class), cls_B)
         n = self._n_scales(x_BnC.shape[1] + 1)
-        cond_BD = self.class_embed(cls_B)
+        cond_BD = self._condition(cls_B)
         h_BnD = self._tokens(cond_BD, x_BnC, 0, n)
         mask_nn = block_causal_mask(self.scales[:n]).to(h_BnD.device)
         logits_BnV, _ = self._run(h_BnD, cond_BD, mask_nn, use_cache=False)
@@ -334,11 +348,11 @@ class VAR(nn.Module):
         stop = K if stop_scale is None else int(stop_scale)
         if not max(n_prefix, 1) <= stop <= K:
             raise DraftScopeError(f"stop_scale must be in {max(n_prefix, 1)}..{K}, got {stop_scale}")
-        device = self.pos_nD.device
+        device = self.device
         guided = cfg != 0
         cls_B = cls_B.to(device=device, dtype=torch.long)
         cls_run = torch.cat([cls_B, torch.full_like(cls_B, self.null_class)]) if guided else cls_B
-        cond_BD = self.class_embed(cls_run)
+        cond_BD = self._condition(cls_run)
         double = (lambda t: torch.cat([t, t])) if guided else (lambda t: t)
         self.kv_cache = [None] * len(self.blocks) if cache else None
         self.last_attention, self.kv_bytes_per_scale = {}, {}
@@ -373,7 +387,7 @@ class VAR(nn.Module):
                 t = cfg * k / (K - 1) if K > 1 else 0.0
                 logits = (1 + t) * logits[:B] - t * logits[B:]
             s = self.scales[k]
-            idx_k = sample_tokens(logits, top_k, top_p, generator).view(B, s, s)
+            idx_k = self._sample(logits, top_k, top_p, generator).view(B, s, s)
             f_hat = vq.add_scale(f_hat, idx_k, k)
             idx_list.append(idx_k)
             if k + 1 < K:
@@ -389,6 +403,68 @@ class VAR(nn.Module):
                 on_scale(k, idx_k, f_hat, ms)
         self._kv_bytes = self._cache_bytes() if cache else 0
         return idx_list
+
+
+class VAR(NextScaleModel):
+    """Class-conditional next-scale prediction transformer."""
+
+    def __init__(self, config: VARConfig):
+        super().__init__()
+        self.config = config
+        D, K = config.width, len(config.scales)
+
+        # 1. token bookkeeping: start offset of each scale and the scale index of each position
+        self.register_buffer("level_n", scale_levels(config.scales), persistent=False)
+
+        # 2. embeddings: class (start token + AdaLN condition; last row = null class), input maps, positions, levels
+        self.class_embed = nn.Embedding(config.num_classes + 1, D)
+        self.input_proj = nn.Linear(config.embed_dim, D)
+        self.pos_nD = nn.Parameter(torch.zeros(config.seq_len, D))
+        self.level_embed = nn.Embedding(K, D)
+
+        # 3. transformer blocks
+        self.blocks = nn.ModuleList(AdaLNBlock(D, config.heads, config.mlp_ratio) for _ in range(config.depth))
+
+        # 4. output head: AdaLN-modulated norm, then width → vocab_size
+        self.head_norm = nn.LayerNorm(D, elementwise_affine=False, eps=1e-6)
+        self.head_ada = nn.Sequential(nn.SiLU(), nn.Linear(D, 2 * D))
+        self.head = nn.Linear(D, config.vocab_size)
+
+        # 5. initialisation
+        self._init_weights()
+
+        # 6. scale bookkeeping and the state of the last generation
+        self._init_state()
+
+    def _init_weights(self) -> None:
+        """Truncated-normal(0.02) weights, zero biases; residual projections scaled by 1/√(2·depth); gates at 1."""
+        std = 0.02
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=std)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Embedding):
+                nn.init.trunc_normal_(m.weight, std=std)
+        nn.init.trunc_normal_(self.pos_nD, std=std)
+        D = self.config.width
+        for block in self.blocks:
+            block.attn.proj.weight.data.mul_((2 * self.config.depth) ** -0.5)
+            block.mlp[2].weight.data.mul_((2 * self.config.depth) ** -0.5)
+            block.ada[1].bias.data[2 * D:3 * D] = 1.0  # gate1
+            block.ada[1].bias.data[5 * D:6 * D] = 1.0  # gate2
+
+    def _condition(self, cls_B: torch.Tensor) -> torch.Tensor:
+        return self.class_embed(cls_B)
+
+    def _embed_inputs(self, x_BlC: torch.Tensor) -> torch.Tensor:
+        return self.input_proj(x_BlC)
+
+    def _add_positions(self, h_BlD: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+        return h_BlD + self.pos_nD[lo:hi] + self.level_embed(self.level_n[lo:hi])
+
+    def _logits(self, h_BlD: torch.Tensor, cond_BD: torch.Tensor) -> torch.Tensor:
+        shift, scale = self.head_ada(cond_BD)[:, None].chunk(2, dim=-1)
+        return self.head(_modulate(self.head_norm(h_BlD), shift, scale))
 
     # ----------------------------------------------------------------------------------------- persistence
     def round_to_fp16(self) -> "VAR":

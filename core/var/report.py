@@ -14,21 +14,24 @@ import weakref
 from core.errors import DraftScopeError
 
 CALIBRATION_SEEDS = (10_000, 10_001)  # ScaleKV calibration: every class with each of these seeds
+CALIBRATION_CLASSES = 10  # at most this many classes calibrate (spread over ImageNet's 1000 for official models)
 _CALIBRATION: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # model → its ASIReport
 
 
-def parse_class(value: str | int, num_classes: int = 10) -> int:
-    """A class index or name (``core.var.data.CLASS_NAMES``) → index; a clear error otherwise."""
+def parse_class(value: str | int, num_classes: int = 10, names: tuple[str, ...] | None = None) -> int:
+    """A class index, a name of ``names`` (default ``core.var.data.CLASS_NAMES``; () for numbers only, as for
+    ImageNet) or "980 volcano" (an index and a label) → index; a clear error otherwise."""
     from core.var.data import CLASS_NAMES
 
+    names = CLASS_NAMES if names is None else tuple(names)
     text = str(value).strip().lower()
-    if text in CLASS_NAMES:
-        return CLASS_NAMES.index(text)
+    if text in names:
+        return names.index(text)
     try:
-        idx = int(text)
+        idx = int(text.split()[0] if text else text)
     except ValueError:
-        raise DraftScopeError(f"unknown class '{value}'; use 0..{num_classes - 1} or one of "
-                              f"{', '.join(CLASS_NAMES)}") from None
+        choices = f" or one of {', '.join(names)}" if names else ""
+        raise DraftScopeError(f"unknown class '{value}'; use 0..{num_classes - 1}{choices}") from None
     if not 0 <= idx < num_classes:
         raise DraftScopeError(f"class must be in 0..{num_classes - 1}, got {idx}")
     return idx
@@ -51,9 +54,22 @@ def calibrate(model, vq, name: str = ""):
     from core.var.scalekv import attention_selectivity
 
     if model not in _CALIBRATION:
-        _CALIBRATION[model] = attention_selectivity(model, vq, list(range(model.config.num_classes)),
+        _CALIBRATION[model] = attention_selectivity(model, vq, calibration_classes(model.config.num_classes),
                                                     list(CALIBRATION_SEEDS))
     return _CALIBRATION[model]
+
+
+def calibration_classes(num_classes: int) -> list[int]:
+    """Every class of a small class set; CALIBRATION_CLASSES evenly spread ones of a large one (ImageNet's 1000)."""
+    if num_classes <= CALIBRATION_CLASSES:
+        return list(range(num_classes))
+    return [round(i * (num_classes - 1) / (CALIBRATION_CLASSES - 1)) for i in range(CALIBRATION_CLASSES)]
+
+
+def mean_or_none(values) -> float | None:
+    """Mean of the values rounded to 4 places, or None when there are none (no classifier)."""
+    values = [v for v in values if v is not None]
+    return round(statistics.mean(values), 4) if values else None
 
 
 def default_split(num_scales: int) -> int:
@@ -62,10 +78,11 @@ def default_split(num_scales: int) -> int:
     return max(0, num_scales - 2)
 
 
-def parse_classes(spec: str, num_classes: int) -> list[int]:
+def parse_classes(spec: str, num_classes: int, names: tuple[str, ...] | None = None) -> list[int]:
+    """"all" (every class; for ImageNet, ``calibration_classes``' spread of 10) or a comma list."""
     if spec.strip().lower() == "all":
-        return list(range(num_classes))
-    return [parse_class(c, num_classes) for c in spec.split(",") if c.strip()]
+        return calibration_classes(num_classes) if num_classes > CALIBRATION_CLASSES else list(range(num_classes))
+    return [parse_class(c, num_classes, names) for c in spec.split(",") if c.strip()]
 
 
 def code_table(bundle, classes: list[int], n: int = 4, seed: int = 0, repeats: int = 3, splits=None,
@@ -98,7 +115,7 @@ def code_table(bundle, classes: list[int], n: int = 4, seed: int = 0, repeats: i
                      "psnr_vs_large": None if split == K else (round(statistics.mean(finite), 2) if finite else
                                                                math.inf),
                      "identical_to_large": sum(1 for p in psnrs if math.isinf(p)) if split != K else len(classes),
-                     "class_accuracy": round(statistics.mean(correct), 4), "images": len(classes) * n,
+                     "class_accuracy": mean_or_none(correct), "images": len(classes) * n,
                      "memory_source": runs[0].memory_source})
         if progress:
             progress((i + 1) / len(splits), f"CoDe N={split}")
@@ -120,8 +137,8 @@ def scalekv_table(bundle, classes: list[int], n: int = 4, seed: int = 0, budgets
     full = {c: kv_generate(model, bundle.vq, c, seed + c, "full", n=n) for c in classes}
     rows = [{"policy": "full", "budget": 1.0, "kv_bytes": max(r.kv_bytes for r in full.values()),
              "kv_peak_bytes": max(r.kv_peak_bytes for r in full.values()), "psnr_vs_full": None,
-             "class_accuracy": round(statistics.mean(classify(bundle.classifier, full[c].images, c)
-                                                     for c in classes), 4), "images": len(classes) * n}]
+             "class_accuracy": mean_or_none(classify(bundle.classifier, full[c].images, c) for c in classes),
+             "images": len(classes) * n}]
     jobs = [(b, p) for b in budgets for p in ("scalekv", "uniform")]
     for i, (beta, policy) in enumerate(jobs):
         runs = {c: kv_generate(model, bundle.vq, c, seed + c, policy, beta, report, n=n) for c in classes}
@@ -131,8 +148,8 @@ def scalekv_table(bundle, classes: list[int], n: int = 4, seed: int = 0, budgets
                      "kv_peak_bytes": max(r.kv_peak_bytes for r in runs.values()),
                      "psnr_vs_full": round(statistics.mean(finite), 2) if finite else math.inf,
                      "identical_to_full": sum(1 for p in ps if math.isinf(p)),
-                     "class_accuracy": round(statistics.mean(classify(bundle.classifier, runs[c].images, c)
-                                                             for c in classes), 4), "images": len(classes) * n})
+                     "class_accuracy": mean_or_none(classify(bundle.classifier, runs[c].images, c) for c in classes),
+                     "images": len(classes) * n})
         if progress:
             progress((i + 1) / len(jobs), f"{policy} {beta:.0%}")
     full_bytes = rows[0]["kv_bytes"]
@@ -153,15 +170,15 @@ def draft_attention_table(bundle, classes: list[int], n: int = 4, seed: int = 0,
     for i, r in enumerate(sparsities):
         runs = [draft_attention_generate(model, bundle.vq, c, seed + c, r, n=n) for c in classes]
         if dense_acc is None:
-            dense_acc = statistics.mean(classify(bundle.classifier, run.dense_images, run.class_id) for run in runs)
+            dense_acc = mean_or_none(classify(bundle.classifier, run.dense_images, run.class_id) for run in runs)
         finite = [run.psnr_vs_dense for run in runs if math.isfinite(run.psnr_vs_dense)]
         rows.append({"sparsity": r, "flop_sparsity": round(statistics.mean(run.flop_sparsity for run in runs), 4),
                      "rel_error": round(statistics.mean(run.mean_rel_error for run in runs), 4),
                      "psnr_vs_dense": round(statistics.mean(finite), 2) if finite else math.inf,
                      "identical_to_dense": sum(1 for run in runs if math.isinf(run.psnr_vs_dense)),
-                     "class_accuracy": round(statistics.mean(classify(bundle.classifier, run.images, run.class_id)
-                                                             for run in runs), 4),
-                     "dense_class_accuracy": round(dense_acc, 4), "images": len(classes) * n})
+                     "class_accuracy": mean_or_none(classify(bundle.classifier, run.images, run.class_id)
+                                                    for run in runs),
+                     "dense_class_accuracy": dense_acc, "images": len(classes) * n})
         if progress:
             progress((i + 1) / len(sparsities), f"DraftAttention r={r}")
     return rows

@@ -92,7 +92,7 @@ def attention_selectivity(model, vq, classes: list[int], seeds: list[int], cfg: 
     cur = np.zeros((depth, K))
     conc = np.zeros((depth, K))
     n = 0
-    device = model.pos_nD.device
+    device = model.device
     for seed in seeds:
         gen = torch.Generator(device=device).manual_seed(int(seed))
         cls = torch.tensor(classes, dtype=torch.long, device=device)
@@ -261,7 +261,7 @@ def kv_generate(model, vq, class_id: int, seed: int, policy: str = "full", beta:
     if policy not in ("full", "scalekv", "uniform"):
         raise DraftScopeError(f"unknown KV policy '{policy}'; choose full, scalekv or uniform")
     K, depth = len(model.scales), len(model.blocks)
-    device = model.pos_nD.device
+    device = model.device
     press = None
     if policy != "full":
         if policy == "scalekv" and report is None:

@@ -83,40 +83,35 @@ class _Phi(nn.Module):
         return h * (1.0 - self.mix) + self.conv(h) * self.mix
 
 
-class MultiScaleVQVAE(nn.Module):
-    """Encoder (B, 3, P, P) → f (B, C, S, S); multi-scale residual quantiser; decoder f̂ → image in [-1, 1]."""
+class ScaleTokenizer(nn.Module):
+    """The multi-scale residual quantiser and its token methods, shared by every tokenizer here. A subclass builds its
+    layers and sets ``scales``, ``vocab_size``, ``embed_dim``, ``latent_side``, ``beta`` (commitment weight) and
+    ``upsample_mode``, and provides ``codebook`` (nn.Embedding K × C), ``phi(k)`` (φ of scale k, or None),
+    ``encode`` and ``decode_latent``."""
 
-    def __init__(self, config: VQVAEConfig | None = None):
-        super().__init__()
-        cfg = config or VQVAEConfig()
-        self.config = cfg
-        self.scales: tuple[int, ...] = tuple(cfg.scales)
-        self.vocab_size: int = cfg.vocab_size
-        self.embed_dim: int = cfg.embed_dim
-        self.latent_side: int = cfg.scales[-1]
-        h, h2, c = cfg.hidden, cfg.hidden // 2, cfg.embed_dim
-        self.encoder = nn.Sequential(
-            nn.Conv2d(cfg.channels, h2, 3, padding=1), nn.SiLU(),  # 32×32 (no block here: the costliest resolution)
-            nn.Conv2d(h2, h, 4, stride=2, padding=1), _ResBlock(h),  # 16×16
-            nn.Conv2d(h, h, 4, stride=2, padding=1), _ResBlock(h), _ResBlock(h),  # 8×8
-            nn.SiLU(), nn.Conv2d(h, c, 1))
-        self.decoder = nn.Sequential(
-            nn.Conv2d(c, h, 3, padding=1), _ResBlock(h), _ResBlock(h),  # 8×8
-            _Up(h, h), _ResBlock(h),  # 16×16
-            _Up(h, h2),  # 32×32
-            nn.SiLU(), nn.Conv2d(h2, cfg.channels, 3, padding=1))
-        self.codebook = nn.Embedding(cfg.vocab_size, c)
-        nn.init.uniform_(self.codebook.weight, -1.0 / cfg.vocab_size, 1.0 / cfg.vocab_size)
-        self.phis = nn.ModuleList([_Phi(c, cfg.phi_mix) for _ in self.scales]) if cfg.use_phi else None
+    scales: tuple[int, ...]
+    vocab_size: int
+    embed_dim: int
+    latent_side: int
+    beta: float
+    upsample_mode: str
 
-    # ----------------------------------------------------------------------------------------------- autoencoder
     def encode(self, img_B3PP: torch.Tensor) -> torch.Tensor:
         """Images in [-1, 1] (B, 3, P, P) → continuous latent f (B, C, S, S)."""
-        return self.encoder(img_B3PP)
+        raise NotImplementedError
 
     def decode_latent(self, f_hat_BCSS: torch.Tensor) -> torch.Tensor:
-        """Latent (B, C, S, S) → images (B, 3, P, P) in [-1, 1] (tanh)."""
-        return torch.tanh(self.decoder(f_hat_BCSS))
+        """Latent (B, C, S, S) → images (B, 3, P, P) in [-1, 1]."""
+        raise NotImplementedError
+
+    def phi(self, k: int) -> nn.Module | None:
+        """φ applied to scale k's upsampled code map (None: none)."""
+        return None
+
+    @property
+    def image_side(self) -> int:
+        """P: the side of the images this tokenizer reads and writes."""
+        raise NotImplementedError
 
     # -------------------------------------------------------------------------------------------- quantisation
     def _lookup(self, r_BCss: torch.Tensor) -> torch.Tensor:
@@ -134,8 +129,9 @@ class MultiScaleVQVAE(nn.Module):
         h_BCss = self.codebook(idx_Bss).permute(0, 3, 1, 2)
         side = self.latent_side
         if self.scales[k] != side:
-            h_BCss = F.interpolate(h_BCss, size=(side, side), mode=self.config.upsample, align_corners=False)
-        return self.phis[k](h_BCss) if self.phis is not None else h_BCss.contiguous()
+            h_BCss = F.interpolate(h_BCss, size=(side, side), mode=self.upsample_mode, align_corners=False)
+        phi = self.phi(k)
+        return phi(h_BCss) if phi is not None else h_BCss.contiguous()
 
     def add_scale(self, f_hat_BCSS: torch.Tensor, idx_k: torch.Tensor, k: int) -> torch.Tensor:
         """f̂ after scales < k (B, C, S, S) plus scale k's contribution from idx_k (B, s_k, s_k) → (B, C, S, S)."""
@@ -168,7 +164,7 @@ class MultiScaleVQVAE(nn.Module):
             contribs.append(z_BCSS)
             residuals.append(r_BCss.detach())
         n = len(self.scales)
-        loss = (codebook_loss + self.config.beta * commit_loss) / n
+        loss = (codebook_loss + self.beta * commit_loss) / n
         if f_BCSS.requires_grad:  # straight-through: value f̂, gradient to the encoder as if identity (as in VAR)
             f_hat_BCSS = f_BCSS + (f_hat_BCSS - f_BCSS).detach()
         info = {"contributions": contribs, "residuals": residuals,
@@ -221,6 +217,49 @@ class MultiScaleVQVAE(nn.Module):
     def decode_indices(self, idx_list: list[torch.Tensor]) -> torch.Tensor:
         """Token maps (all scales, or a prefix for a coarse preview) → images (B, 3, P, P) in [-1, 1]."""
         return self.decode_latent(self.indices_to_latent(idx_list))
+
+class MultiScaleVQVAE(ScaleTokenizer):
+    """Encoder (B, 3, P, P) → f (B, C, S, S); multi-scale residual quantiser; decoder f̂ → image in [-1, 1]."""
+
+    def __init__(self, config: VQVAEConfig | None = None):
+        super().__init__()
+        cfg = config or VQVAEConfig()
+        self.config = cfg
+        self.scales: tuple[int, ...] = tuple(cfg.scales)
+        self.vocab_size: int = cfg.vocab_size
+        self.embed_dim: int = cfg.embed_dim
+        self.latent_side: int = cfg.scales[-1]
+        self.beta, self.upsample_mode = cfg.beta, cfg.upsample
+        h, h2, c = cfg.hidden, cfg.hidden // 2, cfg.embed_dim
+        self.encoder = nn.Sequential(
+            nn.Conv2d(cfg.channels, h2, 3, padding=1), nn.SiLU(),  # 32×32 (no block here: the costliest resolution)
+            nn.Conv2d(h2, h, 4, stride=2, padding=1), _ResBlock(h),  # 16×16
+            nn.Conv2d(h, h, 4, stride=2, padding=1), _ResBlock(h), _ResBlock(h),  # 8×8
+            nn.SiLU(), nn.Conv2d(h, c, 1))
+        self.decoder = nn.Sequential(
+            nn.Conv2d(c, h, 3, padding=1), _ResBlock(h), _ResBlock(h),  # 8×8
+            _Up(h, h), _ResBlock(h),  # 16×16
+            _Up(h, h2),  # 32×32
+            nn.SiLU(), nn.Conv2d(h2, cfg.channels, 3, padding=1))
+        self.codebook = nn.Embedding(cfg.vocab_size, c)
+        nn.init.uniform_(self.codebook.weight, -1.0 / cfg.vocab_size, 1.0 / cfg.vocab_size)
+        self.phis = nn.ModuleList([_Phi(c, cfg.phi_mix) for _ in self.scales]) if cfg.use_phi else None
+
+    # ----------------------------------------------------------------------------------------------- autoencoder
+    def encode(self, img_B3PP: torch.Tensor) -> torch.Tensor:
+        """Images in [-1, 1] (B, 3, P, P) → continuous latent f (B, C, S, S)."""
+        return self.encoder(img_B3PP)
+
+    def decode_latent(self, f_hat_BCSS: torch.Tensor) -> torch.Tensor:
+        """Latent (B, C, S, S) → images (B, 3, P, P) in [-1, 1] (tanh)."""
+        return torch.tanh(self.decoder(f_hat_BCSS))
+
+    def phi(self, k: int) -> nn.Module | None:
+        return self.phis[k] if self.phis is not None else None
+
+    @property
+    def image_side(self) -> int:
+        return self.config.image
 
     # ------------------------------------------------------------------------------------------------ storage
     def round_to_fp16(self) -> "MultiScaleVQVAE":
