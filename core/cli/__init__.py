@@ -1,4 +1,4 @@
-"""Command line: ``python -m core.cli generate|bench|optimal-acceptance|easyspec-report|kv|var|models``.
+"""Command line: ``python -m core.cli generate|bench|optimal-acceptance|easyspec-report|kv|var|models|export``.
 
 One module per subcommand (``NAME``, ``HELP``, ``add_arguments(parser)``, ``run(args) -> exit code``), listed in
 ``COMMANDS``. Bad input exits 2 with one line on stderr (``error: …``), never a traceback.
@@ -7,12 +7,14 @@ One module per subcommand (``NAME``, ``HELP``, ``add_arguments(parser)``, ``run(
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
-from core.cli import bench, easyspec, generate, kv, models, optimal, var
+from core.cli import bench, easyspec, export, generate, kv, models, optimal, var
+from core.cli.options import apply_placement
 from core.errors import DraftScopeError
 
-COMMANDS = (generate, bench, optimal, easyspec, kv, var, models)
+COMMANDS = (generate, bench, optimal, easyspec, kv, var, models, export)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -31,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        apply_placement(args, os.environ)
         return next(c for c in COMMANDS if c.NAME == args.command).run(args)
     except DraftScopeError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -479,6 +479,18 @@ def matrix_choices(matrices: dict[str, dict]) -> list[tuple[str, str]]:
     return choices
 
 
+def choice_for_drafter(matrices: dict[str, dict], target: str, drafter: str, gamma: int) -> tuple[str, str] | None:
+    """The ``matrix_choices`` entry (all prompts) of the row that ran ``drafter`` on ``target`` as a serving engine
+    runs an export of it: its default options, a chain (no tree) of ``gamma`` tokens; None when no row did."""
+    for i, row in enumerate((matrices.get(target) or {}).get("rows", [])):
+        if (isinstance(row, dict) and row.get("drafter") == drafter and not row.get("options")
+                and not row.get("tree") and row.get("gamma") == gamma
+                and (row.get("overall") or {}).get("drafted")):
+            key = json.dumps([target, i, None])
+            return next((c for c in matrix_choices({target: matrices[target]}) if c[1] == key), None)
+    return None
+
+
 def profile_for_choice(matrices: dict[str, dict], key: str) -> AcceptanceProfile:
     try:
         target, index, category = json.loads(key)
