@@ -34,8 +34,9 @@ PROMPTS = ["Repeat exactly: the quick brown fox jumps over the lazy dog. The qui
            "Summarize: Anna planted tomatoes, beans and basil in her garden in May. By July the tomatoes, beans "
            "and basil were ready, and Anna shared the tomatoes with her neighbours."]
 PYTEST_PARTS = [  # (name, pytest arguments, needs CUDA, share of the budget)
-    ("CUDA tests (split cuda:0 + CPU, static cache, CUDA graphs, trees)",
-     ["-m", "cuda", "tests/test_cuda.py", "tests/test_device_map.py", "-k", "not test_cuda_greedy_identity"], True,
+    ("CUDA tests (split cuda:0 + CPU, static cache, CUDA graphs, trees, official VAR in bf16)",
+     ["-m", "cuda", "tests/test_cuda.py", "tests/test_device_map.py", "tests/test_var_official.py", "-k",
+      "not test_cuda_greedy_identity"], True,
      0.25),
     ("greedy-identity table on CUDA (fp32 + bf16)", ["tests/test_cuda.py", "-k", "test_cuda_greedy_identity"], True,
      0.3),

@@ -332,3 +332,30 @@ def test_app_offers_and_runs_the_official_bundle(files, monkeypatch):
     monkeypatch.setattr(bundle_module, "bundle_choices", lambda: ["tiny"])
     with gr.Blocks():
         assert var_tab.build()["models"] is None  # offline without the files: the tab is unchanged
+
+
+# ------------------------------------------------------------------------------------------------ CUDA (device check)
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (scripts/device_check.py)")
+def test_official_bundle_on_cuda_matches_the_cpu(files, bundle):
+    """Loaded on CUDA (bf16 transformers by default, float32 on request): teacher-forced logits close to the CPU's,
+    and CoDe's hand-over and ScaleKV run on the GPU."""
+    from core.var.scalekv import attention_selectivity, kv_generate
+
+    idx = bundle.vq.encode_indices(torch.rand(2, 3, 32, 32) * 2 - 1)
+    cls = torch.tensor([207, 980])
+    with torch.no_grad():
+        want = bundle.large(cls, bundle.vq.teacher_inputs(idx)).float()
+    for dtype, tol in ((torch.float32, 1e-3), (None, 0.1)):  # None: the loader's choice, bf16 on CUDA
+        gpu = load_official(DRAFTER, REFINER, source=files, device="cuda", dtype=dtype)
+        assert gpu.large.pos_1LC.dtype == (dtype or torch.bfloat16)
+        gidx = [t.cuda() for t in idx]
+        with torch.no_grad():
+            got = gpu.large(cls.cuda(), gpu.vq.teacher_inputs(gidx)).float().cpu()
+        assert (got - want).abs().max().item() <= tol * want.abs().max().item()
+        run = code_generate(gpu.large, gpu.small, gpu.vq, 207, 3, 8, n=2, top_k=20, top_p=0.9, canvases=False)
+        assert [s.model for s in run.scales] == ["large"] * 8 + ["small"] * 2 and run.images.shape == (2, 32, 32, 3)
+        report = attention_selectivity(gpu.small, gpu.vq, [3, 500], [0])
+        full = kv_generate(gpu.small, gpu.vq, 3, 1, "full")
+        pressed = kv_generate(gpu.small, gpu.vq, 3, 1, "scalekv", 0.2, report)
+        assert pressed.kv_bytes < 0.3 * full.kv_bytes
