@@ -19,6 +19,7 @@ from app import gpu, limits, options
 from core.errors import DraftScopeError
 from core.runtime import models
 from core.runtime.models import PRESETS
+from core.var import official_load
 from tests.helpers import DigitTokenizer, vocab6_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -349,9 +350,11 @@ def test_front_matter_describes_the_space():
     assert meta["sdk"] == "gradio" and meta["app_file"] == "app.py" and meta["sdk_version"] == gr.__version__
     assert meta["suggested_hardware"] in {h.value for h in SpaceHardware}
     hub_ids = {p.hub_id for p in PRESETS.values() if p.hub_id}
-    assert set(meta["models"]) == hub_ids
+    assert set(meta["models"]) == hub_ids | {official_load.HUB_REPO}
     pair = [PRESETS[models.HUB_DEFAULT_TARGET].hub_id, PRESETS[PRESETS[models.HUB_DEFAULT_TARGET].drafts[0]].hub_id]
-    assert meta["preload_from_hub"] == pair
+    drafter, refiner = official_load.PAPER_PAIR  # the VAR tab's official pair, ready without a 9 GB first click
+    var_files = [official_load.VQ_FILE, official_load.var_file(drafter), official_load.var_file(refiner)]
+    assert meta["preload_from_hub"] == [*pair, f"{official_load.HUB_REPO} {','.join(var_files)}"]
 
 
 def _requirements(name: str) -> set[str]:
