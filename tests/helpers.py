@@ -4,7 +4,7 @@
 - the registry tables' drafter construction (what each registered drafter needs on a tiny model);
 - a 6-token model, and the law of the first two sampled tokens: exact from the target, empirical over many seeds;
 - calling the app tabs' handlers directly;
-- tiny random VAR checkpoints.
+- tiny random VAR checkpoints, and random official-layout VAR files at reduced width.
 """
 
 from __future__ import annotations
@@ -386,3 +386,28 @@ def tiny_bundle(root: str | Path):
     if not (root / FILES["classifier"]).is_file():
         write_tiny_checkpoints(root)
     return load_bundle(root, device="cpu")
+
+
+# ------------------------------------------------------------------------------------------------ official VAR layout
+OFFICIAL_V, OFFICIAL_C = 64, 8  # reduced vocabulary and latent width
+OFFICIAL_DEPTHS = (4, 2)  # the reduced drafter and refiner
+
+
+def write_official(root: str | Path, scales: tuple[int, ...] | None = None, seed: int = 0,
+                   ch_mult: tuple[int, ...] = (1, 2)) -> Path:
+    """Random tokenizer, d4 drafter (width 64) and d2 refiner (width 32) in the official state-dict layout, under the
+    official file names in ``root`` (scales: the official ten unless given); returns it."""
+    from core.var.official import OfficialVAR, OfficialVARConfig
+    from core.var.official_load import VQ_FILE, var_file
+    from core.var.official_vq import PATCH_NUMS, OfficialVQConfig, OfficialVQVAE
+
+    root, scales = Path(root), PATCH_NUMS if scales is None else scales
+    torch.manual_seed(seed)
+    vq = OfficialVQVAE(OfficialVQConfig(vocab_size=OFFICIAL_V, embed_dim=OFFICIAL_C, ch=32, ch_mult=ch_mult,
+                                        num_res_blocks=1, scales=scales))
+    torch.save(vq.state_dict(), root / VQ_FILE)
+    for depth, width in zip(OFFICIAL_DEPTHS, (64, 32), strict=True):
+        model = OfficialVAR(OfficialVARConfig(depth=depth, width=width, heads=2, vocab_size=OFFICIAL_V,
+                                              embed_dim=OFFICIAL_C, scales=scales))
+        torch.save(model.state_dict(), root / var_file(depth))
+    return root

@@ -17,7 +17,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from core.var.official_load import HUB_REPO, VQ_FILE, var_file
-from tests.test_var_official import write_official
+from tests.helpers import write_official
 
 ROOT = Path(__file__).resolve().parents[1]
 REVISION = "0" * 40

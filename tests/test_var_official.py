@@ -19,9 +19,9 @@ from core.var.code import code_generate
 from core.var.official import OfficialVAR, OfficialVARConfig, sample_like_var
 from core.var.official_load import VQ_FILE, load_official, var_file
 from core.var.official_vq import PATCH_NUMS, OfficialVQConfig, OfficialVQVAE, phi_index
+from tests.helpers import OFFICIAL_C as C, OFFICIAL_DEPTHS, OFFICIAL_V as V, write_official
 
-V, C = 64, 8  # reduced vocabulary and latent width
-DRAFTER, REFINER = 4, 2  # depths of the reduced drafter and refiner
+DRAFTER, REFINER = OFFICIAL_DEPTHS  # depths of the reduced drafter and refiner
 
 
 def var_layout(depth: int, D: int, H: int, V: int, C: int, L: int, K: int, classes: int = 1000) -> dict:
@@ -97,19 +97,6 @@ def vq_layout(ch: int, mult: tuple, V: int, C: int, K: int, blocks: int = 2) -> 
 
 def _shapes(model) -> dict:
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
-
-
-def write_official(root, scales=PATCH_NUMS, seed: int = 0, ch_mult=(1, 2)):
-    """Random tokenizer, d4 drafter (width 64) and d2 refiner (width 32) under the official file names."""
-    torch.manual_seed(seed)
-    vq = OfficialVQVAE(OfficialVQConfig(vocab_size=V, embed_dim=C, ch=32, ch_mult=ch_mult, num_res_blocks=1,
-                                        scales=scales))
-    torch.save(vq.state_dict(), root / VQ_FILE)
-    for depth, width in ((DRAFTER, 64), (REFINER, 32)):
-        model = OfficialVAR(OfficialVARConfig(depth=depth, width=width, heads=2, vocab_size=V, embed_dim=C,
-                                              scales=scales))
-        torch.save(model.state_dict(), root / var_file(depth))
-    return root
 
 
 @pytest.fixture(scope="module")
