@@ -146,6 +146,20 @@ def test_official_sampling_rule():
     assert sample_like_var(logits, generator=gen).unique().numel() >= 3
 
 
+def test_generation_samples_as_the_models_paper_unless_told(small_bundle):
+    """top_k / top_p left out: the official models sample with top-k 900, top-p 0.96 (the CLI, the app's tab and the
+    reports alike); explicit values still win."""
+    model, vq, cls = small_bundle.large, small_bundle.vq, torch.tensor([1, 999])
+
+    def run(**sampling):
+        return model.generate(vq, cls, generator=torch.Generator().manual_seed(3), **sampling)
+
+    assert OfficialVAR.SAMPLING == {"top_k": 900, "top_p": 0.96}
+    default, paper, plain = run(), run(top_k=900, top_p=0.96), run(top_k=0, top_p=0.0)
+    assert all(torch.equal(a, b) for a, b in zip(default, paper, strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(default, plain, strict=True))
+
+
 # ------------------------------------------------------------------------------------------------ loading
 def test_loader_reads_sizes_and_builds_a_bundle(bundle):
     assert bundle.name == "official-d4-d2" and bundle.classifier is None and bundle.class_names == ()

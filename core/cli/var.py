@@ -26,7 +26,6 @@ from core.var.report import (
 NAME, HELP = "var", "visual autoregressive models: CoDe splits, ScaleKV, DraftAttention"
 
 
-OFFICIAL_SAMPLING = {"top_k": 900, "top_p": 0.96}  # the official models' sampling (the VAR paper's FID setting)
 
 
 def _bundle_arguments(parser) -> None:
@@ -109,9 +108,8 @@ def generate(args) -> int:
 
     if not 1 <= args.n <= 256:
         raise DraftScopeError(f"--n must be in 1..256, got {args.n}")
-    top_k = args.top_k if args.top_k is not None else 0
-    top_p = args.top_p if args.top_p is not None else 0.0
-    if top_k < 0 or not 0.0 <= top_p <= 1.0:
+    top_k, top_p = args.top_k, args.top_p  # None: the models' own sampling (``NextScaleModel.SAMPLING``)
+    if (top_k or 0) < 0 or not 0.0 <= (top_p or 0.0) <= 1.0:
         raise DraftScopeError("--top-k must be ≥ 0 and --top-p in [0, 1]")
     if not -1.0 <= args.cfg <= 20.0:
         raise DraftScopeError(f"--cfg must be in [-1, 20], got {args.cfg}")
@@ -119,9 +117,6 @@ def generate(args) -> int:
     if args.canvases and not args.out:
         raise DraftScopeError("--canvases needs --out image.png")
     bundle = open_bundle(args)
-    if bundle.meta.get("official"):
-        top_k = OFFICIAL_SAMPLING["top_k"] if args.top_k is None else top_k
-        top_p = OFFICIAL_SAMPLING["top_p"] if args.top_p is None else top_p
     class_id = parse_class(args.class_name, bundle.large.config.num_classes, bundle.class_names)
     K = bundle.num_scales
     split = default_split(K) if args.split is None else args.split

@@ -96,7 +96,7 @@ def check_pair(large, small, vq) -> None:
 
 
 def code_generate(large, small, vq, class_id: int, seed: int, split: int, n: int = 1, cfg: float = 1.5,
-                  top_k: int = 0, top_p: float = 0.0, canvases: bool = True,
+                  top_k: int | None = None, top_p: float | None = None, canvases: bool = True,
                   on_scale: Callable[[ScaleStep], None] | None = None, stop_scale: int | None = None,
                   label: str | None = None, presses: dict | None = None, attention_scores: bool = False) -> VARRun:
     """Generate ``n`` images of ``class_id`` with the large model on scales < split and the small one on the rest.
@@ -192,7 +192,7 @@ def code_generate(large, small, vq, class_id: int, seed: int, split: int, n: int
 
 
 def compare_splits(large, small, vq, class_id: int, seed: int, splits: list[int] | tuple[int, ...], n: int = 1,
-                   cfg: float = 1.5, top_k: int = 0, top_p: float = 0.0, classifier=None,
+                   cfg: float = 1.5, top_k: int | None = None, top_p: float | None = None, classifier=None,
                    canvases: bool = True) -> list[VARRun]:
     """Large-only first, then every split in ``splits`` (K and 0 included when asked), each with PSNR against the
     large-only images of the same class and seed and, with a classifier, its accuracy on the batch."""

@@ -106,7 +106,7 @@ class _GridOverride:
 @torch.no_grad()
 def draft_attention_generate(model, vq, class_id: int, seed: int, sparsity: float = 0.75, tile: int = 2,
                              min_side: int = 6, n: int = 1, cfg: float = 1.5, map_layer: int | None = None,
-                             map_head: int = 0, top_k: int = 0, top_p: float = 0.0) -> VARDraftRun:
+                             map_head: int = 0, top_k: int | None = None, top_p: float | None = None) -> VARDraftRun:
     """Generate with DraftAttention on the scales of side ≥ min_side and, with the same seed, densely."""
     from core.var.code import psnr
     from core.var.data import to_uint8

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -194,6 +195,7 @@ class NextScaleModel(nn.Module):
     config: object
     blocks: nn.ModuleList
     head: nn.Linear
+    SAMPLING: ClassVar[dict] = {"top_k": 0, "top_p": 0.0}  # generate's top-k / top-p when not given (0 = off)
 
     def _init_state(self) -> None:
         """Scale bookkeeping and the state of the last generation (KV cache, its size, attention per scale)."""
@@ -324,7 +326,7 @@ class NextScaleModel(nn.Module):
         self.kv_cache, self.last_attention, self.kv_bytes_per_scale, self._kv_bytes = None, {}, {}, 0
 
     @torch.no_grad()
-    def generate(self, vq, cls_B: torch.Tensor, cfg: float = 1.5, top_k: int = 0, top_p: float = 0.0,
+    def generate(self, vq, cls_B: torch.Tensor, cfg: float = 1.5, top_k: int | None = None, top_p: float | None = None,
                  generator: torch.Generator | None = None, cache: bool = True, start_scale: int = 0,
                  prefix_idx: list[torch.Tensor] | None = None, on_scale: ScaleCallback | None = None,
                  attention_scores: bool = False, kv_hook: KVHook | None = None,
@@ -332,7 +334,8 @@ class NextScaleModel(nn.Module):
         """Sample every scale's indices: a list of K LongTensors (B, s_k, s_k), the prefix scales included.
 
         cfg: guidance strength, ramped as t = cfg·k/(K−1) at scale k; logits = (1+t)·cond − t·uncond (0 = off).
-        top_k / top_p: 0 = off. generator: a seeded torch.Generator on the model's device (reproducible draws).
+        top_k / top_p: 0 = off, None = the model's ``SAMPLING`` (what its paper samples with).
+        generator: a seeded torch.Generator on the model's device (reproducible draws).
         cache: keep a per-layer KV cache and feed only the new scale's tokens (False: recompute the whole prefix).
         start_scale / prefix_idx: take the first N scales from prefix_idx (another model's output), prefill them in
         one forward and generate scales N..K−1. on_scale(k, idx_k, f_hat, ms) is called after each generated scale.
@@ -343,6 +346,8 @@ class NextScaleModel(nn.Module):
         then stop_scale long. The guidance ramp still uses the full K.
         """
         self._check_vq(vq)
+        top_k = self.SAMPLING["top_k"] if top_k is None else top_k
+        top_p = self.SAMPLING["top_p"] if top_p is None else top_p
         K, B = len(self.scales), cls_B.shape[0]
         n_prefix = self._prefix_length(start_scale, prefix_idx)
         stop = K if stop_scale is None else int(stop_scale)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -176,6 +177,8 @@ class SharedAdaLin(nn.Linear):
 # --------------------------------------------------------------------------------------------- the model
 class OfficialVAR(NextScaleModel):
     """A class-conditional VAR whose ``state_dict`` is the official one (keys and shapes)."""
+
+    SAMPLING: ClassVar[dict] = {"top_k": 900, "top_p": 0.96}  # the official demo's and the paper's FID sampling
 
     def __init__(self, config: OfficialVARConfig):
         super().__init__()

@@ -250,8 +250,8 @@ class KVRun:
 
 @torch.no_grad()
 def kv_generate(model, vq, class_id: int, seed: int, policy: str = "full", beta: float = 1.0,
-                report: ASIReport | None = None, n: int = 1, cfg: float = 1.5, top_k: int = 0,
-                top_p: float = 0.0) -> KVRun:
+                report: ASIReport | None = None, n: int = 1, cfg: float = 1.5,
+                top_k: int | None = None, top_p: float | None = None) -> KVRun:
     """Generate with the full cache or a pruned one. Every policy runs the same attention code path
     (``attention_scores=True``), so at a 100 % budget the output equals the full-cache output exactly."""
     import time
