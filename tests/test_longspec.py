@@ -154,11 +154,11 @@ def test_ring_rollback_after_a_rejection_equals_recomputing_from_scratch(tiny_ll
     fresh.prefill(new)
     reference = _round(fresh, tiny_llama, new, gamma=4)
     assert again.tokens == reference.tokens
-    torch.testing.assert_close(drafter.last_logits_nV, fresh.last_logits_nV, atol=1e-5, rtol=0)
+    torch.testing.assert_close(drafter.last_logits_nV, fresh.last_logits_nV, atol=1e-4, rtol=0)
     rows, rows_ref = _ring_rows(drafter.ring), _ring_rows(fresh.ring)
     assert rows.keys() == rows_ref.keys() == set(range(len(new) - window, len(new)))
     for p in rows:
-        torch.testing.assert_close(rows[p], rows_ref[p], atol=1e-6, rtol=0)
+        torch.testing.assert_close(rows[p], rows_ref[p], atol=1e-5, rtol=0)
 
 
 def test_the_ring_is_refilled_for_another_sequence(tiny_llama):
@@ -172,7 +172,7 @@ def test_the_ring_is_refilled_for_another_sequence(tiny_llama):
     fresh.net = drafter.net
     fresh.prefill(other)
     _round(fresh, tiny_llama, other)
-    torch.testing.assert_close(drafter.last_logits_nV, fresh.last_logits_nV, atol=1e-5, rtol=0)
+    torch.testing.assert_close(drafter.last_logits_nV, fresh.last_logits_nV, atol=1e-4, rtol=0)
 
 
 # ------------------------------------------------------------------------------------------------ trees
@@ -238,7 +238,7 @@ def test_tree_node_logits_equal_the_chain_and_one_masked_attention(tiny_llama, w
         for node in range(len(tree)):
             chain = _chain_logits(drafter, tokens, ctx.target_kv, [tree.tokens[i] for i in tree.path(node)])
             torch.testing.assert_close(rows[node], chain[-1], atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(root, chain[0], atol=1e-6, rtol=0)
+    torch.testing.assert_close(root, chain[0], atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("accepted", [0, 2, 4])
@@ -263,11 +263,11 @@ def test_tree_end_moves_the_accepted_path_into_the_ring(tiny_llama, accepted):
     fresh.prefill(new)
     reference = _round(fresh, tiny_llama, new, gamma=4)
     assert again.tokens == reference.tokens
-    torch.testing.assert_close(drafter.last_logits_nV, fresh.last_logits_nV, atol=1e-5, rtol=0)
+    torch.testing.assert_close(drafter.last_logits_nV, fresh.last_logits_nV, atol=1e-4, rtol=0)
     rows, rows_ref = _ring_rows(drafter.ring), _ring_rows(fresh.ring)
     assert rows.keys() == rows_ref.keys()
     for p in rows:
-        torch.testing.assert_close(rows[p], rows_ref[p], atol=1e-6, rtol=0)
+        torch.testing.assert_close(rows[p], rows_ref[p], atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("tree", ["2,2,1", "budget:6"])
