@@ -24,6 +24,8 @@ from core.budget import check_count, var_generate
 from core.errors import DraftScopeError
 from core.var.bundle import TINY
 from core.var.data import CLASS_NAMES
+from core.var.official_load import PAPER_PAIR
+from core.var.official_vq import PATCH_NUMS
 from core.var.report import default_split, parse_budget, parse_class
 from visualizers.var import (
     asi_heatmap,
@@ -53,7 +55,6 @@ DEFAULT_SPARSITY = 0.75
 MIN_SIDE = 6  # DraftAttention runs on the scales of side ≥ this (6×6 and 8×8; 6 … 16 for the official models)
 IMAGENET_EXAMPLES = {980: "volcano", 437: "beacon", 22: "bald eagle", 562: "fountain", 207: "golden retriever",
                      88: "macaw", 279: "arctic fox", 388: "giant panda", 417: "balloon", 1: "goldfish"}  # index → label
-OFFICIAL_SCALES = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)  # the official models' scales (the split slider's range)
 
 INTRO = (
     "**VAR** (visual autoregressive modelling) paints an image coarse to fine: it first predicts a 1×1 map of "
@@ -405,7 +406,7 @@ def show_grid(state, scale) -> object:
 def switch_models(models) -> tuple:
     """The class list, split range, layer range and DraftAttention grids of the picked bundle (nothing is loaded)."""
     official = models not in (None, "", TINY)
-    scales, depth = (OFFICIAL_SCALES, 30) if official else (DEFAULT_SCALES, DEFAULT_DEPTH)
+    scales, depth = (PATCH_NUMS, PAPER_PAIR[0]) if official else (DEFAULT_SCALES, DEFAULT_DEPTH)
     classes = [f"{i} {label}" for i, label in sorted(IMAGENET_EXAMPLES.items())] if official else list(CLASS_NAMES)
     K = len(scales)
     grids = [(f"{s}×{s} (scale {k})", k) for k, s in reversed(list(enumerate(scales))) if s >= MIN_SIDE]

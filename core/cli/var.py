@@ -26,8 +26,6 @@ from core.var.report import (
 NAME, HELP = "var", "visual autoregressive models: CoDe splits, ScaleKV, DraftAttention"
 
 
-
-
 def _bundle_arguments(parser) -> None:
     parser.add_argument("--bundle", default=None, help="tiny (the shipped models, default) or official-d<A>-d<B>: the "
                         "official VAR-dA drafter and VAR-dB refiner (default pair official-d30-d16)")

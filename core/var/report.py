@@ -81,7 +81,7 @@ def default_split(num_scales: int) -> int:
 def parse_classes(spec: str, num_classes: int, names: tuple[str, ...] | None = None) -> list[int]:
     """"all" (every class; for ImageNet, ``calibration_classes``' spread of 10) or a comma list."""
     if spec.strip().lower() == "all":
-        return calibration_classes(num_classes) if num_classes > CALIBRATION_CLASSES else list(range(num_classes))
+        return calibration_classes(num_classes)
     return [parse_class(c, num_classes, names) for c in spec.split(",") if c.strip()]
 
 

@@ -218,6 +218,7 @@ class ScaleTokenizer(nn.Module):
         """Token maps (all scales, or a prefix for a coarse preview) → images (B, 3, P, P) in [-1, 1]."""
         return self.decode_latent(self.indices_to_latent(idx_list))
 
+
 class MultiScaleVQVAE(ScaleTokenizer):
     """Encoder (B, 3, P, P) → f (B, C, S, S); multi-scale residual quantiser; decoder f̂ → image in [-1, 1]."""
 
